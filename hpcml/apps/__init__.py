@@ -1,0 +1,1 @@
+"""Applications: configuration -> run -> output (``hpcml run``)."""

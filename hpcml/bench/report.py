@@ -1,0 +1,155 @@
+"""
+Timing, memory and report writing shared by every ``hpcml bench`` module.
+
+Reports are a JSON file (the full record: machine, versions, every row) and a
+Markdown table of the same rows, both written atomically by rank 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process in MiB (``ru_maxrss`` is KiB on Linux)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024.0 if sys.platform != "darwin" else rss / 2**20
+
+
+def time_call(
+    fn: Callable[[], Any],
+    *,
+    repeat: int = 10,
+    warmup: int = 2,
+    comm: Any = None,
+    min_time: float = 0.0,
+) -> dict[str, float]:
+    """
+    Time ``fn()`` and return ``{"min", "median", "mean"}`` seconds per call.
+
+    With ``comm`` the ranks synchronise before every call and the time of a call
+    is the slowest rank's (what a bulk-synchronous code waits for).  ``min_time``
+    repeats further until that many seconds were spent, for very short calls.
+    """
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    spent = 0.0
+    while len(samples) < repeat or spent < min_time:
+        if comm is not None:
+            comm.Barrier()
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        if comm is not None:
+            from mpi4py import MPI
+
+            dt = comm.allreduce(dt, op=MPI.MAX)
+        samples.append(dt)
+        spent += dt
+        if len(samples) > 100_000:
+            break
+    return {
+        "min": min(samples),
+        "median": statistics.median(samples),
+        "mean": statistics.fmean(samples),
+        "samples": len(samples),
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    """Host facts recorded with every benchmark."""
+    import numpy as np
+
+    from hpcml._version import __version__
+
+    info: dict[str, Any] = {
+        "hpcml": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "host": platform.node(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    try:
+        from mpi4py import MPI
+
+        info["mpi"] = MPI.Get_library_version().splitlines()[0].strip()
+        info["ranks"] = MPI.COMM_WORLD.Get_size()
+    except Exception:  # pragma: no cover - mpi4py is a hard dependency
+        pass
+    return info
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if np.isnan(value):
+            return "n/a"
+        if value == 0 or 1e-3 <= abs(value) < 1e5:
+            return f"{value:.3g}" if abs(value) < 100 else f"{value:.1f}"
+        return f"{value:.3e}"
+    if value is None:
+        return "n/a"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Render ``rows`` as a GitHub Markdown table over ``columns``."""
+    head = "| " + " | ".join(columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_report(
+    name: str,
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    outdir: str | os.PathLike[str],
+    *,
+    meta: dict[str, Any] | None = None,
+    title: str | None = None,
+    notes: Sequence[str] = (),
+) -> tuple[Path, Path]:
+    """
+    Write ``NAME.json`` and ``NAME.md`` into ``outdir``; return both paths.
+
+    Call on one rank only (rank 0).
+    """
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"benchmark": name, "machine": machine_info(), "meta": meta or {}, "rows": list(rows)}
+    jpath, mpath = out / f"{name}.json", out / f"{name}.md"
+    _atomic_write(jpath, json.dumps(record, indent=2, default=float) + "\n")
+    lines = [f"# {title or 'hpcml bench ' + name}", ""]
+    m = record["machine"]
+    lines.append(
+        f"hpcml {m['hpcml']}, {m.get('mpi', 'MPI ?')}, {m.get('ranks', 1)} rank(s), {m['cpus']} CPUs, {m['date']}"
+    )
+    lines.append("")
+    lines.append(markdown_table(rows, columns))
+    for note in notes:
+        lines.append(f"- {note}")
+    _atomic_write(mpath, "\n".join(lines).rstrip() + "\n")
+    return jpath, mpath

@@ -1,0 +1,229 @@
+"""
+Canonical strided-block description of array regions, and its pack/unpack.
+
+``StridedBlock(start, counts, strides)`` describes a region of a buffer in
+bytes: ``counts[0]`` contiguous bytes form a run (dimension 0 is always dense),
+and each further dimension ``d`` repeats everything below it ``counts[d]``
+times, ``strides[d]`` bytes apart.  Adjacent dimensions that are contiguous in
+memory are folded, so a face that is one dense slab has a single dimension and
+is sent without packing.  This is TEMPI's canonical form; the halo exchange
+packs with it on the CPU, and GPU pack kernels use the same description.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hpcml.backend import array_module
+from hpcml.kernels.pack import pack_words, unpack_words
+
+__all__ = ["StridedBlock"]
+
+_WORDS = {8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}
+
+
+def _base_bytes(array: Any) -> tuple[Any, int]:
+    """Flat uint8 view of a C- or F-contiguous array's whole buffer."""
+    if not (array.flags.c_contiguous or array.flags.f_contiguous):
+        raise ValueError("StridedBlock pack/unpack needs a contiguous base array")
+    return array.ravel(order="A").view(np.uint8), array.nbytes
+
+
+@dataclass(frozen=True)
+class StridedBlock:
+    """
+    A strided region of a buffer, in bytes, in canonical (folded) form.
+
+    Attributes
+    ----------
+    start
+        Byte offset of the first byte of the region.
+    counts
+        ``counts[0]``: bytes in one dense run; ``counts[d]``: repetitions of dim ``d-1``.
+    strides
+        Byte distance between repetitions per dimension (``strides[0] == 1``).
+    """
+
+    start: int
+    counts: tuple[int, ...]
+    strides: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.counts) != len(self.strides) or not self.counts:
+            raise ValueError("counts and strides must have the same, non-zero length")
+        if self.start < 0 or any(c < 0 for c in self.counts):
+            raise ValueError(f"negative start or count in {self}")
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def from_view(cls, array: Any, region: Sequence[slice] | None = None) -> StridedBlock:
+        """
+        Describe ``array[region]`` relative to the start of ``array``'s buffer.
+
+        ``array`` may be any NumPy/CuPy array with non-negative strides; ``region``
+        is a tuple of step-1 slices (``None`` = the whole array).
+        """
+        view = array if region is None else array[tuple(region)]
+        if any(s < 0 for s in view.strides):
+            raise ValueError("negative strides are not supported")
+        start = _byte_offset(view, array)
+        return cls.from_shape_strides(start, view.shape, view.strides, view.itemsize)
+
+    @classmethod
+    def from_shape_strides(
+        cls, start: int, shape: Sequence[int], strides: Sequence[int], itemsize: int
+    ) -> StridedBlock:
+        """Canonical form of an N-D strided region (shape/strides in elements/bytes)."""
+        dims = [(int(n), int(s)) for n, s in zip(shape, strides) if int(n) != 1]
+        if any(n == 0 for n, _ in dims):
+            return cls(int(start), (0,), (1,))
+        dims.sort(key=lambda t: t[1])  # innermost (smallest stride) first
+        counts, strides_b = [int(itemsize)], [1]
+        for n, s in dims:
+            if s == counts[-1] * strides_b[-1]:
+                counts[-1] *= n  # dense fold: this dim continues the previous one
+            else:
+                counts.append(n)
+                strides_b.append(s)
+        return cls(int(start), tuple(counts), tuple(strides_b))
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def nbytes(self) -> int:
+        """Number of bytes in the region (the packed size)."""
+        return int(np.prod(self.counts, dtype=np.int64))
+
+    @property
+    def contiguous(self) -> bool:
+        """True when the region is one dense run (no packing needed)."""
+        return len(self.counts) == 1
+
+    @property
+    def extent(self) -> int:
+        """One past the last byte touched, relative to the buffer start."""
+        if self.nbytes == 0:
+            return self.start
+        return self.start + self.counts[0] + sum((c - 1) * s for c, s in zip(self.counts[1:], self.strides[1:]))
+
+    def word_size(self) -> int:
+        """Widest word (8/4/2/1 bytes) dividing start, run length and every stride."""
+        for w in (8, 4, 2, 1):
+            if self.start % w == 0 and self.counts[0] % w == 0 and all(s % w == 0 for s in self.strides[1:]):
+                return w
+        return 1  # pragma: no cover - w=1 always divides
+
+    def in_words(self, w: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(start, counts, strides)`` converted to ``w``-byte words (int64 arrays)."""
+        counts = np.array((self.counts[0] // w, *self.counts[1:]), dtype=np.int64)
+        strides = np.array((1, *(s // w for s in self.strides[1:])), dtype=np.int64)
+        return self.start // w, counts, strides
+
+    # -- pack / unpack -------------------------------------------------------------------
+    def pack(self, array: Any, out: Any = None) -> Any:
+        """
+        Copy the region of ``array``'s buffer into a contiguous uint8 array.
+
+        Returns ``out`` (allocated with ``array``'s module when ``None``).
+        """
+        xp = array_module(array)
+        if xp is not np:
+            return self._pack_xp(xp, array, out)
+        src, total = _base_bytes(array)
+        self._check(total)
+        if out is None:
+            out = np.empty(self.nbytes, dtype=np.uint8)
+        elif out.nbytes < self.nbytes or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a contiguous buffer of at least {self.nbytes} bytes")
+        dst = out.reshape(-1).view(np.uint8)[: self.nbytes]
+        if self.nbytes:
+            w = self.word_size()
+            start, counts, strides = self.in_words(w)
+            pack_words(src.view(_WORDS[w]), dst.view(_WORDS[w]), start, counts, strides)
+        return out
+
+    def unpack(self, buf: Any, array: Any, accumulate: bool = False) -> None:
+        """
+        Scatter packed ``buf`` back into the region of ``array``'s buffer.
+
+        With ``accumulate`` the packed values are *added* (element dtype of ``array``),
+        which the adjoint of a halo exchange needs.
+        """
+        xp = array_module(array)
+        if xp is not np:
+            self._unpack_xp(xp, buf, array, accumulate)
+            return
+        dst, total = _base_bytes(array)
+        self._check(total)
+        if buf.nbytes < self.nbytes:
+            raise ValueError(f"buffer has {buf.nbytes} bytes, the region needs {self.nbytes}")
+        src = np.ascontiguousarray(buf).reshape(-1).view(np.uint8)[: self.nbytes]
+        if not self.nbytes:
+            return
+        if accumulate:
+            item = array.dtype.itemsize
+            if self.start % item or self.counts[0] % item or any(s % item for s in self.strides[1:]):
+                raise ValueError("accumulate needs a region aligned to the array's elements")
+            counts = np.array((self.counts[0] // item, *self.counts[1:]), dtype=np.int64)
+            strides = np.array((1, *(s // item for s in self.strides[1:])), dtype=np.int64)
+            unpack_words(src.view(array.dtype), dst.view(array.dtype), self.start // item, counts, strides, True)
+            return
+        w = self.word_size()
+        start, counts, strides = self.in_words(w)
+        unpack_words(src.view(_WORDS[w]), dst.view(_WORDS[w]), start, counts, strides, False)
+
+    def _strided_view(self, xp: Any, array: Any) -> Any:
+        """The region as a (run, counts[1:]) strided view, for array modules without Numba."""
+        from importlib import import_module
+
+        as_strided = import_module(xp.__name__ + ".lib.stride_tricks").as_strided
+        item = array.dtype.itemsize
+        if self.start % item or self.counts[0] % item or any(s % item for s in self.strides[1:]):
+            flat, elem = array.ravel(order="A").view(xp.uint8), 1
+        else:
+            flat, elem = array.ravel(order="A"), item
+        shape = (*reversed(self.counts[1:]), self.counts[0] // elem)
+        strides = (*reversed(self.strides[1:]), elem)
+        return as_strided(flat[self.start // elem :], shape=shape, strides=strides)
+
+    def _pack_xp(self, xp: Any, array: Any, out: Any) -> Any:
+        # One strided elementwise copy on the array's device (a CuPy kernel for CuPy
+        # arrays); the dedicated GPU pack kernels replace this where they are faster.
+        self._check(array.nbytes)
+        if out is None:
+            out = xp.empty(self.nbytes, dtype=xp.uint8)
+        view = self._strided_view(xp, array)
+        out.reshape(-1).view(xp.uint8)[: self.nbytes].view(view.dtype).reshape(view.shape)[...] = view
+        return out
+
+    def _unpack_xp(self, xp: Any, buf: Any, array: Any, accumulate: bool) -> None:
+        self._check(array.nbytes)
+        view = self._strided_view(xp, array)
+        src = buf.reshape(-1).view(xp.uint8)[: self.nbytes].view(view.dtype).reshape(view.shape)
+        if accumulate:
+            if view.dtype != array.dtype:
+                raise ValueError("accumulate needs a region aligned to the array's elements")
+            view += src
+        else:
+            view[...] = src
+
+    def _check(self, total: int) -> None:
+        if self.extent > total:
+            raise ValueError(f"region ends at byte {self.extent} but the buffer has {total} bytes")
+
+
+def _byte_offset(view: Any, base: Any) -> int:
+    """Byte offset of ``view``'s first element inside ``base``'s buffer."""
+    if hasattr(view, "__cuda_array_interface__") and not isinstance(view, np.ndarray):
+        v = view.__cuda_array_interface__["data"][0]
+        b = base.__cuda_array_interface__["data"][0]
+    else:
+        v = view.__array_interface__["data"][0]
+        b = base.__array_interface__["data"][0]
+    off = v - b
+    if off < 0 or off + 0 > base.nbytes:
+        raise ValueError("the region does not lie inside the base array")
+    return int(off)

@@ -1,0 +1,302 @@
+"""
+DistArray: the local block of a block-decomposed global array, with ghost layers.
+
+A ``DistArray`` owns ``data`` (the ghosted local block, NumPy or CuPy) and a
+reference to its :class:`~hpcml.decomp.CartDecomp`; halo exchanges run in place
+on ``data`` through a cached :class:`~hpcml.halo.HaloExchange` plan.  No method
+allocates a global-size array except :meth:`gather`/:meth:`allgather`, which the
+user asks for explicitly, and :meth:`from_global` on the root, which is given one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+from mpi4py.util.dtlib import from_numpy_dtype
+
+from hpcml.backend import array_module, xp_from_name
+from hpcml.decomp import CartDecomp
+from hpcml.halo import HaloExchange, HaloRequest, plan_for
+
+__all__ = ["DistArray", "SUPPORTED_DTYPES", "check_dtype"]
+
+SUPPORTED_DTYPES = tuple(np.dtype(t) for t in ("float32", "float64", "complex64", "complex128", "int32", "int64"))
+
+
+def check_dtype(dtype: Any) -> np.dtype:
+    """Normalise ``dtype`` and reject types hpcml does not reduce or exchange."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"unknown dtype {dtype!r}; supported: {', '.join(d.name for d in SUPPORTED_DTYPES)}") from None
+    if dt.newbyteorder("=") not in SUPPORTED_DTYPES or not dt.isnative:
+        raise TypeError(f"dtype {dt} is not supported; use one of {', '.join(d.name for d in SUPPORTED_DTYPES)}")
+    return dt
+
+
+class DistArray:
+    """
+    Local ghosted block of a distributed array.
+
+    Parameters
+    ----------
+    decomp
+        The decomposition (global shape, process grid, halo widths).
+    data
+        Local array of shape ``decomp.ghosted_shape`` (C- or F-contiguous).
+
+    Attributes
+    ----------
+    data
+        Ghosted local block; ``interior`` is the view without ghosts.
+    decomp
+        The :class:`~hpcml.decomp.CartDecomp`.
+    """
+
+    def __init__(self, decomp: CartDecomp, data: Any) -> None:
+        if tuple(data.shape) != decomp.ghosted_shape:
+            raise ValueError(f"data shape {tuple(data.shape)} != ghosted shape {decomp.ghosted_shape}")
+        check_dtype(data.dtype)
+        self.decomp = decomp
+        self.data = data
+        self.xp = array_module(data)
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def empty(cls, decomp: CartDecomp, dtype: Any = "f8", xp: Any = np, order: str = "C") -> DistArray:
+        """Uninitialised array (ghosts included)."""
+        mod = xp_from_name(xp)
+        return cls(decomp, mod.empty(decomp.ghosted_shape, dtype=check_dtype(dtype), order=order))
+
+    @classmethod
+    def zeros(cls, decomp: CartDecomp, dtype: Any = "f8", xp: Any = np, order: str = "C") -> DistArray:
+        """Array of zeros (ghosts included)."""
+        mod = xp_from_name(xp)
+        return cls(decomp, mod.zeros(decomp.ghosted_shape, dtype=check_dtype(dtype), order=order))
+
+    @classmethod
+    def full(cls, decomp: CartDecomp, fill_value: Any, dtype: Any = "f8", xp: Any = np, order: str = "C") -> DistArray:
+        """Array filled with ``fill_value`` (ghosts included)."""
+        mod = xp_from_name(xp)
+        return cls(decomp, mod.full(decomp.ghosted_shape, fill_value, dtype=check_dtype(dtype), order=order))
+
+    @classmethod
+    def from_global(
+        cls,
+        decomp: CartDecomp,
+        source: Any,
+        root: int = 0,
+        dtype: Any = None,
+        xp: Any = np,
+    ) -> DistArray:
+        """
+        Distribute a global array from ``root``, or evaluate a function of the index.
+
+        Parameters
+        ----------
+        source
+            Either a callable ``f(*index_arrays)`` called on every rank with the
+            global index arrays of its block (broadcastable, ``np.ogrid`` style) —
+            nothing global is ever allocated — or, on ``root``, a C- or F-contiguous
+            array of shape ``decomp.shape`` (ignored on other ranks, may be ``None``).
+        root
+            Rank (in ``decomp.cart``) holding the array.
+        dtype
+            Element type; defaults to the array's (broadcast from root) or the
+            callable's result type.
+        """
+        if callable(source):
+            values = np.asarray(source(*decomp.global_indices(sparse=True)))
+            dt = check_dtype(dtype if dtype is not None else values.dtype)
+            out = cls.empty(decomp, dt, np)
+            out.interior[...] = np.broadcast_to(values, decomp.local_shape)
+            return out._to(xp)
+        comm = decomp.cart
+        if not 0 <= root < comm.Get_size():
+            raise ValueError(f"root={root} is not a rank of a {comm.Get_size()}-rank communicator")
+        # The root validates and broadcasts the verdict, so a bad array fails on
+        # every rank with the root's message instead of leaving the others waiting.
+        verdict: tuple[str | None, str | None] = (None, None)
+        if comm.Get_rank() == root:
+            verdict = _validate_global(source, decomp.shape, dtype)
+        err, dtstr = comm.bcast(verdict, root=root)
+        if err is not None:
+            raise ValueError(f"from_global (array on rank {root}): {err}")
+        dt = check_dtype(dtstr)
+        out = cls.empty(decomp, dt, np)
+        mpitype = from_numpy_dtype(dt)
+        if comm.Get_rank() == root:
+            g = np.asarray(source)
+            for r in range(comm.Get_size()):
+                # One block copy at a time: the root never holds two global arrays.
+                block = np.ascontiguousarray(g[decomp.rank_slices(r)], dtype=dt)
+                if r == root:
+                    out.interior[...] = block
+                else:
+                    comm.Send([block, block.size, mpitype], r, 77)
+        else:
+            block = np.empty(decomp.local_shape, dtype=dt)
+            comm.Recv([block, block.size, mpitype], root, 77)
+            out.interior[...] = block
+        return out._to(xp)
+
+    def _to(self, xp: Any) -> DistArray:
+        mod = xp_from_name(xp)
+        if mod is self.xp:
+            return self
+        return DistArray(self.decomp, mod.asarray(self.data))
+
+    def empty_like(self) -> DistArray:
+        """Uninitialised array with the same decomposition, dtype and module."""
+        return DistArray(self.decomp, self.xp.empty_like(self.data))
+
+    def zeros_like(self) -> DistArray:
+        """Zero array with the same decomposition, dtype and module."""
+        return DistArray(self.decomp, self.xp.zeros_like(self.data))
+
+    def copy(self) -> DistArray:
+        """Deep copy (ghosts included)."""
+        return DistArray(self.decomp, self.data.copy())
+
+    # -- views and properties ------------------------------------------------------------
+    @property
+    def interior(self) -> Any:
+        """View of the owned cells (no ghosts)."""
+        return self.data[self.decomp.interior]
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Element type."""
+        return np.dtype(self.data.dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Global shape."""
+        return self.decomp.shape
+
+    @property
+    def order(self) -> str:
+        """Memory order of ``data`` (``"C"`` or ``"F"``)."""
+        return "C" if self.data.flags.c_contiguous else "F"
+
+    # -- halo exchange -------------------------------------------------------------------
+    def halo_plan(self, method: str = "auto", corners: bool = True) -> HaloExchange:
+        """The cached exchange plan for this array's layout."""
+        return plan_for(self.data, self.decomp, method, corners)
+
+    def exchange_halos(self, method: str = "auto", corners: bool = True) -> None:
+        """Fill the ghost layers from the neighbours (blocking)."""
+        self.halo_plan(method, corners).exchange(self.data)
+
+    def start_exchange(self, method: str = "auto", corners: bool = True) -> HaloRequest:
+        """Start filling the ghost layers; compute on the interior, then ``req.wait()``."""
+        return self.halo_plan(method, corners).start(self.data)
+
+    # -- gathering -----------------------------------------------------------------------
+    def gather(self, root: int = 0) -> np.ndarray | None:
+        """
+        The global array (NumPy) on ``root``, ``None`` elsewhere.
+
+        Each block travels as one contiguous message; the root holds the global
+        array plus one block at a time.
+        """
+        comm = self.decomp.cart
+        mpitype = from_numpy_dtype(self.dtype)
+        local = _host(np.ascontiguousarray(self.interior) if self.xp is np else self.xp.asnumpy(self.interior))
+        if comm.Get_rank() != root:
+            comm.Send([local, local.size, mpitype], root, 78)
+            return None
+        out = np.empty(self.decomp.shape, dtype=self.dtype)
+        for r in range(comm.Get_size()):
+            sl = self.decomp.rank_slices(r)
+            if r == root:
+                out[sl] = local
+                continue
+            block = np.empty(tuple(s.stop - s.start for s in sl), dtype=self.dtype)
+            comm.Recv([block, block.size, mpitype], r, 78)
+            out[sl] = block
+        return out
+
+    def allgather(self) -> np.ndarray:
+        """The global array (NumPy) on every rank."""
+        g = self.gather(root=0)
+        if g is None:
+            g = np.empty(self.decomp.shape, dtype=self.dtype)
+        self.decomp.cart.Bcast([g, g.size, from_numpy_dtype(self.dtype)], root=0)
+        return g
+
+    # -- reductions ----------------------------------------------------------------------
+    def _allreduce(self, value: Any, op: MPI.Op) -> Any:
+        return self.decomp.cart.allreduce(value, op=op)
+
+    def sum(self) -> Any:
+        """Global sum of the owned cells."""
+        return self._allreduce(_scalar(self.xp.sum(self.interior)), MPI.SUM)
+
+    def dot(self, other: DistArray) -> Any:
+        """Global ``sum(self * other)`` (no conjugation, like ``numpy.dot``)."""
+        self._check_compatible(other)
+        local = self.xp.vdot(self.xp.conj(self.interior), other.interior) if self.interior.size else 0
+        return self._allreduce(_scalar(local), MPI.SUM)
+
+    def vdot(self, other: DistArray) -> Any:
+        """Global ``sum(conj(self) * other)`` (like ``numpy.vdot``)."""
+        self._check_compatible(other)
+        local = self.xp.vdot(self.interior, other.interior) if self.interior.size else 0
+        return self._allreduce(_scalar(local), MPI.SUM)
+
+    def norm(self) -> float:
+        """Global 2-norm of the owned cells."""
+        local = float(self.xp.linalg.norm(self.interior.ravel())) if self.interior.size else 0.0
+        return float(np.sqrt(self._allreduce(local * local, MPI.SUM)))
+
+    def max(self) -> Any:
+        """Global maximum of the owned cells (real dtypes)."""
+        if self.dtype.kind == "c":
+            raise TypeError("max() is undefined for complex arrays")
+        return self._allreduce(_scalar(self.xp.max(self.interior)), MPI.MAX)
+
+    def min(self) -> Any:
+        """Global minimum of the owned cells (real dtypes)."""
+        if self.dtype.kind == "c":
+            raise TypeError("min() is undefined for complex arrays")
+        return self._allreduce(_scalar(self.xp.min(self.interior)), MPI.MIN)
+
+    def _check_compatible(self, other: DistArray) -> None:
+        if other.decomp.shape != self.decomp.shape or other.decomp.local_shape != self.decomp.local_shape:
+            raise ValueError("arrays have different decompositions")
+
+    def __repr__(self) -> str:
+        return (
+            f"DistArray(shape={self.shape}, dtype={self.dtype}, local_shape={self.decomp.local_shape}, "
+            f"halo={self.decomp.halo}, rank={self.decomp.rank}, module={self.xp.__name__})"
+        )
+
+
+def _host(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a)
+
+
+def _scalar(v: Any) -> Any:
+    """Python scalar from a NumPy/CuPy 0-d result (so allreduce pickles a number)."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def _validate_global(source: Any, shape: tuple[int, ...], dtype: Any) -> tuple[str | None, str | None]:
+    if source is None:
+        return "no array given on the root (pass an array or a callable)", None
+    if hasattr(source, "__cuda_array_interface__") and not isinstance(source, np.ndarray):
+        return "give a host (NumPy) array on the root; use xp=cupy for device output", None
+    if not isinstance(source, np.ndarray):
+        return f"expected a numpy.ndarray, got {type(source).__name__}", None
+    if tuple(source.shape) != tuple(shape):
+        return f"array shape {tuple(source.shape)} != decomposition shape {tuple(shape)}", None
+    if not (source.flags.c_contiguous or source.flags.f_contiguous):
+        return "array is not contiguous; pass numpy.ascontiguousarray(a)", None
+    try:
+        dt = check_dtype(dtype if dtype is not None else source.dtype)
+    except TypeError as exc:
+        return str(exc), None
+    return None, dt.str

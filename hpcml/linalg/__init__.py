@@ -1,0 +1,1 @@
+"""Distributed linear algebra: DistCSR, CG, SUMMA."""

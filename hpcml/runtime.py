@@ -1,0 +1,214 @@
+"""
+Process-level runtime: ranks per node, threads per rank, GPU per rank, abort on error.
+
+Every entry point calls :func:`init` and runs under :func:`abort_on_error`, so a
+job never hangs because one rank raised while the others wait in a collective.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+from mpi4py import MPI
+
+from hpcml.backend import cupy_module, gpu_count
+
+__all__ = [
+    "LaunchError",
+    "RuntimeInfo",
+    "abort_on_error",
+    "check_launcher",
+    "detect_launcher",
+    "init",
+    "runtime_info",
+]
+
+log = logging.getLogger("hpcml")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class LaunchError(RuntimeError):
+    """The job was started in a way that cannot work (e.g. ``srun`` without PMI)."""
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What :func:`init` found and set for this process."""
+
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+    nodes: int
+    threads: int
+    threads_from_env: bool
+    gpus_seen: int
+    gpu: int | None
+    launcher: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (for logs and output attributes)."""
+        return asdict(self)
+
+
+_INFO: RuntimeInfo | None = None
+
+
+def detect_launcher(env: dict[str, str] | None = None) -> str:
+    """Name the launcher of this process: ``srun``, ``mpiexec`` or ``singleton``."""
+    env = os.environ if env is None else env
+    if any(k in env for k in ("HYDI_CONTROL_FD", "OMPI_COMM_WORLD_SIZE", "PRTE_LAUNCHED")):
+        return "mpiexec"  # Hydra (MPICH) or Open MPI's launcher, also inside an allocation
+    if "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
+        return "srun"
+    if any(k in env for k in ("PMI_RANK", "PMI_SIZE", "PMIX_RANK")):
+        return "mpiexec"
+    return "singleton"
+
+
+def check_launcher(world_size: int | None = None, env: dict[str, str] | None = None) -> None:
+    """
+    Raise :class:`LaunchError` when ``srun`` started independent singletons.
+
+    A SLURM step with several tasks whose ranks each see a world of size 1 means
+    ``srun`` did not wire up MPI (no PMI plugin): N copies would run the whole job
+    each.  ``HPCML_ALLOW_SINGLETONS=1`` disables the check.
+    """
+    env = os.environ if env is None else env
+    size = MPI.COMM_WORLD.Get_size() if world_size is None else world_size
+    if size != 1 or env.get("HPCML_ALLOW_SINGLETONS", "0") not in ("", "0"):
+        return
+    raw = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS")
+    if "SLURM_STEP_NUM_TASKS" not in env and "SLURM_STEP_ID" not in env:
+        # Outside an srun step (e.g. python run straight from a batch script) one
+        # process is legitimate; only flag a step that asked for several tasks.
+        raw = env.get("SLURM_NTASKS") if "SLURM_PROCID" in env else None
+    try:
+        ntasks = int(raw) if raw else 1
+    except ValueError:
+        return
+    if ntasks > 1:
+        raise LaunchError(
+            f"SLURM started {ntasks} tasks but MPI sees a world of size 1 on each: srun launched "
+            "independent singletons without PMI. Launch with `srun --mpi=pmi2 ...` (or set "
+            "MpiDefault=pmi2 in slurm.conf), or use mpiexec inside the allocation."
+        )
+
+
+def _cores_per_node() -> int:
+    # cpu_count, not the affinity mask: a launcher that binds each rank to one
+    # core would otherwise make every rank think the node has one core.
+    return os.cpu_count() or 1
+
+
+def init(comm: MPI.Comm | None = None, threads: int | None = None, force: bool = False) -> RuntimeInfo:
+    """
+    Set up this process for hpcml (idempotent; collective on ``comm`` the first time).
+
+    * ranks per node from ``comm.Split_type(COMM_TYPE_SHARED)``;
+    * Numba threads = cores per node // ranks per node (at least 1) unless
+      ``NUMBA_NUM_THREADS`` is set or ``threads`` is given;
+    * GPU = local rank mod number of GPUs when CuPy sees devices;
+    * refuses ``srun`` without PMI (:func:`check_launcher`).
+    """
+    global _INFO
+    if _INFO is not None and not force:
+        return _INFO
+    comm = MPI.COMM_WORLD if comm is None else comm
+    check_launcher(comm.Get_size())
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    local_rank, local_size = local.Get_rank(), local.Get_size()
+    local.Free()
+    nodes = comm.allreduce(1 if local_rank == 0 else 0, op=MPI.SUM)
+    from_env = "NUMBA_NUM_THREADS" in os.environ
+    nthreads = _set_threads(threads, local_size, from_env)
+    ngpu = gpu_count()
+    gpu = None
+    if ngpu:
+        gpu = local_rank % ngpu
+        cupy_module().cuda.Device(gpu).use()
+    _INFO = RuntimeInfo(
+        rank=comm.Get_rank(),
+        size=comm.Get_size(),
+        local_rank=local_rank,
+        local_size=local_size,
+        nodes=nodes,
+        threads=nthreads,
+        threads_from_env=from_env and threads is None,
+        gpus_seen=ngpu,
+        gpu=gpu,
+        launcher=detect_launcher(),
+    )
+    return _INFO
+
+
+def _set_threads(threads: int | None, local_size: int, from_env: bool) -> int:
+    import numba
+
+    ceiling = numba.config.NUMBA_NUM_THREADS  # size of the pool; set_num_threads may only go below
+    if threads is None and from_env:
+        return int(numba.get_num_threads())
+    want = threads if threads is not None else max(1, _cores_per_node() // max(1, local_size))
+    want = max(1, min(int(want), ceiling))
+    numba.set_num_threads(want)
+    return want
+
+
+def runtime_info() -> RuntimeInfo | None:
+    """What :func:`init` found, or ``None`` before it ran."""
+    return _INFO
+
+
+def _report_and_abort(exc: BaseException, tb: TracebackType | None) -> None:
+    rank = MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() and not MPI.Is_finalized() else 0
+    msg = str(exc).strip() or repr(exc)
+    lines = [f"[rank {rank}] {type(exc).__name__}: {msg}\n"]
+    if os.environ.get("HPCML_TRACEBACK", "0") not in ("", "0"):
+        lines += [f"[rank {rank}] {line}" for line in "".join(traceback.format_tb(tb)).splitlines(True)]
+    sys.stderr.write("".join(lines))
+    sys.stderr.flush()
+    sys.stdout.flush()
+    if MPI.Is_initialized() and not MPI.Is_finalized():
+        MPI.COMM_WORLD.Abort(1)
+    os._exit(1)  # pragma: no cover - Abort does not return
+
+
+class abort_on_error:  # noqa: N801 - used as a decorator, reads like a function
+    """
+    Decorator and context manager: an exception on any rank aborts the whole job.
+
+    The exception is printed once as ``[rank R] Type: message`` (the traceback too
+    when ``HPCML_TRACEBACK=1``) and ``MPI.COMM_WORLD.Abort(1)`` ends every rank, so
+    no rank is left waiting in a collective.  ``SystemExit(0)`` passes through.
+    """
+
+    def __enter__(self) -> abort_on_error:
+        """Enter the guarded block."""
+        return self
+
+    def __exit__(self, etype: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            return False
+        if isinstance(exc, SystemExit) and exc.code in (None, 0):
+            return False
+        _report_and_abort(exc, tb)
+        return False  # pragma: no cover
+
+    def __call__(self, fn: F) -> F:
+        """Wrap ``fn`` so that an exception in it aborts the job."""
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with abort_on_error():
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
