@@ -30,7 +30,6 @@ message is typed with the element's MPI datatype):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +40,7 @@ from mpi4py.util.dtlib import from_numpy_dtype
 
 from hpcml.backend import array_module, is_device_array
 from hpcml.datatypes import StridedBlock
+from hpcml.settings import rc
 
 __all__ = ["HaloExchange", "HaloRequest", "METHODS", "choose_method", "get_plan"]
 
@@ -50,11 +50,8 @@ GPU_METHODS = ("staged", "device")
 
 
 def cuda_aware_mpi() -> bool:
-    """Whether the MPI library accepts device buffers (``HPCML_CUDA_AWARE`` overrides)."""
-    env = os.environ.get("HPCML_CUDA_AWARE")
-    if env is not None:
-        return env.strip().lower() in ("1", "true", "yes", "on")
-    return False
+    """Whether the MPI library accepts device buffers (``rc.cuda_aware`` / ``HPCML_CUDA_AWARE``)."""
+    return bool(rc.cuda_aware)
 
 
 def choose_method(on_device: bool, requested: str = "auto") -> str:
@@ -62,9 +59,9 @@ def choose_method(on_device: bool, requested: str = "auto") -> str:
     if requested not in METHODS:
         raise ValueError(f"unknown halo method {requested!r}; expected one of {METHODS}")
     if requested == "auto":
-        requested = os.environ.get("HPCML_HALO_METHOD", "auto").strip() or "auto"
+        requested = rc.halo_method or "auto"
         if requested not in METHODS:
-            raise ValueError(f"HPCML_HALO_METHOD={requested!r} is not one of {METHODS}")
+            raise ValueError(f"halo method setting (HPCML_HALO_METHOD) {requested!r} is not one of {METHODS}")
     if requested == "auto":
         if on_device:
             return "device" if cuda_aware_mpi() else "staged"

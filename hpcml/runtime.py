@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from mpi4py import MPI
 
 from hpcml.backend import cupy_module, gpu_count
+from hpcml.settings import rc
 
 __all__ = [
     "LaunchError",
@@ -85,7 +86,7 @@ def check_launcher(world_size: int | None = None, env: dict[str, str] | None = N
     """
     env = os.environ if env is None else env
     size = MPI.COMM_WORLD.Get_size() if world_size is None else world_size
-    if size != 1 or env.get("HPCML_ALLOW_SINGLETONS", "0") not in ("", "0"):
+    if size != 1 or rc.allow_singletons or env.get("HPCML_ALLOW_SINGLETONS", "0") not in ("", "0"):
         return
     raw = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS")
     if "SLURM_STEP_NUM_TASKS" not in env and "SLURM_STEP_ID" not in env:
@@ -172,7 +173,7 @@ def _report_and_abort(exc: BaseException, tb: TracebackType | None) -> None:
     rank = MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() and not MPI.Is_finalized() else 0
     msg = str(exc).strip() or repr(exc)
     lines = [f"[rank {rank}] {type(exc).__name__}: {msg}\n"]
-    if os.environ.get("HPCML_TRACEBACK", "0") not in ("", "0"):
+    if rc.traceback:
         lines += [f"[rank {rank}] {line}" for line in "".join(traceback.format_tb(tb)).splitlines(True)]
     sys.stderr.write("".join(lines))
     sys.stderr.flush()

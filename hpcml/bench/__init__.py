@@ -15,4 +15,5 @@ from __future__ import annotations
 BENCHMARKS: dict[str, str] = {
     "halo": "hpcml.bench.halo",
     "kernels": "hpcml.bench.kernels",
+    "io": "hpcml.bench.io",
 }

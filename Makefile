@@ -1,0 +1,56 @@
+# hpcml — the two commands a new user needs:
+#   make run    create .venv, install hpcml, run the main job on 4 ranks (built-in defaults)
+#   make test   create .venv if missing, lint, run the serial and the MPI test suites (1-4 ranks)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MPIEXEC := $(VENV)/bin/mpiexec
+NP ?= 4
+CONFIG ?=
+RANKS ?= 1 2 3 4
+MPI_TIMEOUT ?= 900
+PYTEST_MPI := -p no:cacheprovider -q --with-mpi -m mpi --timeout=600 -o timeout_method=thread
+export NUMBA_NUM_THREADS ?= 1
+export OMP_NUM_THREADS ?= 1
+export OPENBLAS_NUM_THREADS ?= 1
+
+.PHONY: run test venv lint format test-serial test-mpi bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[mpi,test,plot]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(MPIEXEC) -n $(NP) $(VENV)/bin/hpcml run $(CONFIG)
+
+test: venv lint test-serial test-mpi
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test-serial: venv
+	timeout $(MPI_TIMEOUT) $(PY) -m pytest -p no:cacheprovider -q --timeout=600 tests
+
+# Every MPI run is bounded by `timeout`, so a deadlock fails in minutes, not at the CI limit.
+test-mpi: venv
+	@set -e; for n in $(RANKS); do \
+	  echo "== MPI tests on $$n rank(s)"; \
+	  timeout -k 20 $(MPI_TIMEOUT) $(MPIEXEC) -n $$n $(PY) -m pytest $(PYTEST_MPI) tests \
+	    || { rc=$$?; echo "MPI tests failed on $$n rank(s) (exit $$rc)"; exit $$rc; }; \
+	done
+
+bench: venv
+	$(MPIEXEC) -n 2 $(VENV)/bin/hpcml bench halo
+
+clean:
+	rm -rf build *.egg-info .pytest_cache .ruff_cache bench-results

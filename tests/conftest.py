@@ -1,0 +1,52 @@
+"""Shared fixtures for serial and MPI tests.
+
+MPI tests (``@pytest.mark.mpi``) run under ``mpiexec -n N python -m pytest --with-mpi``
+for N = 1..4.  Hypothesis is derandomised and database-free so that every rank
+draws the same examples, and MPI assertions go through :func:`assert_all` so a
+failure on one rank fails every rank instead of leaving the others in a collective.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+settings.register_profile(
+    "hpcml",
+    deadline=None,
+    max_examples=30,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("hpcml")
+
+VENV_BIN = Path(sys.executable).parent
+MPIEXEC = str(VENV_BIN / "mpiexec")
+
+
+@pytest.fixture(scope="session")
+def comm():
+    """``MPI.COMM_WORLD``."""
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+@pytest.fixture
+def shared_tmp(tmp_path, comm):
+    """A temporary directory that is the same on every rank (rank 0's tmp_path)."""
+    return Path(comm.bcast(str(tmp_path), root=0))
+
+
+def assert_all(comm, ok: bool, msg: str = "") -> None:
+    """Collective assert: fails on every rank if it fails on any, naming the ranks."""
+    flags = comm.allgather(bool(ok))
+    bad = [r for r, f in enumerate(flags) if not f]
+    assert not bad, f"failed on rank(s) {bad}: {msg}"

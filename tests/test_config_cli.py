@@ -1,0 +1,98 @@
+"""Configuration merging/validation and the ``hpcml`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import tomllib
+from helpers import run_mpi
+
+from hpcml.config import ConfigError, default_config, dumps, load_config, parse_override
+
+
+def test_defaults_and_overrides(tmp_path):
+    cfg = load_config(None, ["heat.steps=7", "grid.shape=[32, 48]", "output.path=out.h5"])
+    assert cfg["heat"]["steps"] == 7 and cfg["grid"]["shape"] == [32, 48]
+    assert cfg["output"]["path"] == "out.h5"
+    f = tmp_path / "c.toml"
+    f.write_text('app = "heat"\n[heat]\nalpha = 2\n')
+    cfg = load_config(f, ["heat.alpha=3.5"])
+    assert cfg["heat"]["alpha"] == 3.5
+    assert load_config(f)["heat"]["alpha"] == 2.0
+
+
+def test_rejects_unknown_and_mistyped(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'heat.stpes'.*did you mean 'heat.steps'"):
+        load_config(None, ["heat.stpes=3"])
+    with pytest.raises(ConfigError, match=r"heat\.steps must be int"):
+        load_config(None, ["heat.steps=1.5"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[heat\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="unknown app"):
+        load_config(None, ["app=nope"])
+
+
+def test_parse_override_and_dumps_round_trip():
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert parse_override("a.b=hello") == (["a", "b"], "hello")
+    cfg = default_config("heat")
+    import tomllib
+
+    assert tomllib.loads(dumps(cfg)) == cfg
+
+
+@pytest.mark.parametrize("nranks", [1, 3])
+def test_hpcml_run_heat(tmp_path, nranks):
+    out = tmp_path / "heat.h5"
+    res = run_mpi(
+        nranks,
+        [
+            "-m",
+            "hpcml.cli",
+            "run",
+            "--json",
+            "--set",
+            "grid.shape=[40, 30]",
+            "--set",
+            "heat.steps=25",
+            "--set",
+            f"output.path='{out}'",
+            "--set",
+            "output.every=5",
+        ],
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout[res.stdout.index("{") :])
+    assert summary["ranks"] == nranks
+    assert summary["amplitude_error"] < 1e-12
+    with h5py.File(out) as f:
+        assert tomllib.loads(f.attrs["config"])["heat"]["steps"] == 25
+        u = f["u"][...]
+        assert u.shape == (40, 30) and np.isfinite(u).all()
+        assert list(f["step"][...]) == [0, 5, 10, 15, 20, 25]
+        assert np.isclose(f["norm"][-1], np.linalg.norm(u))
+
+
+def test_hpcml_run_bad_config_fails_fast(tmp_path):
+    res = run_mpi(3, ["-m", "hpcml.cli", "run", "--set", "heat.cfl=0.9"], timeout=60)
+    assert res.returncode != 0
+    assert "heat.cfl must be in (0, 0.25]" in res.stderr
+
+
+def test_hpcml_info_json():
+    res = run_mpi(2, ["-m", "hpcml.cli", "info", "--json"], timeout=60)
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["ranks"] == 2 and len(info["per_rank"]) == 2
+    for key in ("mpi_library", "numba", "h5py_mpi", "cuda_aware_mpi", "threads_per_rank", "gpus_seen"):
+        assert key in info
+    assert sys.version.split()[0] == info["python"]

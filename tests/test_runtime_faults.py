@@ -1,0 +1,111 @@
+"""Runtime: abort-on-error, srun-without-PMI, bad input ends the job within seconds."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from helpers import run_mpi
+
+from hpcml.runtime import LaunchError, check_launcher, detect_launcher
+
+
+def test_srun_without_pmi_detected():
+    env = {"SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_ID": "0", "SLURM_PROCID": "2", "SLURM_NTASKS": "4"}
+    with pytest.raises(LaunchError, match="srun --mpi=pmi2"):
+        check_launcher(world_size=1, env=env)
+    check_launcher(world_size=4, env=env)  # wired up: fine
+    check_launcher(world_size=1, env={**env, "HPCML_ALLOW_SINGLETONS": "1"})
+    # python run straight from a batch script (no step, no PROCID) is legitimate
+    check_launcher(world_size=1, env={"SLURM_NTASKS": "4", "SLURM_JOB_ID": "7"})
+    check_launcher(world_size=1, env={"SLURM_STEP_NUM_TASKS": "1", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "4"})
+
+
+def test_detect_launcher():
+    assert detect_launcher({}) == "singleton"
+    assert detect_launcher({"HYDI_CONTROL_FD": "7", "PMI_RANK": "0"}) == "mpiexec"
+    assert detect_launcher({"SLURM_STEP_ID": "0", "SLURM_PROCID": "0", "PMI_FD": "3"}) == "srun"
+
+
+def _script(tmp_path, body):
+    p = tmp_path / "job.py"
+    p.write_text(textwrap.dedent(body))
+    return str(p)
+
+
+FAULTS = {
+    "dims": ("CartDecomp((8, 8), MPI.COMM_WORLD, dims=(2, 2))", "multiplies to 4 but the communicator has 3"),
+    "zero": ("CartDecomp((8, 0), MPI.COMM_WORLD)", "grid sizes must be positive"),
+    "halo": ("CartDecomp((6,), MPI.COMM_WORLD, halo=3)", "narrower than the halo width 3"),
+    "dtype": ("DistArray.zeros(CartDecomp((9,), MPI.COMM_WORLD), dtype='float99')", "unknown dtype"),
+    "noncontig": (
+        "DistArray.from_global(CartDecomp((9, 4), MPI.COMM_WORLD), "
+        "np.zeros((9, 8))[:, ::2] if MPI.COMM_WORLD.rank == 0 else None)",
+        "not contiguous",
+    ),
+    "wrongshape": (
+        "DistArray.from_global(CartDecomp((9, 4), MPI.COMM_WORLD), "
+        "np.zeros((4, 9)) if MPI.COMM_WORLD.rank == 0 else None)",
+        "array shape (4, 9) != decomposition shape (9, 4)",
+    ),
+    "rankdep": ("CartDecomp((9 + MPI.COMM_WORLD.rank, 4), MPI.COMM_WORLD)", "differ between ranks"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAULTS))
+def test_bad_input_aborts_job(tmp_path, case):
+    stmt, message = FAULTS[case]
+    script = _script(
+        tmp_path,
+        f"""
+        import numpy as np
+        from mpi4py import MPI
+        import hpcml
+        from hpcml import CartDecomp, DistArray
+        with hpcml.abort_on_error():
+            {stmt}
+            MPI.COMM_WORLD.Barrier()
+        print("UNREACHABLE")
+        """,
+    )
+    res = run_mpi(3, [script], timeout=60)
+    assert res.returncode != 0
+    assert message in res.stderr, res.stderr
+    assert "[rank " in res.stderr and "UNREACHABLE" not in res.stdout
+
+
+def test_exception_on_one_rank_aborts_others(tmp_path):
+    script = _script(
+        tmp_path,
+        """
+        from mpi4py import MPI
+        import hpcml
+
+        @hpcml.abort_on_error()
+        def main():
+            comm = MPI.COMM_WORLD
+            if comm.rank == 1:
+                raise RuntimeError("solver diverged at step 12")
+            comm.Barrier()  # the other ranks would wait here forever without the abort
+
+        main()
+        """,
+    )
+    res = run_mpi(3, [script], timeout=60)
+    assert res.returncode != 0
+    assert "[rank 1] RuntimeError: solver diverged at step 12" in res.stderr
+    assert res.stderr.count("RuntimeError") == 1
+
+
+def test_clean_exit_passes_through(tmp_path):
+    script = _script(
+        tmp_path,
+        """
+        import sys
+        import hpcml
+        with hpcml.abort_on_error():
+            sys.exit(0)
+        """,
+    )
+    res = run_mpi(2, [script], timeout=60)
+    assert res.returncode == 0, res.stderr
