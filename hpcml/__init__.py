@@ -1,5 +1,4 @@
-"""
-hpcml: Cartesian domain decomposition, halo exchange and node-local kernels over MPI.
+"""hpcml: Cartesian domain decomposition, halo exchange and node-local kernels over MPI.
 
 >>> import hpcml
 >>> from hpcml import CartDecomp, DistArray

@@ -1,5 +1,4 @@
-"""
-Array module and kernel backend for an array (cpu | gpu | sim).
+"""Array module and kernel backend for an array (cpu | gpu | sim).
 
 This is the bottom of the ``hpcml`` layer stack: it knows whether an array is a
 NumPy or CuPy array and which kernel backend serves it, and nothing about MPI.

@@ -1,5 +1,4 @@
-"""
-Command line: ``hpcml run | bench | analyze | info``.
+"""Command line: ``hpcml run | bench | analyze | info``.
 
 Every subcommand runs under :class:`~hpcml.runtime.abort_on_error`: an exception
 on any rank prints ``[rank R] Type: message`` and aborts the whole job.

@@ -1,5 +1,4 @@
-"""
-Run configuration: embedded TOML defaults, a user TOML file, ``--set`` overrides.
+"""Run configuration: embedded TOML defaults, a user TOML file, ``--set`` overrides.
 
 Every application ships its defaults as ``hpcml/defaults/<app>.toml``; the
 defaults define the schema.  A user file and ``--set section.key=value``

@@ -1,5 +1,4 @@
-"""
-Canonical strided-block description of array regions, and its pack/unpack.
+"""Canonical strided-block description of array regions, and its pack/unpack.
 
 ``StridedBlock(start, counts, strides)`` describes a region of a buffer in
 bytes: ``counts[0]`` contiguous bytes form a run (dimension 0 is always dense),
@@ -12,8 +11,10 @@ packs with it on the CPU, and GPU pack kernels use the same description.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -35,8 +36,7 @@ def _base_bytes(array: Any) -> tuple[Any, int]:
 
 @dataclass(frozen=True)
 class StridedBlock:
-    """
-    A strided region of a buffer, in bytes, in canonical (folded) form.
+    """A strided region of a buffer, in bytes, in canonical (folded) form.
 
     Attributes
     ----------
@@ -61,8 +61,7 @@ class StridedBlock:
     # -- construction --------------------------------------------------------------------
     @classmethod
     def from_view(cls, array: Any, region: Sequence[slice] | None = None) -> StridedBlock:
-        """
-        Describe ``array[region]`` relative to the start of ``array``'s buffer.
+        """Describe ``array[region]`` relative to the start of ``array``'s buffer.
 
         ``array`` may be any NumPy/CuPy array with non-negative strides; ``region``
         is a tuple of step-1 slices (``None`` = the whole array).
@@ -91,18 +90,18 @@ class StridedBlock:
                 strides_b.append(s)
         return cls(int(start), tuple(counts), tuple(strides_b))
 
-    # -- properties ----------------------------------------------------------------------
-    @property
+    # -- properties (cached: pack/unpack sit on the halo-exchange hot path) ---------------
+    @cached_property
     def nbytes(self) -> int:
         """Number of bytes in the region (the packed size)."""
-        return int(np.prod(self.counts, dtype=np.int64))
+        return math.prod(self.counts)
 
     @property
     def contiguous(self) -> bool:
         """True when the region is one dense run (no packing needed)."""
         return len(self.counts) == 1
 
-    @property
+    @cached_property
     def extent(self) -> int:
         """One past the last byte touched, relative to the buffer start."""
         if self.nbytes == 0:
@@ -111,6 +110,10 @@ class StridedBlock:
 
     def word_size(self) -> int:
         """Widest word (8/4/2/1 bytes) dividing start, run length and every stride."""
+        return self._word
+
+    @cached_property
+    def _word(self) -> int:
         for w in (8, 4, 2, 1):
             if self.start % w == 0 and self.counts[0] % w == 0 and all(s % w == 0 for s in self.strides[1:]):
                 return w
@@ -118,62 +121,103 @@ class StridedBlock:
 
     def in_words(self, w: int) -> tuple[int, np.ndarray, np.ndarray]:
         """``(start, counts, strides)`` converted to ``w``-byte words (int64 arrays)."""
+        if w == self._word:
+            return self._words
+        return self._in_words(w)
+
+    @cached_property
+    def _words(self) -> tuple[int, np.ndarray, np.ndarray]:
+        return self._in_words(self._word)
+
+    def _in_words(self, w: int) -> tuple[int, np.ndarray, np.ndarray]:
         counts = np.array((self.counts[0] // w, *self.counts[1:]), dtype=np.int64)
         strides = np.array((1, *(s // w for s in self.strides[1:])), dtype=np.int64)
         return self.start // w, counts, strides
 
     # -- pack / unpack -------------------------------------------------------------------
-    def pack(self, array: Any, out: Any = None) -> Any:
-        """
-        Copy the region of ``array``'s buffer into a contiguous uint8 array.
+    def pack(self, array: Any, out: Any = None, engine: str = "auto") -> Any:
+        """Copy the region of ``array``'s buffer into a contiguous uint8 array.
 
-        Returns ``out`` (allocated with ``array``'s module when ``None``).
+        Returns ``out`` (allocated with ``array``'s module when ``None``).  On the CPU
+        ``engine="numba"`` runs the word-copy kernel of :mod:`hpcml.kernels.pack`;
+        ``"numpy"`` (what ``"auto"`` picks: a fraction of the call overhead at the same
+        bandwidth, measured in docs/decomposition.md) copies through a strided view in
+        canonical form.
         """
         xp = array_module(array)
         if xp is not np:
             return self._pack_xp(xp, array, out)
-        src, total = _base_bytes(array)
-        self._check(total)
+        self._check(array.nbytes)
         if out is None:
             out = np.empty(self.nbytes, dtype=np.uint8)
         elif out.nbytes < self.nbytes or not out.flags.c_contiguous:
             raise ValueError(f"out must be a contiguous buffer of at least {self.nbytes} bytes")
+        if not self.nbytes:
+            return out
+        if engine in ("auto", "numpy"):
+            view = self._np_view(array)
+            np.copyto(np.ndarray(view.shape, view.dtype, buffer=out), view)
+            return out
+        _check_engine(engine)
+        src, _ = _base_bytes(array)
         dst = out.reshape(-1).view(np.uint8)[: self.nbytes]
-        if self.nbytes:
-            w = self.word_size()
-            start, counts, strides = self.in_words(w)
-            pack_words(src.view(_WORDS[w]), dst.view(_WORDS[w]), start, counts, strides)
+        start, counts, strides = self._words
+        word = _WORDS[self._word]
+        pack_words(src.view(word), dst.view(word), start, counts, strides)
         return out
 
-    def unpack(self, buf: Any, array: Any, accumulate: bool = False) -> None:
-        """
-        Scatter packed ``buf`` back into the region of ``array``'s buffer.
+    def unpack(self, buf: Any, array: Any, accumulate: bool = False, engine: str = "auto") -> None:
+        """Scatter packed ``buf`` back into the region of ``array``'s buffer.
 
         With ``accumulate`` the packed values are *added* (element dtype of ``array``),
-        which the adjoint of a halo exchange needs.
+        which the adjoint of a halo exchange needs.  ``engine`` as in :meth:`pack`.
         """
         xp = array_module(array)
         if xp is not np:
             self._unpack_xp(xp, buf, array, accumulate)
             return
-        dst, total = _base_bytes(array)
-        self._check(total)
+        self._check(array.nbytes)
         if buf.nbytes < self.nbytes:
             raise ValueError(f"buffer has {buf.nbytes} bytes, the region needs {self.nbytes}")
-        src = np.ascontiguousarray(buf).reshape(-1).view(np.uint8)[: self.nbytes]
         if not self.nbytes:
             return
+        _check_engine(engine)
         if accumulate:
             item = array.dtype.itemsize
             if self.start % item or self.counts[0] % item or any(s % item for s in self.strides[1:]):
                 raise ValueError("accumulate needs a region aligned to the array's elements")
+            if engine in ("auto", "numpy"):
+                view = self._np_view(array, array.dtype)
+                view += np.ndarray(view.shape, view.dtype, buffer=buf)
+                return
+            dst, _ = _base_bytes(array)
+            src = np.ascontiguousarray(buf).reshape(-1).view(np.uint8)[: self.nbytes]
             counts = np.array((self.counts[0] // item, *self.counts[1:]), dtype=np.int64)
             strides = np.array((1, *(s // item for s in self.strides[1:])), dtype=np.int64)
             unpack_words(src.view(array.dtype), dst.view(array.dtype), self.start // item, counts, strides, True)
             return
-        w = self.word_size()
-        start, counts, strides = self.in_words(w)
-        unpack_words(src.view(_WORDS[w]), dst.view(_WORDS[w]), start, counts, strides, False)
+        if engine in ("auto", "numpy"):
+            view = self._np_view(array)
+            np.copyto(view, np.ndarray(view.shape, view.dtype, buffer=buf))
+            return
+        dst, _ = _base_bytes(array)
+        src = np.ascontiguousarray(buf).reshape(-1).view(np.uint8)[: self.nbytes]
+        start, counts, strides = self._words
+        word = _WORDS[self._word]
+        unpack_words(src.view(word), dst.view(word), start, counts, strides, False)
+
+    def _np_view(self, array: np.ndarray, dtype: Any = None) -> np.ndarray:
+        """The region as a strided NumPy view ``(counts[-1], ..., counts[1], run)``.
+
+        Typed by the widest word, or by ``dtype`` (element-aligned regions).
+        """
+        if not (array.flags.c_contiguous or array.flags.f_contiguous):
+            raise ValueError("StridedBlock pack/unpack needs a contiguous base array")
+        w = self._word if dtype is None else np.dtype(dtype).itemsize
+        word = _WORDS[w] if dtype is None else np.dtype(dtype)
+        shape = (*reversed(self.counts[1:]), self.counts[0] // w)
+        step = (*reversed(self.strides[1:]), w)
+        return np.ndarray(shape, word, buffer=array, offset=self.start, strides=step)
 
     def _strided_view(self, xp: Any, array: Any) -> Any:
         """The region as a (run, counts[1:]) strided view, for array modules without Numba."""
@@ -213,6 +257,11 @@ class StridedBlock:
     def _check(self, total: int) -> None:
         if self.extent > total:
             raise ValueError(f"region ends at byte {self.extent} but the buffer has {total} bytes")
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ("auto", "numpy", "numba"):
+        raise ValueError(f"unknown pack engine {engine!r}; expected auto, numpy or numba")
 
 
 def _byte_offset(view: Any, base: Any) -> int:

@@ -1,5 +1,4 @@
-"""
-Cartesian block decomposition of an N-D index space over an MPI communicator.
+"""Cartesian block decomposition of an N-D index space over an MPI communicator.
 
 :class:`CartDecomp` owns the process grid, which block of the global index space
 each rank holds, and who its neighbours are.  It holds no data: a
@@ -22,8 +21,7 @@ __all__ = ["CartDecomp", "block_range"]
 
 
 def block_range(n: int, parts: int, index: int) -> tuple[int, int]:
-    """
-    Return ``(start, size)`` of block ``index`` when ``n`` cells split into ``parts``.
+    """Return ``(start, size)`` of block ``index`` when ``n`` cells split into ``parts``.
 
     The first ``n % parts`` blocks get one extra cell, so sizes differ by at most one.
     """
@@ -45,8 +43,7 @@ def _as_tuple(value: Any, ndim: int, name: str, kind: type) -> tuple:
 
 
 class CartDecomp:
-    """
-    Block decomposition of a global grid ``shape`` over the ranks of ``comm``.
+    """Block decomposition of a global grid ``shape`` over the ranks of ``comm``.
 
     Parameters
     ----------

@@ -1,5 +1,4 @@
-"""
-DistArray: the local block of a block-decomposed global array, with ghost layers.
+"""DistArray: the local block of a block-decomposed global array, with ghost layers.
 
 A ``DistArray`` owns ``data`` (the ghosted local block, NumPy or CuPy) and a
 reference to its :class:`~hpcml.decomp.CartDecomp`; halo exchanges run in place
@@ -37,8 +36,7 @@ def check_dtype(dtype: Any) -> np.dtype:
 
 
 class DistArray:
-    """
-    Local ghosted block of a distributed array.
+    """Local ghosted block of a distributed array.
 
     Parameters
     ----------
@@ -91,8 +89,7 @@ class DistArray:
         dtype: Any = None,
         xp: Any = np,
     ) -> DistArray:
-        """
-        Distribute a global array from ``root``, or evaluate a function of the index.
+        """Distribute a global array from ``root``, or evaluate a function of the index.
 
         Parameters
         ----------
@@ -196,8 +193,7 @@ class DistArray:
 
     # -- gathering -----------------------------------------------------------------------
     def gather(self, root: int = 0) -> np.ndarray | None:
-        """
-        The global array (NumPy) on ``root``, ``None`` elsewhere.
+        """The global array (NumPy) on ``root``, ``None`` elsewhere.
 
         Each block travels as one contiguous message; the root holds the global
         array plus one block at a time.

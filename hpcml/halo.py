@@ -1,5 +1,4 @@
-"""
-Halo (ghost-layer) exchange plans for block-decomposed arrays.
+"""Halo (ghost-layer) exchange plans for block-decomposed arrays.
 
 A :class:`HaloExchange` is built once per (decomposition, dtype, array module,
 memory order, method, corners) and cached on the :class:`~hpcml.decomp.CartDecomp`.
@@ -132,8 +131,7 @@ class HaloRequest:
 
 
 class HaloExchange:
-    """
-    Reusable plan that fills the ghost layers of arrays laid out by ``decomp``.
+    """Reusable plan that fills the ghost layers of arrays laid out by ``decomp``.
 
     Parameters
     ----------
@@ -217,6 +215,8 @@ class HaloExchange:
             self.stages = [tuple(range(decomp.ndim))]
         self.faces = faces
         self._pool: list[_Buffers] = []
+        numbered = [(i, f) for i, f in enumerate(f for fs in faces for f in fs)]
+        self._by_stage = [[(i, f) for i, f in numbered if f.axis in st] for st in self.stages]
 
     # -- public API ----------------------------------------------------------------------
     def exchange(self, data: Any) -> None:
@@ -224,8 +224,7 @@ class HaloExchange:
         self.start(data).wait()
 
     def start(self, data: Any) -> HaloRequest:
-        """
-        Begin filling the ghost layers of ``data``; call ``wait()`` on the result.
+        """Begin filling the ghost layers of ``data``; call ``wait()`` on the result.
 
         Exchanges that are in flight together must be started in the same order on
         every rank (messages are matched by order, as in any MPI code).
@@ -238,6 +237,16 @@ class HaloExchange:
     def nbytes(self) -> int:
         """Bytes this rank sends per exchange (received bytes are the same)."""
         return sum(f.send_block.nbytes for fs in self.faces for f in fs)
+
+    @property
+    def copy_nbytes(self) -> int:
+        """Bytes copied locally per exchange (periodic dimensions held by one rank)."""
+        total = 0
+        shape = self.decomp.ghosted_shape
+        for copies in self.self_copies:
+            for _, dst in copies:
+                total += int(np.prod([len(range(*s.indices(n))) for s, n in zip(dst, shape)]))
+        return total * self.dtype.itemsize
 
     @property
     def messages(self) -> int:
@@ -295,14 +304,7 @@ class HaloExchange:
             self._pool.append(bufs)
 
     def _stage_faces(self, stage: int) -> list[tuple[int, _Face]]:
-        out = []
-        index = 0
-        for d in range(self.decomp.ndim):
-            for face in self.faces[d]:
-                if d in self.stages[stage]:
-                    out.append((index, face))
-                index += 1
-        return out
+        return self._by_stage[stage]
 
     def _post(self, stage: int, data: Any, bufs: _Buffers) -> list[MPI.Request]:
         for d in self.stages[stage]:

@@ -1,5 +1,4 @@
-"""
-Process-level runtime: ranks per node, threads per rank, GPU per rank, abort on error.
+"""Process-level runtime: ranks per node, threads per rank, GPU per rank, abort on error.
 
 Every entry point calls :func:`init` and runs under :func:`abort_on_error`, so a
 job never hangs because one rank raised while the others wait in a collective.
@@ -77,8 +76,7 @@ def detect_launcher(env: dict[str, str] | None = None) -> str:
 
 
 def check_launcher(world_size: int | None = None, env: dict[str, str] | None = None) -> None:
-    """
-    Raise :class:`LaunchError` when ``srun`` started independent singletons.
+    """Raise :class:`LaunchError` when ``srun`` started independent singletons.
 
     A SLURM step with several tasks whose ranks each see a world of size 1 means
     ``srun`` did not wire up MPI (no PMI plugin): N copies would run the whole job
@@ -112,8 +110,7 @@ def _cores_per_node() -> int:
 
 
 def init(comm: MPI.Comm | None = None, threads: int | None = None, force: bool = False) -> RuntimeInfo:
-    """
-    Set up this process for hpcml (idempotent; collective on ``comm`` the first time).
+    """Set up this process for hpcml (idempotent; collective on ``comm`` the first time).
 
     * ranks per node from ``comm.Split_type(COMM_TYPE_SHARED)``;
     * Numba threads = cores per node // ranks per node (at least 1) unless
@@ -184,8 +181,7 @@ def _report_and_abort(exc: BaseException, tb: TracebackType | None) -> None:
 
 
 class abort_on_error:  # noqa: N801 - used as a decorator, reads like a function
-    """
-    Decorator and context manager: an exception on any rank aborts the whole job.
+    """Decorator and context manager: an exception on any rank aborts the whole job.
 
     The exception is printed once as ``[rank R] Type: message`` (the traceback too
     when ``HPCML_TRACEBACK=1``) and ``MPI.COMM_WORLD.Abort(1)`` ends every rank, so

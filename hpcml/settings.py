@@ -1,5 +1,4 @@
-"""
-Process-wide settings (like ``mpi4py.rc``): typed, unknown keys rejected.
+"""Process-wide settings (like ``mpi4py.rc``): typed, unknown keys rejected.
 
 Each field can be set by an ``HPCML_<NAME>`` environment variable, changed in
 code (``hpcml.settings.rc.halo_method = "datatype"``), and overridden again by
@@ -20,8 +19,7 @@ _FALSE = ("0", "false", "no", "off", "")
 
 @dataclass
 class Settings:
-    """
-    hpcml's runtime switches.
+    """hpcml's runtime switches.
 
     Attributes
     ----------

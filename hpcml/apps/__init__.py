@@ -1,5 +1,4 @@
-"""
-Applications: configuration -> run -> output (``hpcml run``).
+"""Applications: configuration -> run -> output (``hpcml run``).
 
 Each application module exposes ``run(config: dict, comm) -> dict`` (a summary of
 the run) and ships its defaults as ``hpcml/defaults/<app>.toml``.
@@ -7,4 +6,5 @@ the run) and ships its defaults as ``hpcml/defaults/<app>.toml``.
 
 APPS: dict[str, str] = {
     "heat": "hpcml.apps.heat",
+    "flux": "hpcml.apps.flux",
 }

@@ -1,5 +1,4 @@
-"""
-Distributed heat diffusion on a periodic 2-D grid (the default ``hpcml run`` job).
+"""Distributed heat diffusion on a periodic 2-D grid (the default ``hpcml run`` job).
 
 ``du/dt = alpha * laplacian(u)`` on the unit square, cell-centred, explicit Euler
 with the 5-point stencil.  The initial field ``1 + sin(2 pi ky y) sin(2 pi kx x)``
@@ -175,8 +174,7 @@ def _write(
     summary: dict[str, Any],
     comm: MPI.Comm,
 ) -> None:
-    """
-    Write the run record (config, norms, final field) to HDF5, atomically.
+    """Write the run record (config, norms, final field) to HDF5, atomically.
 
     Ranks take turns writing their own hyperslab into one file with the ordinary
     h5py wheel (no rank holds the global field), then rank 0 renames the

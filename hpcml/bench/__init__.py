@@ -1,5 +1,4 @@
-"""
-Benchmarks behind ``hpcml bench NAME``.
+"""Benchmarks behind ``hpcml bench NAME``.
 
 Each benchmark is a module in this package exposing
 
@@ -16,4 +15,5 @@ BENCHMARKS: dict[str, str] = {
     "halo": "hpcml.bench.halo",
     "kernels": "hpcml.bench.kernels",
     "io": "hpcml.bench.io",
+    "flux": "hpcml.bench.flux",
 }

@@ -1,5 +1,4 @@
-"""
-Timing, memory and report writing shared by every ``hpcml bench`` module.
+"""Timing, memory and report writing shared by every ``hpcml bench`` module.
 
 Reports are a JSON file (the full record: machine, versions, every row) and a
 Markdown table of the same rows, both written atomically by rank 0.
@@ -35,8 +34,7 @@ def time_call(
     comm: Any = None,
     min_time: float = 0.0,
 ) -> dict[str, float]:
-    """
-    Time ``fn()`` and return ``{"min", "median", "mean"}`` seconds per call.
+    """Time ``fn()`` and return ``{"min", "median", "mean"}`` seconds per call.
 
     With ``comm`` the ranks synchronise before every call and the time of a call
     is the slowest rank's (what a bulk-synchronous code waits for).  ``min_time``
@@ -132,8 +130,7 @@ def write_report(
     title: str | None = None,
     notes: Sequence[str] = (),
 ) -> tuple[Path, Path]:
-    """
-    Write ``NAME.json`` and ``NAME.md`` into ``outdir``; return both paths.
+    """Write ``NAME.json`` and ``NAME.md`` into ``outdir``; return both paths.
 
     Call on one rank only (rank 0).
     """
