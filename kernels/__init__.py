@@ -1,5 +1,4 @@
-"""
-Node-local compute kernels (installed as :mod:`hpcml.kernels`).
+"""Node-local compute kernels (installed as :mod:`hpcml.kernels`).
 
 Nothing in this package imports mpi4py: every function works on the arrays it is
 given, on one process.  Each operation lives in its own module and dispatches on

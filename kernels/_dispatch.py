@@ -1,5 +1,4 @@
-"""
-Backend resolution shared by all kernel modules.
+"""Backend resolution shared by all kernel modules.
 
 A kernel receives arrays and must decide where to run: NumPy arrays run on the
 CPU through Numba, arrays exposing ``__cuda_array_interface__`` (CuPy, Numba
@@ -54,8 +53,7 @@ def simulator_enabled() -> bool:
 
 
 def resolve_backend(*arrays: Any, backend: str | None = None) -> str:
-    """
-    Pick ``"cpu"``, ``"gpu"`` or ``"sim"`` for a kernel call.
+    """Pick ``"cpu"``, ``"gpu"`` or ``"sim"`` for a kernel call.
 
     Raises
     ------

@@ -1,5 +1,4 @@
-"""
-Pack and unpack strided byte regions into contiguous buffers (CPU, Numba).
+"""Pack and unpack strided byte regions into contiguous buffers (CPU, Numba).
 
 A region is described in the canonical strided-block form of
 :class:`hpcml.datatypes.StridedBlock`, converted to *words*: ``counts[0]`` words
@@ -68,8 +67,7 @@ def _unpack(src, dst, start, counts, strides, accumulate):  # pragma: no cover -
 
 
 def pack_words(src: np.ndarray, dst: np.ndarray, start: int, counts: np.ndarray, strides: np.ndarray) -> None:
-    """
-    Gather the region of 1-D word array ``src`` into contiguous ``dst``.
+    """Gather the region of 1-D word array ``src`` into contiguous ``dst``.
 
     ``start``, ``counts`` and ``strides`` are in words (``counts[0]`` is the dense
     run length, ``strides[0]`` is unused); ``counts``/``strides`` are int64 arrays.
@@ -85,8 +83,7 @@ def unpack_words(
     strides: np.ndarray,
     accumulate: bool = False,
 ) -> None:
-    """
-    Scatter contiguous ``src`` into the region of 1-D word array ``dst``.
+    """Scatter contiguous ``src`` into the region of 1-D word array ``dst``.
 
     With ``accumulate`` the values are added (``+=``), as the adjoint of a halo
     exchange needs; ``src``/``dst`` must then be typed by the element dtype, not
