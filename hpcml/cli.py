@@ -102,6 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mpi4py import MPI
 
     import hpcml
+    import hpcml.runtime
     from hpcml.apps import APPS
     from hpcml.config import load_config
 
@@ -109,6 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(comm.Get_rank())
     config = load_config(args.config, args.set or [])  # validated before any collective
     rt = hpcml.init()
+    hpcml.runtime.install_stop_handlers()
     log = logging.getLogger("hpcml")
     gpu = f", GPU {rt.gpus_seen} seen" if rt.gpus_seen else ", no GPU"
     log.info(
@@ -183,6 +185,53 @@ def _add_analyze(sub: Any) -> None:
     p.set_defaults(func=mod.run)
 
 
+# -- jobscript -------------------------------------------------------------------------------
+def cmd_jobscript(args: argparse.Namespace) -> int:
+    """Print a validated batch script."""
+    from hpcml.jobscript import JobRequest, render
+
+    command = list(args.cmd)
+    if command and command[0] == "--":
+        command = command[1:]
+    req = JobRequest(
+        scheduler=args.scheduler,
+        nodes=args.nodes,
+        ntasks_per_node=args.ntasks_per_node,
+        cpus_per_task=args.cpus_per_task,
+        time=args.time,
+        command=command,
+        gpus_per_task=args.gpus_per_task,
+        partition=args.partition,
+        account=args.account,
+        job_name=args.job_name,
+        cores_per_node=args.cores_per_node,
+    )
+    text = render(req)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _add_jobscript(sub: Any) -> None:
+    p = sub.add_parser("jobscript", help="print a SLURM or mpirun batch script for an hpcml command")
+    p.add_argument("--scheduler", choices=["slurm", "mpirun"], default="slurm")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--ntasks-per-node", type=int, required=True)
+    p.add_argument("--cpus-per-task", type=int, default=1)
+    p.add_argument("--gpus-per-task", type=int, default=0)
+    p.add_argument("--time", required=True, help="wall time [D-]HH:MM:SS")
+    p.add_argument("--partition")
+    p.add_argument("--account")
+    p.add_argument("--job-name", default="hpcml")
+    p.add_argument("--cores-per-node", type=int, help="check tasks x CPUs against the node size")
+    p.add_argument("-o", "--output", help="write the script here instead of stdout")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command to run, e.g. -- hpcml run job.toml")
+    p.set_defaults(func=cmd_jobscript)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hpcml`` argument parser."""
     parser = argparse.ArgumentParser(prog="hpcml", description="MPI domain decomposition, kernels and solvers")
@@ -198,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     _add_bench(sub)
     _add_analyze(sub)
+    _add_jobscript(sub)
     return parser
 
 

@@ -28,7 +28,9 @@ __all__ = [
     "check_launcher",
     "detect_launcher",
     "init",
+    "install_stop_handlers",
     "runtime_info",
+    "stop_requested",
 ]
 
 log = logging.getLogger("hpcml")
@@ -161,6 +163,38 @@ def _set_threads(threads: int | None, local_size: int, from_env: bool) -> int:
     return want
 
 
+_STOP = {"signal": 0}
+
+
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    _STOP["signal"] = signum
+
+
+def install_stop_handlers(signals: tuple[int, ...] | None = None) -> None:
+    """Turn ``SIGUSR1``/``SIGTERM`` into a stop request that :func:`stop_requested` reports.
+
+    Batch systems send these before the wall-clock limit (``--signal=B:USR1@120``)
+    or on preemption; an application polls :func:`stop_requested` at safe points,
+    writes a checkpoint and returns instead of being killed mid-write.
+    """
+    import signal
+
+    for sig in signals or (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, _on_stop_signal)
+
+
+def stop_requested(comm: MPI.Comm | None = None) -> bool:
+    """True on every rank once any rank has received a stop signal (collective if ``comm``).
+
+    Signals reach ranks at slightly different moments; the ``MAX`` reduction makes
+    all ranks agree on the same step to stop at.
+    """
+    local = _STOP["signal"] != 0
+    if comm is None:
+        return local
+    return bool(comm.allreduce(int(local), op=MPI.MAX))
+
+
 def runtime_info() -> RuntimeInfo | None:
     """What :func:`init` found, or ``None`` before it ran."""
     return _INFO
@@ -175,7 +209,8 @@ def _report_and_abort(exc: BaseException, tb: TracebackType | None) -> None:
     sys.stderr.write("".join(lines))
     sys.stderr.flush()
     sys.stdout.flush()
-    if MPI.Is_initialized() and not MPI.Is_finalized():
+    # A lone process just exits; with peers, Abort is the only call that cannot hang.
+    if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
         MPI.COMM_WORLD.Abort(1)
     os._exit(1)  # pragma: no cover - Abort does not return
 

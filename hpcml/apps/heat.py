@@ -22,6 +22,7 @@ from mpi4py import MPI
 from hpcml.config import ConfigError, dumps
 from hpcml.decomp import CartDecomp
 from hpcml.distarray import DistArray
+from hpcml.runtime import stop_requested
 
 __all__ = ["exact_amplitude", "run"]
 
@@ -135,6 +136,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
             h["steps"],
             dt,
         )
+    stopped_at = None
     t0 = time.perf_counter()
     for n in range(1, h["steps"] + 1):
         _step(u, un, cy, cx, method)
@@ -143,22 +145,29 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
             history.append((n, n * dt, u.norm()))
             if rank0:
                 log.info("heat: step %6d  t=%.5e  |u|=%.12e", n, n * dt, history[-1][2])
+            if n < h["steps"] and stop_requested(comm):  # all ranks agree on the step
+                if rank0:
+                    log.info("heat: stop signal received: writing output at step %d and stopping", n)
+                stopped_at = n
+                break
     elapsed = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+    steps_done = history[-1][0]
     amp = _amplitude(u, config)
-    expect = exact_amplitude(config, h["steps"])
+    expect = exact_amplitude(config, steps_done)
     summary = {
         "app": "heat",
         "ranks": comm.Get_size(),
         "dims": list(decomp.dims),
-        "steps": h["steps"],
+        "steps": steps_done,
+        "stopped_early": stopped_at is not None,
         "dt": dt,
-        "time": h["steps"] * dt,
+        "time": steps_done * dt,
         "norm": history[-1][2],
         "amplitude": amp,
         "amplitude_exact": expect,
         "amplitude_error": abs(amp - expect),
         "seconds": elapsed,
-        "cell_updates_per_s": (math.prod(shape) * h["steps"] / elapsed) if elapsed > 0 else float("nan"),
+        "cell_updates_per_s": (math.prod(shape) * steps_done / elapsed) if elapsed > 0 else float("nan"),
     }
     if o["path"]:
         _write(o["path"], config, u, history, summary, comm)
