@@ -18,11 +18,16 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+from mpi4py import MPI
 
 from hpcml.backend import array_module
 from hpcml.kernels.pack import pack_words, unpack_words
 
-__all__ = ["StridedBlock"]
+__all__ = ["StridedBlock", "UnsupportedDatatype", "pack_datatype"]
+
+
+class UnsupportedDatatype(ValueError):
+    """An MPI datatype that has no strided-block form (indexed, struct, ...)."""
 
 _WORDS = {8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}
 
@@ -89,6 +94,44 @@ class StridedBlock:
                 counts.append(n)
                 strides_b.append(s)
         return cls(int(start), tuple(counts), tuple(strides_b))
+
+    @classmethod
+    def from_datatype(cls, datatype: Any) -> StridedBlock:
+        """Canonical strided form of one element of an MPI datatype, in type-map order.
+
+        Decodes named, contiguous, vector, hvector, subarray (C and Fortran order),
+        resized and dup types through ``Get_envelope``/``Get_contents`` (mpi4py's
+        ``decode``).  Packing ``array`` with the result gives the same bytes as
+        ``datatype.Pack`` of ``[array, 1, datatype]``.  Simplification: count-1
+        streams are elided *after* their offset was added to the start (TEMPI drops
+        that offset, which packs the wrong plane of a one-thick subarray at a nonzero
+        start), and streams that continue the one below them are folded.
+
+        Raises
+        ------
+        UnsupportedDatatype
+            For combiners without a strided form (indexed, struct, darray, ...) or
+            negative strides; use MPI's own pack for those.
+        """
+        start, run, streams, _ = _decode(datatype)
+        return cls._canonical(start, run, streams)
+
+    @classmethod
+    def _canonical(cls, start: int, run: int, streams: list[tuple[int, int]]) -> StridedBlock:
+        counts, strides = [run], [1]
+        for count, stride in streams:
+            if count == 0:
+                return cls(int(start), (0,), (1,))
+            if count == 1:
+                continue  # elide: its offset is already in ``start``
+            if stride < 0:
+                raise UnsupportedDatatype("negative strides have no canonical strided form here")
+            if stride == counts[-1] * strides[-1]:
+                counts[-1] *= count  # dense fold
+            else:
+                counts.append(count)
+                strides.append(stride)
+        return cls(int(start), tuple(counts), tuple(strides))
 
     # -- properties (cached: pack/unpack sit on the halo-exchange hot path) ---------------
     @cached_property
@@ -257,6 +300,73 @@ class StridedBlock:
     def _check(self, total: int) -> None:
         if self.extent > total:
             raise ValueError(f"region ends at byte {self.extent} but the buffer has {total} bytes")
+
+
+def _decode(dt: Any) -> tuple[int, int, list[tuple[int, int]], int]:
+    """``(start, dense run bytes, streams innermost-first, extent)`` of one element of ``dt``.
+
+    A stream ``(count, stride)`` repeats everything inside it ``count`` times,
+    ``stride`` bytes apart; streams are listed from the innermost out.
+    """
+    base, combiner, params = dt.decode()
+    try:
+        if combiner == "NAMED":
+            lb, extent = dt.Get_extent()
+            if lb != 0 or extent != dt.Get_size():
+                raise UnsupportedDatatype(f"named type with gaps ({dt.Get_name()})")
+            return 0, dt.Get_size(), [], extent
+        if combiner == "DUP":
+            return _decode(base)
+        if combiner == "RESIZED":
+            start, run, streams, _ = _decode(base)
+            return start, run, streams, int(params["extent"])
+        start, run, streams, ext = _decode(base)
+        if combiner == "CONTIGUOUS":
+            return start, run, [*streams, (int(params["count"]), ext)], int(params["count"]) * ext
+        if combiner in ("VECTOR", "HVECTOR"):
+            count, block = int(params["count"]), int(params["blocklength"])
+            stride = int(params["stride"]) * (ext if combiner == "VECTOR" else 1)
+            extent = (count - 1) * stride + block * ext if count else 0
+            return start, run, [*streams, (block, ext), (count, stride)], extent
+        if combiner == "SUBARRAY":
+            sizes, subsizes, starts = params["sizes"], params["subsizes"], params["starts"]
+            order = range(len(sizes) - 1, -1, -1) if params["order"] == MPI.ORDER_C else range(len(sizes))
+            step, offset, dims = ext, start, list(streams)
+            for d in order:  # fastest-varying dimension first
+                offset += int(starts[d]) * step
+                dims.append((int(subsizes[d]), step))
+                step *= int(sizes[d])
+            return offset, run, dims, step
+    finally:
+        if combiner != "NAMED" and base is not None and not base.is_predefined:
+            base.Free()
+    raise UnsupportedDatatype(f"MPI combiner {combiner} has no strided-block form")
+
+
+def pack_datatype(buf: Any, datatype: Any, comm: Any = None) -> tuple[np.ndarray, str]:
+    """Pack one element of ``datatype`` from ``buf``; returns ``(bytes, engine)``.
+
+    Uses the canonical strided form when the type has one (``engine == "strided"``)
+    and falls back to ``MPI_Pack`` otherwise (``engine == "mpi"``), so callers can
+    report which path ran.
+    """
+    try:
+        sb = StridedBlock.from_datatype(datatype)
+    except UnsupportedDatatype:
+        comm = MPI.COMM_SELF if comm is None else comm
+        return mpi_pack(buf, datatype, comm), "mpi"
+    return sb.pack(buf), "strided"
+
+
+def mpi_pack(buf: Any, datatype: Any, comm: Any = None) -> np.ndarray:
+    """``MPI_Pack`` of exactly one element of ``datatype`` from the start of ``buf``."""
+    comm = MPI.COMM_SELF if comm is None else comm
+    out = np.empty(datatype.Pack_size(1, comm), dtype=np.uint8)
+    extent = datatype.Get_extent()[1]
+    raw = np.asarray(buf).reshape(-1).view(np.uint8)
+    # mpi4py packs len(inbuf) // extent elements: hand it exactly one extent of bytes.
+    n = datatype.Pack(raw[: max(extent, 1)], out, 0, comm)
+    return out[:n]
 
 
 def _check_engine(engine: str) -> None:

@@ -45,7 +45,7 @@ def test_scripts_parse(script):
     text = script.read_text()
     assert "set -euo pipefail" in text
     if script.suffix == ".sbatch":
-        assert "srun --mpi=pmi2" in text and "%j" in text or "%A" in text
+        assert "srun --mpi=pmi2" in text and ("%j" in text or "%A" in text)
 
 
 @pytest.mark.skipif(not shutil.which("shellcheck") and not REQUIRE, reason="shellcheck not installed")
