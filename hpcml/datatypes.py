@@ -23,11 +23,12 @@ from mpi4py import MPI
 from hpcml.backend import array_module
 from hpcml.kernels.pack import pack_words, unpack_words
 
-__all__ = ["StridedBlock", "UnsupportedDatatype", "pack_datatype"]
+__all__ = ["StridedBlock", "UnsupportedDatatypeError", "pack_datatype"]
 
 
-class UnsupportedDatatype(ValueError):
+class UnsupportedDatatypeError(ValueError):
     """An MPI datatype that has no strided-block form (indexed, struct, ...)."""
+
 
 _WORDS = {8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}
 
@@ -109,7 +110,7 @@ class StridedBlock:
 
         Raises
         ------
-        UnsupportedDatatype
+        UnsupportedDatatypeError
             For combiners without a strided form (indexed, struct, darray, ...) or
             negative strides; use MPI's own pack for those.
         """
@@ -125,7 +126,7 @@ class StridedBlock:
             if count == 1:
                 continue  # elide: its offset is already in ``start``
             if stride < 0:
-                raise UnsupportedDatatype("negative strides have no canonical strided form here")
+                raise UnsupportedDatatypeError("negative strides have no canonical strided form here")
             if stride == counts[-1] * strides[-1]:
                 counts[-1] *= count  # dense fold
             else:
@@ -313,7 +314,7 @@ def _decode(dt: Any) -> tuple[int, int, list[tuple[int, int]], int]:
         if combiner == "NAMED":
             lb, extent = dt.Get_extent()
             if lb != 0 or extent != dt.Get_size():
-                raise UnsupportedDatatype(f"named type with gaps ({dt.Get_name()})")
+                raise UnsupportedDatatypeError(f"named type with gaps ({dt.Get_name()})")
             return 0, dt.Get_size(), [], extent
         if combiner == "DUP":
             return _decode(base)
@@ -340,7 +341,7 @@ def _decode(dt: Any) -> tuple[int, int, list[tuple[int, int]], int]:
     finally:
         if combiner != "NAMED" and base is not None and not base.is_predefined:
             base.Free()
-    raise UnsupportedDatatype(f"MPI combiner {combiner} has no strided-block form")
+    raise UnsupportedDatatypeError(f"MPI combiner {combiner} has no strided-block form")
 
 
 def pack_datatype(buf: Any, datatype: Any, comm: Any = None) -> tuple[np.ndarray, str]:
@@ -352,7 +353,7 @@ def pack_datatype(buf: Any, datatype: Any, comm: Any = None) -> tuple[np.ndarray
     """
     try:
         sb = StridedBlock.from_datatype(datatype)
-    except UnsupportedDatatype:
+    except UnsupportedDatatypeError:
         comm = MPI.COMM_SELF if comm is None else comm
         return mpi_pack(buf, datatype, comm), "mpi"
     return sb.pack(buf), "strided"

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mpi4py import MPI
 
-from hpcml.datatypes import StridedBlock, UnsupportedDatatype, mpi_pack, pack_datatype
+from hpcml.datatypes import StridedBlock, UnsupportedDatatypeError, mpi_pack, pack_datatype
 
 LEAVES = [MPI.DOUBLE, MPI.FLOAT, MPI.INT, MPI.SHORT, MPI.BYTE]
 
@@ -88,7 +88,7 @@ def test_from_view_agrees_with_from_datatype(order):
 
 def test_unsupported_falls_back_to_mpi():
     dt = MPI.DOUBLE.Create_indexed([1, 2], [0, 4]).Commit()
-    with pytest.raises(UnsupportedDatatype, match="INDEXED"):
+    with pytest.raises(UnsupportedDatatypeError, match="INDEXED"):
         StridedBlock.from_datatype(dt)
     buf = np.arange(10.0)
     packed, engine = pack_datatype(buf, dt)

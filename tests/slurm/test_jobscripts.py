@@ -77,8 +77,14 @@ def test_parse_time():
     ],
 )
 def test_generator_rejects(change, message):
-    kw = {"scheduler": "slurm", "nodes": 1, "ntasks_per_node": 2, "cpus_per_task": 1, "time": "00:10:00",
-          "command": ["hpcml", "run"]}
+    kw = {
+        "scheduler": "slurm",
+        "nodes": 1,
+        "ntasks_per_node": 2,
+        "cpus_per_task": 1,
+        "time": "00:10:00",
+        "command": ["hpcml", "run"],
+    }
     kw.update(change)
     with pytest.raises(JobScriptError, match=message):
         render(JobRequest(**kw))
@@ -102,8 +108,13 @@ def test_generated_scripts_check(tmp_path, scheduler, gpus):
 
 
 def test_cli_jobscript_error_exit(tmp_path):
-    res = subprocess.run([HPCML, "jobscript", "--ntasks-per-node", "2", "--time", "00:00:30", "--", "hpcml", "run"],
-                         capture_output=True, text=True, timeout=60, check=False)
+    res = subprocess.run(
+        [HPCML, "jobscript", "--ntasks-per-node", "2", "--time", "00:00:30", "--", "hpcml", "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert res.returncode != 0
     assert "no room for the checkpoint signal" in res.stderr
 
@@ -122,8 +133,7 @@ def _sbatch(tmp_path, script, *args, options=(), extra_env=None, wait=True, time
 def _small_config(tmp_path, steps=40, name="run.h5"):
     cfg = tmp_path / "job.toml"
     cfg.write_text(
-        f'app = "heat"\n[grid]\nshape = [64, 48]\n[heat]\nsteps = {steps}\n'
-        f'[output]\npath = "{name}"\nevery = 10\n'
+        f'app = "heat"\n[grid]\nshape = [64, 48]\n[heat]\nsteps = {steps}\n[output]\npath = "{name}"\nevery = 10\n'
     )
     return cfg
 
@@ -166,8 +176,9 @@ def test_array_ensemble(tmp_path):
     params.write_text(
         "--set heat.cfl=0.1 --set output.path=member-0.h5\n--set heat.cfl=0.2 --set output.path=member-1.h5\n"
     )
-    res = _sbatch(tmp_path, ROOT / "jobscripts/slurm_array_ensemble.sbatch", str(cfg), str(params),
-                  options=["--array=0-1"])
+    res = _sbatch(
+        tmp_path, ROOT / "jobscripts/slurm_array_ensemble.sbatch", str(cfg), str(params), options=["--array=0-1"]
+    )
     assert res.returncode == 0, res.stderr + _read(tmp_path, "*.err")
     norms = []
     for i in range(2):
@@ -180,8 +191,9 @@ def test_array_ensemble(tmp_path):
 @needs_slurm
 def test_signal_stops_cleanly(tmp_path):
     cfg = _small_config(tmp_path, steps=10**7, name="long.h5")
-    res = _sbatch(tmp_path, ROOT / "jobscripts/slurm_cpu.sbatch", str(cfg), extra_env={"HPCML_REQUEUE": "0"},
-                  wait=False)
+    res = _sbatch(
+        tmp_path, ROOT / "jobscripts/slurm_cpu.sbatch", str(cfg), extra_env={"HPCML_REQUEUE": "0"}, wait=False
+    )
     assert res.returncode == 0, res.stderr
     job = res.stdout.strip().split(";")[0]
     deadline = time.time() + 120
