@@ -36,7 +36,8 @@ def collect_info() -> dict[str, Any]:
     from mpi4py import MPI
 
     import hpcml
-    from hpcml.halo import choose_method, cuda_aware_mpi
+    from hpcml.cudaaware import describe as describe_cuda_aware
+    from hpcml.halo import choose_method
 
     rt = hpcml.init()
     comm = MPI.COMM_WORLD
@@ -60,7 +61,7 @@ def collect_info() -> dict[str, Any]:
         "threads_per_rank": rt.threads,
         "threads_from": "NUMBA_NUM_THREADS" if rt.threads_from_env else "cores per node / ranks per node",
         "gpus_seen": rt.gpus_seen,
-        "cuda_aware_mpi": cuda_aware_mpi(),
+        "cuda_aware_mpi": describe_cuda_aware(),
         "halo_method_cpu": choose_method(False),
         "halo_method_gpu": choose_method(True),
         "per_rank": ranks,

@@ -190,13 +190,20 @@ class StridedBlock:
         """
         xp = array_module(array)
         if xp is not np:
-            return self._pack_xp(xp, array, out)
+            return self._pack_device(xp, array, out, engine)
         self._check(array.nbytes)
         if out is None:
             out = np.empty(self.nbytes, dtype=np.uint8)
         elif out.nbytes < self.nbytes or not out.flags.c_contiguous:
             raise ValueError(f"out must be a contiguous buffer of at least {self.nbytes} bytes")
         if not self.nbytes:
+            return out
+        if engine == "sim":
+            from hpcml.kernels.pack_gpu import pack_numba_cuda
+
+            word = _WORDS[self._word]
+            src, _ = _base_bytes(array)
+            pack_numba_cuda(src.view(word), out.reshape(-1)[: self.nbytes].view(word), *self._words)
             return out
         if engine in ("auto", "numpy"):
             view = self._np_view(array)
@@ -218,7 +225,7 @@ class StridedBlock:
         """
         xp = array_module(array)
         if xp is not np:
-            self._unpack_xp(xp, buf, array, accumulate)
+            self._unpack_device(xp, buf, array, accumulate, engine)
             return
         self._check(array.nbytes)
         if buf.nbytes < self.nbytes:
@@ -226,6 +233,14 @@ class StridedBlock:
         if not self.nbytes:
             return
         _check_engine(engine)
+        if engine == "sim":
+            from hpcml.kernels.pack_gpu import unpack_numba_cuda
+
+            dst, _ = _base_bytes(array)
+            src = np.ascontiguousarray(buf).reshape(-1).view(np.uint8)[: self.nbytes]
+            typ, start, counts, strides = self._typed(array.dtype if accumulate else None)
+            unpack_numba_cuda(src.view(typ), dst.view(typ), start, counts, strides, accumulate)
+            return
         if accumulate:
             item = array.dtype.itemsize
             if self.start % item or self.counts[0] % item or any(s % item for s in self.strides[1:]):
@@ -249,6 +264,62 @@ class StridedBlock:
         start, counts, strides = self._words
         word = _WORDS[self._word]
         unpack_words(src.view(word), dst.view(word), start, counts, strides, False)
+
+    def _typed(self, dtype: Any = None) -> tuple[Any, int, np.ndarray, np.ndarray]:
+        """``(word type, start, counts, strides)`` in widest words, or in ``dtype`` elements."""
+        if dtype is None:
+            return (_WORDS[self._word], *self._words)
+        item = np.dtype(dtype).itemsize
+        if self.start % item or self.counts[0] % item or any(s % item for s in self.strides[1:]):
+            raise ValueError("accumulate needs a region aligned to the array's elements")
+        counts = np.array((self.counts[0] // item, *self.counts[1:]), dtype=np.int64)
+        strides = np.array((1, *(s // item for s in self.strides[1:])), dtype=np.int64)
+        return np.dtype(dtype), self.start // item, counts, strides
+
+    def _pack_device(self, xp: Any, array: Any, out: Any, engine: str) -> Any:
+        """Pack a CuPy array: ``rawkernel`` (auto), ``numba-cuda`` or ``copy`` (strided copy)."""
+        if engine in ("copy", "numpy"):
+            return self._pack_xp(xp, array, out)
+        self._check(array.nbytes)
+        if out is None:
+            out = xp.empty(self.nbytes, dtype=xp.uint8)
+        if not self.nbytes:
+            return out
+        typ, start, counts, strides = self._typed()
+        src = array.ravel(order="A").view(xp.uint8).view(typ)
+        dst = out.reshape(-1).view(xp.uint8)[: self.nbytes].view(typ)
+        if engine in ("auto", "rawkernel"):
+            from hpcml.kernels.pack_gpu import pack_cupy
+
+            pack_cupy(src, dst, start, counts, strides)
+        elif engine in ("numba-cuda", "sim"):
+            from hpcml.kernels.pack_gpu import pack_numba_cuda
+
+            pack_numba_cuda(src, dst, start, counts, strides)
+        else:
+            raise ValueError(f"unknown device pack engine {engine!r}; expected auto, rawkernel, numba-cuda, copy")
+        return out
+
+    def _unpack_device(self, xp: Any, buf: Any, array: Any, accumulate: bool, engine: str) -> None:
+        if engine in ("copy", "numpy"):
+            self._unpack_xp(xp, buf, array, accumulate)
+            return
+        self._check(array.nbytes)
+        if not self.nbytes:
+            return
+        typ, start, counts, strides = self._typed(array.dtype if accumulate else None)
+        dst = array.ravel(order="A").view(xp.uint8).view(typ)
+        src = buf.reshape(-1).view(xp.uint8)[: self.nbytes].view(typ)
+        if engine in ("auto", "rawkernel"):
+            from hpcml.kernels.pack_gpu import unpack_cupy
+
+            unpack_cupy(src, dst, start, counts, strides, accumulate)
+        elif engine in ("numba-cuda", "sim"):
+            from hpcml.kernels.pack_gpu import unpack_numba_cuda
+
+            unpack_numba_cuda(src, dst, start, counts, strides, accumulate)
+        else:
+            raise ValueError(f"unknown device pack engine {engine!r}; expected auto, rawkernel, numba-cuda, copy")
 
     def _np_view(self, array: np.ndarray, dtype: Any = None) -> np.ndarray:
         """The region as a strided NumPy view ``(counts[-1], ..., counts[1], run)``.
@@ -371,8 +442,8 @@ def mpi_pack(buf: Any, datatype: Any, comm: Any = None) -> np.ndarray:
 
 
 def _check_engine(engine: str) -> None:
-    if engine not in ("auto", "numpy", "numba"):
-        raise ValueError(f"unknown pack engine {engine!r}; expected auto, numpy or numba")
+    if engine not in ("auto", "numpy", "numba", "sim"):
+        raise ValueError(f"unknown pack engine {engine!r}; expected auto, numpy, numba or sim")
 
 
 def _byte_offset(view: Any, base: Any) -> int:

@@ -197,7 +197,8 @@ class CartDecomp:
     def free(self) -> None:
         """Release cached plans and the Cartesian communicator (collective)."""
         for plan in self._plans.values():
-            plan.free()
+            if hasattr(plan, "free"):
+                plan.free()
         self._plans.clear()
         if self.cart != MPI.COMM_NULL:
             self.cart.Free()

@@ -49,8 +49,10 @@ GPU_METHODS = ("staged", "device")
 
 
 def cuda_aware_mpi() -> bool:
-    """Whether the MPI library accepts device buffers (``rc.cuda_aware`` / ``HPCML_CUDA_AWARE``)."""
-    return bool(rc.cuda_aware)
+    """Whether the MPI library accepts device buffers (see :mod:`hpcml.cudaaware`)."""
+    from hpcml.cudaaware import cuda_aware_mpi as query
+
+    return query()
 
 
 def choose_method(on_device: bool, requested: str = "auto") -> str:
@@ -396,12 +398,40 @@ def get_plan(
     xp = np if xp is None else xp
     on_device = xp is not np
     resolved = choose_method(on_device, method)
+    if method == "auto" and (rc.halo_method or "auto") == "auto":
+        resolved = _measured_choice(decomp, dtype, xp, corners, order, resolved)
     key = (np.dtype(dtype).str, xp.__name__, resolved, bool(corners), order)
     cache = decomp.plan_cache()
     plan = cache.get(key)
     if plan is None:
         plan = cache[key] = HaloExchange(decomp, dtype, xp, resolved, corners, order)
     return plan
+
+
+def _measured_choice(decomp: Any, dtype: Any, xp: Any, corners: bool, order: str, default: str) -> str:
+    """Apply the measured model (``hpcml bench datatypes --measure``) if one exists."""
+    from hpcml.halo_model import load_model, plan_faces
+
+    model = load_model()
+    if model is None:
+        return default
+    key = ("auto-choice", np.dtype(dtype).str, xp.__name__, bool(corners), order)
+    cache = decomp.plan_cache()
+    if key not in cache:
+        if xp is np:
+            probe = get_plan(decomp, dtype, xp, "pack", corners, order)
+            faces = plan_faces([f.send_block for fs in probe.faces for f in fs if not f.send_block.contiguous])
+            choice = model.choose_cpu(faces)
+        else:
+            probe_bytes = max(
+                (f.send_block.nbytes for fs in get_plan(decomp, dtype, xp, default, corners, order).faces for f in fs),
+                default=0,
+            )
+            choice = model.choose_gpu(probe_bytes, cuda_aware_mpi())
+        # Every rank must use the same method family only for identical bytes, which all
+        # methods give; still, agree on one choice so timings are reproducible.
+        cache[key] = decomp.cart.bcast(choice, root=0)
+    return cache[key]
 
 
 def plan_for(data: Any, decomp: Any, method: str = "auto", corners: bool = True) -> HaloExchange:

@@ -28,6 +28,37 @@ settings.register_profile(
 settings.load_profile("hpcml")
 
 VENV_BIN = Path(sys.executable).parent
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cudasim: Numba-CUDA kernels in the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
+    config.addinivalue_line("markers", "gpu: needs a CUDA device and CuPy")
+    config.addinivalue_line("markers", "slow: long runs (CI runs them too)")
+
+
+def _has_gpu() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_sim = pytest.mark.skip(reason="needs NUMBA_ENABLE_CUDASIM=1 (make test-sim)")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device and CuPy (tests/gpu/run_device_checks.sh)")
+    gpu = None
+    for item in items:
+        if "cudasim" in item.keywords and not SIMULATOR:
+            item.add_marker(skip_sim)
+        if "gpu" in item.keywords:
+            gpu = _has_gpu() if gpu is None else gpu
+            if not gpu:
+                item.add_marker(skip_gpu)
+
+
 MPIEXEC = str(VENV_BIN / "mpiexec")
 
 

@@ -16,4 +16,5 @@ BENCHMARKS: dict[str, str] = {
     "kernels": "hpcml.bench.kernels",
     "io": "hpcml.bench.io",
     "flux": "hpcml.bench.flux",
+    "datatypes": "hpcml.bench.datatypes",
 }
