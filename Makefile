@@ -15,7 +15,7 @@ export NUMBA_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: run test venv lint format test-serial test-mpi bench clean
+.PHONY: run test venv lint format test-serial test-sim test-mpi bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ venv: $(VENV)/.installed
 run: venv
 	$(MPIEXEC) -n $(NP) $(VENV)/bin/hpcml run $(CONFIG)
 
-test: venv lint test-serial test-mpi
+test: venv lint test-serial test-sim test-mpi
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -40,6 +40,10 @@ format: venv
 
 test-serial: venv
 	timeout $(MPI_TIMEOUT) $(PY) -m pytest -p no:cacheprovider -q --timeout=600 tests
+
+# GPU kernels on the CPU: Numba's CUDA simulator must be switched on before numba is imported.
+test-sim: venv
+	NUMBA_ENABLE_CUDASIM=1 timeout $(MPI_TIMEOUT) $(PY) -m pytest -p no:cacheprovider -q --timeout=600 -m cudasim tests
 
 # Every MPI run is bounded by `timeout`, so a deadlock fails in minutes, not at the CI limit.
 test-mpi: venv
