@@ -191,6 +191,10 @@ class DistArray:
         """Start filling the ghost layers; compute on the interior, then ``req.wait()``."""
         return self.halo_plan(method, corners).start(self.data)
 
+    def adjoint_exchange(self, method: str = "auto", corners: bool = True) -> None:
+        """Adjoint of :meth:`exchange_halos`: add ghost values into their owners, zero the ghosts."""
+        self.halo_plan(method, corners).adjoint(self.data)
+
     # -- gathering -----------------------------------------------------------------------
     def gather(self, root: int = 0) -> np.ndarray | None:
         """The global array (NumPy) on ``root``, ``None`` elsewhere.

@@ -125,3 +125,28 @@ def test_gpu_halo_matches_reference(comm, method):
             ref = np.where(ref == SENTINEL, cp.asnumpy(u.data), ref)  # corners kept from the first pass
         assert_all(comm, np.array_equal(cp.asnumpy(u.data), ref), f"{method} corners={corners}")
     d.free()
+
+
+@pytest.mark.mpi
+@given(data=st.data())
+def test_adjoint_identity(comm, data):
+    """<F x, y> == <x, F* y> over all ranks' ghosted arrays (DistDL's adjoint test)."""
+    ndim = data.draw(st.integers(1, 3), label="ndim")
+    halo = data.draw(st.integers(1, 2), label="halo")
+    dims = MPI.Compute_dims(comm.size, ndim)
+    shape = tuple(data.draw(st.integers(p * halo, p * halo + 4)) for p in dims)
+    periodic = tuple(data.draw(st.booleans()) for _ in range(ndim))
+    corners = data.draw(st.booleans(), label="corners")
+    d = CartDecomp(shape, comm, periodic=periodic, halo=halo)
+    rng = np.random.default_rng(1000 * comm.rank + 7)
+    x = DistArray(d, rng.standard_normal(d.ghosted_shape))
+    y = DistArray(d, rng.standard_normal(d.ghosted_shape))
+    fx, fty = x.copy(), y.copy()
+    fx.exchange_halos(corners=corners)
+    fty.adjoint_exchange(corners=corners)
+    lhs = comm.allreduce(float(np.vdot(fx.data, y.data)))
+    rhs = comm.allreduce(float(np.vdot(x.data, fty.data)))
+    scale = comm.allreduce(float(np.linalg.norm(fx.data) * np.linalg.norm(y.data)))
+    scale = max(scale, comm.allreduce(float(np.linalg.norm(x.data) * np.linalg.norm(fty.data))))
+    assert_all(comm, abs(lhs - rhs) <= 1e-12 * scale, f"{lhs} vs {rhs} shape={shape} periodic={periodic}")
+    d.free()
