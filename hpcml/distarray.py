@@ -18,6 +18,7 @@ from mpi4py.util.dtlib import from_numpy_dtype
 from hpcml.backend import array_module, xp_from_name
 from hpcml.decomp import CartDecomp
 from hpcml.halo import HaloExchange, HaloRequest, plan_for
+from hpcml.settings import rc
 
 __all__ = ["DistArray", "SUPPORTED_DTYPES", "check_dtype"]
 
@@ -60,6 +61,7 @@ class DistArray:
         self.decomp = decomp
         self.data = data
         self.xp = array_module(data)
+        self._plans: dict[Any, HaloExchange] = {}
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -181,7 +183,15 @@ class DistArray:
     # -- halo exchange -------------------------------------------------------------------
     def halo_plan(self, method: str = "auto", corners: bool = True) -> HaloExchange:
         """The cached exchange plan for this array's layout."""
-        return plan_for(self.data, self.decomp, method, corners)
+        # Looked up once per (method, corners) and kept on the array: the plan lookup
+        # (settings, measured model, cache key) would otherwise cost more than a
+        # small exchange itself.  ``rc.halo_method`` is part of the key so that a
+        # changed setting takes effect.
+        key = (method, corners, rc.halo_method, id(self.data))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = plan_for(self.data, self.decomp, method, corners)
+        return plan
 
     def exchange_halos(self, method: str = "auto", corners: bool = True) -> None:
         """Fill the ghost layers from the neighbours (blocking)."""

@@ -176,6 +176,7 @@ class HaloExchange:
             np.empty(1, dtype=self.dtype), shape=shape, strides=_strides(shape, self.dtype.itemsize, order)
         )
         faces: list[list[_Face]] = [[] for _ in range(decomp.ndim)]
+        self._self_blocks: list[list[tuple[StridedBlock, StridedBlock]]] = [[] for _ in range(decomp.ndim)]
         self.self_copies: list[list[tuple[tuple[slice, ...], tuple[slice, ...]]]] = [[] for _ in range(decomp.ndim)]
         for d in range(decomp.ndim):
             h, n = decomp.halo[d], decomp.local_shape[d]
@@ -197,6 +198,10 @@ class HaloExchange:
             # A rank that is its own neighbour (periodic, one rank along d) copies locally.
             if hi == self.rank and lo == self.rank:
                 self.self_copies[d] += [(up_send, up_recv), (dn_send, dn_recv)]
+                self._self_blocks[d] += [
+                    (StridedBlock.from_view(proto, src), StridedBlock.from_view(proto, dst))
+                    for src, dst in ((up_send, up_recv), (dn_send, dn_recv))
+                ]
                 continue
             for peer, send, recv, stag, rtag in (
                 (hi, up_send, dn_recv, 2 * d, 2 * d + 1),
@@ -223,7 +228,14 @@ class HaloExchange:
     # -- public API ----------------------------------------------------------------------
     def exchange(self, data: Any) -> None:
         """Fill the ghost layers of ``data`` (blocking)."""
-        self.start(data).wait()
+        self._check(data)
+        bufs = self._pool.pop() if self._pool else self._new_buffers()
+        for stage in range(len(self.stages)):
+            reqs = self._post(stage, data, bufs)
+            if reqs:
+                MPI.Request.Waitall(reqs)
+            self._finish(stage, data, bufs)
+        self._release(bufs)
 
     def start(self, data: Any) -> HaloRequest:
         """Begin filling the ghost layers of ``data``; call ``wait()`` on the result.
@@ -352,8 +364,12 @@ class HaloExchange:
 
     def _post(self, stage: int, data: Any, bufs: _Buffers) -> list[MPI.Request]:
         for d in self.stages[stage]:
-            for src, dst in self.self_copies[d]:
-                data[dst] = data[src]
+            if self.on_device:
+                for src, dst in self.self_copies[d]:
+                    data[dst] = data[src]
+            else:  # canonical strided views: one flat NumPy copy loop per face
+                for src, dst in self._self_blocks[d]:
+                    np.copyto(dst._np_view(data), src._np_view(data))
         faces = self._stage_faces(stage)
         reqs: list[MPI.Request] = []
         comm = self.comm
