@@ -5,3 +5,25 @@ given, on one process.  Each operation lives in its own module and dispatches on
 the array type (NumPy -> Numba CPU, CuPy -> CuPy / Numba-CUDA); ``backend=`` forces
 a path and ``backend="sim"`` runs the Numba-CUDA kernel in the CUDA simulator.
 """
+
+from .blas1 import axpy, copy, dot, nrm2, scal
+from .gemm import gemm
+from .gemv import gemv
+from .spmv import SellMatrix, sell_from_csr, spmv
+from .stencil import jacobi_step, laplacian, region_boxes
+
+__all__ = [
+    "SellMatrix",
+    "axpy",
+    "copy",
+    "dot",
+    "gemm",
+    "gemv",
+    "jacobi_step",
+    "laplacian",
+    "nrm2",
+    "region_boxes",
+    "scal",
+    "sell_from_csr",
+    "spmv",
+]

@@ -131,8 +131,19 @@ def launch(kernel: Any, griddim: Any, blockdim: Any, backend: str, *args: Any) -
         ptr = cp.cuda.get_current_stream().ptr if cp is not None else 0
         stream = cuda.external_stream(ptr) if ptr else cuda.default_stream()
         kernel[griddim, blockdim, stream](*args)
-    else:
-        kernel[griddim, blockdim](*args)
+        return
+    # The simulator, like a real device, moves host arrays as one contiguous
+    # buffer: hand it contiguous copies of strided views and copy results back.
+    staged = []
+    call_args = list(args)
+    for n, a in enumerate(args):
+        if isinstance(a, np.ndarray) and not (a.flags.c_contiguous or a.flags.f_contiguous):
+            call_args[n] = np.ascontiguousarray(a)
+            staged.append((a, call_args[n]))
+    kernel[griddim, blockdim](*call_args)
+    for orig, copy in staged:
+        if orig.flags.writeable:
+            orig[...] = copy
 
 
 def grid_1d(n: int, block: int = CUDA_BLOCK) -> int:

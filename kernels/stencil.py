@@ -1,0 +1,383 @@
+"""Finite-difference stencils on arrays that carry ghost layers.
+
+Conventions (shared with :mod:`hpcml.distarray` and the halo exchange):
+
+* ``u`` carries ``halo`` ghost layers on every side of every axis, so
+  ``u.shape[d] == interior_shape[d] + 2*halo``.  The stencils have radius 1
+  and read only the innermost ghost layer.
+* Results are written to the interior cells of ``out`` (same ghosted shape as
+  ``u``, must not overlap it); ``out``'s ghost cells are never touched.
+* ``spacing`` is one float or one per axis (``h_d``).
+* ``region`` splits the interior so that halo exchange can overlap work:
+  ``"interior"`` are the interior cells at distance >= 1 from the interior's
+  edge (their stencil reads no ghost cell: compute them while the halos are in
+  flight); ``"boundary"`` are the remaining interior cells (a frame one cell
+  wide: compute them after the exchange); ``"all"`` is their union.  The two
+  parts never overlap; :func:`region_boxes` lists them as index boxes.
+
+Operators:
+
+* 5-point (2-D) / 7-point (3-D) Laplacian:
+  ``sum_d (u[i+e_d] - 2 u[i] + u[i-e_d]) / h_d^2``.
+* 9-point (2-D, equal spacing): the isotropic compact Laplacian
+  ``(1/(6 h^2)) [[1, 4, 1], [4, -20, 4], [1, 4, 1]]`` (reads corner ghosts).
+* Jacobi step for ``-lap(u) = f``:
+  ``out = (sum_d (u[i+e_d] + u[i-e_d]) / h_d^2 + f[i]) / (sum_d 2 / h_d^2)``.
+
+CPU kernels are Numba loops parallel over the first axis that walk whole rows
+through unit-stride views (so LLVM vectorises them) and make no temporaries;
+GPU / simulator kernels are Numba-CUDA, one thread per cell.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Any
+
+import numpy as np
+from numba import cuda, njit, prange
+
+from ._common import FM_CONTRACT, check_same_dtype, check_writeable, launch, spacing_tuple
+from ._dispatch import resolve_backend
+
+__all__ = ["REGIONS", "jacobi_step", "laplacian", "region_boxes"]
+
+REGIONS = ("all", "interior", "boundary")
+
+Box = tuple[tuple[int, ...], tuple[int, ...]]
+
+# ---------------------------------------------------------------- Numba CPU ---
+# Each row is read through views shifted by -1/0/+1 that start at index 0, so
+# the inner loop is a plain unit-stride loop without wraparound checks.
+
+
+@njit(cache=True)
+def _rows2(u, i, j0, j1):  # pragma: no cover - compiled
+    # north, south, west, centre, east rows of cells (i, j0:j1)
+    return u[i - 1, j0:j1], u[i + 1, j0:j1], u[i, j0 - 1 : j1 - 1], u[i, j0:j1], u[i, j0 + 1 : j1 + 1]
+
+
+@njit(cache=True)
+def _rows3(u, i, j, k0, k1):  # pragma: no cover - compiled
+    # the 7 rows of cells (i, j, k0:k1): axis-0 pair, axis-1 pair, west, centre, east
+    return (
+        u[i - 1, j, k0:k1],
+        u[i + 1, j, k0:k1],
+        u[i, j - 1, k0:k1],
+        u[i, j + 1, k0:k1],
+        u[i, j, k0 - 1 : k1 - 1],
+        u[i, j, k0:k1],
+        u[i, j, k0 + 1 : k1 + 1],
+    )
+
+
+@njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
+def _lap5_cpu(u, out, i0, i1, j0, j1, cx, cy, cc):  # pragma: no cover - compiled
+    for i in prange(i0, i1):
+        un, us, uw, uc, ue = _rows2(u, i, j0, j1)
+        o = out[i, j0:j1]
+        for j in range(j1 - j0):
+            o[j] = cx * (un[j] + us[j]) + cy * (uw[j] + ue[j]) + cc * uc[j]
+
+
+@njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
+def _lap9_cpu(u, out, i0, i1, j0, j1, ce, ck, cc):  # pragma: no cover - compiled
+    for i in prange(i0, i1):
+        nn, ss, ww, uc, ee = _rows2(u, i, j0, j1)
+        nw, ne = u[i - 1, j0 - 1 : j1 - 1], u[i - 1, j0 + 1 : j1 + 1]
+        sw, se = u[i + 1, j0 - 1 : j1 - 1], u[i + 1, j0 + 1 : j1 + 1]
+        o = out[i, j0:j1]
+        for j in range(j1 - j0):
+            o[j] = ce * (nn[j] + ss[j] + ww[j] + ee[j]) + ck * (nw[j] + ne[j] + sw[j] + se[j]) + cc * uc[j]
+
+
+@njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
+def _jac2_cpu(u, f, out, i0, i1, j0, j1, cx, cy, inv):  # pragma: no cover - compiled
+    for i in prange(i0, i1):
+        un, us, uw, _, ue = _rows2(u, i, j0, j1)
+        fc = f[i, j0:j1]
+        o = out[i, j0:j1]
+        for j in range(j1 - j0):
+            o[j] = (cx * (un[j] + us[j]) + cy * (uw[j] + ue[j]) + fc[j]) * inv
+
+
+@njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
+def _lap7_cpu(u, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, cc):  # pragma: no cover - compiled
+    for i in prange(i0, i1):
+        for j in range(j0, j1):
+            ua, ub, un, us, uw, uc, ue = _rows3(u, i, j, k0, k1)
+            o = out[i, j, k0:k1]
+            for k in range(k1 - k0):
+                o[k] = cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + cc * uc[k]
+
+
+@njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
+def _jac3_cpu(u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv):  # pragma: no cover - compiled
+    for i in prange(i0, i1):
+        for j in range(j0, j1):
+            ua, ub, un, us, uw, _, ue = _rows3(u, i, j, k0, k1)
+            fc = f[i, j, k0:k1]
+            o = out[i, j, k0:k1]
+            for k in range(k1 - k0):
+                o[k] = (cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + fc[k]) * inv
+
+
+# --------------------------------------------------------------- Numba-CUDA ---
+# One thread per cell of the box; the last axis runs along threadIdx.x so that
+# a warp reads consecutive addresses.
+
+
+@functools.cache
+def _cuda_kernels() -> dict[str, Any]:
+    @cuda.jit(device=True)
+    def axes2(u, i, j, cx, cy):  # pragma: no cover - device code
+        return cx * (u[i - 1, j] + u[i + 1, j]) + cy * (u[i, j - 1] + u[i, j + 1])
+
+    @cuda.jit(device=True)
+    def axes3(u, i, j, k, cx, cy, cz):  # pragma: no cover - device code
+        return (
+            cx * (u[i - 1, j, k] + u[i + 1, j, k])
+            + cy * (u[i, j - 1, k] + u[i, j + 1, k])
+            + cz * (u[i, j, k - 1] + u[i, j, k + 1])
+        )
+
+    @cuda.jit
+    def lap5_k(u, out, i0, i1, j0, j1, cx, cy, cc):  # pragma: no cover - device code
+        j, i = cuda.grid(2)
+        i += i0
+        j += j0
+        if i < i1 and j < j1:
+            out[i, j] = axes2(u, i, j, cx, cy) + cc * u[i, j]
+
+    @cuda.jit
+    def lap9_k(u, out, i0, i1, j0, j1, ce, ck, cc):  # pragma: no cover - device code
+        j, i = cuda.grid(2)
+        i += i0
+        j += j0
+        if i < i1 and j < j1:
+            corners = u[i - 1, j - 1] + u[i - 1, j + 1] + u[i + 1, j - 1] + u[i + 1, j + 1]
+            out[i, j] = axes2(u, i, j, ce, ce) + ck * corners + cc * u[i, j]
+
+    @cuda.jit
+    def jac2_k(u, f, out, i0, i1, j0, j1, cx, cy, inv):  # pragma: no cover - device code
+        j, i = cuda.grid(2)
+        i += i0
+        j += j0
+        if i < i1 and j < j1:
+            out[i, j] = (axes2(u, i, j, cx, cy) + f[i, j]) * inv
+
+    @cuda.jit
+    def lap7_k(u, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, cc):  # pragma: no cover - device code
+        k, j, i = cuda.grid(3)
+        i += i0
+        j += j0
+        k += k0
+        if i < i1 and j < j1 and k < k1:
+            out[i, j, k] = axes3(u, i, j, k, cx, cy, cz) + cc * u[i, j, k]
+
+    @cuda.jit
+    def jac3_k(u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv):  # pragma: no cover - device code
+        k, j, i = cuda.grid(3)
+        i += i0
+        j += j0
+        k += k0
+        if i < i1 and j < j1 and k < k1:
+            out[i, j, k] = (axes3(u, i, j, k, cx, cy, cz) + f[i, j, k]) * inv
+
+    return {"lap5": lap5_k, "lap9": lap9_k, "lap7": lap7_k, "jac2": jac2_k, "jac3": jac3_k}
+
+
+_CUDA_BLOCK_2D = (32, 8)
+_CUDA_BLOCK_3D = (32, 4, 2)
+
+
+def _cuda_run(name: str, backend: str, box: Box, arrays: tuple[Any, ...], coefs: tuple[Any, ...]) -> None:
+    lo, hi = box
+    ext = [h - lo_ for lo_, h in zip(lo, hi)][::-1]  # grid x = last axis
+    block = _CUDA_BLOCK_2D if len(lo) == 2 else _CUDA_BLOCK_3D
+    grid = tuple(-(-e // b) for e, b in zip(ext, block))
+    bounds = tuple(itertools.chain.from_iterable(zip(lo, hi)))
+    launch(_cuda_kernels()[name], grid, block, backend, *arrays, *bounds, *coefs)
+
+
+# ------------------------------------------------------------------ public ---
+
+
+def region_boxes(shape: tuple[int, ...], halo: int = 1, region: str = "all") -> list[Box]:
+    """Index boxes ``(lo, hi)`` (half-open, ghosted indices) covering ``region``.
+
+    ``"all"`` is one box (the interior), ``"interior"`` one box (the interior
+    shrunk by one cell per side, empty when the interior is thinner than 3),
+    ``"boundary"`` up to ``2*ndim`` disjoint slabs forming the one-cell frame.
+    Empty boxes are left out, so the list may be empty.
+    """
+    if region not in REGIONS:
+        raise ValueError(f"unknown region {region!r}; expected one of {REGIONS}")
+    nd = len(shape)
+    lo = [halo] * nd
+    hi = [s - halo for s in shape]
+    if any(h <= lo_ for lo_, h in zip(lo, hi)):
+        return []
+    if region == "all":
+        return [(tuple(lo), tuple(hi))]
+    ilo = [lo_ + 1 for lo_ in lo]
+    ihi = [h - 1 for h in hi]
+    if region == "interior":
+        return [(tuple(ilo), tuple(ihi))] if all(h > lo_ for lo_, h in zip(ilo, ihi)) else []
+    boxes: list[Box] = []
+    # A frame cell belongs to the slab of the first axis on which it lies at
+    # the edge: axes before d are restricted to the shrunk range, axes after d
+    # span the whole interior.  That makes the slabs disjoint.
+    for d in range(nd):
+        for edge in sorted({lo[d], hi[d] - 1}):
+            blo = [ilo[e] if e < d else lo[e] for e in range(nd)]
+            bhi = [ihi[e] if e < d else hi[e] for e in range(nd)]
+            blo[d], bhi[d] = edge, edge + 1
+            if all(h > lo_ for lo_, h in zip(blo, bhi)):
+                boxes.append((tuple(blo), tuple(bhi)))
+    return boxes
+
+
+def _check_grid(u: Any, out: Any, f: Any, halo: int, backend: str | None) -> tuple[str, np.dtype]:
+    b = resolve_backend(u, out, f, backend=backend)
+    if u.ndim not in (2, 3):
+        raise ValueError(f"stencils take 2-D or 3-D arrays, got shape {tuple(u.shape)}")
+    dt = check_same_dtype(u=u, out=out, f=f)
+    for name, a in (("out", out), ("f", f)):
+        if a is not None and a.shape != u.shape:
+            raise ValueError(f"{name} has shape {tuple(a.shape)}, u has {tuple(u.shape)} (same ghosted shape needed)")
+    if isinstance(halo, bool) or not isinstance(halo, (int, np.integer)) or halo < 1:
+        raise ValueError(f"halo must be an integer >= 1, got {halo!r}")
+    if any(s < 2 * halo for s in u.shape):
+        raise ValueError(f"u has shape {tuple(u.shape)}: smaller than 2*halo = {2 * halo} on some axis")
+    check_writeable("out", out)
+    if b == "cpu" and np.may_share_memory(u, out):
+        raise ValueError("out must not overlap u (the stencil would read values it already wrote)")
+    if b != "cpu" and out is u:
+        raise ValueError("out must not be u")
+    return b, dt
+
+
+def _c_order(u: Any, out: Any, f: Any, hs: tuple[float, ...]) -> tuple[Any, Any, Any, tuple[float, ...]]:
+    """Present F-ordered grids as their C-ordered transposes.
+
+    The operators are symmetric under reversing the axes (with the spacings
+    reversed), so this costs nothing and lets the kernels always run along the
+    unit stride - and compile one layout fewer.
+    """
+    arrays = [a for a in (u, out, f) if a is not None]
+    if all(a.flags.f_contiguous and not a.flags.c_contiguous for a in arrays):
+        return u.T, out.T, (None if f is None else f.T), hs[::-1]
+    return u, out, f, hs
+
+
+def laplacian(
+    u: Any,
+    out: Any,
+    spacing: float | tuple[float, ...] = 1.0,
+    *,
+    points: int | None = None,
+    halo: int = 1,
+    region: str = "all",
+    backend: str | None = None,
+) -> Any:
+    """Write the discrete Laplacian of ``u`` into the interior of ``out``; return ``out``.
+
+    Parameters
+    ----------
+    u : array, 2-D or 3-D, float32/float64, with ``halo`` ghost layers
+        Its innermost ghost layer (and, for 9 points, the corner ghosts) must
+        hold valid values for the interior cells next to it.
+    out : array, same shape and dtype as ``u``, not overlapping it
+        Only the interior cells of ``region`` are written.
+    spacing : float or tuple of floats
+        Grid spacing ``h_d`` per axis (all > 0).
+    points : {None, 5, 9} in 2-D, {None, 7} in 3-D
+        ``None`` is the ``2*ndim + 1`` point stencil.  9 points require equal
+        spacing on both axes.
+    halo : int >= 1
+        Ghost layers on every side.
+    region : {"all", "interior", "boundary"}
+        See the module docstring: ``"interior"`` needs no ghost values.
+    backend : {None, "cpu", "gpu", "sim"}
+
+    Raises
+    ------
+    TypeError
+        Mixed devices or dtypes.
+    ValueError
+        Bad shapes, spacing, points, halo or region; ``out`` overlapping ``u``.
+    """
+    b, dt = _check_grid(u, out, None, halo, backend)
+    nd = u.ndim
+    hs = spacing_tuple(spacing, nd)
+    npts = 2 * nd + 1 if points is None else points
+    if npts not in ((5, 9) if nd == 2 else (7,)):
+        raise ValueError(f"points={points!r} is not available in {nd}-D (2-D: 5 or 9, 3-D: 7)")
+    if npts == 9 and hs[0] != hs[1]:
+        raise ValueError(f"the 9-point stencil needs equal spacing, got {hs}")
+    result = out
+    u, out, _, hs = _c_order(u, out, None, hs)
+    if npts == 9:
+        c = 1.0 / (6.0 * hs[0] * hs[0])
+        name, coefs = "lap9", (4.0 * c, c, -20.0 * c)
+    else:
+        inv = [1.0 / (h * h) for h in hs]
+        name, coefs = ("lap5" if nd == 2 else "lap7"), (*inv, -2.0 * sum(inv))
+    coefs = tuple(dt.type(c) for c in coefs)
+    cpu = {"lap5": _lap5_cpu, "lap9": _lap9_cpu, "lap7": _lap7_cpu}[name]
+    for box in region_boxes(u.shape, halo, region):
+        if b == "cpu":
+            cpu(u, out, *itertools.chain.from_iterable(zip(*box)), *coefs)
+        else:
+            _cuda_run(name, b, box, (u, out), coefs)
+    return result
+
+
+def jacobi_step(
+    u: Any,
+    f: Any,
+    out: Any,
+    spacing: float | tuple[float, ...] = 1.0,
+    *,
+    halo: int = 1,
+    region: str = "all",
+    backend: str | None = None,
+) -> Any:
+    """One Jacobi sweep for ``-lap(u) = f``, written into the interior of ``out``; return ``out``.
+
+    ``out[i] = (sum_d (u[i+e_d] + u[i-e_d]) / h_d^2 + f[i]) / (sum_d 2 / h_d^2)``
+    with the 5-point (2-D) or 7-point (3-D) Laplacian.
+
+    Parameters
+    ----------
+    u : array, 2-D or 3-D, float32/float64, with ``halo`` ghost layers
+    f : array, same ghosted shape and dtype (its ghost values are ignored)
+    out : array, same shape and dtype, not overlapping ``u``; ghosts untouched
+    spacing : float or tuple of floats
+    halo : int >= 1
+    region : {"all", "interior", "boundary"}
+    backend : {None, "cpu", "gpu", "sim"}
+
+    Raises
+    ------
+    TypeError
+        Mixed devices or dtypes.
+    ValueError
+        Bad shapes, spacing, halo or region; ``out`` overlapping ``u``.
+    """
+    b, dt = _check_grid(u, out, f, halo, backend)
+    nd = u.ndim
+    result = out
+    u, out, f, hs = _c_order(u, out, f, spacing_tuple(spacing, nd))
+    inv = [1.0 / (h * h) for h in hs]
+    coefs = tuple(dt.type(c) for c in (*inv, 1.0 / (2.0 * sum(inv))))
+    name = "jac2" if nd == 2 else "jac3"
+    cpu = _jac2_cpu if nd == 2 else _jac3_cpu
+    for box in region_boxes(u.shape, halo, region):
+        if b == "cpu":
+            cpu(u, f, out, *itertools.chain.from_iterable(zip(*box)), *coefs)
+        else:
+            _cuda_run(name, b, box, (u, f, out), coefs)
+    return result

@@ -1,0 +1,141 @@
+"""Stencils on ghosted arrays against NumPy slicing references."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hpcml.kernels.stencil import jacobi_step, laplacian, region_boxes
+from hypothesis import given
+from hypothesis import strategies as st
+from kernel_strategies import DTYPES, ghosted, tol
+
+
+def shifted(u, halo, offsets):
+    return u[tuple(slice(halo + o, s - halo + o) for s, o in zip(u.shape, offsets))].astype(np.float64)
+
+
+def lap_reference(u, hs, halo, points):
+    nd = u.ndim
+    if points == 9:
+        c = 1.0 / (6.0 * hs[0] ** 2)
+        edges = sum(shifted(u, halo, o) for o in [(-1, 0), (1, 0), (0, -1), (0, 1)])
+        corners = sum(shifted(u, halo, o) for o in [(-1, -1), (-1, 1), (1, -1), (1, 1)])
+        return c * (4 * edges + corners - 20 * shifted(u, halo, (0, 0)))
+    r = 0.0
+    for d in range(nd):
+        e = tuple(1 if a == d else 0 for a in range(nd))
+        m = tuple(-x for x in e)
+        r = r + (shifted(u, halo, e) - 2 * shifted(u, halo, (0,) * nd) + shifted(u, halo, m)) / hs[d] ** 2
+    return r
+
+
+def jacobi_reference(u, f, hs, halo):
+    nd = u.ndim
+    num = shifted(f, halo, (0,) * nd)
+    for d in range(nd):
+        e = tuple(1 if a == d else 0 for a in range(nd))
+        m = tuple(-x for x in e)
+        num = num + (shifted(u, halo, e) + shifted(u, halo, m)) / hs[d] ** 2
+    return num / sum(2.0 / h**2 for h in hs)
+
+
+def interior(a, halo):
+    return a[tuple(slice(halo, s - halo) for s in a.shape)]
+
+
+def ghost_mask(shape, halo):
+    m = np.ones(shape, dtype=bool)
+    m[tuple(slice(halo, s - halo) for s in shape)] = False
+    return m
+
+
+@st.composite
+def stencil_case(draw):
+    ndim = draw(st.sampled_from([2, 3]))
+    dtype = draw(DTYPES)
+    u, halo = draw(ghosted(ndim, dtype, 9 if ndim == 2 else 5))
+    points = draw(st.sampled_from([None, 5, 9])) if ndim == 2 else draw(st.sampled_from([None, 7]))
+    if points == 9:
+        hs = (draw(st.sampled_from([1.0, 0.5, 0.3])),) * 2
+    else:
+        hs = tuple(draw(st.sampled_from([1.0, 0.5, 0.3, 2.0])) for _ in range(ndim))
+    spacing = hs[0] if len(set(hs)) == 1 and draw(st.booleans()) else hs
+    return u, halo, points, hs, spacing
+
+
+@given(case=stencil_case(), region=st.sampled_from(["all", "interior", "boundary"]))
+def test_laplacian_matches_reference(case, region):
+    u, halo, points, hs, spacing = case
+    out = np.full(u.shape, -777.0, dtype=u.dtype)
+    got = laplacian(u, out, spacing, points=points, halo=halo, region=region)
+    assert got is out
+    ref = lap_reference(u, hs, halo, points)
+    written = np.zeros(u.shape, dtype=bool)
+    for lo, hi in region_boxes(u.shape, halo, region):
+        written[tuple(slice(a, b) for a, b in zip(lo, hi))] = True
+    assert np.all(out[~written] == -777.0)  # ghosts and the other region untouched
+    scale = np.abs(ref) + sum(8.0 / h**2 for h in hs)
+    err = np.abs(interior(out, halo).astype(np.float64) - ref)
+    assert np.all((err <= tol(u.dtype) * scale) | ~interior(written, halo))
+
+
+@given(case=stencil_case(), split=st.booleans())
+def test_jacobi_matches_reference(case, split):
+    u, halo, _, hs, spacing = case
+    f = np.random.default_rng(3).standard_normal(u.shape).astype(u.dtype)
+    out = np.full(u.shape, -777.0, dtype=u.dtype)
+    if split:
+        jacobi_step(u, f, out, spacing, halo=halo, region="interior")
+        jacobi_step(u, f, out, spacing, halo=halo, region="boundary")
+    else:
+        jacobi_step(u, f, out, spacing, halo=halo)
+    assert np.all(out[ghost_mask(u.shape, halo)] == -777.0)
+    ref = jacobi_reference(u, f, hs, halo)
+    np.testing.assert_allclose(interior(out, halo), ref, rtol=tol(u.dtype) * 10, atol=tol(u.dtype) * 10)
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (4, 7), (8, 9), (3, 4, 5), (6, 6, 6), (5, 1 + 2, 9)])
+@pytest.mark.parametrize("halo", [1, 2])
+def test_regions_partition_the_interior(shape, halo):
+    shape = tuple(s + 2 * halo for s in shape)
+    count = np.zeros(shape, dtype=int)
+    inner = np.zeros(shape, dtype=bool)
+    for region in ("interior", "boundary"):
+        for lo, hi in region_boxes(shape, halo, region):
+            count[tuple(slice(a, b) for a, b in zip(lo, hi))] += 1
+            if region == "interior":
+                inner[tuple(slice(a, b) for a, b in zip(lo, hi))] = True
+    expect = ~ghost_mask(shape, halo)
+    np.testing.assert_array_equal(count, expect.astype(int))  # union = all, no overlap
+    # an "interior" cell's radius-1 stencil never reaches a ghost cell
+    for idx in zip(*np.nonzero(inner)):
+        for d, o in itertools.product(range(len(shape)), (-1, 1)):
+            nb = list(idx)
+            nb[d] += o
+            assert expect[tuple(nb)]
+
+
+def test_stencil_errors():
+    u = np.zeros((6, 6))
+    with pytest.raises(ValueError, match="overlap"):
+        laplacian(u, u, 1.0)
+    with pytest.raises(ValueError, match="equal spacing"):
+        laplacian(u, np.zeros_like(u), (1.0, 0.5), points=9)
+    with pytest.raises(ValueError, match="points"):
+        laplacian(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)), 1.0, points=9)
+    with pytest.raises(ValueError, match="spacing"):
+        laplacian(u, np.zeros_like(u), 0.0)
+    with pytest.raises(ValueError, match="spacing has"):
+        laplacian(u, np.zeros_like(u), (1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="same ghosted shape"):
+        jacobi_step(u, np.zeros((6, 5)), np.zeros_like(u), 1.0)
+    with pytest.raises(TypeError, match="dtype mismatch"):
+        laplacian(u, np.zeros((6, 6), np.float32), 1.0)
+    with pytest.raises(ValueError, match="region"):
+        laplacian(u, np.zeros_like(u), 1.0, region="edges")
+    with pytest.raises(ValueError, match="halo"):
+        laplacian(u, np.zeros_like(u), 1.0, halo=0)
+    with pytest.raises(ValueError, match="2-D or 3-D"):
+        laplacian(np.zeros(6), np.zeros(6), 1.0)
