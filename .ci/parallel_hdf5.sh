@@ -66,8 +66,10 @@ WHEELS=$CACHE/${KEY//[^A-Za-z0-9._-]/_}
 mkdir -p "$WHEELS"
 log "wheel cache $WHEELS"
 
-# Build helpers and numpy first: h5py builds without isolation against them.
-"${PIP[@]}" install -q cython pkgconfig numpy setuptools wheel
+# Build helpers and numpy first: h5py builds without isolation against them.  -U and
+# the floor matter: the venv starts with Debian's setuptools 66, too old for h5py's
+# pyproject (SPDX license string needs setuptools >= 77).
+"${PIP[@]}" install -q -U cython pkgconfig numpy 'setuptools>=77' wheel
 
 # -- 3. mpi4py from source, against Debian's MPICH -----------------------------------------
 # --no-cache-dir: pip's own wheel cache is keyed by the sdist, not by CC/HDF5_MPI,
