@@ -339,7 +339,7 @@ def gemm(
     if plain:
         return C
     if b == "gpu":
-        _cupy_epilogue()(P, bias_arr, alpha, beta, has_bias, act, C)
+        _cupy_epilogue()(P, bias_arr, alpha, beta, np.int32(has_bias), np.int32(act), C)
     else:
         _epilogue_cpu(P, C, alpha, beta, bias_arr, has_bias, act, dt.type(0))
     return C
