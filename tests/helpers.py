@@ -63,10 +63,10 @@ def expected_ghosted(g, decomp, corners=True, sentinel=SENTINEL):
     return local
 
 
-def run_mpi(n, args, timeout=120, env=None):
+def run_mpi(n, args, timeout=120, env=None, cwd=None):
     """Run ``mpiexec -n n python args...`` with a hard timeout; return CompletedProcess."""
     e = dict(os.environ)
     e.setdefault("NUMBA_NUM_THREADS", "1")
     e.update(env or {})
     cmd = [MPIEXEC, "-n", str(n), sys.executable, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, check=False)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, cwd=cwd, check=False)

@@ -49,37 +49,44 @@ def test_parse_override_and_dumps_round_trip():
     assert tomllib.loads(dumps(cfg)) == cfg
 
 
+HEAT = ["--set", "grid.shape=[40, 30]", "--set", "output.every=5"]
+
+
+def _heat(tmp_path, nranks, *extra):
+    res = run_mpi(nranks, ["-m", "hpcml.cli", "run", "--json", *HEAT, *extra], timeout=120, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout[res.stdout.index("{") :])
+
+
 @pytest.mark.parametrize("nranks", [1, 3])
 def test_hpcml_run_heat(tmp_path, nranks):
-    out = tmp_path / "heat.h5"
-    res = run_mpi(
-        nranks,
-        [
-            "-m",
-            "hpcml.cli",
-            "run",
-            "--json",
-            "--set",
-            "grid.shape=[40, 30]",
-            "--set",
-            "heat.steps=25",
-            "--set",
-            f"output.path='{out}'",
-            "--set",
-            "output.every=5",
-        ],
-        timeout=120,
-    )
-    assert res.returncode == 0, res.stderr
-    summary = json.loads(res.stdout[res.stdout.index("{") :])
+    summary = _heat(tmp_path, nranks, "--set", "heat.steps=25", "--set", "output.path='heat.h5'")
     assert summary["ranks"] == nranks
     assert summary["amplitude_error"] < 1e-12
-    with h5py.File(out) as f:
+    with h5py.File(tmp_path / "heat.h5") as f:
         assert tomllib.loads(f.attrs["config"])["heat"]["steps"] == 25
         u = f["u"][...]
-        assert u.shape == (40, 30) and np.isfinite(u).all()
-        assert list(f["step"][...]) == [0, 5, 10, 15, 20, 25]
-        assert np.isclose(f["norm"][-1], np.linalg.norm(u))
+        assert u.shape == (6, 40, 30) and np.isfinite(u).all()
+        assert list(f["index/u/step"][...]) == [0, 5, 10, 15, 20, 25]
+        assert np.isclose(f["scalars/norm"][-1], np.linalg.norm(u[-1]))
+    assert (tmp_path / "heat.xmf").is_file()
+
+
+def test_restart_on_other_rank_count_is_identical(tmp_path):
+    ck = ["--set", "checkpoint.dir='ck'", "--set", "checkpoint.every=10", "--set", "heat.steps=30"]
+    full = _heat(tmp_path, 2, *ck, "--set", "output.path='full.h5'")
+    # Pretend the job died after step 20: drop the newest checkpoint, restart on 3 ranks.
+    newest = sorted((tmp_path / "ck").glob("ckpt-*.h5"))[-1]
+    newest.unlink()
+    with h5py.File(tmp_path / "full.h5") as f:
+        final = f["u"][-1]
+    again = _heat(tmp_path, 3, *ck, "--set", "output.path='full.h5'", "--set", "run.restart=true")
+    assert again["restarted_from"] == 20
+    # the field is bit-identical; reductions differ only in summation order across ranks
+    assert np.isclose(again["norm"], full["norm"], rtol=1e-13, atol=0)
+    with h5py.File(tmp_path / "full.h5") as f:
+        assert list(f["index/u/step"][...]) == [0, 5, 10, 15, 20, 25, 30]
+        assert np.array_equal(f["u"][-1], final)
 
 
 def test_hpcml_run_bad_config_fails_fast(tmp_path):

@@ -22,6 +22,8 @@ from mpi4py import MPI
 from hpcml.config import ConfigError, dumps
 from hpcml.decomp import CartDecomp
 from hpcml.distarray import DistArray
+from hpcml.io import Output, checkpoint
+from hpcml.io.checkpoint import list_checkpoints
 from hpcml.runtime import stop_requested
 
 __all__ = ["exact_amplitude", "run"]
@@ -107,10 +109,16 @@ def _amplitude(u: DistArray, cfg: dict[str, Any]) -> float:
 
 
 def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
-    """Run the heat job described by ``config``; return a summary dict (same on every rank)."""
+    """Run the heat job described by ``config``; return a summary dict (same on every rank).
+
+    Writes the field series ``u`` and the scalar series ``norm`` through
+    :class:`hpcml.io.Output`, checkpoints every ``checkpoint.every`` steps and on a
+    stop signal, and with ``run.restart`` continues from the newest good checkpoint
+    (on any rank count) with a bit-identical result.
+    """
     comm = MPI.COMM_WORLD if comm is None else comm
     _validate(config)
-    g, h, o = config["grid"], config["heat"], config["output"]
+    g, h, o, ck = config["grid"], config["heat"], config["output"], config["checkpoint"]
     shape = tuple(g["shape"])
     dims = None if all(x == 0 for x in g["dims"]) else tuple(g["dims"])
     decomp = CartDecomp(shape, comm, dims=dims, periodic=tuple(g["periodic"]), halo=1)
@@ -118,40 +126,63 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     ky, kx = h["modes"]
     dt = _dt(config, shape)
     cy, cx = h["alpha"] * dt / hy**2, h["alpha"] * dt / hx**2
+    rank0 = comm.Get_rank() == 0
+    start = 0
+    u = None
+    if config["run"]["restart"] and ck["dir"] and list_checkpoints(ck["dir"]):
+        state = checkpoint.load(ck["dir"], decomp)
+        u, start = state["u"], int(state.step)
+        if rank0:
+            log.info("heat: restarting from %s (step %d)", state.path, start)
+    if u is None:
 
-    def initial(iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
-        return 1.0 + np.sin(2 * np.pi * ky * (iy + 0.5) * hy) * np.sin(2 * np.pi * kx * (ix + 0.5) * hx)
+        def initial(iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
+            return 1.0 + np.sin(2 * np.pi * ky * (iy + 0.5) * hy) * np.sin(2 * np.pi * kx * (ix + 0.5) * hx)
 
-    u = DistArray.from_global(decomp, initial, dtype="f8")
+        u = DistArray.from_global(decomp, initial, dtype="f8")
     un = u.zeros_like()
     method = config["run"]["halo_method"]
-    rank0 = comm.Get_rank() == 0
-    history: list[tuple[int, float, float]] = [(0, 0.0, u.norm())]
+    out = None
+    if o["path"]:
+        out = Output(
+            o["path"], comm, config=dumps(config), mode="a" if start else "w", restart_step=start + 1 if start else None
+        )
+    last = (start, start * dt, u.norm())
+    if out is not None and start == 0:
+        _record(out, u, last, o["fields"])
     if rank0:
         log.info(
-            "heat: grid %s on %d ranks (dims %s), %d steps, dt=%.3e",
+            "heat: grid %s on %d ranks (dims %s), steps %d..%d, dt=%.3e",
             shape,
             comm.Get_size(),
             decomp.dims,
+            start + 1,
             h["steps"],
             dt,
         )
     stopped_at = None
     t0 = time.perf_counter()
-    for n in range(1, h["steps"] + 1):
+    for n in range(start + 1, h["steps"] + 1):
         _step(u, un, cy, cx, method)
         u, un = un, u
         if n % o["every"] == 0 or n == h["steps"]:
-            history.append((n, n * dt, u.norm()))
+            last = (n, n * dt, u.norm())
             if rank0:
-                log.info("heat: step %6d  t=%.5e  |u|=%.12e", n, n * dt, history[-1][2])
-            if n < h["steps"] and stop_requested(comm):  # all ranks agree on the step
-                if rank0:
-                    log.info("heat: stop signal received: writing output at step %d and stopping", n)
-                stopped_at = n
-                break
+                log.info("heat: step %6d  t=%.5e  |u|=%.12e", n, n * dt, last[2])
+            if out is not None:
+                _record(out, u, last, o["fields"])
+        stop = n < h["steps"] and n % o["every"] == 0 and stop_requested(comm)  # all ranks agree
+        if ck["dir"] and ((ck["every"] and n % ck["every"] == 0) or stop):
+            checkpoint.save(ck["dir"], {"u": u}, n, time=n * dt, comm=comm, keep=ck["keep"], config=dumps(config))
+        if stop:
+            if rank0:
+                log.info("heat: stop signal received: output and checkpoint written at step %d; stopping", n)
+            stopped_at = n
+            break
     elapsed = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
-    steps_done = history[-1][0]
+    if out is not None:
+        out.close()
+    steps_done = stopped_at if stopped_at is not None else max(h["steps"], start)
     amp = _amplitude(u, config)
     expect = exact_amplitude(config, steps_done)
     summary = {
@@ -159,70 +190,26 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         "ranks": comm.Get_size(),
         "dims": list(decomp.dims),
         "steps": steps_done,
+        "restarted_from": start,
         "stopped_early": stopped_at is not None,
         "dt": dt,
         "time": steps_done * dt,
-        "norm": history[-1][2],
+        "norm": u.norm(),
         "amplitude": amp,
         "amplitude_exact": expect,
         "amplitude_error": abs(amp - expect),
         "seconds": elapsed,
-        "cell_updates_per_s": (math.prod(shape) * steps_done / elapsed) if elapsed > 0 else float("nan"),
+        "cell_updates_per_s": (math.prod(shape) * (steps_done - start) / elapsed) if elapsed > 0 else float("nan"),
     }
-    if o["path"]:
-        _write(o["path"], config, u, history, summary, comm)
+    if out is not None:
         summary["output"] = o["path"]
+        if rank0:
+            log.info("heat: output in %s (plots: hpcml analyze %s)", o["path"], o["path"])
     return summary
 
 
-def _write(
-    path: str,
-    config: dict[str, Any],
-    u: DistArray,
-    history: list[tuple[int, float, float]],
-    summary: dict[str, Any],
-    comm: MPI.Comm,
-) -> None:
-    """Write the run record (config, norms, final field) to HDF5, atomically.
-
-    Ranks take turns writing their own hyperslab into one file with the ordinary
-    h5py wheel (no rank holds the global field), then rank 0 renames the
-    temporary file into place so a killed job never leaves a half-written file.
-    """
-    import os
-
-    import h5py
-
-    from hpcml._version import __version__
-
-    tmp = f"{path}.tmp-{os.getpid() if comm.Get_rank() == 0 else 0}"
-    tmp = comm.bcast(tmp, root=0)
-    rank = comm.Get_rank()
-    if rank == 0:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["config"] = dumps(config)
-            f.attrs["hpcml_version"] = __version__
-            f.attrs["mpi_library"] = MPI.Get_library_version().splitlines()[0].strip()
-            f.attrs["decomposition"] = f"dims={list(u.decomp.dims)} ranks={comm.Get_size()}"
-            for key in ("steps", "dt", "time", "norm", "amplitude", "amplitude_exact"):
-                f.attrs[key] = summary[key]
-            hist = np.array(history, dtype="f8").reshape(-1, 3)
-            f["step"] = hist[:, 0].astype("i8")
-            f["time"] = hist[:, 1]
-            f["norm"] = hist[:, 2]
-            if config["output"]["fields"]:
-                d = f.create_dataset("u", shape=u.shape, dtype=u.dtype)
-                d.attrs["units"] = "1"
-                d.attrs["step"] = summary["steps"]
-                d.attrs["time"] = summary["time"]
-    if config["output"]["fields"]:
-        for r in range(comm.Get_size()):
-            if r == rank:
-                with h5py.File(tmp, "r+") as f:
-                    f["u"][u.decomp.slices] = u.interior
-            comm.Barrier()
-    if rank == 0:
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    comm.Barrier()
+def _record(out: Output, u: DistArray, point: tuple[int, float, float], fields: bool) -> None:
+    step, t, norm = point
+    out.write_scalar("norm", norm, step=step, time=t)
+    if fields:
+        out.write("u", u, step=step, time=t, units="1")
