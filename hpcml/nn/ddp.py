@@ -37,13 +37,14 @@ from typing import Any
 
 import numpy as np
 from mpi4py import MPI
-from mpi4py.util.dtlib import from_numpy_dtype
 
 from hpcml.nn.grid import TrainGrid
 from hpcml.nn.layers import Parameter, Sequential
 from hpcml.nn.optim import Optimizer, make_optimizer
 
 __all__ = ["DataParallel", "DistributedOptimizer", "ZeroShardedOptimizer", "build_optimizer"]
+
+_MPI_TYPES = {"d": MPI.DOUBLE, "f": MPI.FLOAT}
 
 
 @dataclass
@@ -101,7 +102,10 @@ class DataParallel:
             raise ValueError(f"DataParallel: all parameters must share one dtype, got {sorted(dtypes)}")
         self.params = params
         self.dtype = np.dtype(params[0].data.dtype)
-        self.mpi_type = from_numpy_dtype(self.dtype)
+        if self.dtype.char not in _MPI_TYPES:
+            raise ValueError(f"DataParallel: parameters must be float32 or float64, got {self.dtype}")
+        # Predefined types: reductions (MPI_SUM) are not defined on user (dup) datatypes.
+        self.mpi_type = _MPI_TYPES[self.dtype.char]
         self.xp = _xp(params[0].data)
         size = self.comm.Get_size()
         limit = max(0, int(self.bucket_mb * 2**20)) // self.dtype.itemsize
@@ -186,6 +190,11 @@ class DataParallel:
             b.pending, b.launched, b.request = len(b.params), False, None
         self._next = 0
         self.model.backward(dy, ready=self._ready)
+        self.finish()
+
+    def sync(self) -> None:
+        """Reduce the current gradients without a backward pass (a rank with no samples this step)."""
+        self._next = 0
         self.finish()
 
     def _ready(self, params: Sequence[Parameter]) -> None:
