@@ -26,19 +26,25 @@ MAX_DIMS = 8  # canonical forms fold dense dimensions; 8 covers any 7-D array re
 THREADS = 256
 
 
+@cuda.jit(device=True)
+def _source_offset(p, start, counts, strides, ndim):  # pragma: no cover - device code
+    """Word offset in the source of packed word ``p`` (64-bit arithmetic)."""
+    run = counts[0]
+    q = p // run
+    off = start + (p - q * run)
+    for d in range(1, ndim):
+        c = counts[d]
+        off += (q % c) * strides[d]
+        q //= c
+    return off
+
+
 @cuda.jit
 def _pack_kernel(src, dst, start, counts, strides, ndim, total):  # pragma: no cover - device code
     p = cuda.grid(1)
     step = cuda.gridsize(1)
-    run = counts[0]
     while p < total:
-        q = p // run
-        off = start + (p - q * run)
-        for d in range(1, ndim):
-            c = counts[d]
-            off += (q % c) * strides[d]
-            q //= c
-        dst[p] = src[off]
+        dst[p] = src[_source_offset(p, start, counts, strides, ndim)]
         p += step
 
 
@@ -46,14 +52,8 @@ def _pack_kernel(src, dst, start, counts, strides, ndim, total):  # pragma: no c
 def _unpack_kernel(src, dst, start, counts, strides, ndim, total, accumulate):  # pragma: no cover
     p = cuda.grid(1)
     step = cuda.gridsize(1)
-    run = counts[0]
     while p < total:
-        q = p // run
-        off = start + (p - q * run)
-        for d in range(1, ndim):
-            c = counts[d]
-            off += (q % c) * strides[d]
-            q //= c
+        off = _source_offset(p, start, counts, strides, ndim)
         if accumulate:
             dst[off] += src[p]
         else:
