@@ -639,11 +639,11 @@ def load(
             return out
         reason = reason if str(file) in reason else f"checkpoint {file}: {reason}"
         skipped.append((str(file), reason))
-        if comm.Get_rank() == 0:
-            warnings.warn(f"{reason}; {'trying the previous checkpoint' if fallback else 'giving up'}", stacklevel=2)
-            log.warning("hpcml.io: %s", reason)
         if not fallback:
             raise CheckpointError(reason, str(file))
+        if comm.Get_rank() == 0:
+            warnings.warn(f"{reason}; trying the previous checkpoint", stacklevel=2)
+            log.warning("hpcml.io: %s", reason)
     listing = "; ".join(r for _, r in skipped)
     raise CheckpointError(f"no loadable checkpoint in {target}: {listing}", str(target))
 

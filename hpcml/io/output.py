@@ -633,7 +633,7 @@ class Output:
         if s.path in f:
             del f[s.path]
         # NaN fill makes a hole (a missing rank file) visible instead of silent zeros.
-        fill = np.nan if np.dtype(s.dtype).kind in "fc" else 0
+        fill = np.array(np.nan if np.dtype(s.dtype).kind in "fc" else 0, dtype=s.dtype)
         f.create_virtual_dataset(s.path, layout, fillvalue=fill)
 
     def _xdmf_fields(self) -> list[Any]:
@@ -684,8 +684,11 @@ class Output:
             self.comm.Barrier()
             return
         root_call(self.comm, self._close_main_vds)
+        # Every rank file is closed before anyone goes on: HDF5's file locks would
+        # otherwise make a reader (or the consolidation) see fill values for a
+        # block whose file another rank has not closed yet.
+        self.comm.Barrier()
         if self.consolidate:
-            self.comm.Barrier()  # every rank file is closed before rank 0 reads them
             consolidate(self.path, remove_parts=True, comm=self.comm)
 
     def _close_main_vds(self) -> None:

@@ -1,0 +1,79 @@
+"""Helpers for the hpcml.io tests (importable as ``iohelpers``).
+
+MPI tests run as ``mpiexec -n N python -m pytest --with-mpi -m mpi tests/io`` for
+N = 1..4; serial tests that need several ranks start ``io_worker.py`` under
+``mpiexec`` themselves (``HPCML_TEST_MPIEXEC`` names the launcher, e.g.
+``mpiexec.mpich`` in the parallel-HDF5 venv; default: the venv's ``mpiexec``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+os.environ.setdefault("HPCML_PROGRESS", "0")
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "io_worker.py"
+
+
+def mpiexec() -> str:
+    """The launcher matching this interpreter's MPI."""
+    env = os.environ.get("HPCML_TEST_MPIEXEC")
+    if env:
+        return env
+    local = Path(sys.executable).parent / "mpiexec"
+    if local.exists():
+        return str(local)
+    return shutil.which("mpiexec.mpich") or shutil.which("mpiexec") or "mpiexec"
+
+
+def run_worker(n: int, *args: str, timeout: float = 120, cwd: str | os.PathLike[str] | None = None):
+    """Run ``io_worker.py args`` on ``n`` ranks; fail the test with its output on error."""
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", HPCML_PROGRESS="0")
+    cmd = [mpiexec(), "-n", str(n), sys.executable, str(WORKER), *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd, check=False)
+    return proc
+
+
+def check_worker(n: int, *args: str, timeout: float = 120, cwd=None) -> str:
+    """:func:`run_worker`, asserting success; returns stdout."""
+    proc = run_worker(n, *args, timeout=timeout, cwd=cwd)
+    assert proc.returncode == 0, f"{args} on {n} rank(s) failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def drivers() -> list[str]:
+    """Write paths this h5py supports: always ``vds``; ``mpio`` with parallel h5py."""
+    import h5py
+
+    return ["mpio", "vds"] if h5py.get_config().mpi else ["vds"]
+
+
+def field_value(shape, step=0, dtype="f8"):
+    """Callable for ``DistArray.from_global``: unique value per cell and step."""
+    strides = [int(np.prod(shape[d + 1 :])) for d in range(len(shape))]
+
+    def f(*idx):
+        lin = sum(i * s for i, s in zip(idx, strides)) + 1 + 1000 * step
+        return np.asarray(lin, dtype=dtype)
+
+    return f
+
+
+def global_value(shape, step=0, dtype="f8"):
+    """The global array ``field_value`` describes."""
+    return field_value(shape, step, dtype)(*np.indices(shape))
+
+
+def assert_all(comm, ok: bool, msg: str = "") -> None:
+    """Collective assert: every rank fails if any rank fails."""
+    flags = comm.allgather(bool(ok))
+    bad = [r for r, f in enumerate(flags) if not f]
+    assert not bad, f"failed on rank(s) {bad}: {msg}"

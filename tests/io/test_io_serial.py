@@ -1,0 +1,231 @@
+"""Serial tests of hpcml.io: checksum, XDMF, analyze, progress, layout (one process)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import xml.etree.ElementTree as ET
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from iohelpers import field_value, global_value
+from mpi4py import MPI
+
+from hpcml import CartDecomp, DistArray
+from hpcml.io import Output, OutputError, choose_driver, consolidate, h5py_has_mpi, read
+from hpcml.io._common import checksum, checksum_combine, checksum_partial
+from hpcml.io.layout import check_name
+from hpcml.io.progress import Progress
+
+# -- checksum ------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, derandomize=True, database=None, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 9), min_size=1, max_size=3).map(tuple),
+    dtype=st.sampled_from(["f8", "f4", "i2", "c16", "u1"]),
+    data=st.data(),
+)
+def test_checksum_is_the_same_for_any_tiling(shape, dtype, data):
+    rng = np.random.default_rng(sum(shape))
+    a = (rng.standard_normal(shape) * 100).astype(dtype)
+    # Random cut points per axis: the blocks of a block decomposition.
+    parts = []
+    cuts = []
+    for n in shape:
+        inner = data.draw(st.lists(st.integers(1, max(1, n - 1)), max_size=2, unique=True)) if n > 1 else []
+        cuts.append([0, *sorted(c for c in inner if 0 < c < n), n])
+    for idx in np.ndindex(*[len(c) - 1 for c in cuts]):
+        start = [cuts[d][i] for d, i in enumerate(idx)]
+        stop = [cuts[d][i + 1] for d, i in enumerate(idx)]
+        block = a[tuple(slice(s, e) for s, e in zip(start, stop))]  # a strided view
+        parts.append(checksum_partial(block, start, shape))
+    assert checksum_combine(parts) == checksum(a)
+
+
+def test_checksum_detects_any_flipped_byte_and_swaps():
+    a = np.arange(64, dtype="f8").reshape(8, 8)
+    ref = checksum(a)
+    raw = a.view(np.uint8).reshape(-1)
+    for pos in range(raw.size):
+        for bit in (0, 7):
+            b = raw.copy()
+            b[pos] ^= 1 << bit
+            assert checksum(b.view("f8").reshape(8, 8)) != ref, (pos, bit)
+    b = a.copy()
+    b[0, 0], b[3, 5] = b[3, 5], b[0, 0]
+    assert checksum(b) != ref
+    # Long rows take the segmented path (rows over 1 MiB): still exact.
+    big = np.random.default_rng(0).random((2, 300_000))
+    assert checksum_combine(
+        [
+            checksum_partial(big[:, :100_000], (0, 0), big.shape),
+            checksum_partial(big[:, 100_000:], (0, 100_000), big.shape),
+        ]
+    ) == checksum(big)
+
+
+# -- output written in this process (one rank) ---------------------------------------------------
+
+
+@pytest.fixture
+def run_file(tmp_path):
+    """A 1-rank output: 2-D field u, 3-D field w, scalars, butterfly profile, br field."""
+    comm = MPI.COMM_WORLD
+    path = tmp_path / "run.h5"
+    d2 = CartDecomp((12, 10), comm)
+    d3 = CartDecomp((4, 5, 6), comm)
+    dbr = CartDecomp((9, 16), comm, periodic=(False, True))
+    lat = np.linspace(-80, 80, 9)
+    with Output(path, comm, config="[grid]\nn = 12\n", mode="w") as out:
+        for step in range(4):
+            t = 0.25 * step
+            out.write(
+                "u",
+                DistArray.from_global(d2, field_value((12, 10), step)),
+                step=step,
+                time=t,
+                units="K",
+                attrs={"spacing": [0.5, 0.5]},
+            )
+            out.write("w", DistArray.from_global(d3, field_value((4, 5, 6), step)), step=step, time=t)
+            br = DistArray.from_global(dbr, lambda i, j, s=step: np.sin(np.radians(lat[i])) * np.cos(s + 0 * j))
+            out.write("br", br, step=step, time=t, units="G", attrs={"latitude": lat})
+            out.write_scalar("total_flux", 1e3 * 10.0**-step, step=step, time=t, units="Mx")
+            out.write_scalar("butterfly", np.sin(np.radians(lat)) * np.cos(step), step=step, time=t)
+    return path
+
+
+def test_xdmf_parses_and_references_existing_datasets(run_file):
+    xmf = run_file.with_suffix(".xmf")
+    root = ET.parse(xmf).getroot()
+    assert root.tag == "Xdmf"
+    seen = set()
+    with h5py.File(run_file) as f:
+        for coll in root.iter("Grid"):
+            if coll.get("CollectionType") != "Temporal":
+                continue
+            grids = coll.findall("Grid")
+            assert len(grids) == 4
+            times = [float(g.find("Time").get("Value")) for g in grids]
+            assert times == [0.0, 0.25, 0.5, 0.75]
+            for i, grid in enumerate(grids):
+                topo = grid.find("Topology")
+                for attr in grid.findall("Attribute"):
+                    slab, src = attr.find("DataItem").findall("DataItem")
+                    fname, dset = src.text.split(":")
+                    assert fname == run_file.name
+                    seen.add(dset)
+                    ds = f[dset]
+                    assert src.get("Dimensions") == " ".join(map(str, ds.shape))
+                    assert topo.get("Dimensions") == " ".join(map(str, ds.shape[1:]))
+                    assert int(slab.text.split()[0]) == i < ds.shape[0]
+    assert seen == {"/u", "/w", "/br"}  # 2-D and 3-D fields; scalars are not grids
+
+
+def test_read_and_consolidate_in_process(run_file):
+    d = CartDecomp((12, 10), MPI.COMM_WORLD)
+    u = read(run_file, "u", d, step=2)
+    np.testing.assert_array_equal(u.interior, global_value((12, 10), 2))
+    if not h5py_has_mpi():
+        consolidate(run_file)
+        assert not run_file.with_name("run.d").exists()
+        with h5py.File(run_file) as f:
+            assert not f["u"].is_virtual and f.attrs["writer"] == "consolidated"
+            np.testing.assert_array_equal(f["u"][3], global_value((12, 10), 3))
+            assert f["u"].attrs["units"] == "K"
+
+
+def test_analyze_writes_pngs_and_json(run_file, tmp_path, capsys):
+    from hpcml.io import analyze
+
+    parser = __import__("argparse").ArgumentParser()
+    analyze.add_arguments(parser)
+    outdir = tmp_path / "plots"
+    assert analyze.run(parser.parse_args([str(run_file), "--outdir", str(outdir), "--json"])) == 0
+    summary = json.loads(capsys.readouterr().out)
+    names = {p.split("/")[-1] for p in summary["plots"]}
+    # The butterfly profile series is drawn as the diagram, not as a scalar line.
+    assert names == {"run-u.png", "run-w.png", "run-br.png", "run-scalar-total_flux.png", "run-butterfly.png"}
+    for p in summary["plots"]:
+        data = open(p, "rb").read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    by_path = {d["path"]: d for d in summary["datasets"]}
+    assert by_path["u"]["nsteps"] == 4 and by_path["u"]["units"] == "K" and by_path["u"]["steps"] == [0, 3]
+    assert by_path["scalars/total_flux"]["time"] == [0.0, 0.75]
+    assert summary["config"].startswith("[grid]")
+    # Text mode, no plots.
+    assert analyze.run(parser.parse_args([str(run_file), "--no-plots"])) == 0
+    text = capsys.readouterr().out
+    assert "u" in text and "4 step(s)" in text and "writer" in text
+    assert analyze.run(parser.parse_args([str(tmp_path / "missing.h5")])) == 2
+
+
+def test_analyze_butterfly_from_field_only(tmp_path):
+    from hpcml.io import analyze
+
+    comm = MPI.COMM_WORLD
+    d = CartDecomp((9, 8), comm)
+    path = tmp_path / "flux.h5"
+    with Output(path, comm, mode="w") as out:
+        for s in range(3):
+            out.write("br", DistArray.from_global(d, field_value((9, 8), s)), step=s)
+    written = analyze.plot(path, tmp_path / "p")
+    assert (tmp_path / "p" / "flux-butterfly.png") in written
+
+
+# -- small pieces ------------------------------------------------------------------------------
+
+
+def test_progress_bar_on_tty_and_lines_otherwise(caplog):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    with Progress(100, "copy", stream=tty, delay=0.0, enabled=True) as bar:
+        for _ in range(4):
+            bar.update(25)
+    out = tty.getvalue()
+    assert "\r[" in out and "100%" in out and out.endswith("\n")
+    with caplog.at_level(logging.INFO, logger="hpcml.io"):
+        with Progress(10, "read", unit="snapshots", stream=io.StringIO(), delay=0.0, interval=0.0, enabled=True) as b:
+            b.update(5)
+            b.update(5)
+    assert any("read: 10/10 (100%)" in r.getMessage() for r in caplog.records)
+    quiet = io.StringIO()
+    with Progress(10, "x", stream=quiet, enabled=False) as b:
+        b.update(10)
+    assert quiet.getvalue() == ""
+
+
+def test_names_and_driver_choice(monkeypatch):
+    for bad in ("", "a/b", "scalars", "index", "hpcml"):
+        with pytest.raises(ValueError):
+            check_name(bad)
+    assert check_name("u") == "u"
+    assert choose_driver("vds") == "vds"
+    assert choose_driver() == ("mpio" if h5py_has_mpi() else "vds")
+    monkeypatch.setenv("HPCML_IO_DRIVER", "vds")
+    assert choose_driver() == "vds"
+    if not h5py_has_mpi():
+        with pytest.raises(OutputError, match="parallel HDF5"):
+            choose_driver("mpio")
+
+
+def test_append_to_foreign_or_broken_file_is_refused(tmp_path):
+    comm = MPI.COMM_WORLD
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(OutputError, match="not an hpcml output file"):
+        Output(foreign, comm)
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(b"garbage")
+    with pytest.raises(OutputError, match=r"broken\.h5"):
+        Output(broken, comm)
+    Output(broken, comm, mode="w").close()  # "w" starts over
