@@ -7,4 +7,5 @@ the run) and ships its defaults as ``hpcml/defaults/<app>.toml``.
 APPS: dict[str, str] = {
     "heat": "hpcml.apps.heat",
     "flux": "hpcml.apps.flux",
+    "train": "hpcml.apps.train",
 }

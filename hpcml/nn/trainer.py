@@ -120,6 +120,7 @@ class Trainer:
         self.history: list[float] = []
         self.out_channels = int(dataset.targets.shape[-1])
         self.compute_seconds = 0.0
+        self.samples_seen = 0
         self._writer: storage.LossWriter | None = None
 
     # -- schedule ------------------------------------------------------------------------
@@ -163,6 +164,7 @@ class Trainer:
         self.optimizer.zero_grad()
         loss = self.comm.allreduce(local, op=MPI.SUM)
         self.compute_seconds += time.perf_counter() - t0
+        self.samples_seen += len(indices)
         return float(loss)
 
     # -- epochs --------------------------------------------------------------------------
@@ -170,7 +172,8 @@ class Trainer:
         """Train until ``epochs`` epochs (or ``max_steps`` steps in total) are done; return the loss history."""
         rank0 = self.comm.Get_rank() == 0
         if self._writer is None:
-            restart = self.step if self.step > 0 else None
+            # steps <= self.step are in the checkpoint; anything later was written after it
+            restart = self.step + 1 if self.step > 0 else None
             self._writer = storage.LossWriter(self.output, self.comm, self.config, restart_step=restart)
         stopped = False
         try:
@@ -190,7 +193,7 @@ class Trainer:
                         if rank0:
                             log.info(
                                 "train: epoch %d  step %d  batch %d/%d  loss %.6e",
-                                self.epoch,
+                                self.epoch + 1,
                                 self.step,
                                 self.batch_in_epoch,
                                 len(batches),
