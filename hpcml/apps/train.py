@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -74,7 +75,7 @@ def build_model(grid: TrainGrid, model_cfg: dict[str, Any], halo_method: str = "
         "dtype": model_cfg["dtype"],
     }
     seed = model_cfg["seed"]
-    for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])):
+    for i, (cin, cout) in enumerate(itertools.pairwise(chans)):
         act = model_cfg["activation"]
         layers.append(HaloConv2d(grid, cin, cout, activation=act, name=f"conv{i}", rng=(seed, i), **common))
     layers.append(HaloConv2d(grid, chans[-1], 1, name="out", rng=(seed, len(chans)), **common))
