@@ -67,8 +67,7 @@ def _activate(v, act):  # pragma: no cover - compiled
     return v
 
 
-@njit(parallel=True, cache=True)
-def _epilogue_cpu(P, C, alpha, beta, bias, has_bias, act, zero):  # pragma: no cover - compiled
+def _epilogue_impl(P, C, alpha, beta, bias, has_bias, act, zero):  # pragma: no cover - compiled
     # C = act(alpha*P + beta*C + bias); P may be C itself (beta == 0 then).
     m, n = C.shape
     for i in prange(m):
@@ -118,64 +117,103 @@ def _pack_a(A, Ap, i0, mcb, pc, kc, zero):  # pragma: no cover - compiled
                     dst[p] = zero
 
 
-@njit(parallel=True, cache=True, fastmath=FM_REDUCE)
-def _gemm_tiled_cpu(A, B, C, alpha, beta, bias, has_bias, act, zero, mc):  # pragma: no cover - compiled
+@njit(cache=True)
+def _pack_b(B, Bp, q, jc, pc, kc, zero):  # pragma: no cover - compiled
+    # Bp[q, c, :] = B[pc:pc+kc, jc + q*NR + c]: B's columns become contiguous
+    # runs of kc values, so the micro-kernel streams both operands.
+    n = B.shape[1]
+    for c in range(NR):
+        j = jc + q * NR + c
+        dst = Bp[q, c]
+        if j < n:
+            for p in range(kc):
+                dst[p] = B[pc + p, j]
+        else:
+            for p in range(kc):
+                dst[p] = zero
+
+
+@njit(cache=True, fastmath=FM_REDUCE)
+def _row_block(A, Bp, C, i0, mcb, jc, pc, alpha, beta, bias, has_bias, act, zero):  # pragma: no cover - compiled
+    # C[i0:i0+mcb, jc:jc+nc] (+)= alpha * A-block @ B-panel, epilogue on the last K-panel.
+    m, k = A.shape
+    n = C.shape[1]
+    npan, _, kc = Bp.shape
+    first = pc == 0
+    last = pc + kc >= k
+    mpan = (mcb + MR - 1) // MR
+    Ap = np.empty((mpan, MR, kc), dtype=C.dtype)
+    _pack_a(A, Ap, i0, mcb, pc, kc, zero)
+    T = np.empty((MR, NR), dtype=C.dtype)
+    for q2 in range(npan):
+        b0 = Bp[q2, 0]
+        b1 = Bp[q2, 1]
+        j0 = jc + q2 * NR
+        for q in range(mpan):
+            (T[0, 0], T[0, 1], T[1, 0], T[1, 1], T[2, 0], T[2, 1], T[3, 0], T[3, 1]) = _micro(
+                kc, Ap[q, 0], Ap[q, 1], Ap[q, 2], Ap[q, 3], b0, b1, zero
+            )
+            for r in range(MR):
+                i = i0 + q * MR + r
+                if i >= m:
+                    break
+                for c in range(NR):
+                    j = j0 + c
+                    if j >= n:
+                        break
+                    v = alpha * T[r, c]
+                    if not first:
+                        v += C[i, j]
+                    elif beta != zero:  # beta == 0: C is not read
+                        v += beta * C[i, j]
+                    if last:
+                        if has_bias:
+                            v += bias[j]
+                        v = _activate(v, act)
+                    C[i, j] = v
+
+
+def _gemm_tiled_impl(A, B, C, alpha, beta, bias, has_bias, act, zero, mc):  # pragma: no cover - compiled
+    # GotoBLAS loop order: NC-wide panels of B, KC-deep slices of K, MC-row
+    # blocks of A shared out to the threads.  The loop bodies live in plain
+    # njit functions: a parallel function compiles much faster when small.
     m, k = A.shape
     n = B.shape[1]
     nmb = (m + mc - 1) // mc
     for jc in range(0, n, NC):
-        nc = min(NC, n - jc)
-        npan = (nc + NR - 1) // NR
+        npan = (min(NC, n - jc) + NR - 1) // NR
         for pc in range(0, k, KC):
             kc = min(KC, k - pc)
-            first = pc == 0
-            last = pc + kc >= k
-            # B panel, transposed so that every column of B is a contiguous run
-            # of kc values: the micro-kernel then streams both operands.
             Bp = np.empty((npan, NR, kc), dtype=C.dtype)
             for q in prange(npan):
-                for c in range(NR):
-                    j = jc + q * NR + c
-                    dst = Bp[q, c]
-                    if j < n:
-                        for p in range(kc):
-                            dst[p] = B[pc + p, j]
-                    else:
-                        for p in range(kc):
-                            dst[p] = zero
+                _pack_b(B, Bp, q, jc, pc, kc, zero)
             for ib in prange(nmb):
                 i0 = ib * mc
-                mcb = min(mc, m - i0)
-                mpan = (mcb + MR - 1) // MR
-                Ap = np.empty((mpan, MR, kc), dtype=C.dtype)
-                _pack_a(A, Ap, i0, mcb, pc, kc, zero)
-                T = np.empty((MR, NR), dtype=C.dtype)
-                for q2 in range(npan):
-                    b0 = Bp[q2, 0]
-                    b1 = Bp[q2, 1]
-                    j0 = jc + q2 * NR
-                    for q in range(mpan):
-                        (T[0, 0], T[0, 1], T[1, 0], T[1, 1], T[2, 0], T[2, 1], T[3, 0], T[3, 1]) = _micro(
-                            kc, Ap[q, 0], Ap[q, 1], Ap[q, 2], Ap[q, 3], b0, b1, zero
-                        )
-                        for r in range(MR):
-                            i = i0 + q * MR + r
-                            if i >= m:
-                                break
-                            for c in range(NR):
-                                j = j0 + c
-                                if j >= n:
-                                    break
-                                v = alpha * T[r, c]
-                                if not first:
-                                    v += C[i, j]
-                                elif beta != zero:  # beta == 0: C is not read
-                                    v += beta * C[i, j]
-                                if last:
-                                    if has_bias:
-                                        v += bias[j]
-                                    v = _activate(v, act)
-                                C[i, j] = v
+                _row_block(A, Bp, C, i0, min(mc, m - i0), jc, pc, alpha, beta, bias, has_bias, act, zero)
+
+
+def _any_layout(impl: Any, sig: str) -> Any:
+    """Compile ``impl`` for any-layout ('A') operands only, one build per dtype.
+
+    The kernels below touch their operands through packing or one element
+    at a time, so a layout-specific build is not faster; listing the
+    signatures stops Numba from compiling one specialisation per C/F/strided
+    combination of the operands (27 per dtype for A, B, C; seconds each).
+    Built on first use so that importing stays cheap.
+    """
+    sigs = [sig.format(t=t) for t in ("float32", "float64")]
+    return njit(sigs, parallel=True, cache=True, fastmath=FM_REDUCE)(impl)
+
+
+@functools.cache
+def _epilogue_cpu() -> Any:
+    return _any_layout(_epilogue_impl, "void({t}[:, :], {t}[:, :], {t}, {t}, {t}[:], boolean, int64, {t})")
+
+
+@functools.cache
+def _gemm_tiled_cpu() -> Any:
+    sig = "void({t}[:, :], {t}[:, :], {t}[:, :], {t}, {t}, {t}[:], boolean, int64, {t}, int64)"
+    return _any_layout(_gemm_tiled_impl, sig)
 
 
 # --------------------------------------------------------------- Numba-CUDA ---
@@ -329,7 +367,7 @@ def gemm(
         launch(_cuda_kernel(), grid, (TILE, TILE), b, A, B, C, alpha, beta, bias_arr, has_bias, act)
         return C
     if method == "tiled" and k > 0:
-        _gemm_tiled_cpu(A, B, C, alpha, beta, bias_arr, has_bias, act, dt.type(0), _cpu_mc(m))
+        _gemm_tiled_cpu()(A, B, C, alpha, beta, bias_arr, has_bias, act, dt.type(0), _cpu_mc(m))
         return C
 
     # BLAS path: multiply straight into C when C's old value is not needed, else
@@ -341,5 +379,5 @@ def gemm(
     if b == "gpu":
         _cupy_epilogue()(P, bias_arr, alpha, beta, np.int32(has_bias), np.int32(act), C)
     else:
-        _epilogue_cpu(P, C, alpha, beta, bias_arr, has_bias, act, dt.type(0))
+        _epilogue_cpu()(P, C, alpha, beta, bias_arr, has_bias, act, dt.type(0))
     return C
