@@ -675,6 +675,7 @@ class Output:
         if self._rank_file is not None:
             self._rank_file.close()
             self._rank_file = None
+            fsync_file(self._rank_path(self.rank))  # the job may end (and the node go) right after
         if self.driver == "mpio":
             assert self._main is not None
             self._main.close()

@@ -1,0 +1,246 @@
+"""HDF5 output write/read GB/s per path and rank count, against h5py and numpy.save.
+
+For a series of ``--steps`` snapshots of a ``--shape`` float64 field (default
+4096² x 4), on sub-communicators of 1, 2 and 4 ranks (those that fit the job)
+and for each write path this h5py supports (``vds`` always, ``mpio`` with a
+parallel h5py), it times
+
+* write: ``Output`` open, every snapshot, ``close()`` (which fsyncs), and the
+  per-rank files fsync-ed too, so every number is bytes on stable storage;
+* read: every snapshot back with ``hpcml.io.read`` onto the same decomposition,
+  after the files' pages were dropped from the page cache
+  (``posix_fadvise(DONTNEED)``; ``--cached`` skips that);
+* consolidate (``vds``, once): copying the series into one plain file.
+
+Baselines over the same bytes, in one process: the series written and read with
+plain ``h5py`` (one chunked dataset, same chunks), and ``numpy.save``/``numpy.load``
+of each snapshot (the disk's practical limit: one sequential stream, no HDF5).
+Times are the best of ``--repeat`` runs; peak RSS per rank is listed with every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from mpi4py import MPI
+
+from hpcml.bench.report import peak_rss_mib, write_report
+from hpcml.decomp import CartDecomp
+from hpcml.distarray import DistArray
+from hpcml.io import Output, consolidate, read
+from hpcml.io._common import chunk_shape, fsync_file, h5py_has_mpi
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``hpcml bench io``."""
+    parser.add_argument("--shape", default="4096x4096", help="global field shape (float64)")
+    parser.add_argument("--steps", type=int, default=4, help="snapshots in the series")
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4], help="rank counts (<= job size)")
+    parser.add_argument("--paths", nargs="+", default=None, help="write paths (default: mpio if available, vds)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per measurement (best is reported)")
+    parser.add_argument("--dir", default=".", help="where the scratch files go (removed afterwards)")
+    parser.add_argument("--cached", action="store_true", help="read from the page cache (no eviction)")
+
+
+def _evict(paths: list[Path]) -> None:
+    """Drop the files' clean pages from the page cache so reads hit the disk."""
+    for p in paths:
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _files(base: Path) -> list[Path]:
+    return [p for p in base.rglob("*") if p.is_file()]
+
+
+def _best(comm: MPI.Comm, fn: Callable[[], None], repeat: int, before: Callable[[], None] | None = None) -> float:
+    """Best wall time of ``fn`` (slowest rank of each run)."""
+    best = float("inf")
+    for _ in range(repeat):
+        if before is not None:
+            before()
+        comm.Barrier()
+        t0 = time.perf_counter()
+        fn()
+        comm.Barrier()
+        best = min(best, comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
+    return best
+
+
+def comm_max(comm: MPI.Comm, value: float) -> float:
+    """Largest ``value`` over the ranks of ``comm``."""
+    return comm.allreduce(value, op=MPI.MAX)
+
+
+def _series_rows(
+    sub: MPI.Comm, path_kind: str, shape: tuple[int, ...], args: argparse.Namespace, scratch: Path
+) -> list[dict[str, Any]]:
+    """Write/read (and consolidate) timings of one path on one sub-communicator."""
+    d = CartDecomp(shape, sub)
+    # One live field, like an application; one cell marks the step (a negligible change).
+    u = DistArray.from_global(d, lambda i, j: i * 1.0 + j * 1e-4)
+    work = Path(
+        sub.bcast(
+            tempfile.mkdtemp(prefix=f"{path_kind}-{sub.Get_size()}-", dir=scratch) if sub.Get_rank() == 0 else None
+        )
+    )
+    target = work / "series.h5"
+
+    def clean() -> None:
+        if sub.Get_rank() == 0:
+            for p in work.iterdir():
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        sub.Barrier()
+
+    def write() -> None:
+        with Output(target, sub, mode="w", driver=path_kind, xdmf=False, flush_every=0) as out:
+            for s in range(args.steps):
+                u.interior[(0,) * u.data.ndim] = s
+                out.write("u", u, step=s, time=float(s))
+
+    def evict() -> None:
+        if not args.cached and sub.Get_rank() == 0:
+            _evict(_files(work))
+        sub.Barrier()
+
+    def read_all() -> None:
+        for s in range(args.steps):
+            read(target, "u", d, step=s, exchange=False)
+
+    nbytes = int(np.prod(shape)) * 8 * args.steps
+    rows = [{"op": "write", "s": _best(sub, write, args.repeat, before=clean)}]
+    rows.append({"op": "read", "s": _best(sub, read_all, args.repeat, before=evict)})
+    if path_kind == "vds":  # once, on the series the last write left behind
+        t0 = time.perf_counter()
+        consolidate(target, comm=sub, progress=False)
+        rows.append({"op": "consolidate", "s": comm_max(sub, time.perf_counter() - t0)})
+    for r in rows:
+        r["GB/s"] = nbytes / r["s"] / 1e9
+    d.free()
+    if sub.Get_rank() == 0:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def _baselines(shape: tuple[int, ...], args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
+    """Single-process h5py and numpy.save over the same bytes (rank 0 only)."""
+    field = np.fromfunction(lambda i, j: i * 1.0 + j * 1e-4, shape)
+    nbytes = field.nbytes * args.steps
+    work = Path(tempfile.mkdtemp(prefix="baseline-", dir=scratch))
+    h5 = work / "plain.h5"
+    rows: list[dict[str, Any]] = []
+
+    def best(fn: Callable[[], None], before: Callable[[], None] | None = None) -> float:
+        out = float("inf")
+        for _ in range(args.repeat):
+            if before:
+                before()
+            t0 = time.perf_counter()
+            fn()
+            out = min(out, time.perf_counter() - t0)
+        return out
+
+    def h5_write() -> None:
+        with h5py.File(h5, "w") as f:
+            dset = f.create_dataset(
+                "u", shape=(args.steps, *shape), chunks=chunk_shape(shape, 8), dtype="f8", maxshape=(None, *shape)
+            )
+            for s in range(args.steps):
+                field.flat[0] = s
+                dset[s] = field
+        fsync_file(h5)
+
+    def h5_read() -> None:
+        with h5py.File(h5, "r") as f:
+            for s in range(args.steps):
+                f["u"][s]
+
+    def np_write() -> None:
+        for s in range(args.steps):
+            p = work / f"snap{s}.npy"
+            field.flat[0] = s
+            np.save(p, field)
+            fsync_file(p)
+
+    def np_read() -> None:
+        for s in range(args.steps):
+            np.load(work / f"snap{s}.npy")
+
+    def evict() -> None:
+        if not args.cached:
+            _evict(_files(work))
+
+    for label, w, r in (("h5py, 1 process", h5_write, h5_read), ("numpy.save", np_write, np_read)):
+        rows.append({"path": label, "ranks": 1, "op": "write", "s": best(w)})
+        rows.append({"path": label, "ranks": 1, "op": "read", "s": best(r, evict)})
+    for row in rows:
+        row["GB/s"] = nbytes / row["s"] / 1e9
+    shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and write ``io.json`` / ``io.md`` on rank 0."""
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    shape = tuple(int(x) for x in args.shape.lower().split("x"))
+    paths = args.paths or (["mpio", "vds"] if h5py_has_mpi() else ["vds"])
+    counts = sorted({n for n in args.ranks if 1 <= n <= size})
+    scratch = Path(comm.bcast(tempfile.mkdtemp(prefix=".hpcml-bench-io-", dir=args.dir) if rank == 0 else None))
+    rows: list[dict[str, Any]] = []
+    try:
+        base = _baselines(shape, args, scratch) if rank == 0 else []
+        peak = comm.allreduce(peak_rss_mib(), op=MPI.MAX)
+        for r in base:
+            r["peak MiB/rank"] = peak
+        rows += base
+        for n in counts:
+            sub = comm.Split(0 if rank < n else MPI.UNDEFINED, rank)
+            for kind in paths:
+                got = _series_rows(sub, kind, shape, args, scratch) if sub != MPI.COMM_NULL else []
+                peak = comm.allreduce(peak_rss_mib(), op=MPI.MAX)
+                rows += [{"path": kind, "ranks": n, **r, "peak MiB/rank": peak} for r in got]
+            if sub != MPI.COMM_NULL:
+                sub.Free()
+            comm.Barrier()
+    finally:
+        if rank == 0:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if rank == 0:
+        limit = {r["op"]: r["GB/s"] for r in rows if r["path"] == "numpy.save"}
+        for r in rows:
+            op = "write" if r["op"].startswith(("write", "consolidate")) else "read"
+            r["x numpy"] = r["GB/s"] / limit[op] if limit.get(op) else float("nan")
+        cols = ["path", "ranks", "op", "s", "GB/s", "x numpy", "peak MiB/rank"]
+        gib = int(np.prod(shape)) * 8 * args.steps / 2**30
+        notes = [
+            f"Series of {args.steps} x {'x'.join(map(str, shape))} float64 ({gib:.2f} GiB); "
+            f"best of {args.repeat} runs; job of {size} rank(s) on {os.cpu_count()} CPUs; "
+            "smaller rank counts are sub-communicators of it.",
+            "write: Output open + every snapshot + close, all files fsync-ed (bytes on stable storage).",
+            "read: hpcml.io.read of every snapshot onto the writer's decomposition"
+            + (" from the page cache." if args.cached else ", after dropping the files from the page cache."),
+            "consolidate: vds only, once: hpcml.io.consolidate of the series into one plain file (rank 0).",
+            "x numpy: GB/s over numpy.save (write) or numpy.load (read) of the same bytes, one process.",
+            f"h5py {h5py.version.version} (HDF5 {h5py.version.hdf5_version}, mpi={h5py_has_mpi()}).",
+        ]
+        meta = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))}
+        j, m = write_report("io", rows, cols, args.out, meta=meta, notes=notes)
+        print(m.read_text())
+        print(f"wrote {j} and {m}")
+    return 0
