@@ -64,6 +64,16 @@ def _evict(paths: list[Path]) -> None:
             os.close(fd)
 
 
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS (Linux ``clear_refs``), so each row gets its own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:  # not Linux, or not permitted: the peak stays cumulative
+        return False
+
+
 def _files(base: Path) -> list[Path]:
     return [p for p in base.rglob("*") if p.is_file()]
 
@@ -203,17 +213,19 @@ def run(args: argparse.Namespace) -> int:
     counts = sorted({n for n in args.ranks if 1 <= n <= size})
     scratch = Path(comm.bcast(tempfile.mkdtemp(prefix=".hpcml-bench-io-", dir=args.dir) if rank == 0 else None))
     rows: list[dict[str, Any]] = []
+    resettable = comm.allreduce(_reset_peak(), op=MPI.LAND)
     try:
         base = _baselines(shape, args, scratch) if rank == 0 else []
-        peak = comm.allreduce(peak_rss_mib(), op=MPI.MAX)
+        peak = comm.allreduce(peak_rss_mib() if rank == 0 else 0.0, op=MPI.MAX)
         for r in base:
             r["peak MiB/rank"] = peak
         rows += base
         for n in counts:
             sub = comm.Split(0 if rank < n else MPI.UNDEFINED, rank)
             for kind in paths:
+                _reset_peak()
                 got = _series_rows(sub, kind, shape, args, scratch) if sub != MPI.COMM_NULL else []
-                peak = comm.allreduce(peak_rss_mib(), op=MPI.MAX)
+                peak = comm.allreduce(peak_rss_mib() if rank < n else 0.0, op=MPI.MAX)
                 rows += [{"path": kind, "ranks": n, **r, "peak MiB/rank": peak} for r in got]
             if sub != MPI.COMM_NULL:
                 sub.Free()
@@ -238,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
             "consolidate: vds only, once: hpcml.io.consolidate of the series into one plain file (rank 0).",
             "x numpy: GB/s over numpy.save (write) or numpy.load (read) of the same bytes, one process.",
             f"h5py {h5py.version.version} (HDF5 {h5py.version.hdf5_version}, mpi={h5py_has_mpi()}).",
+            "peak MiB/rank: largest peak RSS of the ranks taking part, "
+            + ("reset before each configuration." if resettable else "cumulative (could not reset it here)."),
         ]
         meta = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))}
         j, m = write_report("io", rows, cols, args.out, meta=meta, notes=notes)

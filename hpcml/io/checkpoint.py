@@ -237,7 +237,7 @@ def save(
     prov = root_call(comm, lambda: _prepare_dir(directory, tmp, comm, config))
     mpio = h5py_has_mpi()
     total = sum(v.data.nbytes for _, v in leaves if isinstance(v, DistArray))
-    with Progress(total * comm.Get_size(), f"checkpoint {final.name}", comm=comm, enabled=progress) as bar:
+    with Progress(total * comm.Get_size(), f"checkpoint {final.name} (approx.)", comm=comm, enabled=progress) as bar:
         if mpio:
             with open_h5(tmp, "w", comm) as f:
                 _write_all(f, leaves, comm, prov, step, time, bar)
@@ -529,11 +529,18 @@ def _try_load(
     parts: dict[str, tuple[int, int]] = {}
     bad: list[str] = []
     local_error = None
+    # Rank 0 reports its own share: the job reads about size times that.
+    total = sum(
+        int(np.prod(decomps[leaf["name"]].local_shape)) * np.dtype(leaf["dtype"]).itemsize
+        for leaf in desc["leaves"]
+        if leaf["kind"] == "distarray"
+    )
     try:
-        with h5py.File(file, "r") as f:
+        with h5py.File(file, "r") as f, Progress(total, f"load {file.name} (rank 0)", comm=comm) as bar:
             for leaf in desc["leaves"]:
                 if leaf["kind"] == "distarray":
                     values[leaf["name"]], parts[leaf["name"]] = _read_distarray(f, leaf, decomps[leaf["name"]])
+                    bar.update(values[leaf["name"]].interior.nbytes)
                 else:
                     values[leaf["name"]], got = _restore_small(f, leaf)
                     if verify and got is not None and got != leaf["checksum"]:

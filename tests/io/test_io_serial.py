@@ -229,3 +229,21 @@ def test_append_to_foreign_or_broken_file_is_refused(tmp_path):
     with pytest.raises(OutputError, match=r"broken\.h5"):
         Output(broken, comm)
     Output(broken, comm, mode="w").close()  # "w" starts over
+
+
+def test_hpcml_analyze_command(run_file, tmp_path):
+    """The CLI entry point (``hpcml analyze``) end to end, in a separate process."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli-plots"
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpcml.cli", "analyze", str(run_file), "--json", "--outdir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    plots = json.loads(proc.stdout)["plots"]
+    assert plots and all((out / p.split("/")[-1]).stat().st_size > 1000 for p in plots)
