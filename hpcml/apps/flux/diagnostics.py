@@ -1,0 +1,158 @@
+"""History diagnostics (section 10.1) and flux balancing (section 8.3), split-independent.
+
+Every rank computes compensated partial sums of its block; the partials of all
+ranks are combined with :func:`math.fsum`, which rounds the exact total once, so
+the result does not depend on how the sphere or the ensemble is split.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hpcml.apps.flux.grid import D2R, KMS_TO_RSH, PI, RSUN2, TWOPI
+
+if TYPE_CHECKING:
+    from hpcml.apps.flux.solver import FluxSolver
+
+__all__ = ["Diagnostics"]
+
+N_SUMS = 11  # F+, F-, NP+, NP-, SP+, SP-, e1, e2, axial, err_num, err_den
+DIPOLE = 3.0 / (4.0 * PI)
+
+
+class Diagnostics:
+    """Computes history rows; results land on world rank 0."""
+
+    def __init__(self, s: FluxSolver) -> None:
+        self.s = s
+        g, lay = s.grid, s.lay
+        j = lay.j_of_row
+        ok = (j >= 1) & (j <= g.Nt)
+        jj = np.where(ok, j, 1)
+        lim = s.cfg["output"]["pole_flux_lat_limit"] * D2R
+        self.wt = np.where(ok, g.w_t[jj], 0.0)
+        self.sdip = np.where(ok, g.sdip[jj], 0.0)
+        self.cdip = np.where(ok, g.cdip[jj], 0.0)
+        self.cap = np.where(ok & (g.t[jj] <= lim), 1.0, np.where(ok & (g.t[jj] >= PI - lim), -1.0, 0.0))
+        self.wp = lay.cols(g.w_p)
+        self.cosw = lay.cols(g.cos_w)
+        self.sinw = lay.cols(g.sin_w)
+        # Cap areas from the global weights (same on every rank, no communication).
+        t = g.t[1 : g.Nt + 1]
+        wt = g.w_t[1 : g.Nt + 1]
+        wsum = math.fsum(g.w_p[2 : g.M])
+        self.npole_area = RSUN2 * math.fsum(wt[t <= lim]) * wsum
+        self.spole_area = RSUN2 * math.fsum(wt[t >= PI - lim]) * wsum
+        self.mins = np.zeros((lay.nr, 3))
+        self.sums = np.zeros((lay.nr, N_SUMS, 2))
+        self.fex = None
+        self.efac = np.ones(lay.nr)
+        kind = s.prm.kind
+        if kind in ("soccer", "gaussians"):
+            self.fex = np.zeros((lay.NY, lay.NX))
+        if kind == "gaussians":
+            self.th_rows = np.where(ok, g.t[jj], 0.0)
+            self.sti_rows = np.where(ok, g.st_i[jj], 0.0)
+            self.ph_cols = lay.cols(g.p_rep)
+        self.seconds = 0.0
+
+    # -- exact solutions ------------------------------------------------------------------
+    def _exact(self, time: float) -> None:
+        from hpcml.kernels.flux import gaussian_field
+
+        s = self.s
+        prm = s.prm
+        dtau = time - prm.t_start
+        if prm.kind == "soccer":
+            if self.fex is not s.u0_exact:
+                self.fex = s.u0_exact
+            if prm.advance_diffusion:
+                self.efac = np.exp(-42.0 * prm.diff_code[s.lay.r_start : s.lay.r_start + s.lay.nr] * dtau)
+        else:
+            vtt = prm.vt_const * KMS_TO_RSH * dtau
+            vpt = prm.omega * KMS_TO_RSH * dtau
+            ph1 = math.fmod(1.5707963267948966 + vpt, TWOPI)
+            ph2 = math.fmod(4.71238898038469 + vpt, TWOPI)
+            gaussian_field(
+                self.fex, self.th_rows, self.ph_cols, self.sti_rows, 0.7853981633974483, vtt, ph1, ph2,
+                prm.cfg["initial"]["gaussian_width"],
+            )  # fmt: skip
+
+    # -- rows ---------------------------------------------------------------------------
+    def compute(self, time: float) -> np.ndarray | None:
+        """History values ``(n_real, 14)`` (without STEP/TIME) on world rank 0, None elsewhere."""
+        from hpcml.kernels.flux import diag_partials
+
+        s, lay = self.s, self.s.lay
+        use_ex = self.fex is not None
+        if use_ex:
+            self._exact(time)
+        diag_partials(
+            s.f.data, self.fex if use_ex else s.f.data[0], self.efac, use_ex, self.wt, self.wp, self.cosw, self.sinw,
+            self.sdip, self.cdip, self.cap, lay.i0, lay.i1, lay.c0, lay.c1, self.mins, self.sums,
+        )  # fmt: skip
+        if s.world.Get_size() == 1:
+            parts = [(0, self.mins, self.sums)]
+        else:
+            parts = s.world.gather((lay.r_start, self.mins, self.sums), root=0)
+            if parts is None:
+                return None
+        return self._combine(parts)
+
+    def _combine(self, parts: list[tuple[int, np.ndarray, np.ndarray]]) -> np.ndarray:
+        s = self.s
+        n = s.prm.n_real
+        lo = np.full(n, np.inf)
+        hi = np.full(n, -np.inf)
+        amin = np.full(n, np.inf)
+        terms: list[list[list[float]]] = [[[] for _ in range(N_SUMS)] for _ in range(n)]
+        for r0, mins, sums in parts:
+            for r in range(mins.shape[0]):
+                g = r0 + r
+                lo[g] = min(lo[g], mins[r, 0])
+                hi[g] = max(hi[g], mins[r, 1])
+                amin[g] = min(amin[g], mins[r, 2])
+                for q in range(N_SUMS):
+                    terms[g][q].extend((sums[r, q, 0], sums[r, q, 1]))
+        out = np.zeros((n, 14))
+        nt, nf = s.grid.Nt, s.grid.Nf
+        for g in range(n):
+            tot = [math.fsum(terms[g][q]) for q in range(N_SUMS)]
+            e1, e2 = DIPOLE * tot[6], DIPOLE * tot[7]
+            if self.fex is not None:
+                num, den = tot[9], tot[10]
+                err = math.sqrt(num / den) if den != 0 else math.sqrt(num / (nt * nf))
+            else:
+                err = 0.0
+            out[g] = (
+                lo[g], hi[g], amin[g], RSUN2 * tot[0], RSUN2 * tot[1], RSUN2 * tot[2], RSUN2 * tot[3],
+                RSUN2 * tot[4], RSUN2 * tot[5], self.npole_area, self.spole_area, math.sqrt(e1 * e1 + e2 * e2),
+                DIPOLE * tot[8], err,
+            )  # fmt: skip
+        return out
+
+    # -- flux balance -------------------------------------------------------------------
+    def balance(self, x: np.ndarray) -> None:
+        """Multiplicative flux balance of each realization of ``x`` (section 8.3), in place.
+
+        Collective over the ensemble group.
+        """
+        from hpcml.kernels.flux import diag_partials, flux_rescale
+
+        lay = self.s.lay
+        diag_partials(
+            x, x[0], self.efac, False, self.wt, self.wp, self.cosw, self.sinw, self.sdip, self.cdip, self.cap,
+            lay.i0, lay.i1, lay.c0, lay.c1, self.mins, self.sums,
+        )  # fmt: skip
+        mine = np.ascontiguousarray(self.sums[:, 0:2, :])
+        every = lay.group_comm.allgather(mine)
+        for r in range(lay.nr):
+            pos = math.fsum(v for part in every for v in part[r, 0])
+            neg = math.fsum(v for part in every for v in part[r, 1])
+            if pos + neg == 0.0 or neg == 0.0:
+                continue
+            q = math.sqrt(abs(pos / neg))
+            flux_rescale(x[r], q, lay.i0, lay.i1, lay.c0, lay.c1)

@@ -1,0 +1,270 @@
+"""Diffusion on the sphere (section 6): operator, explicit limit, RKL2/RKG2 STS, PTL subcycling.
+
+The diffusivity of realization ``r`` is ``D_r = coef_factor * coef_r`` (uniform on
+the sphere), so the five-point coefficients are products of per-row and
+per-column geometry factors with ``D_r`` and are formed on the fly: a stage
+streams only the four STS vectors and writes one, no coefficient arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+from mpi4py import MPI
+
+from hpcml.apps.flux.grid import HUGE, PI, SAFETY
+
+if TYPE_CHECKING:
+    from hpcml.apps.flux.solver import FluxSolver
+    from hpcml.distarray import DistArray
+
+__all__ = ["Diffusion", "sts_coefficients", "sts_stages"]
+
+MAX_CYCLES = 59  # HipFT's automatic subcycling stops at 59 cycles
+
+
+def sts_stages(method: str, tau: float, dt_e: float) -> int:
+    """Number of super-time-step stages for a step ``tau`` (odd, at least 3)."""
+    if method == "rkl2":
+        s = math.ceil(0.5 * (math.sqrt(9.0 + 16.0 * tau / dt_e) - 1.0))
+    else:
+        s = math.ceil(0.5 * (math.sqrt(25.0 + 24.0 * tau / dt_e) - 3.0))
+    s = max(s, 3)
+    if s % 2 == 0:
+        s += 1
+    return s
+
+
+def sts_coefficients(method: str, s: int) -> tuple[np.ndarray, ...]:
+    """``mu, nu, mu_tilde, gamma_tilde`` (index = stage, 1..s) of RKL2 or RKG2."""
+    mu, nu, mt, gt = (np.zeros(s + 1) for _ in range(4))
+    b = np.zeros(s + 1)
+    if method == "rkl2":
+        w = 4.0 / (s * s + s - 2.0)
+        b[0:3] = 1.0 / 3.0
+        for j in range(3, s + 1):
+            b[j] = (j * j + j - 2.0) / (2.0 * j * (j + 1.0))
+        mt[1] = 4.0 / (3.0 * (s * s + s - 2.0))
+        if s >= 2:
+            mu[2], nu[2], mt[2], gt[2] = 1.5, -0.5, 1.5 * w, -w
+        for j in range(3, s + 1):
+            mu[j] = (b[j] / b[j - 1]) * (2.0 - 1.0 / j)
+            nu[j] = (b[j] / b[j - 2]) * (1.0 / j - 1.0)
+            mt[j] = mu[j] * w
+            gt[j] = (b[j - 1] - 1.0) * mt[j]
+    else:
+        w = 6.0 / ((s + 4.0) * (s - 1.0))
+        b[0], b[1], b[2] = 1.0, 1.0 / 3.0, 1.0 / 15.0
+        for j in range(3, s + 1):
+            b[j] = 4.0 * (j - 1.0) * (j + 4.0) / (3.0 * j * (j + 1.0) * (j + 2.0) * (j + 3.0))
+        mt[1] = w
+        if s >= 2:
+            mu[2], nu[2], mt[2], gt[2] = 0.5, -0.1, 0.5 * w, 0.0
+        for j in range(3, s + 1):
+            mu[j] = (b[j] / b[j - 1]) * (2.0 + 1.0 / j)
+            nu[j] = -(b[j] / b[j - 2]) * (1.0 + 1.0 / j)
+            mt[j] = mu[j] * w
+            gt[j] = (0.5 * j * (j + 1.0) * b[j - 1] - 1.0) * mt[j]
+    return mu, nu, mt, gt
+
+
+class Diffusion:
+    """Operator, stable step and the diffusion advance of one rank's block."""
+
+    def __init__(self, s: FluxSolver) -> None:
+        self.s = s
+        g, lay = s.grid, s.lay
+        self.dcoef = np.ascontiguousarray(s.prm.diff_code[lay.r_start : lay.r_start + lay.nr])
+        self.fac_n = 1.0 / (PI * g.dth[2] * g.dth[2])
+        self.fac_s = 1.0 / (PI * g.dth[g.Nt] * g.dth[g.Nt])
+        self.terms = np.zeros((2 * lay.nr, lay.nx))
+        self.zero = np.zeros(lay.nr)
+        self.dt_e = self.explicit_dt()
+        self.last_s = 0
+        self.cycles = 0
+        self.seconds = 0.0
+
+    # -- geometry ------------------------------------------------------------------------
+    @staticmethod
+    def factors(g) -> dict[str, np.ndarray]:
+        """Per-row and per-column factors of the five-point coefficients (1-based arrays)."""
+        n, m = g.Nt, g.M
+        s2 = g.st_i * g.st_i
+        c2 = np.zeros(n + 2)
+        c4 = np.zeros(n + 2)
+        j = np.arange(2, n)
+        c2[j] = g.sth[j] * g.dth_i[j] * g.dt_i[j] * g.st_i[j]
+        c4[j] = g.sth[j + 1] * g.dth_i[j + 1] * g.dt_i[j] * g.st_i[j]
+        b1 = np.zeros(m + 2)
+        b5 = np.zeros(m + 2)
+        k = np.arange(2, m)
+        b1[k] = g.dph_i[k] * g.dp_i[k]
+        b5[k] = g.dph_i[k + 1] * g.dp_i[k]
+        return {"s2": s2, "c2": c2, "c4": c4, "b1": b1, "b5": b5}
+
+    def explicit_dt(self) -> float:
+        """Gershgorin limit ``0.95 * 2 / max(sum |c|)`` over interior cells and all realizations.
+
+        Built from the global 1-D factors, so every rank gets the same value without communication.
+        """
+        g, prm = self.s.grid, self.s.prm
+        fa = self.factors(g)
+        j = np.arange(2, g.Nt)[:, None]
+        k = np.arange(2, g.M)[None, :]
+        lam = 0.0
+        for d in np.unique(prm.diff_code):
+            t = d * fa["s2"][j]
+            k1 = t * fa["b1"][k]
+            k5 = t * fa["b5"][k]
+            k2 = d * fa["c2"][j]
+            k4 = d * fa["c4"][j]
+            k3 = -(k1 + k2 + k4 + k5)
+            lam = max(lam, float(np.max(np.abs(k1) + np.abs(k2) + np.abs(k3) + np.abs(k4) + np.abs(k5))))
+        return SAFETY * 2.0 / lam if lam > 0 else HUGE
+
+    # -- operator pieces -------------------------------------------------------------------
+    def _caps(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from hpcml.kernels.flux import diff_pole_terms
+
+        lay, dp = self.s.lay, self.s.geo["dp"]
+        nr = lay.nr
+        ln = ls = self.zero
+        if lay.owns_north and lay.owns_south:
+            diff_pole_terms(x, self.dcoef, dp, lay.inorth, lay.inorth + 1, lay.c0, lay.c1, self.terms[:nr])
+            diff_pole_terms(x, self.dcoef, dp, lay.isouth - 1, lay.isouth, lay.c0, lay.c1, self.terms[nr:])
+            sums = lay.row_sum(self.terms)
+            ln, ls = sums[:nr] * self.fac_n, -(sums[nr:] * self.fac_s)
+        elif lay.owns_north:
+            diff_pole_terms(x, self.dcoef, dp, lay.inorth, lay.inorth + 1, lay.c0, lay.c1, self.terms[:nr])
+            ln = lay.row_sum(self.terms[:nr]) * self.fac_n
+        elif lay.owns_south:
+            diff_pole_terms(x, self.dcoef, dp, lay.isouth - 1, lay.isouth, lay.c0, lay.c1, self.terms[:nr])
+            ls = -(lay.row_sum(self.terms[:nr]) * self.fac_s)
+        return ln, ls
+
+    def apply(self, x: DistArray, out: DistArray) -> None:
+        """``out = L(x)`` on the owned cells, then fill ``out``'s halo."""
+        from hpcml.kernels.flux import diff_stage
+
+        s, lay, geo = self.s, self.s.lay, self.s.geo
+        ln, ls = self._caps(x.data)
+        xd = x.data
+        diff_stage(
+            xd, xd, xd, xd, out.data, self.dcoef, geo["s2"], geo["c2"], geo["c4"], geo["b1"], geo["b5"],
+            lay.i0, lay.i1, lay.c0, lay.c1, 0.0, 0.0, 0.0, 0.0, 0.0, ln, ls, lay.inorth, lay.isouth, 0,
+        )  # fmt: skip
+        s.exchange(out)
+
+    def stage(self, x, xm2, u0, y0, out, mu, nu, kap, mt, gam) -> None:
+        """One fused STS stage into ``out`` (DistArrays), then its halo."""
+        from hpcml.kernels.flux import diff_stage
+
+        s, lay, geo = self.s, self.s.lay, self.s.geo
+        ln, ls = self._caps(x.data)
+        diff_stage(
+            x.data, xm2.data, u0.data, y0.data, out.data, self.dcoef, geo["s2"], geo["c2"], geo["c4"], geo["b1"],
+            geo["b5"], lay.i0, lay.i1, lay.c0, lay.c1, mu, nu, kap, mt, gam, ln, ls, lay.inorth, lay.isouth, 1,
+        )  # fmt: skip
+        s.exchange(out)
+
+    # -- time stepping -------------------------------------------------------------------
+    def ptl(self, tau_in: float, y: DistArray) -> float:
+        """Practical time-step limit from ``y = L(f)`` (section 6.5; global over all ranks)."""
+        from hpcml.kernels.flux import ptl_max, ptl_tau
+
+        s, lay, g = self.s, self.s.lay, self.s.grid
+        x = s.f.data
+        m = ptl_max(y.data, x, lay.i0, lay.i1, lay.c0, lay.c1)
+        m = s.world.allreduce(m, op=MPI.MAX)
+        if m <= 0.0:
+            return HUGE
+        j = lay.j_of_row
+        rows = np.arange(lay.i0, lay.i1)
+        inner = rows[(j[rows] >= 2) & (j[rows] <= g.Nt - 1)]
+        tau = HUGE
+        if len(inner):
+            tau = ptl_tau(y.data, x, m, int(inner[0]), int(inner[-1]) + 1, lay.c0, lay.c1)
+        tau = SAFETY * s.world.allreduce(tau, op=MPI.MIN)
+        return max(tau, tau_in)
+
+    def super_step(self, tau: float, y: DistArray) -> None:
+        """Advance ``s.f`` by ``tau``; ``y`` holds ``L(f)`` on entry (it becomes ``Y0``)."""
+        s = self.s
+        method = s.prm.diff_method
+        u0 = s.f
+        if method == "euler":
+            n = max(1, math.ceil(tau / self.dt_e))
+            h = tau / n
+            cur = u0
+            for i in range(n):
+                out = s.work[i % 2] if cur is not s.work[i % 2] else s.work[(i + 1) % 2]
+                self.stage(cur, cur, cur, cur, out, 1.0, 0.0, 0.0, h, 0.0)
+                cur = out
+            self.last_s = n
+            s.swap_field(cur)
+            return
+        st = sts_stages(method, tau, self.dt_e)
+        mu, nu, mt, gt = sts_coefficients(method, st)
+        y0 = y
+        y0.data *= tau  # Y0 = tau L(u0), pointwise (halo included)
+        w = s.work
+        u1 = w[0]
+        u1.data[...] = u0.data + mt[1] * y0.data
+        prev2, prev1 = u0, u1
+        free = [w[1], w[2]]
+        for j in range(2, st + 1):
+            out = free.pop()
+            self.stage(
+                prev1,
+                prev2,
+                u0,
+                y0,
+                out,
+                float(mu[j]),
+                float(nu[j]),
+                float(1.0 - mu[j] - nu[j]),
+                float(mt[j] * tau),
+                float(gt[j]),
+            )
+            if prev2 is not u0:
+                free.append(prev2)
+            prev2, prev1 = prev1, out
+        self.last_s = st
+        s.swap_field(prev1)
+
+    def advance(self, dt: float, t_step: float, on_cycle: Callable[[float, int], None] | None = None) -> None:
+        """Diffuse ``s.f`` over ``dt``: fixed subcycles or automatic PTL cycles.
+
+        ``on_cycle(elapsed, cycles_estimate)`` is called after every cycle (history rows
+        with ``subcycle_rows``).
+        """
+        s = self.s
+        y = s.ybuf
+        nsub = s.prm.subcycles
+        if nsub > 0:
+            for _ in range(nsub):
+                self.apply(s.f, y)
+                self.super_step(dt / nsub, y)
+            self.cycles = nsub
+            return
+        tau, elapsed, i = 0.0, 0.0, 1
+        while True:
+            self.apply(s.f, y)
+            tau = self.ptl(tau, y)
+            last = False
+            if elapsed + tau >= dt:
+                tau, last = dt - elapsed, True
+            if i == MAX_CYCLES:
+                tau, last = dt - elapsed, True
+            before = elapsed
+            self.super_step(tau, y)
+            elapsed += tau
+            if on_cycle is not None:
+                on_cycle(t_step + elapsed, math.ceil((dt - before) / tau) if tau > 0 else 0)
+            if last:
+                break
+            i += 1
+        self.cycles = i

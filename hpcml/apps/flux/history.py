@@ -1,0 +1,103 @@
+"""HipFT-compatible history files (``hipft_history_sol_r*.out`` / ``hipft_history_num_r*.out``).
+
+Same columns, meaning and fixed-width Fortran formats as HipFT (``i10`` then
+``1pe23.15e3`` reals, one blank between fields), written by one rank.  Rows are
+buffered and appended in batches so a run with many realizations never holds
+thousands of open files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["NUM_COLUMNS", "SOL_COLUMNS", "HistoryWriter", "fortran_e", "read_history"]
+
+SOL_COLUMNS = (
+    "STEP", "TIME", "BR_MIN", "BR_MAX", "BR_ABS_MIN", "FLUX_POSITIVE", "FLUX_NEGATIVE",
+    "NPOLE_FLUX_POSITIVE", "NPOLE_FLUX_NEGATIVE", "SPOLE_FLUX_POSITIVE", "SPOLE_FLUX_NEGATIVE",
+    "NPOLE_AREA", "SPOLE_AREA", "EQ_DIPOLE", "AX_DIPOLE", "VALIDATION_ERR_HHabs",
+)  # fmt: skip
+NUM_COLUMNS = (
+    "STEP", "TIME", "DTIME", "DTIME_ADV_STB", "DTIME_ADV_USED", "DTIME_DIFF_STB", "N_DIFF_PER_STEP", "N_DIFF_CYCLES",
+)  # fmt: skip
+
+
+def fortran_e(x: float) -> str:
+    """Format like Fortran ``1pe23.15e3``: ``-1.378037984328386E+000`` right-justified in 23."""
+    x = float(x)
+    if not math.isfinite(x):
+        return f"{'NaN' if math.isnan(x) else ('-Infinity' if x < 0 else 'Infinity'):>23}"
+    mant, exp = f"{x:.15E}".split("E")
+    return f"{mant}E{int(exp):+04d}".rjust(23)
+
+
+def _header(names: Sequence[str]) -> str:
+    return f"{names[0]:>10}" + "".join(f"{n:>23}" for n in names[1:]) + " \n"
+
+
+def sol_line(step: int, time: float, values: Sequence[float]) -> str:
+    """One ``hipft_history_sol`` row: step, time and the 14 diagnostics."""
+    return f"{step:10d}" + "".join(" " + fortran_e(v) for v in (time, *values)) + "\n"
+
+
+def num_line(step: int, time: float, reals: Sequence[float], ints: Sequence[int]) -> str:
+    """One ``hipft_history_num`` row: step, time, 4 reals, 2 integers."""
+    return (
+        f"{step:10d}" + "".join(" " + fortran_e(v) for v in (time, *reals)) + "".join(f" {i:15d}" for i in ints) + "\n"
+    )
+
+
+class HistoryWriter:
+    """Append-only writer of the per-realization history files (use on one rank)."""
+
+    def __init__(self, directory: str | Path, n_real: int, flush_every: int = 200, append: bool = False) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.n = n_real
+        self.flush_every = flush_every
+        self.sol: list[list[str]] = [[] for _ in range(n_real)]
+        self.num: list[list[str]] = [[] for _ in range(n_real)]
+        if not append:
+            for r in range(n_real):
+                self.sol_path(r).write_text(_header(SOL_COLUMNS))
+                self.num_path(r).write_text(_header(NUM_COLUMNS))
+
+    def sol_path(self, r: int) -> Path:
+        """Path of realization ``r``'s (0-based) solution history."""
+        return self.dir / f"hipft_history_sol_r{r + 1:06d}.out"
+
+    def num_path(self, r: int) -> Path:
+        """Path of realization ``r``'s numerics history."""
+        return self.dir / f"hipft_history_num_r{r + 1:06d}.out"
+
+    def add(self, step: int, time: float, sol: np.ndarray, num_reals: Sequence[float], num_ints: Sequence[int]) -> None:
+        """Add one row for every realization; ``sol`` has shape ``(n_real, 14)``."""
+        nl = num_line(step, time, num_reals, num_ints)
+        for r in range(self.n):
+            self.sol[r].append(sol_line(step, time, sol[r]))
+            self.num[r].append(nl)
+        if len(self.sol[0]) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the buffered rows to the files."""
+        for r in range(self.n):
+            if self.sol[r]:
+                with open(self.sol_path(r), "a") as fh:
+                    fh.write("".join(self.sol[r]))
+                with open(self.num_path(r), "a") as fh:
+                    fh.write("".join(self.num[r]))
+            self.sol[r].clear()
+            self.num[r].clear()
+
+
+def read_history(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Read a HipFT history file: column names and a float array of the rows."""
+    lines = Path(path).read_text().splitlines()
+    names = lines[0].split()
+    rows = [[float(v) for v in ln.split()] for ln in lines[1:] if ln.strip()]
+    return names, np.array(rows, dtype=np.float64).reshape(-1, len(names))

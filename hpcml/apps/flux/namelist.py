@@ -1,0 +1,232 @@
+"""HipFT ``hipft.in`` namelists -> full ``flux`` configs.
+
+:func:`config_from_hipft` reads ``&hipft_input_parameters`` with ``f90nml`` and
+maps every option onto the ``flux`` schema.  Options that are not HipFT options
+raise a :class:`~hpcml.config.ConfigError` naming them; HipFT options this solver
+does not implement raise naming them too when they are set to anything but
+HipFT's default (silently running a different model would be worse).
+Relative file names are resolved against the namelist's folder, as HipFT
+resolves them against its working directory.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from hpcml.config import ConfigError, default_config
+
+__all__ = ["HIPFT_DEFAULTS", "UNSUPPORTED", "config_from_hipft", "read_namelist"]
+
+_HUGE = float("inf")
+MAX_REALIZATIONS = 2000
+
+# Every option of &hipft_input_parameters (HipFT 1.14 - 1.19) with its default.
+HIPFT_DEFAULTS: dict[str, Any] = {
+    "verbose": 0, "res_nt": 0, "res_np": 0, "n_realizations": 1,
+    "initial_map_filename": "", "initial_map_flux_balance": False, "initial_map_mult_fac": 1.0,
+    "validation_run": 0, "validation_run_width": 0.03,
+    "time_start": 0.0, "time_end": 1.0, "dt_min": 1e-15, "dt_max": _HUGE,
+    "output_map_idx_start": 1, "output_map_directory": "output_maps", "output_map_root_filename": "hipft_brmap",
+    "output_map_idx_cadence": 0, "output_map_time_cadence": 0.0, "output_map_2d": True,
+    "output_map_flux_balance": False, "output_flows": False, "output_flows_directory": "output_flows",
+    "output_history_time_cadence": 0.0, "output_single_precision": True,
+    "strang_splitting": False, "pole_flux_lat_limit": 30.0,
+    "advance_flow": False, "flow_vp_rigid_omega": 0.0, "flow_rigid_omega": 0.0, "flow_vt_const": 0.0,
+    "flow_attenuate": False, "flow_attenuate_value": 500.0, "flow_attenuate_values": None,
+    "flow_dr_model": 0, "flow_dr_coef_p0_value": 46.0, "flow_dr_coef_p2_value": -262.0,
+    "flow_dr_coef_p4_value": -379.0, "flow_dr_coef_p0_values": None, "flow_dr_coef_p2_values": None,
+    "flow_dr_coef_p4_values": None,
+    "flow_mf_model": 0, "flow_mf_coef_p1_value": 22.0, "flow_mf_coef_p3_value": 11.0,
+    "flow_mf_coef_p5_value": -28.0, "flow_mf_coef_p1_values": None, "flow_mf_coef_p3_values": None,
+    "flow_mf_coef_p5_values": None,
+    "use_flow_from_files": False, "flow_list_filename": "", "flow_root_dir": ".",
+    "flow_num_method": 4, "weno_eps": 0.0, "upwind": 1.0,
+    "advance_diffusion": False, "diffusion_coef_filename": "", "diffusion_coef_grid": False,
+    "diffusion_coef_factor": 7.43162901307967e-09, "diffusion_num_method": 3, "diffusion_subcycles": 0,
+    "diffusion_coef_constant": 0.0, "diffusion_coef_constants": None,
+    "assimilate_data": False, "assimilate_data_balance_flux": False, "assimilate_data_map_list_filename": "",
+    "assimilate_data_map_root_dir": ".", "assimilate_data_custom_from_mu": False,
+    "assimilate_data_mu_power": 4.0, "assimilate_data_mu_powers": None,
+    "assimilate_data_lat_limit": 0.0, "assimilate_data_lat_limits": None,
+    "assimilate_data_mu_limit": 0.1, "assimilate_data_mu_limits": None,
+    "assimilate_data_add": False, "assimilate_data_mult_fac": 1.0,
+    "advance_source": False, "source_from_file": False, "source_filename": "",
+    "source_rfe_model": 0, "source_rfe_total_unsigned_flux_per_hour": 0.0,
+    "source_rfe_total_unsigned_flux_per_hours": None, "source_rfe_lifetime": 0.3, "source_rfe_seed": -9999,
+}  # fmt: skip
+
+# HipFT options this solver does not implement (an error when set to a non-default value).
+UNSUPPORTED = (
+    "flow_rigid_omega", "use_flow_from_files", "flow_list_filename", "diffusion_coef_filename",
+    "diffusion_coef_grid", "source_from_file", "source_filename", "output_flows", "output_map_flux_balance",
+    "output_map_idx_cadence",
+)  # fmt: skip
+
+# Accepted without effect on the solution (HipFT-only file layout choices).
+_IGNORED = ("output_flows_directory", "output_map_directory", "output_map_2d", "output_map_idx_start", "flow_root_dir")
+
+
+def read_namelist(path: str | Path) -> dict[str, Any]:
+    """The ``&hipft_input_parameters`` group of ``path`` (lower-case names)."""
+    import f90nml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"HipFT namelist {str(p)!r} does not exist")
+    try:
+        nml = f90nml.read(str(p))
+    except Exception as exc:  # f90nml raises several types on malformed input
+        raise ConfigError(f"{p}: cannot parse the namelist: {exc}") from None
+    groups = {k.lower(): v for k, v in nml.items()}
+    if "hipft_input_parameters" not in groups:
+        raise ConfigError(f"{p}: no &hipft_input_parameters group (found {', '.join(groups) or 'none'})")
+    grp = groups["hipft_input_parameters"]
+    if isinstance(grp, list):
+        raise ConfigError(f"{p}: &hipft_input_parameters appears more than once")
+    return {k.lower(): v for k, v in grp.items()}
+
+
+def _per_real(nml: dict[str, Any], list_name: str, scalar: float, n: int, floor: float = 0.0) -> list[float]:
+    """HipFT's per-realization rule: unset entries, or entries below ``floor``, take the scalar."""
+    raw = nml.get(list_name)
+    if raw is None:
+        return [float(scalar)] * n
+    vals = raw if isinstance(raw, list) else [raw]
+    if len(vals) > n:
+        raise ConfigError(f"{list_name} has {len(vals)} values but n_realizations = {n}")
+    out = []
+    for i in range(n):
+        v = vals[i] if i < len(vals) else None
+        out.append(float(scalar) if v is None or float(v) < floor else float(v))
+    return out
+
+
+def _get(nml: dict[str, Any], name: str) -> Any:
+    return nml.get(name, HIPFT_DEFAULTS[name])
+
+
+def config_from_hipft(path: str | Path) -> dict[str, Any]:
+    """A complete ``flux`` configuration equivalent to the HipFT namelist ``path``.
+
+    Raises
+    ------
+    ConfigError
+        For unknown options, set but unsupported options, or invalid values.
+    """
+    p = Path(path).resolve()
+    nml = read_namelist(p)
+    unknown = sorted(k for k in nml if k not in HIPFT_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"{p}: unknown HipFT option(s): {', '.join(unknown)}")
+    bad = sorted(k for k in UNSUPPORTED if k in nml and nml[k] not in (HIPFT_DEFAULTS[k], None, ""))
+    if bad:
+        raise ConfigError(f"{p}: HipFT option(s) not supported by hpcml flux: {', '.join(bad)}")
+    base = p.parent
+
+    def resolve(name: str) -> str:
+        v = str(_get(nml, name) or "").strip()
+        return str((base / v).resolve()) if v else ""
+
+    n = int(_get(nml, "n_realizations"))
+    if not 1 <= n <= MAX_REALIZATIONS:
+        raise ConfigError(f"{p}: n_realizations must be 1..{MAX_REALIZATIONS}, got {n}")
+    cfg = default_config("flux")
+    val = int(_get(nml, "validation_run"))
+    if val not in (0, 1, 2):
+        raise ConfigError(f"{p}: validation_run must be 0, 1 or 2, got {val}")
+    map_path = resolve("initial_map_filename")
+    kind = {1: "soccer", 2: "gaussians"}.get(val, "map" if map_path else None)
+    if kind is None:
+        raise ConfigError(f"{p}: no initial_map_filename and validation_run = 0: nothing to start from")
+    cfg["grid"].update(res_nt=int(_get(nml, "res_nt")), res_np=int(_get(nml, "res_np")), map=map_path,
+                       weno_eps=float(_get(nml, "weno_eps")))  # fmt: skip
+    cfg["initial"].update(
+        kind=kind,
+        flux_balance=bool(_get(nml, "initial_map_flux_balance")),
+        mult_fac=float(_get(nml, "initial_map_mult_fac")),
+        gaussian_width=float(_get(nml, "validation_run_width")),
+    )
+    dt_max = float(_get(nml, "dt_max"))
+    cfg["time"].update(
+        start=float(_get(nml, "time_start")),
+        end=float(_get(nml, "time_end")),
+        dt_max=0.0 if not math.isfinite(dt_max) or dt_max >= 1e300 else dt_max,
+        dt_min=float(_get(nml, "dt_min")),
+    )
+    cfg["realizations"]["n"] = n
+    method = int(_get(nml, "flow_num_method"))
+    schemes = {1: ("euler", "upwind"), 2: ("ssprk33", "upwind"), 3: ("ssprk33", "weno3"), 4: ("ssprk43", "weno3")}
+    if method not in schemes:
+        raise ConfigError(f"{p}: flow_num_method must be 1..4, got {method}")
+    big = -100000.0
+    fl = cfg["flow"]
+    fl.update(
+        advance=bool(_get(nml, "advance_flow")),
+        time_scheme=schemes[method][0],
+        scheme=schemes[method][1],
+        upwind=float(_get(nml, "upwind")),
+        vp_rigid_omega=float(_get(nml, "flow_vp_rigid_omega")),
+        vt_const=float(_get(nml, "flow_vt_const")),
+        attenuate=bool(_get(nml, "flow_attenuate")),
+        attenuate_values=_per_real(nml, "flow_attenuate_values", _get(nml, "flow_attenuate_value"), n),
+        dr_model=int(_get(nml, "flow_dr_model")),
+        mf_model=int(_get(nml, "flow_mf_model")),
+    )
+    for pk in ("p0", "p2", "p4"):
+        fl[f"dr_{pk}"] = _per_real(nml, f"flow_dr_coef_{pk}_values", _get(nml, f"flow_dr_coef_{pk}_value"), n, big)
+    for pk in ("p1", "p3", "p5"):
+        fl[f"mf_{pk}"] = _per_real(nml, f"flow_mf_coef_{pk}_values", _get(nml, f"flow_mf_coef_{pk}_value"), n, big)
+    dmethod = int(_get(nml, "diffusion_num_method"))
+    if dmethod not in (1, 2, 3):
+        raise ConfigError(f"{p}: diffusion_num_method must be 1, 2 or 3, got {dmethod}")
+    coef = _per_real(nml, "diffusion_coef_constants", _get(nml, "diffusion_coef_constant"), n)
+    cfg["diffusion"].update(
+        advance=bool(_get(nml, "advance_diffusion")),
+        coef=coef,
+        coef_factor=float(_get(nml, "diffusion_coef_factor")),
+        method={1: "euler", 2: "rkl2", 3: "rkg2"}[dmethod],
+        subcycles=int(_get(nml, "diffusion_subcycles")),
+    )
+    rfe = int(_get(nml, "source_rfe_model"))
+    adv_src = bool(_get(nml, "advance_source"))
+    if adv_src and rfe not in (1, 2):
+        raise ConfigError(f"{p}: advance_source needs source_rfe_model 1 or 2 (source files are not supported)")
+    cfg["source"].update(
+        advance=adv_src,
+        rfe_model=rfe if rfe in (1, 2) else 1,
+        seed=int(_get(nml, "source_rfe_seed")),
+        lifetime=float(_get(nml, "source_rfe_lifetime")),
+        flux_per_hour=_per_real(
+            nml, "source_rfe_total_unsigned_flux_per_hours", _get(nml, "source_rfe_total_unsigned_flux_per_hour"), n
+        ),
+    )
+    da_list = resolve("assimilate_data_map_list_filename")
+    cfg["assimilation"].update(
+        enabled=bool(_get(nml, "assimilate_data")),
+        list=da_list,
+        directory=resolve("assimilate_data_map_root_dir") if da_list else "",
+        custom_from_mu=bool(_get(nml, "assimilate_data_custom_from_mu")),
+        mu_power=_per_real(nml, "assimilate_data_mu_powers", _get(nml, "assimilate_data_mu_power"), n),
+        mu_limit=_per_real(nml, "assimilate_data_mu_limits", _get(nml, "assimilate_data_mu_limit"), n),
+        lat_limit=_per_real(nml, "assimilate_data_lat_limits", _get(nml, "assimilate_data_lat_limit"), n),
+        mult_fac=float(_get(nml, "assimilate_data_mult_fac")),
+        add=bool(_get(nml, "assimilate_data_add")),
+        balance_flux=bool(_get(nml, "assimilate_data_balance_flux")),
+    )
+    cfg["splitting"]["strang"] = bool(_get(nml, "strang_splitting"))
+    root = str(_get(nml, "output_map_root_filename")).strip() or "hipft_brmap"
+    cfg["output"].update(
+        directory=".",
+        maps=f"{root}_maps.h5",
+        map_cadence=float(_get(nml, "output_map_time_cadence")),
+        history=True,
+        history_cadence=float(_get(nml, "output_history_time_cadence")),
+        subcycle_rows=int(_get(nml, "verbose")) >= 2,
+        pole_flux_lat_limit=float(_get(nml, "pole_flux_lat_limit")),
+        single_precision=bool(_get(nml, "output_single_precision")),
+        hipft_maps=True,
+        hipft_root=root,
+    )
+    return cfg

@@ -1,0 +1,589 @@
+"""Node-local kernels of the surface flux-transport solver (HipFT numerics), no MPI.
+
+Every kernel works on one rank's ghosted block of shape ``(nr, NY, NX)``
+(realizations, theta rows, phi columns), C order, float64.  Index arguments
+``i0, i1`` (rows) and ``c0, c1`` (columns) bound the owned cells in local
+ghosted coordinates; per-row and per-column geometry arrays are already sliced
+to the block (length ``NY`` / ``NX``).  Pole rows are passed as local row
+indices (``-1`` when this block does not hold that pole); their values come from
+row sums the caller reduces across ranks (see ``hpcml.apps.flux.layout``).
+
+Per-point arithmetic never depends on the block bounds or the thread count, so
+any decomposition gives the same bits.  No ``fastmath``: contraction into FMAs
+would differ between vectorised and remainder loops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "adv_pole_terms",
+    "advect_scratch",
+    "advect_stage",
+    "cfl_kappa",
+    "diag_partials",
+    "diff_pole_terms",
+    "diff_stage",
+    "flow_fill",
+    "flux_rescale",
+    "gaussian_field",
+    "lf_alpha",
+    "ptl_max",
+    "ptl_tau",
+    "row_chunks",
+    "sequential_row_sums",
+]
+
+_TINY = float(np.finfo(np.float64).tiny)
+_HUGE = float(np.finfo(np.float64).max)
+
+
+def row_chunks(nrow: int) -> int:
+    """Row chunks per realization: enough to feed every thread, few enough to reuse faces."""
+    return max(1, min(nrow, 2 * numba.get_num_threads()))
+
+
+def advect_scratch(nr: int, nrow: int, nx: int, nch: int) -> np.ndarray:
+    """Work buffers of :func:`advect_stage`: ``(nr*nch, 4, rows+4, nx+4)``."""
+    rows = -(-nrow // nch) + 4
+    return np.zeros((nr * nch, 4, max(rows, 3), nx + 4))
+
+
+# ---------------------------------------------------------------------------------------
+# reductions along a pole row
+# ---------------------------------------------------------------------------------------
+@njit(cache=True, error_model="numpy")
+def sequential_row_sums(terms: np.ndarray) -> np.ndarray:
+    """Sum each row of ``terms`` left to right (HipFT's loop order, not pairwise)."""
+    n, m = terms.shape
+    out = np.zeros(n)
+    for r in range(n):
+        s = 0.0
+        for k in range(m):
+            s += terms[r, k]
+        out[r] = s
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# advection
+# ---------------------------------------------------------------------------------------
+@njit(cache=True, inline="always", error_model="numpy")
+def _upwind(v, f_here, f_before, upwind):
+    """First-order upwind flux ``v * (...)`` with HipFT's ``sign(upwind, v)``."""
+    c = abs(upwind) if v >= 0.0 else -abs(upwind)
+    return v * 0.5 * ((1.0 - c) * f_here + (1.0 + c) * f_before)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _weno_row(gp, gm, off, out, n, b_m, a_m, b_0, a_0, d_pm, d_mcm, d_m0, d_cp0, e_m, e_0):
+    """WENO3 fluxes of one theta face row from split-flux rows (scalar coefficients)."""
+    g0 = gp[off]
+    g1 = gp[off + 1]
+    g2 = gp[off + 2]
+    h1 = gm[off + 1]
+    h2 = gm[off + 2]
+    h3 = gm[off + 3]
+    for k in range(n):
+        out[k] = _weno_pt(
+            g0[k], g1[k], g2[k], h1[k], h2[k], h3[k], b_m, a_m, b_0, a_0, d_pm, d_mcm, d_m0, d_cp0, e_m, e_0
+        )
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _weno_pt(gp_m2, gp_m1, gp_0, gm_m1, gm_0, gm_p1, b_m, a_m, b_0, a_0, d_pm, d_mcm, d_m0, d_cp0, e_m, e_0):
+    """WENO3 flux at one face (section 4.4 of the spec).
+
+    The normalised nonlinear weights ``w0/(w0+w1)`` with ``w = d/(eps+beta)^2`` are
+    evaluated as ``d0*s1/(d0*s1 + d1*s0)`` with ``s = (eps+beta)^2``: one division per
+    side instead of four (the kernel is division-bound otherwise).  This changes
+    only the rounding, identically for every decomposition.
+    """
+    q0 = (1.0 + b_m) * gp_m1 - b_m * gp_m2
+    q1 = b_0 * gp_m1 + a_m * gp_0
+    t = b_m * (gp_m1 - gp_m2)
+    s0 = e_m + 4.0 * (t * t)
+    s0 = s0 * s0
+    t = a_m * (gp_0 - gp_m1)
+    s1 = e_m + 4.0 * (t * t)
+    s1 = s1 * s1
+    w0 = d_pm * s1
+    w1 = d_mcm * s0
+    up = (w0 * q0 + w1 * q1) / (w0 + w1)
+    r0 = (1.0 + a_0) * gm_0 - a_0 * gm_p1
+    r1 = a_m * gm_0 + b_0 * gm_m1
+    t = a_0 * (gm_p1 - gm_0)
+    s0 = e_0 + 4.0 * (t * t)
+    s0 = s0 * s0
+    t = b_0 * (gm_0 - gm_m1)
+    s1 = e_0 + 4.0 * (t * t)
+    s1 = s1 * s1
+    z0 = d_m0 * s1
+    z1 = d_cp0 * s0
+    um = (z0 * r0 + z1 * r1) / (z0 + z1)
+    return um + up
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def advect_stage(
+    x, f0, out, vt, vp, at, ap, kind_t, wt, weno_p, wpt, sth, st_i, dt_i, dp_i,
+    i0, i1, c0, c1, a, b, cdt, upwind, apole_n, apole_s, inorth, isouth, nch, scratch,
+):  # fmt: skip
+    """One explicit stage ``out = a*f0 + b*x - cdt*A(x)`` on the owned cells.
+
+    ``A`` is the flux-form divergence of section 4 of the spec: theta faces by
+    ``kind_t`` per local face row (0 unused, 1 upwind, 2 WENO3 with the per-row
+    table ``wt``), phi faces WENO3 (transposed per-column table ``wpt``, shape
+    ``(10, NX)``) when ``weno_p`` else upwind.  Pole rows take the cap values
+    ``apole_n[r]`` / ``apole_s[r]`` computed by the caller.
+
+    Work is split into ``nch`` row chunks per realization (see :func:`row_chunks`);
+    ``scratch`` (from :func:`advect_scratch`) holds every task's buffers, so a stage
+    allocates nothing (large per-call allocations cost page faults every time).
+    In a chunk the split fluxes are formed once per cell, every theta face row once,
+    and all inner loops are unit-stride with zero-based counters so they vectorise.
+    """
+    nr = x.shape[0]
+    nrow = i1 - i0
+    nx = c1 - c0
+    for task in prange(nr * nch):
+        r = task // nch
+        ch = task % nch
+        ra = i0 + (nrow * ch) // nch
+        rb = i0 + (nrow * (ch + 1)) // nch
+        nrw = rb - ra
+        ft = scratch[task, 0]  # theta fluxes on face rows ra..rb
+        gp = scratch[task, 1]  # theta G+ on rows ra-2..rb+1
+        gm = scratch[task, 2]
+        for m in range(nrw + 4):
+            i = ra - 2 + m
+            xr = x[r, i, c0:c1]
+            v0 = vt[r, i, c0:c1]
+            v1 = vt[r, i + 1, c0:c1]
+            al = at[r, i, c0:c1]
+            gr = gp[m]
+            hr = gm[m]
+            for k in range(nx):
+                gr[k] = 0.5 * xr[k] * (v0[k] + al[k])
+                hr[k] = 0.5 * xr[k] * (v1[k] - al[k])
+        for m in range(nrw + 1):
+            q = ra + m
+            kq = kind_t[q]
+            fr = ft[m]
+            if kq == 2:
+                _weno_row(
+                    gp, gm, m, fr, nx, wt[q, 0], wt[q, 1], wt[q, 2], wt[q, 3], wt[q, 4], wt[q, 5], wt[q, 6],
+                    wt[q, 7], wt[q, 8], wt[q, 9],
+                )  # fmt: skip
+            elif kq == 1:
+                vr = vt[r, q, c0:c1]
+                xh = x[r, q, c0:c1]
+                xb = x[r, q - 1, c0:c1]
+                for k in range(nx):
+                    fr[k] = _upwind(vr[k], xh[k], xb[k], upwind)
+            else:
+                for k in range(nx):
+                    fr[k] = 0.0
+        gpp = scratch[task, 3, 0]  # phi G+ on columns c0-2..c1+1
+        gmp = scratch[task, 3, 1]
+        fp = scratch[task, 3, 2]  # phi fluxes on faces c0..c1
+        for i in range(ra, rb):
+            m = i - ra
+            orow = out[r, i, c0:c1]
+            frow = f0[r, i, c0:c1]
+            xrow = x[r, i, c0:c1]
+            if i == inorth or i == isouth:  # noqa: PLR1714 - Numba-friendly
+                ap_ = apole_n[r] if i == inorth else apole_s[r]
+                for k in range(nx):
+                    orow[k] = a * frow[k] + b * xrow[k] - cdt * ap_
+                continue
+            if weno_p:
+                xw = x[r, i, c0 - 2 : c1 + 2]
+                v0 = vp[r, i, c0 - 2 : c1 + 2]
+                v1 = vp[r, i, c0 - 1 : c1 + 3]
+                al = ap[r, i, c0 - 2 : c1 + 2]
+                for k in range(nx + 4):
+                    gpp[k] = 0.5 * xw[k] * (v0[k] + al[k])
+                    gmp[k] = 0.5 * xw[k] * (v1[k] - al[k])
+                # 1-D row views keep every load unit-stride (a 2-D column slice does not vectorise)
+                w0 = wpt[0, c0 : c1 + 1]
+                w1 = wpt[1, c0 : c1 + 1]
+                w2 = wpt[2, c0 : c1 + 1]
+                w3 = wpt[3, c0 : c1 + 1]
+                w4 = wpt[4, c0 : c1 + 1]
+                w5 = wpt[5, c0 : c1 + 1]
+                w6 = wpt[6, c0 : c1 + 1]
+                w7 = wpt[7, c0 : c1 + 1]
+                w8 = wpt[8, c0 : c1 + 1]
+                w9 = wpt[9, c0 : c1 + 1]
+                for k in range(nx + 1):
+                    fp[k] = _weno_pt(
+                        gpp[k], gpp[k + 1], gpp[k + 2], gmp[k + 1], gmp[k + 2], gmp[k + 3],
+                        w0[k], w1[k], w2[k], w3[k], w4[k], w5[k], w6[k], w7[k], w8[k], w9[k],
+                    )  # fmt: skip
+            else:
+                vr = vp[r, i, c0 : c1 + 1]
+                xh = x[r, i, c0 : c1 + 1]
+                xb = x[r, i, c0 - 1 : c1]
+                for k in range(nx + 1):
+                    fp[k] = _upwind(vr[k], xh[k], xb[k], upwind)
+            s_n = sth[i]
+            s_s = sth[i + 1]
+            sti = st_i[i]
+            dti = dt_i[i]
+            fn = ft[m]
+            fs = ft[m + 1]
+            dpi = dp_i[c0:c1]
+            for k in range(nx):
+                div = (s_s * fs[k] - s_n * fn[k]) * sti * dti + (fp[k + 1] - fp[k]) * sti * dpi[k]
+                orow[k] = a * frow[k] + b * xrow[k] - cdt * div
+
+
+@njit(cache=True, error_model="numpy")
+def adv_pole_terms(x, vt, dp, q, c0, c1, upwind, out):
+    """Upwind theta flux x ``dp`` at face row ``q`` (face 2 or N_t) for the cap sums."""
+    for r in range(x.shape[0]):
+        for c in range(c0, c1):
+            out[r, c - c0] = _upwind(vt[r, q, c], x[r, q, c], x[r, q - 1, c], upwind) * dp[c]
+
+
+@njit(cache=True, error_model="numpy")
+def cfl_kappa(vt, vp, dt_i, st_i, dp_i, ia, ib, c0, c1):
+    """Largest advective rate ``kappa`` over rows ``ia..ib-1`` (interior rows only)."""
+    kmax = 0.0
+    for r in range(vt.shape[0]):
+        for i in range(ia, ib):
+            for c in range(c0, c1):
+                kt = max(abs(vt[r, i, c]), abs(vt[r, i + 1, c])) * dt_i[i]
+                kp = max(abs(vp[r, i, c]), abs(vp[r, i, c + 1])) * st_i[i] * dp_i[c]
+                kap = kt + kp
+                kmax = max(kmax, kap)
+    return kmax
+
+
+# ---------------------------------------------------------------------------------------
+# flows
+# ---------------------------------------------------------------------------------------
+@njit(parallel=True, cache=True, error_model="numpy")
+def flow_fill(vt, vp, vt_prof, vp_prof, x, inv_b0, attenuate, i0, i1, c0, c1, att_t_lo, att_t_hi):
+    """Broadcast per-row velocity profiles and apply |B| attenuation on the owned cells.
+
+    ``vt_prof[r, i]`` / ``vp_prof[r, i]`` hold the model flows on every local row.
+    Attenuation multiplies ``v_theta`` on owned face rows ``att_t_lo..att_t_hi-1``
+    (faces 2..nt-1) and ``v_phi`` on owned rows by ``1 - tanh(max|B| / B0)``.
+    """
+    nr, ny, nx = vt.shape
+    for task in prange(nr * ny):
+        r = task // ny
+        i = task % ny
+        a = vt_prof[r, i]
+        b = vp_prof[r, i]
+        for c in range(nx):
+            vt[r, i, c] = a
+            vp[r, i, c] = b
+        if attenuate and i >= i0 and i < i1:
+            inv = inv_b0[r]
+            if i >= att_t_lo and i < att_t_hi:
+                for c in range(c0, c1):
+                    m = max(abs(x[r, i - 1, c]), abs(x[r, i, c]))
+                    vt[r, i, c] = vt[r, i, c] * (1.0 - math.tanh(m * inv))
+            for c in range(c0, c1):
+                m = max(abs(x[r, i, c - 1]), abs(x[r, i, c]))
+                vp[r, i, c] = vp[r, i, c] * (1.0 - math.tanh(m * inv))
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def lf_alpha(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1):
+    """Local Lax-Friedrichs speeds on the owned cells (section 4.3).
+
+    ``alpha_theta`` spans faces ``max(1, j-2)..min(nt, j+3)``; ``alpha_phi`` faces
+    ``k-2..k+3`` (periodic through the halo) on rows 2..N_t-1, 0 on the pole rows.
+    """
+    nr = vt.shape[0]
+    nrow = i1 - i0
+    for task in prange(nr * nrow):
+        r = task // nrow
+        i = i0 + task % nrow
+        j = jrow[i]
+        lo = max(1, j - 2) - j
+        hi = min(nt, j + 3) - j
+        for c in range(c0, c1):
+            m = 0.0
+            for d in range(lo, hi + 1):
+                v = abs(vt[r, i + d, c])
+                m = max(m, v)
+            at[r, i, c] = m
+        if j >= 2 and j <= nrows - 1:
+            for c in range(c0, c1):
+                m = 0.0
+                for d in range(-2, 4):
+                    v = abs(vp[r, i, c + d])
+                    m = max(m, v)
+                ap[r, i, c] = m
+        else:
+            for c in range(c0, c1):
+                ap[r, i, c] = 0.0
+
+
+# ---------------------------------------------------------------------------------------
+# diffusion
+# ---------------------------------------------------------------------------------------
+@njit(cache=True, error_model="numpy")
+def diff_pole_terms(x, dcoef, dp, ia, ib, c0, c1, out):
+    """``(D_a + D_b) * (x[ib] - x[ia]) * dp`` per owned column, for the cap sums."""
+    for r in range(x.shape[0]):
+        dd = dcoef[r] + dcoef[r]
+        for c in range(c0, c1):
+            out[r, c - c0] = dd * (x[r, ib, c] - x[r, ia, c]) * dp[c]
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def diff_stage(
+    x, xm2, u0, y0, out, dcoef, s2, c2r, c4r, b1, b5, i0, i1, c0, c1,
+    mu, nu, kap, mt, gam, lpn, lps, inorth, isouth, mode,
+):  # fmt: skip
+    """Five-point operator of section 6.2, alone or fused with a super-time-step stage.
+
+    ``mode == 0``: ``out = L(x)``.  ``mode == 1``: one RKL2/RKG2 stage
+    ``out = mu*x + nu*xm2 + kap*u0 + mt*L(x) + gam*y0`` (``kap = 1 - mu - nu``,
+    ``mt = mu_tilde * tau``; explicit Euler is ``mu = 1`` and the rest 0).  The
+    coefficients are ``D_r`` times per-row (``s2 = 1/sin^2``, ``c2r``, ``c4r``) and
+    per-column (``b1``, ``b5``) factors, formed on the fly; pole rows take the
+    cap values ``lpn[r]`` / ``lps[r]``.
+    """
+    nr = x.shape[0]
+    nrow = i1 - i0
+    nx = c1 - c0
+    bw = b1[c0:c1]
+    be = b5[c0:c1]
+    for task in prange(nr * nrow):
+        r = task // nrow
+        i = i0 + task % nrow
+        o = out[r, i, c0:c1]
+        xc = x[r, i, c0:c1]
+        if i == inorth or i == isouth:  # noqa: PLR1714 - Numba-friendly
+            lv = lpn[r] if i == inorth else lps[r]
+            if mode == 0:
+                for k in range(nx):
+                    o[k] = lv
+            else:
+                xm = xm2[r, i, c0:c1]
+                uu = u0[r, i, c0:c1]
+                yy = y0[r, i, c0:c1]
+                for k in range(nx):
+                    o[k] = mu * xc[k] + nu * xm[k] + kap * uu[k] + mt * lv + gam * yy[k]
+            continue
+        d = dcoef[r]
+        t = d * s2[i]
+        k2 = d * c2r[i]
+        k4 = d * c4r[i]
+        xw = x[r, i, c0 - 1 : c1 - 1]
+        xe = x[r, i, c0 + 1 : c1 + 1]
+        xn = x[r, i - 1, c0:c1]
+        xs = x[r, i + 1, c0:c1]
+        if mode == 0:
+            for k in range(nx):
+                k1 = t * bw[k]
+                k5 = t * be[k]
+                k3 = -(k1 + k2 + k4 + k5)
+                o[k] = k1 * xw[k] + k2 * xn[k] + k3 * xc[k] + k4 * xs[k] + k5 * xe[k]
+        else:
+            xm = xm2[r, i, c0:c1]
+            uu = u0[r, i, c0:c1]
+            yy = y0[r, i, c0:c1]
+            for k in range(nx):
+                k1 = t * bw[k]
+                k5 = t * be[k]
+                k3 = -(k1 + k2 + k4 + k5)
+                lv = k1 * xw[k] + k2 * xn[k] + k3 * xc[k] + k4 * xs[k] + k5 * xe[k]
+                o[k] = mu * xc[k] + nu * xm[k] + kap * uu[k] + mt * lv + gam * yy[k]
+
+
+@njit(cache=True, error_model="numpy")
+def ptl_max(y, x, i0, i1, c0, c1):
+    """Largest ``|y|`` where ``|x| > 1e-14`` on the owned cells (-1 if none)."""
+    m = -1.0
+    for r in range(y.shape[0]):
+        for i in range(i0, i1):
+            for c in range(c0, c1):
+                if abs(x[r, i, c]) > 1e-14:
+                    v = abs(y[r, i, c])
+                    m = max(m, v)
+    return m
+
+
+@njit(cache=True, error_model="numpy")
+def ptl_tau(y, x, m, ia, ib, c0, c1):
+    """PTL step candidates (section 6.5) at interior cells where ``|y| == m``."""
+    tau = _HUGE
+    for r in range(y.shape[0]):
+        for i in range(ia, ib):
+            for c in range(c0, c1):
+                yc = y[r, i, c]
+                xc = x[r, i, c]
+                if abs(yc) != m or abs(xc) <= 1e-14:
+                    continue
+                for n in range(4):
+                    if n == 0:
+                        xn, yn = x[r, i - 1, c], y[r, i - 1, c]
+                    elif n == 1:
+                        xn, yn = x[r, i + 1, c], y[r, i + 1, c]
+                    elif n == 2:
+                        xn, yn = x[r, i, c - 1], y[r, i, c - 1]
+                    else:
+                        xn, yn = x[r, i, c + 1], y[r, i, c + 1]
+                    du = xc - xn
+                    df = yc - yn
+                    if du * df < -1e-14:
+                        cand = -du / df
+                        tau = min(tau, cand)
+    return tau
+
+
+# ---------------------------------------------------------------------------------------
+# diagnostics
+# ---------------------------------------------------------------------------------------
+@njit(cache=True, inline="always", error_model="numpy")
+def _acc(s, r, q, v):
+    """Neumaier compensated accumulation of ``v`` into ``s[r, q, 0:2]``."""
+    a = s[r, q, 0]
+    t = a + v
+    if abs(a) >= abs(v):
+        s[r, q, 1] += (a - t) + v
+    else:
+        s[r, q, 1] += (v - t) + a
+    s[r, q, 0] = t
+
+
+@njit(cache=True, error_model="numpy", fastmath=True)
+def _row_sums(xr, er, efac, use_ex, wr, cw, sw, out):
+    """Plain sums over one row (vectorised: fastmath only reorders these diagnostics).
+
+    ``out`` = F+, F-, e1, e2, sum f dA, err_num, err_den, min, max, min|f|.
+    """
+    pos = 0.0
+    neg = 0.0
+    e1 = 0.0
+    e2 = 0.0
+    fa = 0.0
+    num = 0.0
+    den = 0.0
+    lo = _HUGE
+    hi = -_HUGE
+    amin = _HUGE
+    for k in range(xr.shape[0]):
+        f = xr[k]
+        fda = f * wr[k]
+        pos += max(fda, 0.0)
+        neg += min(fda, 0.0)
+        e1 += f * cw[k]
+        e2 += f * sw[k]
+        fa += fda
+        lo = min(lo, f)
+        hi = max(hi, f)
+        amin = min(amin, abs(f))
+        if use_ex:
+            e = er[k] * efac
+            d = f - e
+            num += d * d
+            den += abs(f) * abs(e)
+        else:
+            den += f * f
+    out[0] = pos
+    out[1] = neg
+    out[2] = e1
+    out[3] = e2
+    out[4] = fa
+    out[5] = num
+    out[6] = den
+    out[7] = lo
+    out[8] = hi
+    out[9] = amin
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def diag_partials(x, fex, efac, use_ex, wt, wp, cosw, sinw, sdip, cdip, cap, i0, i1, c0, c1, mins, sums):
+    """Per-realization partial diagnostics of the owned block.
+
+    ``mins[r] = (min f, max f, min |f|)``; ``sums[r, q] = (sum, compensation)`` for
+    q = F+, F-, NP+, NP-, SP+, SP-, e1, e2, axial, err_num, err_den.  Row sums are
+    plain (vectorised); rows are accumulated with Neumaier compensation, and the
+    caller combines ranks' partials with ``math.fsum``, so results agree across
+    decompositions to about one rounding of a row sum.
+    ``cap[i]`` is +1 for north-cap rows, -1 for south-cap rows, 0 otherwise.
+    With ``use_ex`` the exact solution of realization ``r`` is ``efac[r] * fex``.
+    """
+    nr = x.shape[0]
+    nx = c1 - c0
+    wpr = wp[c0:c1]
+    cwr = cosw[c0:c1]
+    swr = sinw[c0:c1]
+    for r in prange(nr):
+        lo = _HUGE
+        hi = _TINY
+        amin = _HUGE
+        for q in range(11):
+            sums[r, q, 0] = 0.0
+            sums[r, q, 1] = 0.0
+        wr = np.empty(nx)
+        cw = np.empty(nx)
+        sw = np.empty(nx)
+        rs = np.empty(10)
+        for i in range(i0, i1):
+            w_i = wt[i]
+            for k in range(nx):
+                wr[k] = w_i * wpr[k]
+                cw[k] = w_i * cwr[k]
+                sw[k] = w_i * swr[k]
+            _row_sums(x[r, i, c0:c1], fex[i, c0:c1], efac[r], use_ex, wr, cw, sw, rs)
+            lo = min(lo, rs[7])
+            hi = max(hi, rs[8])
+            amin = min(amin, rs[9])
+            _acc(sums, r, 0, rs[0])
+            _acc(sums, r, 1, rs[1])
+            if cap[i] > 0:
+                _acc(sums, r, 2, rs[0])
+                _acc(sums, r, 3, rs[1])
+            elif cap[i] < 0:
+                _acc(sums, r, 4, rs[0])
+                _acc(sums, r, 5, rs[1])
+            _acc(sums, r, 6, sdip[i] * rs[2])
+            _acc(sums, r, 7, sdip[i] * rs[3])
+            _acc(sums, r, 8, cdip[i] * rs[4])
+            _acc(sums, r, 9, rs[5])
+            _acc(sums, r, 10, rs[6])
+        mins[r, 0] = lo
+        mins[r, 1] = hi
+        mins[r, 2] = amin
+
+
+@njit(cache=True, error_model="numpy")
+def flux_rescale(x, q, i0, i1, c0, c1):
+    """Flux balance of one realization: positive values / ``q``, the others * ``q``."""
+    for i in range(i0, i1):
+        for c in range(c0, c1):
+            v = x[i, c]
+            x[i, c] = v / q if v > 0.0 else v * q
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def gaussian_field(out, th, ph, sti, th_c, th_off, ph1, ph2, width):
+    """Validation-2 blobs ``s_j [-exp(-d1^2/w) + exp(-d2^2/w)]`` on every local point.
+
+    ``th``/``sti`` per local row, ``ph`` per local column; the phi distance is not
+    wrapped (HipFT's formula).
+    """
+    ny, nx = out.shape
+    for i in prange(ny):
+        dth = th[i] - th_c - th_off
+        dt2 = dth * dth
+        s = sti[i]
+        for c in range(nx):
+            d1 = ph[c] - ph1
+            d2 = ph[c] - ph2
+            out[i, c] = s * (-math.exp(-(dt2 + d1 * d1) / width) + math.exp(-(dt2 + d2 * d2) / width))
