@@ -17,4 +17,5 @@ BENCHMARKS: dict[str, str] = {
     "io": "hpcml.bench.io",
     "flux": "hpcml.bench.flux",
     "datatypes": "hpcml.bench.datatypes",
+    "train": "hpcml.bench.train",
 }
