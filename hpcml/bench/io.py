@@ -2,8 +2,9 @@
 
 For a series of ``--steps`` snapshots of a ``--shape`` float64 field (default
 4096² x 4), on sub-communicators of 1, 2 and 4 ranks (those that fit the job)
-and for each write path this h5py supports (``vds`` always, ``mpio`` with a
-parallel h5py), it times
+and for each write path this h5py supports (``vds`` always; with a parallel
+h5py also ``mpio``, collective writes and collective MPI-IO reads, and
+``mpio-indep``, independent writes and per-rank reads), it times
 
 * write: ``Output`` open, every snapshot, ``close()`` (which fsyncs), and the
   per-rank files fsync-ed too, so every number is bytes on stable storage;
@@ -45,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", default="4096x4096", help="global field shape (float64)")
     parser.add_argument("--steps", type=int, default=4, help="snapshots in the series")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4], help="rank counts (<= job size)")
-    parser.add_argument("--paths", nargs="+", default=None, help="write paths (default: mpio if available, vds)")
+    parser.add_argument(
+        "--paths", nargs="+", default=None, help="vds, mpio, mpio-indep (default: all that this h5py supports)"
+    )
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement (best is reported)")
     parser.add_argument("--dir", default=".", help="where the scratch files go (removed afterwards)")
     parser.add_argument("--cached", action="store_true", help="read from the page cache (no eviction)")
@@ -118,7 +121,8 @@ def _series_rows(
         sub.Barrier()
 
     def write() -> None:
-        with Output(target, sub, mode="w", driver=path_kind, xdmf=False, flush_every=0) as out:
+        driver, collective = path_kind.split("-", maxsplit=1)[0], not path_kind.endswith("-indep")
+        with Output(target, sub, mode="w", driver=driver, xdmf=False, flush_every=0, collective=collective) as out:
             for s in range(args.steps):
                 u.interior[(0,) * u.data.ndim] = s
                 out.write("u", u, step=s, time=float(s))
@@ -130,7 +134,7 @@ def _series_rows(
 
     def read_all() -> None:
         for s in range(args.steps):
-            read(target, "u", d, step=s, exchange=False)
+            read(target, "u", d, step=s, exchange=False, collective=path_kind == "mpio")
 
     nbytes = int(np.prod(shape)) * 8 * args.steps
     rows = [{"op": "write", "s": _best(sub, write, args.repeat, before=clean)}]
@@ -209,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     shape = tuple(int(x) for x in args.shape.lower().split("x"))
-    paths = args.paths or (["mpio", "vds"] if h5py_has_mpi() else ["vds"])
+    paths = args.paths or (["mpio", "mpio-indep", "vds"] if h5py_has_mpi() else ["vds"])
     counts = sorted({n for n in args.ranks if 1 <= n <= size})
     scratch = Path(comm.bcast(tempfile.mkdtemp(prefix=".hpcml-bench-io-", dir=args.dir) if rank == 0 else None))
     rows: list[dict[str, Any]] = []
@@ -248,6 +252,8 @@ def run(args: argparse.Namespace) -> int:
             "read: hpcml.io.read of every snapshot onto the writer's decomposition"
             + (" from the page cache." if args.cached else ", after dropping the files from the page cache."),
             "consolidate: vds only, once: hpcml.io.consolidate of the series into one plain file (rank 0).",
+            "mpio: collective writes and collective MPI-IO reads; mpio-indep: independent writes, each rank "
+            "opening the file to read (the default of hpcml.io.read).",
             "x numpy: GB/s over numpy.save (write) or numpy.load (read) of the same bytes, one process.",
             f"h5py {h5py.version.version} (HDF5 {h5py.version.hdf5_version}, mpi={h5py_has_mpi()}).",
             "peak MiB/rank: largest peak RSS of the ranks taking part, "

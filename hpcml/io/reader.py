@@ -4,8 +4,10 @@
 the file and the request (and broadcasts the verdict, so a missing file or
 snapshot raises the same error everywhere), then every rank reads only its own
 hyperslab, straight into the interior of its ghosted block.  Plain and virtual
-datasets read the same way; with an MPI-enabled h5py, plain files are opened
-once through MPI-IO and read collectively.
+datasets read the same way.  By default each rank opens the file on its own
+(read-only; measured fastest here for both paths); ``collective=True`` opens a
+plain file once through MPI-IO and reads collectively (h5py with MPI), which
+spares a parallel file system thousands of independent opens.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def read(
     *,
     index: int | None = None,
     exchange: bool = True,
+    collective: bool = False,
     xp: Any = np,
 ) -> DistArray:
     """Read one snapshot of field ``name`` into a new :class:`DistArray` (collective).
@@ -109,6 +112,9 @@ def read(
         Snapshot position instead of ``step``.
     exchange
         Fill the ghost layers from the neighbours after reading.
+    collective
+        Read through MPI-IO, collectively (needs h5py with MPI; ignored for
+        virtual datasets).
     xp
         Array module of the result (``numpy`` or ``cupy``).
 
@@ -121,7 +127,7 @@ def read(
     path = os.fspath(path)
     where = root_call(comm, lambda: _locate(path, name, decomp.shape, step, index))
     out = DistArray.zeros(decomp, where["dtype"], np)
-    collective = h5py_has_mpi() and not where["virtual"]
+    collective = collective and h5py_has_mpi() and not where["virtual"]
     with open_h5(path, "r", comm if collective else None) as f:
         read_box(f[name], decomp.start, out.data, decomp.interior, lead=where["lead"], collective=collective)
     if exchange:

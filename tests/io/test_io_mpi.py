@@ -262,3 +262,15 @@ def test_checkpoint_bad_state_raises_everywhere(io_dir, comm):
         checkpoint.load(io_dir, d)
     with pytest.raises(CheckpointError, match="no such file or directory"):
         checkpoint.load(io_dir / "absent", d)
+
+
+@pytest.mark.parametrize("collective", [True, False])
+def test_independent_and_collective_transfers(io_dir, comm, collective):
+    shape = (7, 9)
+    d = CartDecomp(shape, comm)
+    path = io_dir / "t.h5"
+    driver = drivers()[0]  # mpio where h5py has MPI (vds ignores the option)
+    with Output(path, comm, mode="w", driver=driver, collective=collective) as out:
+        out.write("u", DistArray.from_global(d, field_value(shape, 1)), step=1)
+    v = read(path, "u", d, collective=not collective)
+    assert_all(comm, np.array_equal(v.interior, global_value(shape, 1)[d.slices]))

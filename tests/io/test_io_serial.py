@@ -247,3 +247,15 @@ def test_hpcml_analyze_command(run_file, tmp_path):
     assert proc.returncode == 0, proc.stderr
     plots = json.loads(proc.stdout)["plots"]
     assert plots and all((out / p.split("/")[-1]).stat().st_size > 1000 for p in plots)
+
+
+def test_append_keeps_user_attributes(run_file):
+    comm = MPI.COMM_WORLD
+    d = CartDecomp((9, 16), comm, periodic=(False, True))
+    with Output(run_file, comm) as out:  # mode="a"
+        out.write("br", DistArray.zeros(d), step=4, time=1.0)
+    with h5py.File(run_file) as f:
+        assert f["br"].shape[0] == 5 and f["br"].attrs["units"] == "G"
+        np.testing.assert_allclose(f["br"].attrs["latitude"], np.linspace(-80, 80, 9))
+        np.testing.assert_allclose(f["u"].attrs["spacing"], [0.5, 0.5])
+        assert len(json.loads(f.attrs["history"])) == 2
