@@ -107,6 +107,15 @@ class DataParallel:
         # Predefined types: reductions (MPI_SUM) are not defined on user (dup) datatypes.
         self.mpi_type = _MPI_TYPES[self.dtype.char]
         self.xp = _xp(params[0].data)
+        if self.xp is not np:
+            from hpcml.cudaaware import cuda_aware_mpi
+
+            # Reductions hand device buffers straight to MPI; staging through host
+            # memory is not implemented for them (the halo exchanges do stage).
+            if not cuda_aware_mpi():
+                raise NotImplementedError(
+                    "DataParallel with device (CuPy) parameters needs a CUDA-aware MPI; this one is not"
+                )
         size = self.comm.Get_size()
         limit = max(0, int(self.bucket_mb * 2**20)) // self.dtype.itemsize
         groups: list[list[Parameter]] = [[]]
