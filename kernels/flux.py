@@ -48,15 +48,11 @@ def row_chunks(nrow: int) -> int:
     return max(1, min(nrow, 2 * numba.get_num_threads()))
 
 
-def advect_scratch(nr: int, nrow: int, nx: int, nch: int) -> np.ndarray:
-    """Work buffers of :func:`advect_stage`: ``(nr*nch, 4, rows+4, nx+4)``."""
-    rows = -(-nrow // nch) + 4
-    return np.zeros((nr * nch, 4, max(rows, 3), nx + 4))
+def advect_scratch(nx: int) -> np.ndarray:
+    """Per-thread work rows of :func:`advect_stage`: ``(threads, 13, nx + 4)`` (tens of KiB each)."""
+    return np.zeros((numba.config.NUMBA_NUM_THREADS, 13, nx + 4))
 
 
-# ---------------------------------------------------------------------------------------
-# reductions along a pole row
-# ---------------------------------------------------------------------------------------
 @njit(cache=True, error_model="numpy")
 def sequential_row_sums(terms: np.ndarray) -> np.ndarray:
     """Sum each row of ``terms`` left to right (HipFT's loop order, not pairwise)."""
@@ -81,14 +77,8 @@ def _upwind(v, f_here, f_before, upwind):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _weno_row(gp, gm, off, out, n, b_m, a_m, b_0, a_0, d_pm, d_mcm, d_m0, d_cp0, e_m, e_0):
+def _weno_row(g0, g1, g2, h1, h2, h3, out, n, b_m, a_m, b_0, a_0, d_pm, d_mcm, d_m0, d_cp0, e_m, e_0):
     """WENO3 fluxes of one theta face row from split-flux rows (scalar coefficients)."""
-    g0 = gp[off]
-    g1 = gp[off + 1]
-    g2 = gp[off + 2]
-    h1 = gm[off + 1]
-    h2 = gm[off + 2]
-    h3 = gm[off + 3]
     for k in range(n):
         out[k] = _weno_pt(
             g0[k], g1[k], g2[k], h1[k], h2[k], h3[k], b_m, a_m, b_0, a_0, d_pm, d_mcm, d_m0, d_cp0, e_m, e_0
@@ -96,37 +86,66 @@ def _weno_row(gp, gm, off, out, n, b_m, a_m, b_0, a_0, d_pm, d_mcm, d_m0, d_cp0,
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _weno_pt(gp_m2, gp_m1, gp_0, gm_m1, gm_0, gm_p1, b_m, a_m, b_0, a_0, d_pm, d_mcm, d_m0, d_cp0, e_m, e_0):
-    """WENO3 flux at one face (section 4.4 of the spec).
+def _weno_side(c, far, oth, al, bc, bo, d0, d1, eps):
+    """One upwind-biased half of a WENO3 face flux (section 4.4 of the spec).
 
-    The normalised nonlinear weights ``w0/(w0+w1)`` with ``w = d/(eps+beta)^2`` are
-    evaluated as ``d0*s1/(d0*s1 + d1*s0)`` with ``s = (eps+beta)^2``: one division per
-    side instead of four (the kernel is division-bound otherwise).  This changes
-    only the rounding, identically for every decomposition.
+    ``c`` is the split flux of the upwind cell, ``far`` the one beyond it and
+    ``oth`` the one across the face.  The normalised nonlinear weights
+    ``w0/(w0+w1)`` with ``w = d/(eps+beta)^2`` are evaluated as
+    ``d0*s1/(d0*s1 + d1*s0)`` with ``s = (eps+beta)^2``: one division instead of
+    four (the kernel is division-bound otherwise).  Only the rounding changes,
+    identically for every decomposition.
     """
-    q0 = (1.0 + b_m) * gp_m1 - b_m * gp_m2
-    q1 = b_0 * gp_m1 + a_m * gp_0
-    t = b_m * (gp_m1 - gp_m2)
-    s0 = e_m + 4.0 * (t * t)
+    q0 = (1.0 + al) * c - al * far
+    q1 = bc * c + bo * oth
+    t = al * (c - far)
+    s0 = eps + 4.0 * (t * t)
     s0 = s0 * s0
-    t = a_m * (gp_0 - gp_m1)
-    s1 = e_m + 4.0 * (t * t)
+    t = bo * (oth - c)
+    s1 = eps + 4.0 * (t * t)
     s1 = s1 * s1
-    w0 = d_pm * s1
-    w1 = d_mcm * s0
-    up = (w0 * q0 + w1 * q1) / (w0 + w1)
-    r0 = (1.0 + a_0) * gm_0 - a_0 * gm_p1
-    r1 = a_m * gm_0 + b_0 * gm_m1
-    t = a_0 * (gm_p1 - gm_0)
-    s0 = e_0 + 4.0 * (t * t)
-    s0 = s0 * s0
-    t = b_0 * (gm_0 - gm_m1)
-    s1 = e_0 + 4.0 * (t * t)
-    s1 = s1 * s1
-    z0 = d_m0 * s1
-    z1 = d_cp0 * s0
-    um = (z0 * r0 + z1 * r1) / (z0 + z1)
+    w0 = d0 * s1
+    w1 = d1 * s0
+    return (w0 * q0 + w1 * q1) / (w0 + w1)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _weno_pt(gp_m2, gp_m1, gp_0, gm_m1, gm_0, gm_p1, b_m, a_m, b_0, a_0, d_pm, d_mcm, d_m0, d_cp0, e_m, e_0):
+    """WENO3 flux at one face: the G+ part from the left plus the G- part from the right."""
+    up = _weno_side(gp_m1, gp_m2, gp_0, b_m, b_0, a_m, d_pm, d_mcm, e_m)
+    um = _weno_side(gm_0, gm_p1, gm_m1, a_0, a_m, b_0, d_m0, d_cp0, e_0)
     return um + up
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _split_row(x, v, al, gp, gm, r, i, c0, c1, nx):
+    """Theta split fluxes G+ / G- of row ``i`` (owned columns) into ``gp`` / ``gm``."""
+    xr = x[r, i, c0:c1]
+    v0 = v[r, i, c0:c1]
+    v1 = v[r, i + 1, c0:c1]
+    a = al[r, i, c0:c1]
+    for k in range(nx):
+        gp[k] = 0.5 * xr[k] * (v0[k] + a[k])
+        gm[k] = 0.5 * xr[k] * (v1[k] - a[k])
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _theta_faces(x, vt, gp, gm, q, kq, wt, fr, r, c0, c1, nx, upwind):
+    """Theta fluxes of face row ``q`` into ``fr``; ``gp``/``gm`` hold rows q-2..q+1 in a ring of 4."""
+    if kq == 2:
+        _weno_row(
+            gp[(q - 2) % 4], gp[(q - 1) % 4], gp[q % 4], gm[(q - 1) % 4], gm[q % 4], gm[(q + 1) % 4], fr, nx,
+            wt[q, 0], wt[q, 1], wt[q, 2], wt[q, 3], wt[q, 4], wt[q, 5], wt[q, 6], wt[q, 7], wt[q, 8], wt[q, 9],
+        )  # fmt: skip
+    elif kq == 1:
+        vr = vt[r, q, c0:c1]
+        xh = x[r, q, c0:c1]
+        xb = x[r, q - 1, c0:c1]
+        for k in range(nx):
+            fr[k] = _upwind(vr[k], xh[k], xb[k], upwind)
+    else:
+        for k in range(nx):
+            fr[k] = 0.0
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -142,58 +161,34 @@ def advect_stage(
     ``(10, NX)``) when ``weno_p`` else upwind.  Pole rows take the cap values
     ``apole_n[r]`` / ``apole_s[r]`` computed by the caller.
 
-    Work is split into ``nch`` row chunks per realization (see :func:`row_chunks`);
-    ``scratch`` (from :func:`advect_scratch`) holds every task's buffers, so a stage
-    allocates nothing (large per-call allocations cost page faults every time).
-    In a chunk the split fluxes are formed once per cell, every theta face row once,
-    and all inner loops are unit-stride with zero-based counters so they vectorise.
+    Work is split into ``nch`` row chunks per realization (see :func:`row_chunks`).
+    A chunk sweeps its rows keeping the theta split fluxes of four rows in a ring,
+    so every split flux and every theta face is computed once and the working set
+    stays in L1/L2; ``scratch`` (:func:`advect_scratch`) holds each thread's rows.
+    All inner loops are unit-stride with zero-based counters, so they vectorise.
     """
-    nr = x.shape[0]
-    nrow = i1 - i0
     nx = c1 - c0
+    nrow = i1 - i0
+    nr = x.shape[0]
     for task in prange(nr * nch):
         r = task // nch
         ch = task % nch
         ra = i0 + (nrow * ch) // nch
         rb = i0 + (nrow * (ch + 1)) // nch
-        nrw = rb - ra
-        ft = scratch[task, 0]  # theta fluxes on face rows ra..rb
-        gp = scratch[task, 1]  # theta G+ on rows ra-2..rb+1
-        gm = scratch[task, 2]
-        for m in range(nrw + 4):
-            i = ra - 2 + m
-            xr = x[r, i, c0:c1]
-            v0 = vt[r, i, c0:c1]
-            v1 = vt[r, i + 1, c0:c1]
-            al = at[r, i, c0:c1]
-            gr = gp[m]
-            hr = gm[m]
-            for k in range(nx):
-                gr[k] = 0.5 * xr[k] * (v0[k] + al[k])
-                hr[k] = 0.5 * xr[k] * (v1[k] - al[k])
-        for m in range(nrw + 1):
-            q = ra + m
-            kq = kind_t[q]
-            fr = ft[m]
-            if kq == 2:
-                _weno_row(
-                    gp, gm, m, fr, nx, wt[q, 0], wt[q, 1], wt[q, 2], wt[q, 3], wt[q, 4], wt[q, 5], wt[q, 6],
-                    wt[q, 7], wt[q, 8], wt[q, 9],
-                )  # fmt: skip
-            elif kq == 1:
-                vr = vt[r, q, c0:c1]
-                xh = x[r, q, c0:c1]
-                xb = x[r, q - 1, c0:c1]
-                for k in range(nx):
-                    fr[k] = _upwind(vr[k], xh[k], xb[k], upwind)
-            else:
-                for k in range(nx):
-                    fr[k] = 0.0
-        gpp = scratch[task, 3, 0]  # phi G+ on columns c0-2..c1+1
-        gmp = scratch[task, 3, 1]
-        fp = scratch[task, 3, 2]  # phi fluxes on faces c0..c1
+        sc = scratch[numba.get_thread_id()]
+        gp = sc[0:4]
+        gm = sc[4:8]
+        fn = sc[8]
+        fs = sc[9]
+        gpp = sc[10]  # phi G+ on columns c0-2..c1+1
+        gmp = sc[11]
+        fp = sc[12]  # phi fluxes on faces c0..c1
+        for m in range(ra - 2, ra + 2):
+            _split_row(x, vt, at, gp[m % 4], gm[m % 4], r, m, c0, c1, nx)
+        _theta_faces(x, vt, gp, gm, ra, kind_t[ra], wt, fn, r, c0, c1, nx, upwind)
         for i in range(ra, rb):
-            m = i - ra
+            _split_row(x, vt, at, gp[(i + 2) % 4], gm[(i + 2) % 4], r, i + 2, c0, c1, nx)
+            _theta_faces(x, vt, gp, gm, i + 1, kind_t[i + 1], wt, fs, r, c0, c1, nx, upwind)
             orow = out[r, i, c0:c1]
             frow = f0[r, i, c0:c1]
             xrow = x[r, i, c0:c1]
@@ -201,47 +196,46 @@ def advect_stage(
                 ap_ = apole_n[r] if i == inorth else apole_s[r]
                 for k in range(nx):
                     orow[k] = a * frow[k] + b * xrow[k] - cdt * ap_
-                continue
-            if weno_p:
-                xw = x[r, i, c0 - 2 : c1 + 2]
-                v0 = vp[r, i, c0 - 2 : c1 + 2]
-                v1 = vp[r, i, c0 - 1 : c1 + 3]
-                al = ap[r, i, c0 - 2 : c1 + 2]
-                for k in range(nx + 4):
-                    gpp[k] = 0.5 * xw[k] * (v0[k] + al[k])
-                    gmp[k] = 0.5 * xw[k] * (v1[k] - al[k])
-                # 1-D row views keep every load unit-stride (a 2-D column slice does not vectorise)
-                w0 = wpt[0, c0 : c1 + 1]
-                w1 = wpt[1, c0 : c1 + 1]
-                w2 = wpt[2, c0 : c1 + 1]
-                w3 = wpt[3, c0 : c1 + 1]
-                w4 = wpt[4, c0 : c1 + 1]
-                w5 = wpt[5, c0 : c1 + 1]
-                w6 = wpt[6, c0 : c1 + 1]
-                w7 = wpt[7, c0 : c1 + 1]
-                w8 = wpt[8, c0 : c1 + 1]
-                w9 = wpt[9, c0 : c1 + 1]
-                for k in range(nx + 1):
-                    fp[k] = _weno_pt(
-                        gpp[k], gpp[k + 1], gpp[k + 2], gmp[k + 1], gmp[k + 2], gmp[k + 3],
-                        w0[k], w1[k], w2[k], w3[k], w4[k], w5[k], w6[k], w7[k], w8[k], w9[k],
-                    )  # fmt: skip
             else:
-                vr = vp[r, i, c0 : c1 + 1]
-                xh = x[r, i, c0 : c1 + 1]
-                xb = x[r, i, c0 - 1 : c1]
-                for k in range(nx + 1):
-                    fp[k] = _upwind(vr[k], xh[k], xb[k], upwind)
-            s_n = sth[i]
-            s_s = sth[i + 1]
-            sti = st_i[i]
-            dti = dt_i[i]
-            fn = ft[m]
-            fs = ft[m + 1]
-            dpi = dp_i[c0:c1]
-            for k in range(nx):
-                div = (s_s * fs[k] - s_n * fn[k]) * sti * dti + (fp[k + 1] - fp[k]) * sti * dpi[k]
-                orow[k] = a * frow[k] + b * xrow[k] - cdt * div
+                if weno_p:
+                    xw = x[r, i, c0 - 2 : c1 + 2]
+                    v0 = vp[r, i, c0 - 2 : c1 + 2]
+                    v1 = vp[r, i, c0 - 1 : c1 + 3]
+                    al = ap[r, i, c0 - 2 : c1 + 2]
+                    for k in range(nx + 4):
+                        gpp[k] = 0.5 * xw[k] * (v0[k] + al[k])
+                        gmp[k] = 0.5 * xw[k] * (v1[k] - al[k])
+                    # 1-D row views keep every load unit-stride (a 2-D column slice does not vectorise)
+                    w0 = wpt[0, c0 : c1 + 1]
+                    w1 = wpt[1, c0 : c1 + 1]
+                    w2 = wpt[2, c0 : c1 + 1]
+                    w3 = wpt[3, c0 : c1 + 1]
+                    w4 = wpt[4, c0 : c1 + 1]
+                    w5 = wpt[5, c0 : c1 + 1]
+                    w6 = wpt[6, c0 : c1 + 1]
+                    w7 = wpt[7, c0 : c1 + 1]
+                    w8 = wpt[8, c0 : c1 + 1]
+                    w9 = wpt[9, c0 : c1 + 1]
+                    for k in range(nx + 1):
+                        fp[k] = _weno_pt(
+                            gpp[k], gpp[k + 1], gpp[k + 2], gmp[k + 1], gmp[k + 2], gmp[k + 3],
+                            w0[k], w1[k], w2[k], w3[k], w4[k], w5[k], w6[k], w7[k], w8[k], w9[k],
+                        )  # fmt: skip
+                else:
+                    vr = vp[r, i, c0 : c1 + 1]
+                    xh = x[r, i, c0 : c1 + 1]
+                    xb = x[r, i, c0 - 1 : c1]
+                    for k in range(nx + 1):
+                        fp[k] = _upwind(vr[k], xh[k], xb[k], upwind)
+                s_n = sth[i]
+                s_s = sth[i + 1]
+                sti = st_i[i]
+                dti = dt_i[i]
+                dpi = dp_i[c0:c1]
+                for k in range(nx):
+                    div = (s_s * fs[k] - s_n * fn[k]) * sti * dti + (fp[k + 1] - fp[k]) * sti * dpi[k]
+                    orow[k] = a * frow[k] + b * xrow[k] - cdt * div
+            fn, fs = fs, fn
 
 
 @njit(cache=True, error_model="numpy")
@@ -252,9 +246,12 @@ def adv_pole_terms(x, vt, dp, q, c0, c1, upwind, out):
             out[r, c - c0] = _upwind(vt[r, q, c], x[r, q, c], x[r, q - 1, c], upwind) * dp[c]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=True)
 def cfl_kappa(vt, vp, dt_i, st_i, dp_i, ia, ib, c0, c1):
-    """Largest advective rate ``kappa`` over rows ``ia..ib-1`` (interior rows only)."""
+    """Largest advective rate ``kappa`` over rows ``ia..ib-1`` (interior rows only).
+
+    ``fastmath`` only lets the max-reduction vectorise; a maximum is order-independent.
+    """
     kmax = 0.0
     for r in range(vt.shape[0]):
         for i in range(ia, ib):
@@ -270,31 +267,38 @@ def cfl_kappa(vt, vp, dt_i, st_i, dp_i, ia, ib, c0, c1):
 # flows
 # ---------------------------------------------------------------------------------------
 @njit(parallel=True, cache=True, error_model="numpy")
-def flow_fill(vt, vp, vt_prof, vp_prof, x, inv_b0, attenuate, i0, i1, c0, c1, att_t_lo, att_t_hi):
+def flow_fill(vt, vp, vt_prof, vp_prof, th, attenuate, i0, i1, c0, c1, att_t_lo, att_t_hi):
     """Broadcast per-row velocity profiles and apply |B| attenuation on the owned cells.
 
     ``vt_prof[r, i]`` / ``vp_prof[r, i]`` hold the model flows on every local row.
-    Attenuation multiplies ``v_theta`` on owned face rows ``att_t_lo..att_t_hi-1``
-    (faces 2..nt-1) and ``v_phi`` on owned rows by ``1 - tanh(max|B| / B0)``.
+    ``th = tanh(|f| / B0)`` per cell (computed by the caller).  Attenuation multiplies
+    ``v_theta`` on owned face rows ``att_t_lo..att_t_hi-1`` (faces 2..nt-1) and
+    ``v_phi`` on owned rows by ``1 - max(th)`` of the two cells sharing the face, which
+    equals HipFT's ``1 - tanh(max|f| / B0)`` bit for bit (tanh and scaling are monotone).
     """
     nr, ny, nx = vt.shape
+    ncol = c1 - c0
     for task in prange(nr * ny):
         r = task // ny
         i = task % ny
         a = vt_prof[r, i]
         b = vp_prof[r, i]
+        vtr = vt[r, i]
+        vpr = vp[r, i]
         for c in range(nx):
-            vt[r, i, c] = a
-            vp[r, i, c] = b
+            vtr[c] = a
+            vpr[c] = b
         if attenuate and i >= i0 and i < i1:
-            inv = inv_b0[r]
+            t0 = th[r, i, c0:c1]
             if i >= att_t_lo and i < att_t_hi:
-                for c in range(c0, c1):
-                    m = max(abs(x[r, i - 1, c]), abs(x[r, i, c]))
-                    vt[r, i, c] = vt[r, i, c] * (1.0 - math.tanh(m * inv))
-            for c in range(c0, c1):
-                m = max(abs(x[r, i, c - 1]), abs(x[r, i, c]))
-                vp[r, i, c] = vp[r, i, c] * (1.0 - math.tanh(m * inv))
+                tn = th[r, i - 1, c0:c1]
+                o = vt[r, i, c0:c1]
+                for k in range(ncol):
+                    o[k] = o[k] * (1.0 - max(tn[k], t0[k]))
+            tw = th[r, i, c0 - 1 : c1 - 1]
+            o = vp[r, i, c0:c1]
+            for k in range(ncol):
+                o[k] = o[k] * (1.0 - max(tw[k], t0[k]))
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -306,28 +310,28 @@ def lf_alpha(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1):
     """
     nr = vt.shape[0]
     nrow = i1 - i0
+    ncol = c1 - c0
     for task in prange(nr * nrow):
         r = task // nrow
         i = i0 + task % nrow
         j = jrow[i]
         lo = max(1, j - 2) - j
         hi = min(nt, j + 3) - j
-        for c in range(c0, c1):
-            m = 0.0
-            for d in range(lo, hi + 1):
-                v = abs(vt[r, i + d, c])
-                m = max(m, v)
-            at[r, i, c] = m
+        o = at[r, i, c0:c1]
+        for k in range(ncol):
+            o[k] = 0.0
+        for d in range(lo, hi + 1):
+            v = vt[r, i + d, c0:c1]
+            for k in range(ncol):
+                o[k] = max(o[k], abs(v[k]))
+        o = ap[r, i, c0:c1]
+        for k in range(ncol):
+            o[k] = 0.0
         if j >= 2 and j <= nrows - 1:
-            for c in range(c0, c1):
-                m = 0.0
-                for d in range(-2, 4):
-                    v = abs(vp[r, i, c + d])
-                    m = max(m, v)
-                ap[r, i, c] = m
-        else:
-            for c in range(c0, c1):
-                ap[r, i, c] = 0.0
+            for d in range(-2, 4):
+                v = vp[r, i, c0 + d : c1 + d]
+                for k in range(ncol):
+                    o[k] = max(o[k], abs(v[k]))
 
 
 # ---------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ class Advection:
         from hpcml.kernels.flux import advect_scratch, row_chunks
 
         self.nch = row_chunks(lay.ny)
-        self.scratch = advect_scratch(lay.nr, lay.ny, lay.nx, self.nch)
+        self.scratch = advect_scratch(lay.nx)
 
     def _caps(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cap divergences ``A[1]`` and ``A[N_t]`` per realization (row reductions)."""

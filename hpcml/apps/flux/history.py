@@ -66,6 +66,21 @@ class HistoryWriter:
                 self.sol_path(r).write_text(_header(SOL_COLUMNS))
                 self.num_path(r).write_text(_header(NUM_COLUMNS))
 
+    def truncate(self, step: int, time: float) -> None:
+        """Drop rows after ``(step, time)`` (a restart from a checkpoint taken there)."""
+        self.flush()
+        for r in range(self.n):
+            for path in (self.sol_path(r), self.num_path(r)):
+                if not path.is_file():
+                    continue
+                lines = path.read_text().splitlines(keepends=True)
+                keep = lines[:1]
+                for ln in lines[1:]:
+                    parts = ln.split()
+                    if parts and (int(parts[0]) < step or (int(parts[0]) == step and float(parts[1]) <= time)):
+                        keep.append(ln)
+                path.write_text("".join(keep))
+
     def sol_path(self, r: int) -> Path:
         """Path of realization ``r``'s (0-based) solution history."""
         return self.dir / f"hipft_history_sol_r{r + 1:06d}.out"

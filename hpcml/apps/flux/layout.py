@@ -113,6 +113,18 @@ class Layout:
         self.row_counts = np.array(counts, dtype=np.int64)
         self.row_displs = np.concatenate(([0], np.cumsum(self.row_counts)[:-1]))
         self.group_root = self.group_comm.Get_rank() == 0
+        # The same blocks seen from the whole world: dims (E, pt, pp) over (realization,
+        # theta, phi) split realizations exactly like the ensemble groups (block_range,
+        # rank-major order), so a group block is also a world block (used for I/O).
+        self.world_decomp = CartDecomp(
+            (self.n_real, g.Nt, g.Np), self.world, dims=(self.ensemble, pt, pp), periodic=(False, False, True),
+            halo=(0, HALO, HALO),
+        )  # fmt: skip
+        same = self.world_decomp.start == (self.r_start, self.t0, self.p0) and self.world_decomp.local_shape == (
+            self.nr, self.ny, self.nx,
+        )  # fmt: skip
+        if not self.world.allreduce(same, op=MPI.LAND):
+            raise RuntimeError("internal: world and ensemble-group decompositions disagree")
         self._decomps: dict[int, CartDecomp] = {1: self.decomp}
         self._gathered: dict[str, np.ndarray] = {}
 
@@ -185,5 +197,6 @@ class Layout:
         """Release the communicators this layout created."""
         for d in self._decomps.values():
             d.free()
+        self.world_decomp.free()
         self.row_comm.Free()
         self.group_comm.Free()

@@ -89,6 +89,12 @@ class FluxSolver:
         self.hist_rows = 0
         self.timers = {"advection": 0.0, "diffusion": 0.0, "analysis": 0.0, "flows": 0.0, "output": 0.0}
         self.history: HistoryWriter | None = None
+        self.next_map_time: float | None = None
+        self.next_ckpt_time: float | None = None
+        self.maps_written = 0
+        self.stopped_early = False
+        self.sources = None
+        self.assim = None
 
     # -- setup ----------------------------------------------------------------------------
     def _geometry(self) -> None:
@@ -206,7 +212,6 @@ class FluxSolver:
         rows = self.diag.compute(t)
         self.hist_rows += 1
         if rows is not None:
-            self.last_row = rows
             if self.history is not None:
                 reals, ints = self._num_values(cycles_override)
                 self.history.add(self.step, t, rows, reals, ints)
@@ -280,25 +285,120 @@ class FluxSolver:
         self.diff.advance(dt, t_step, cb)
         self.timers["diffusion"] += _time.perf_counter() - t0
 
-    def run(self, history_dir: str | Path | None = None) -> dict[str, Any]:
-        """Run from the current state to ``time.end``; return a summary (same on every rank)."""
-        prm = self.prm
-        if history_dir is not None and self.rank0 and self.cfg["output"]["history"]:
-            self.history = HistoryWriter(history_dir, prm.n_real)
-        self.next_map_time = None
-        cad = self.cfg["output"]["map_cadence"]
-        if cad > 0:
-            self.next_map_time = prm.t_start + cad
-        self.write_history(self.time)
+    def run(self) -> dict[str, Any]:
+        """Run to ``time.end`` with every output the config asks for; summary (same on every rank)."""
+        from hpcml.apps.flux.output import MapWriter, load_checkpoint, save_checkpoint
+        from hpcml.runtime import stop_requested
+
+        prm, out = self.prm, self.cfg["output"]
+        outdir = Path(out["directory"])
+        if self.rank0:
+            outdir.mkdir(parents=True, exist_ok=True)
+        self.world.Barrier()
+        restarted = bool(out["restart"])
+        mcad, ccad = out["map_cadence"], out["checkpoint_cadence"]
+        self.next_map_time = prm.t_start + mcad if mcad > 0 else None
+        self.next_ckpt_time = prm.t_start + ccad if ccad > 0 and out["checkpoint"] else None
+        self.maps_written = 0
+        if restarted:
+            load_checkpoint(self, out["restart"])
+            if self.rank0:
+                log.info("flux: restarted from %s at step %d, time %.6g h", out["restart"], self.step, self.time)
+        if self.rank0 and out["history"]:
+            self.history = HistoryWriter(outdir, prm.n_real, append=restarted)
+            if restarted:
+                self.history.truncate(self.step, self.time)
+        maps = None
+        if out["maps"]:
+            maps = MapWriter(self, outdir / out["maps"], restart_step=self.step + 1 if restarted else None)
+        ckdir = outdir / out["checkpoint"] if out["checkpoint"] else None
+        if not restarted:
+            self.write_history(self.time, force=out["history"])
+            if maps is not None:
+                maps.write(self.step, self.time, self._rows())
+            self.maps_written = 1
+            if out["hipft_maps"]:
+                self._hipft_map(outdir / f"{out['hipft_root']}_initial.h5")
+        self.stopped_early = False
+        last_map_time = self.time
         t0 = _time.perf_counter()
         while self.time < prm.t_end:
             self.step_once()
             if self.next_map_time is not None and self.time >= self.next_map_time:
-                self.next_map_time += cad
+                if maps is not None:
+                    t1 = _time.perf_counter()
+                    maps.write(self.step, self.time, self._rows())
+                    self.timers["output"] += _time.perf_counter() - t1
+                    last_map_time = self.time
+                self.maps_written += 1
+                self.next_map_time = prm.t_start + self.maps_written * mcad
+            if self.next_ckpt_time is not None and self.time >= self.next_ckpt_time and self.time < prm.t_end:
+                save_checkpoint(self, ckdir)
+                self.next_ckpt_time += ccad
+            if self.time < prm.t_end and stop_requested(self.world):
+                if self.rank0:
+                    log.info("flux: stop signal: checkpointing at step %d, time %.6g h", self.step, self.time)
+                self.stopped_early = True
+                break
         wall = self.world.allreduce(_time.perf_counter() - t0, op=MPI.MAX)
+        rows = self._rows()
+        t1 = _time.perf_counter()
+        if maps is not None:
+            if last_map_time != self.time:
+                maps.write(self.step, self.time, rows)
+            maps.close()
+        if out["hipft_maps"]:
+            self._hipft_map(outdir / f"{out['hipft_root']}_final.h5")
+        ckpt = None
+        if ckdir is not None:
+            ckpt = save_checkpoint(self, ckdir)
         if self.history is not None:
             self.history.flush()
-        return {"steps": self.step, "time": self.time, "seconds": wall}
+        self.timers["output"] += _time.perf_counter() - t1
+        return self._summary(wall, rows, outdir, maps, ckpt)
+
+    def _rows(self) -> np.ndarray | None:
+        """History values of the current field, on every rank (collective)."""
+        return self.world.bcast(self.diag.compute(self.time), root=0)
+
+    def _hipft_map(self, path: Path) -> None:
+        from hpcml.apps.flux.output import write_hipft_map
+
+        field = self.gather_field()
+        if field is not None:
+            write_hipft_map(path, field, self.grid, self.cfg["output"]["single_precision"])
+
+    def _summary(self, wall: float, rows: np.ndarray, outdir: Path, maps: Any, ckpt: Any) -> dict[str, Any]:
+        timers = {k: self.world.allreduce(v, op=MPI.MAX) for k, v in self.timers.items()}
+        cells = self.prm.n_real * self.grid.Nt * self.grid.Np
+        r1 = rows[0]
+        summary: dict[str, Any] = {
+            "app": "flux",
+            "ranks": self.world.Get_size(),
+            "ensemble_groups": self.lay.ensemble,
+            "dims": list(self.lay.dims),
+            "grid": [self.grid.Nt, self.grid.Nf],
+            "realizations": self.prm.n_real,
+            "steps": self.step,
+            "time": self.time,
+            "stopped_early": self.stopped_early,
+            "seconds": wall,
+            "timers": timers,
+            "cell_steps_per_s": cells * self.step / wall if wall > 0 else float("nan"),
+            "flux_positive": float(r1[3]),
+            "flux_negative": float(r1[4]),
+            "br_min": float(r1[0]),
+            "br_max": float(r1[1]),
+            "ax_dipole": float(r1[12]),
+            "output_dir": str(outdir),
+        }
+        if maps is not None:
+            summary["maps"] = str(maps.path)
+        if self.cfg["output"]["history"]:
+            summary["history"] = str(outdir / "hipft_history_sol_r000001.out")
+        if ckpt is not None:
+            summary["checkpoint"] = str(ckpt)
+        return summary
 
     def gather_field(self) -> np.ndarray | None:
         """All realizations ``(n_real, N_t, Np)`` (unique columns) on world rank 0."""
