@@ -259,3 +259,25 @@ def test_append_keeps_user_attributes(run_file):
         np.testing.assert_allclose(f["br"].attrs["latitude"], np.linspace(-80, 80, 9))
         np.testing.assert_allclose(f["u"].attrs["spacing"], [0.5, 0.5])
         assert len(json.loads(f.attrs["history"])) == 2
+
+
+@pytest.mark.parametrize(("saved", "loaded"), [(2, 1), (1, 3), (2, 2), (0, 1)])
+def test_checkpoint_halo_width_may_change(tmp_path, saved, loaded):
+    from hpcml.io import checkpoint
+
+    comm = MPI.COMM_WORLD
+    shape = (6, 7)
+    d = CartDecomp(shape, comm, halo=saved)
+    u = DistArray.full(d, -5.0)  # outer frame: -5 (boundary values kept in ghosts)
+    u.interior[...] = global_value(shape, 2)
+    checkpoint.save(tmp_path, {"u": u}, step=2)
+    d2 = CartDecomp(shape, comm, halo=loaded)
+    r = checkpoint.load(tmp_path, {"u": d2})
+    v = r["u"]
+    np.testing.assert_array_equal(v.interior, global_value(shape, 2))
+    w = min(saved, loaded)
+    frame = np.zeros(d2.ghosted_shape)  # what the frame must hold: -5 up to the saved width, 0 beyond
+    inner = tuple(slice(loaded - w, loaded + n + w) for n in shape)
+    frame[inner] = -5.0
+    frame[d2.interior] = global_value(shape, 2)
+    np.testing.assert_array_equal(v.data, frame)
