@@ -117,7 +117,7 @@ def _leaves(state: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, A
         if not isinstance(key, str) or not key or "/" in key:
             raise CheckpointError(f"state keys must be non-empty strings without '/', got {key!r}")
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and value:
             yield from _leaves(value, name + "/")
         else:
             yield name, value
@@ -129,6 +129,8 @@ def _kind(name: str, value: Any) -> tuple[str, tuple[Any, ...]]:
         return "distarray", (value.shape, value.dtype.str, value.decomp.halo, value.decomp.periodic)
     if value is None:
         return "none", ()
+    if isinstance(value, Mapping):  # only empty ones reach here: kept as an empty group
+        return "dict", ()
     if isinstance(value, str):
         return "str", ()
     if isinstance(value, (bool, int, float, complex, np.generic)):
@@ -286,6 +288,9 @@ def _create_leaf(f: h5py.File, name: str, value: Any, rank: int, collective: boo
         dset.attrs["periodic"] = [int(p) for p in d.periodic]
         dset.attrs["dims"] = list(d.dims)
         return dset
+    if isinstance(value, Mapping):
+        f.require_group(key).attrs["kind"] = "dict"
+        return None
     if value is None:
         dset = f.create_dataset(key, data=np.zeros((), np.int8))
         kind = "none"
@@ -414,6 +419,8 @@ def _describe(file: Path) -> dict[str, Any]:
             leaves: list[dict[str, Any]] = []
 
             def visit(name: str, obj: Any) -> None:
+                if isinstance(obj, h5py.Group) and as_str(obj.attrs.get("kind", "")) == "dict":
+                    leaves.append({"name": name, "kind": "dict", "checksum": "", "dtype": "", "pytype": ""})
                 if isinstance(obj, h5py.Dataset):
                     a = obj.attrs
                     leaf = {
@@ -496,8 +503,10 @@ def _read_distarray(f: h5py.File, leaf: dict[str, Any], d: CartDecomp) -> tuple[
 
 
 def _restore_small(f: h5py.File, leaf: dict[str, Any]) -> Any:
-    dset = f[f"{_STATE}/{leaf['name']}"]
     kind = leaf["kind"]
+    if kind == "dict":
+        return {}, None
+    dset = f[f"{_STATE}/{leaf['name']}"]
     if kind == "none":
         return None, _leaf_checksum(None)
     if kind == "str":

@@ -87,7 +87,7 @@ def _state(d: CartDecomp, shape: tuple[int, ...], step: int) -> dict:
     u = DistArray.from_global(d, field_value(shape, step))
     u.data[...] = -float(step)  # the boundary frame must come back too
     u.interior[...] = global_value(shape, step)[d.slices]
-    return {"u": u, "meta": {"step": step, "label": f"s{step}", "hist": np.arange(step + 1.0)}}
+    return {"u": u, "meta": {"step": step, "label": f"s{step}", "hist": np.arange(step + 1.0)}, "empty": {}}
 
 
 def cmd_ckpt_save(a: argparse.Namespace) -> None:
@@ -117,6 +117,7 @@ def cmd_ckpt_load(a: argparse.Namespace) -> None:
                 assert np.all(u.data[tuple(idx)] == -float(a.step)), "frame not restored"
         assert r["meta"]["label"] == f"s{a.step}" and r["meta"]["step"] == a.step
         assert np.array_equal(r["meta"]["hist"], np.arange(a.step + 1.0))
+        assert r["empty"] == {}, r["empty"]
         d.free()
 
 
