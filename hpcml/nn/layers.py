@@ -31,6 +31,7 @@ from hpcml.nn.grid import HaloOp, TrainGrid, as_periodic
 
 __all__ = [
     "ACTIVATIONS",
+    "EPILOGUES",
     "Dense",
     "HaloConv",
     "HaloConv2d",
@@ -40,6 +41,7 @@ __all__ = [
     "ReLU",
     "Sequential",
     "Tanh",
+    "affine",
 ]
 
 ACTIVATIONS = (None, "relu", "tanh")
@@ -106,6 +108,37 @@ def _check_activation(act: str | None) -> str | None:
     return act
 
 
+EPILOGUES = ("auto", "fused", "ufunc")
+
+
+def _check_epilogue(epilogue: str) -> str:
+    if epilogue not in EPILOGUES:
+        raise ValueError(f"epilogue must be one of {EPILOGUES}, got {epilogue!r}")
+    return epilogue
+
+
+def affine(x: Any, w: Any, b: Any, activation: str | None, epilogue: str = "auto") -> Any:
+    """``act(x @ w + b)`` through :func:`hpcml.kernels.gemm.gemm`.
+
+    ``epilogue="fused"`` passes bias and activation to the GEMM's fused epilogue;
+    ``"ufunc"`` applies them afterwards in place with NumPy ufuncs; ``"auto"``
+    takes ``"ufunc"`` for NumPy arrays and ``"fused"`` otherwise.  Measured on
+    this project's CPU (131072 x 144 @ 144 x 16, tanh, one thread): fused 42 ms
+    (float32) / 67 ms (float64), GEMM + ufuncs 21 / 45 ms, GEMM alone 18 / 40 ms —
+    NumPy's SIMD ``tanh`` beats the kernel's scalar epilogue loop.
+    """
+    if epilogue == "fused" or (epilogue == "auto" and _xp(x) is not np):
+        return gemm(x, w, bias=b, activation=activation)
+    y = gemm(x, w)
+    if b is not None:
+        y += b
+    if activation == "relu":
+        np.maximum(y, 0, out=y)
+    elif activation == "tanh":
+        np.tanh(y, out=y)
+    return y
+
+
 class Dense(Layer):
     """Affine map on the channel (last) axis: ``y = act(x @ W + b)``.
 
@@ -122,6 +155,8 @@ class Dense(Layer):
         Initialisation (Glorot uniform); a seed or ``numpy.random.Generator``.
     dtype, xp
         Parameter type and array module.
+    epilogue
+        Bias/activation after the GEMM (see :func:`affine`).
     """
 
     def __init__(
@@ -134,8 +169,10 @@ class Dense(Layer):
         dtype: Any = "float64",
         xp: Any = np,
         name: str = "dense",
+        epilogue: str = "auto",
     ) -> None:
         self.name = name
+        self.epilogue = _check_epilogue(epilogue)
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.activation = _check_activation(activation)
         gen = np.random.default_rng(rng)
@@ -156,7 +193,7 @@ class Dense(Layer):
             raise ValueError(f"{self.name}: expected {self.in_features} input channels, got shape {tuple(x.shape)}")
         x2 = x.reshape(-1, self.in_features)
         b = self.bias.data if self.bias is not None else None
-        y2 = gemm(x2, self.weight.data, bias=b, activation=self.activation)
+        y2 = affine(x2, self.weight.data, b, self.activation, self.epilogue)
         self._x, self._y = x2, y2
         return y2.reshape(*x.shape[:-1], self.out_features)
 
@@ -233,6 +270,8 @@ class HaloConv(Layer):
         Halo-exchange method (:func:`hpcml.halo.get_plan`).
     rng, dtype, xp
         Initialisation (He uniform), parameter type, array module.
+    epilogue
+        Bias/activation after the GEMM (see :func:`affine`).
 
     Raises
     ------
@@ -259,8 +298,10 @@ class HaloConv(Layer):
         dtype: Any = "float64",
         xp: Any = np,
         name: str = "conv",
+        epilogue: str = "auto",
     ) -> None:
         nd = grid.ndim
+        self.epilogue = _check_epilogue(epilogue)
         if self.ndim is not None and nd != self.ndim:
             raise ValueError(f"{type(self).__name__} needs a {self.ndim}-D field, the grid's field is {nd}-D")
         self.name = name
@@ -326,7 +367,7 @@ class HaloConv(Layer):
         cols = self._cols
         for t, sl in self._windows(xg, n):
             cols[..., t, :] = xg[sl]
-        y2 = gemm(cols.reshape(-1, ntap * cin), wmat, bias=b, activation=self.activation)
+        y2 = affine(cols.reshape(-1, ntap * cin), wmat, b, self.activation, self.epilogue)
         self._y = y2
         return y2.reshape(nb, *n, cout)
 

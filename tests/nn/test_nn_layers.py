@@ -315,3 +315,17 @@ def test_halo_wider_than_neighbour_tile_fails_on_every_rank(comm):
     with pytest.raises(ValueError, match="wider than the smallest tile"):
         HaloConv2d(g, 1, 1, kernel_size=7, name="wide")
     g.free()
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "tanh"])
+def test_fused_and_ufunc_epilogues_agree(activation):
+    rng = np.random.default_rng(6)
+    g = serial_grid((6, 5), periodic=True)
+    x = rng.standard_normal((2, 6, 5, 2))
+    outs = []
+    for epilogue in ("fused", "ufunc"):
+        conv = HaloConv2d(g, 2, 3, 3, activation=activation, epilogue=epilogue, rng=2)
+        dense = Dense(3, 2, activation=activation, epilogue=epilogue, rng=3)
+        conv.bias.data[...] = dense.bias.data[...] = 0.1
+        outs.append(dense.forward(conv.forward(x)))
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-13, atol=1e-14)
