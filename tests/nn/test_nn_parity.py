@@ -206,3 +206,28 @@ def test_resume_on_fewer_ranks_continues_the_loss_curve(comm, shared_tmp):
         g2.free()
         sub.Free()
     assert_all(comm, ok, msg)
+
+
+@pytest.mark.mpi
+def test_buckets_launch_during_backward(comm):
+    """With one bucket per parameter, the later layers' buckets are in flight before layer 0's backward."""
+    x, y = data()
+    g = TrainGrid(comm, comm.size, SHAPE)
+    model = build(g)
+    ddp = DataParallel(model, g, bucket_mb=0.0)
+    seen = []
+    first = model.layers[0]
+    original = first.backward
+
+    def spy(dy, need_dx=True):
+        seen.append(ddp.launches)
+        return original(dy, need_dx)
+
+    first.backward = spy
+    xs, ys = TileDataset.from_global(g, x, y).batch([0, 1])
+    out = ddp.forward(xs)
+    _, dy = mse_loss(out, ys, count=out.size * comm.size)
+    ddp.backward(dy)
+    assert seen == [4]  # out.weight, out.bias, c2.weight, c2.bias already launched
+    assert ddp.launches == 6
+    g.free()
