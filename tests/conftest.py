@@ -74,10 +74,3 @@ def comm():
 def shared_tmp(tmp_path, comm):
     """A temporary directory that is the same on every rank (rank 0's tmp_path)."""
     return Path(comm.bcast(str(tmp_path), root=0))
-
-
-def assert_all(comm, ok: bool, msg: str = "") -> None:
-    """Collective assert: fails on every rank if it fails on any, naming the ranks."""
-    flags = comm.allgather(bool(ok))
-    bad = [r for r, f in enumerate(flags) if not f]
-    assert not bad, f"failed on rank(s) {bad}: {msg}"

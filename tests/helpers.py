@@ -70,3 +70,14 @@ def run_mpi(n, args, timeout=120, env=None, cwd=None):
     e.update(env or {})
     cmd = [MPIEXEC, "-n", str(n), sys.executable, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, cwd=cwd, check=False)
+
+
+def assert_all(comm, ok: bool, msg: str = "") -> None:
+    """Collective assert: fails on every rank if it fails on any, naming the ranks.
+
+    Lives here rather than in conftest.py: several test folders have a conftest, and
+    ``import conftest`` would pick whichever was imported first.
+    """
+    flags = comm.allgather(bool(ok))
+    bad = [r for r, f in enumerate(flags) if not f]
+    assert not bad, f"failed on rank(s) {bad}: {msg}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_all
+from helpers import assert_all
 from hypothesis import given
 from hypothesis import strategies as st
 from mpi4py import MPI

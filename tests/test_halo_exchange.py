@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_all
-from helpers import SENTINEL, expected_ghosted, field_fn, global_field
+from helpers import SENTINEL, assert_all, expected_ghosted, field_fn, global_field
 from hypothesis import given
 from hypothesis import strategies as st
 from mpi4py import MPI

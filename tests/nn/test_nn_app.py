@@ -5,7 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from conftest import assert_all
+from helpers import assert_all
 from mpi4py import MPI
 
 from hpcml.apps import train as train_app

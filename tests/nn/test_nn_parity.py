@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_all
+from helpers import assert_all
 from mpi4py import MPI
 
 from hpcml.nn import SGD, Adam, DataParallel, Dense, HaloConv2d, Sequential, TileDataset, Trainer, TrainGrid, mse_loss

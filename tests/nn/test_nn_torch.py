@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_all
+from helpers import assert_all
 from mpi4py import MPI
 
 torch = pytest.importorskip("torch")
