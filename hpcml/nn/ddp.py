@@ -302,69 +302,15 @@ class DataParallel:
         MPI.Request.Waitall(reqs)
 
 
-class DistributedOptimizer:
-    """An elementwise optimizer applied to the flat buffers of a :class:`DataParallel`.
-
-    Every rank holds the full optimizer state; the gradients are already summed.
-    """
+class _FlatOptimizer:
+    """An elementwise optimizer on one flat vector of a :class:`DataParallel`, with portable state."""
 
     sharded = False
 
-    def __init__(self, ddp: DataParallel, kind: str = "adam", **hyper: Any) -> None:
-        if ddp.zero:
-            raise ValueError("this DataParallel reduce-scatters (zero=True): use ZeroShardedOptimizer")
+    def __init__(self, ddp: DataParallel, kind: str, param: Parameter, hyper: dict[str, Any]) -> None:
         self.ddp = ddp
         self.kind = kind
-        self.inner: Optimizer = make_optimizer(kind, [ddp.flat], **hyper)
-
-    @property
-    def t(self) -> int:
-        """Number of steps taken."""
-        return self.inner.t
-
-    def zero_grad(self) -> None:
-        """Zero the gradients."""
-        self.ddp.zero_grad()
-
-    def step(self) -> None:
-        """Update all parameters."""
-        self.inner.step()
-
-    def state_dict(self) -> dict[str, Any]:
-        """``{"kind", "t", "slots": {slot: {parameter name: array}}}`` — independent of rank count."""
-        slots = {s: self.ddp.to_named(arrs[0]) for s, arrs in self.inner.state.items()}
-        return {"kind": self.kind, "t": self.inner.t, "slots": slots}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (from any rank count, sharded or not)."""
-        _check_kind(self.kind, state)
-        self.inner.t = int(state["t"])
-        for s, arrs in self.inner.state.items():
-            arrs[0][...] = self.ddp.from_named(state["slots"][s])
-
-
-class ZeroShardedOptimizer:
-    """ZeRO stage 1: optimizer state sharded over the ranks.
-
-    Rank ``r`` owns slice ``r`` of every (padded) bucket of the flat parameter
-    vector.  After :class:`DataParallel` has reduce-scattered the gradients into
-    this rank's shard, :meth:`step` updates the shard with the inner optimizer
-    (whose state covers the shard only: 1/P of the memory) and allgathers the
-    parameters.  Elementwise optimizers make the result identical to the
-    unsharded one.
-    """
-
-    sharded = True
-
-    def __init__(self, ddp: DataParallel, kind: str = "adam", **hyper: Any) -> None:
-        if not ddp.zero:
-            raise ValueError("ZeroShardedOptimizer needs DataParallel(..., zero=True)")
-        self.ddp = ddp
-        self.kind = kind
-        self.slices = ddp.shard_slices()
-        self.shard = Parameter("shard", ddp.xp.zeros(ddp.shard_size, dtype=ddp.dtype))
-        self.shard.grad = ddp.shard_grad
-        self.inner: Optimizer = make_optimizer(kind, [self.shard], **hyper)
+        self.inner: Optimizer = make_optimizer(kind, [param], **hyper)
 
     @property
     def t(self) -> int:
@@ -376,6 +322,64 @@ class ZeroShardedOptimizer:
         self.ddp.zero_grad()
 
     def step(self) -> None:
+        """Update the parameters."""
+        self.inner.step()
+
+    def _gather(self, local: Any) -> Any:
+        """Full flat-layout array from this rank's slot array."""
+        return local
+
+    def _scatter(self, full: Any, local: Any) -> None:
+        """Copy this rank's part of a full flat-layout array into its slot array."""
+        local[...] = full
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"kind", "t", "slots": {slot: {parameter name: array}}}``: independent of rank count and sharding."""
+        slots = {s: self.ddp.to_named(self._gather(arrs[0])) for s, arrs in self.inner.state.items()}
+        return {"kind": self.kind, "t": self.inner.t, "slots": slots}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` written on any rank count, sharded or not."""
+        _check_kind(self.kind, state)
+        self.inner.t = int(state["t"])
+        for s, arrs in self.inner.state.items():
+            self._scatter(self.ddp.from_named(state["slots"][s]), arrs[0])
+
+
+class DistributedOptimizer(_FlatOptimizer):
+    """An elementwise optimizer applied to the flat buffers of a :class:`DataParallel`.
+
+    Every rank holds the full optimizer state; the gradients are already summed.
+    """
+
+    def __init__(self, ddp: DataParallel, kind: str = "adam", **hyper: Any) -> None:
+        if ddp.zero:
+            raise ValueError("this DataParallel reduce-scatters (zero=True): use ZeroShardedOptimizer")
+        super().__init__(ddp, kind, ddp.flat, hyper)
+
+
+class ZeroShardedOptimizer(_FlatOptimizer):
+    """ZeRO stage 1: optimizer state sharded over the ranks.
+
+    Rank ``r`` owns slice ``r`` of every (padded) bucket of the flat parameter
+    vector.  After :class:`DataParallel` has reduce-scattered the gradients into
+    this rank's shard, :meth:`step` updates the shard with the inner optimizer
+    (whose state covers the shard only: 1/P of the memory) and allgathers the
+    parameters.  Elementwise optimizers make the result identical to the
+    unsharded one.  :meth:`state_dict` gathers the state (collective).
+    """
+
+    sharded = True
+
+    def __init__(self, ddp: DataParallel, kind: str = "adam", **hyper: Any) -> None:
+        if not ddp.zero:
+            raise ValueError("ZeroShardedOptimizer needs DataParallel(..., zero=True)")
+        self.slices = ddp.shard_slices()
+        self.shard = Parameter("shard", ddp.xp.zeros(ddp.shard_size, dtype=ddp.dtype))
+        self.shard.grad = ddp.shard_grad
+        super().__init__(ddp, kind, self.shard, hyper)
+
+    def step(self) -> None:
         """Update this rank's shard, then allgather the parameters."""
         flat = self.ddp.flat.data
         for fs, ss in self.slices:
@@ -383,24 +387,14 @@ class ZeroShardedOptimizer:
         self.inner.step()
         self.ddp.allgather_shards(self.shard.data, flat)
 
-    def _full(self, shard_array: Any) -> Any:
+    def _gather(self, local: Any) -> Any:
         full = self.ddp.xp.zeros(self.ddp.total, dtype=self.ddp.dtype)
-        self.ddp.allgather_shards(shard_array, full)
+        self.ddp.allgather_shards(local, full)
         return full
 
-    def state_dict(self) -> dict[str, Any]:
-        """Gathered, rank-count independent state (collective): same layout as :class:`DistributedOptimizer`."""
-        slots = {s: self.ddp.to_named(self._full(arrs[0])) for s, arrs in self.inner.state.items()}
-        return {"kind": self.kind, "t": self.inner.t, "slots": slots}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Take this rank's shard of a gathered state (from any rank count, sharded or not)."""
-        _check_kind(self.kind, state)
-        self.inner.t = int(state["t"])
-        for s, arrs in self.inner.state.items():
-            full = self.ddp.from_named(state["slots"][s])
-            for fs, ss in self.slices:
-                arrs[0][ss] = full[fs]
+    def _scatter(self, full: Any, local: Any) -> None:
+        for fs, ss in self.slices:
+            local[ss] = full[fs]
 
     @property
     def state_nbytes(self) -> int:
