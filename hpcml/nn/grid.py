@@ -16,6 +16,7 @@ cached here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -190,8 +191,6 @@ class HaloOp:
 
     def forward(self, x: Any, out: Any = None) -> Any:
         """Ghosted copy of ``x`` with the ghosts filled (``out`` reused if given)."""
-        import time
-
         t0 = time.perf_counter()
         self._check(x)
         xp = _xp(x)
@@ -209,8 +208,6 @@ class HaloOp:
 
     def adjoint(self, g: Any) -> Any:
         """Interior of ``g`` after adding every ghost value into its owner (``g`` is modified)."""
-        import time
-
         if not self.active:
             return g
         t0 = time.perf_counter()
