@@ -191,6 +191,17 @@ class HaloOp:
 
     def forward(self, x: Any, out: Any = None) -> Any:
         """Ghosted copy of ``x`` with the ghosts filled (``out`` reused if given)."""
+        out, req = self.start(x, out)
+        self.finish(req)
+        return out
+
+    def start(self, x: Any, out: Any = None) -> tuple[Any, Any]:
+        """Copy ``x`` into the ghosted buffer and start filling the ghosts.
+
+        Returns ``(buffer, request)``.  Until :meth:`finish` the owned cells of the
+        buffer may be read (the outgoing faces were captured) but not written, and
+        the ghosts are not valid yet.
+        """
         t0 = time.perf_counter()
         self._check(x)
         xp = _xp(x)
@@ -199,12 +210,20 @@ class HaloOp:
             out = xp.zeros(gshape, dtype=x.dtype)  # zero ghosts = zero padding at the global edge
         if not self.active:
             out[...] = x
-            return out
+            return out, None
         plan, interior = self._plan(x)
         out[interior] = x
-        plan.exchange(out)
+        req = plan.start(out)
         self.seconds += time.perf_counter() - t0
-        return out
+        return out, req
+
+    def finish(self, req: Any) -> None:
+        """Wait for the exchange started by :meth:`start`."""
+        if req is None:
+            return
+        t0 = time.perf_counter()
+        req.wait()
+        self.seconds += time.perf_counter() - t0
 
     def adjoint(self, g: Any) -> Any:
         """Interior of ``g`` after adding every ghost value into its owner (``g`` is modified)."""

@@ -344,11 +344,21 @@ class HaloConv(Layer):
             sl = tuple(slice(o * dil, o * dil + m) for o, dil, m in zip(offs, self.dilation, n))
             yield t, (slice(None), *sl, slice(None))
 
+    def _gather(self, cols: Any, xg: Any, boxes: Sequence[tuple[slice, ...]]) -> None:
+        """im2col on output boxes: ``cols[:, box, t, :] = xg[:, box + offset_t, :]``."""
+        for box in boxes:
+            if any(b.stop <= b.start for b in box):
+                continue
+            for t, offs in enumerate(self.taps):
+                src = tuple(slice(b.start + o * dil, b.stop + o * dil) for b, o, dil in zip(box, offs, self.dilation))
+                cols[(slice(None), *box, t, slice(None))] = xg[(slice(None), *src, slice(None))]
+
     def forward(self, x: Any) -> Any:
-        """Exchange halos (out of place), convolve, add bias, activate."""
+        """Exchange halos (out of place, overlapped with the interior gather), convolve, add bias, activate."""
         if x.shape[-1] != self.in_channels:
             raise ValueError(f"{self.name}: expected {self.in_channels} input channels, got shape {tuple(x.shape)}")
-        xg = self._xg = self.exchange.forward(x, self._xg)
+        xg, req = self.exchange.start(x, self._xg)
+        self._xg = xg
         n = tuple(x.shape[1:-1])
         nb = x.shape[0]
         cin, cout, ntap = self.in_channels, self.out_channels, len(self.taps)
@@ -358,6 +368,7 @@ class HaloConv(Layer):
         if self.method == "direct":
             from hpcml.nn import _direct
 
+            self.exchange.finish(req)
             y = _direct.conv2d_forward(xg, self.weight.data, b, self.dilation, n, self.activation)
             self._y = y
             return y
@@ -365,8 +376,12 @@ class HaloConv(Layer):
         if self._cols is None or self._cols.shape != cshape or self._cols.dtype != x.dtype:
             self._cols = xp.empty(cshape, dtype=x.dtype)
         cols = self._cols
-        for t, sl in self._windows(xg, n):
-            cols[..., t, :] = xg[sl]
+        # Gather the cells whose windows stay inside the tile while the halos
+        # travel, then the frame next to the ghosts (the heat app's overlap).
+        inner, frame = _split_boxes(n, self.halo)
+        self._gather(cols, xg, [inner])
+        self.exchange.finish(req)
+        self._gather(cols, xg, frame)
         y2 = affine(cols.reshape(-1, ntap * cin), wmat, b, self.activation, self.epilogue)
         self._y = y2
         return y2.reshape(nb, *n, cout)
@@ -475,6 +490,21 @@ class Sequential(Layer):
 
     def __repr__(self) -> str:
         return "Sequential(\n" + "\n".join(f"  {layer!r}" for layer in self.layers) + "\n)"
+
+
+def _split_boxes(n: Sequence[int], halo: Sequence[int]) -> tuple[tuple[slice, ...], list[tuple[slice, ...]]]:
+    """The output cells whose windows need no ghost (a box), and the frame of the rest (disjoint boxes)."""
+    nd = len(n)
+    inner = tuple(slice(min(h, m), max(min(h, m), m - h)) for m, h in zip(n, halo))
+    frame = []
+    for d in range(nd):
+        for lo, hi in ((0, inner[d].start), (inner[d].stop, n[d])):
+            if hi <= lo:
+                continue
+            box = [inner[e] if e < d else slice(0, n[e]) for e in range(nd)]
+            box[d] = slice(lo, hi)
+            frame.append(tuple(box))
+    return inner, frame
 
 
 def _per_dim(value: int | Sequence[int], nd: int, what: str) -> tuple[int, ...]:
