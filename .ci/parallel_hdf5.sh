@@ -75,15 +75,18 @@ log "wheel cache $WHEELS"
 # --no-cache-dir: pip's own wheel cache is keyed by the sdist, not by CC/HDF5_MPI,
 # and would happily hand back a wheel built against another MPI or a serial HDF5.
 if ! compgen -G "$WHEELS/mpi4py-*.whl" >/dev/null; then
-  log "building mpi4py (CC=mpicc.mpich)"
-  CC=mpicc.mpich "${PIP[@]}" wheel -q --no-cache-dir --no-deps --no-binary=mpi4py -w "$WHEELS" mpi4py
+  log "building mpi4py (CC=MPICC=mpicc.mpich)"
+  # MPICC too: mpi4py otherwise takes `mpicc` from PATH, which the Debian
+  # alternatives may point at Open MPI once openmpi-bin is installed as well.
+  CC=mpicc.mpich MPICC=mpicc.mpich "${PIP[@]}" wheel -q --no-cache-dir --no-deps --no-binary=mpi4py -w "$WHEELS" mpi4py
 fi
 "${PIP[@]}" install -q --no-index --find-links "$WHEELS" --force-reinstall --no-deps mpi4py
 
 # -- 4. parallel h5py ---------------------------------------------------------------------
 if ! compgen -G "$WHEELS/h5py-*.whl" >/dev/null; then
   log "building h5py with HDF5_MPI=ON (several minutes)"
-  HDF5_MPI=ON HDF5_INCLUDEDIR=$HDF5_INCLUDEDIR HDF5_LIBDIR=$HDF5_LIBDIR CC=mpicc.mpich \
+  # Explicit include/lib dirs (not pkg-config: its hdf5.pc alternative may be Open MPI's).
+  HDF5_MPI=ON HDF5_INCLUDEDIR=$HDF5_INCLUDEDIR HDF5_LIBDIR=$HDF5_LIBDIR CC=mpicc.mpich MPICC=mpicc.mpich \
     "${PIP[@]}" wheel -q --no-cache-dir --no-deps --no-binary=h5py --no-build-isolation -w "$WHEELS" h5py
 fi
 "${PIP[@]}" install -q --no-index --find-links "$WHEELS" --force-reinstall --no-deps h5py
@@ -91,13 +94,16 @@ fi
 # -- 5. hpcml, without the `mpi` extra (the pip mpich wheel would shadow Debian's MPICH) ----
 log "installing hpcml into $VENV"
 "${PIP[@]}" install -q -e '.[test,plot]'
-"$PY" - <<'EOF'
+"$PY" - "$WHEELS" <<'EOF'
+import sys
+
 import h5py
 from mpi4py import MPI
 
-assert h5py.get_config().mpi, "h5py in the parallel venv was built without MPI"
+hint = f"; delete the cached wheels in {sys.argv[1]} and rerun"
+assert h5py.get_config().mpi, "h5py in the parallel venv was built without MPI" + hint
 lib = MPI.Get_library_version().splitlines()[0]
-assert "MPICH" in lib, lib
+assert "MPICH" in lib, f"mpi4py is linked to {lib!r}, not Debian's MPICH" + hint
 print(f"h5py {h5py.version.version} (HDF5 {h5py.version.hdf5_version}, mpi=True), {lib.strip()}")
 EOF
 
