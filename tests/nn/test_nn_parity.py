@@ -231,3 +231,21 @@ def test_buckets_launch_during_backward(comm):
     assert seen == [4]  # out.weight, out.bias, c2.weight, c2.bias already launched
     assert ddp.launches == 6
     g.free()
+
+
+@pytest.mark.mpi
+def test_stop_signal_checkpoints_and_stops(comm, shared_tmp):
+    """A stop signal on one rank stops every rank at the same step, with a checkpoint there."""
+    from hpcml import runtime
+    from hpcml.io.checkpoint import list_checkpoints
+
+    if comm.rank == 0:
+        runtime._STOP["signal"] = 15
+    try:
+        tr, g = train(comm, 1, "adam", False, 1.0, steps=5, checkpoint_dir=str(shared_tmp / "stop"), log_every=2)
+    finally:
+        runtime._STOP["signal"] = 0
+    names = [p.name for p in list_checkpoints(shared_tmp / "stop")] if comm.rank == 0 else None
+    names = comm.bcast(names, root=0)
+    assert_all(comm, tr.step == 2 and names == ["ckpt-0000000002.h5"], f"step {tr.step}, checkpoints {names}")
+    g.free()
