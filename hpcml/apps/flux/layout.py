@@ -53,6 +53,11 @@ def choose_split(size: int, n_real: int, ensemble: int, dims: tuple[int, int]) -
     if pt < 0 or pp < 0:
         raise ConfigError(f"decomposition.dims must be >= 0, got {list(dims)}")
     if pt == 0 or pp == 0:
+        fixed = pt or pp
+        if fixed and per % fixed:
+            raise ConfigError(
+                f"decomposition.dims = {[pt, pp]}: {fixed} does not divide the {per} ranks of an ensemble group"
+            )
         pt, pp = MPI.Compute_dims(per, [pt, pp])
     if pt * pp != per:
         raise ConfigError(

@@ -85,7 +85,15 @@ def read_namelist(path: str | Path) -> dict[str, Any]:
     grp = groups["hipft_input_parameters"]
     if isinstance(grp, list):
         raise ConfigError(f"{p}: &hipft_input_parameters appears more than once")
-    return {k.lower(): v for k, v in grp.items()}
+    out = {}
+    starts = {k.lower(): v for k, v in getattr(grp, "start_index", {}).items()}
+    for k, v in grp.items():
+        k = k.lower()
+        first = (starts.get(k) or [1])[0] or 1
+        if first > 1:  # "x(3) = 9." sets element 3 only: earlier ones are unset
+            v = [None] * (first - 1) + (v if isinstance(v, list) else [v])
+        out[k] = v
+    return out
 
 
 def _per_real(nml: dict[str, Any], list_name: str, scalar: float, n: int, floor: float = 0.0) -> list[float]:

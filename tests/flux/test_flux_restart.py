@@ -1,0 +1,66 @@
+"""Checkpoint and restart: a restarted run continues exactly; checkpoints load on any rank count."""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from fluxcheck import assert_all, case_config, compare_histories, suite
+from mpi4py import MPI
+
+from hpcml.apps.flux import run
+
+CASE, TEND = "diffuse_advect_atten_map_1cr", 4.0
+
+
+def test_restart_continues_exactly(tmp_path):
+    suite()
+    run(case_config(CASE, tmp_path / "a", TEND), MPI.COMM_SELF)
+    cfg = case_config(CASE, tmp_path / "b", TEND)
+    cfg["output"].update(checkpoint="ckpt", checkpoint_cadence=2.0, maps="maps.h5")
+    run(cfg, MPI.COMM_SELF)
+    mid = tmp_path / "b" / "ckpt" / "ckpt-0000000008.h5"
+    assert mid.is_file(), sorted(p.name for p in (tmp_path / "b" / "ckpt").iterdir())
+    cfg["output"]["restart"] = str(mid)
+    summary = run(cfg, MPI.COMM_SELF)
+    assert summary["steps"] == 16 and summary["time"] == TEND
+    assert not compare_histories(tmp_path / "b", tmp_path / "a", 5, rtol=0.0, floor=0.0)
+    with h5py.File(tmp_path / "b" / "maps.h5") as fh:
+        assert fh["br"].shape == (2, 5, 180, 359)  # initial + final, the restart replaced the final
+        assert np.all(np.isfinite(fh["br"][...]))
+        assert fh["scalars/butterfly"].shape == (2, 180)
+
+
+def test_restart_file_missing_is_clear(tmp_path):
+    suite()
+    cfg = case_config(CASE, tmp_path, TEND)
+    cfg["output"]["restart"] = str(tmp_path / "none.h5")
+    from hpcml.config import ConfigError
+
+    with pytest.raises(ConfigError, match="output.restart file .* does not exist"):
+        run(cfg, MPI.COMM_SELF)
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.timeout(300)
+def test_checkpoint_loads_on_another_rank_count(comm, shared_tmp):
+    """Checkpoint on all ranks (a theta x phi split), restart serially on rank 0."""
+    suite()
+    full = shared_tmp / "full"
+    if comm.Get_rank() == 0:
+        run(case_config(CASE, full, TEND), MPI.COMM_SELF)
+    cfg = case_config(CASE, shared_tmp / "par", TEND, ensemble=1)
+    cfg["output"].update(checkpoint="ckpt", checkpoint_cadence=2.0)
+    run(cfg, comm)
+    ok, msg = True, ""
+    if comm.Get_rank() == 0:
+        ser = shared_tmp / "ser"
+        shutil.copytree(shared_tmp / "par", ser)
+        cfg["output"].update(directory=str(ser), restart=str(ser / "ckpt" / "ckpt-0000000008.h5"))
+        cfg["decomposition"]["ensemble"] = 0
+        run(cfg, MPI.COMM_SELF)
+        bad = compare_histories(ser, full, 5)
+        ok, msg = not bad, str(bad[:3])
+    assert_all(comm, ok, msg)
