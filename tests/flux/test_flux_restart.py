@@ -39,7 +39,7 @@ def test_restart_file_missing_is_clear(tmp_path):
     cfg["output"]["restart"] = str(tmp_path / "none.h5")
     from hpcml.config import ConfigError
 
-    with pytest.raises(ConfigError, match="output.restart file .* does not exist"):
+    with pytest.raises(ConfigError, match=r"output\.restart file .* does not exist"):
         run(cfg, MPI.COMM_SELF)
 
 

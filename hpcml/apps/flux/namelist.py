@@ -87,12 +87,12 @@ def read_namelist(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: &hipft_input_parameters appears more than once")
     out = {}
     starts = {k.lower(): v for k, v in getattr(grp, "start_index", {}).items()}
-    for k, v in grp.items():
-        k = k.lower()
-        first = (starts.get(k) or [1])[0] or 1
+    for key, value in grp.items():
+        name = key.lower()
+        first = (starts.get(name) or [1])[0] or 1
         if first > 1:  # "x(3) = 9." sets element 3 only: earlier ones are unset
-            v = [None] * (first - 1) + (v if isinstance(v, list) else [v])
-        out[k] = v
+            value = [None] * (first - 1) + (value if isinstance(value, list) else [value])  # noqa: PLW2901
+        out[name] = value
     return out
 
 
