@@ -18,6 +18,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcml.apps.flux.advection import Advection
+from hpcml.apps.flux.assimilation import Assimilation, check_maps
 from hpcml.apps.flux.diagnostics import Diagnostics
 from hpcml.apps.flux.diffusion import Diffusion
 from hpcml.apps.flux.fields import bipolar_map, gaussian_blobs, load_map_block, soccer_ball, soccer_u0
@@ -26,6 +27,7 @@ from hpcml.apps.flux.grid import TWOPI_INV, SphereGrid, read_map_info
 from hpcml.apps.flux.history import HistoryWriter
 from hpcml.apps.flux.layout import Layout, choose_split
 from hpcml.apps.flux.params import Params
+from hpcml.apps.flux.sources import FluxEmergence
 from hpcml.config import ConfigError
 from hpcml.distarray import DistArray
 
@@ -67,6 +69,8 @@ class FluxSolver:
             self.grid = SphereGrid(info.t, info.p, prm.weno_eps)
         else:
             self.grid = SphereGrid.uniform(prm.res_nt, prm.res_np, prm.weno_eps)
+        if prm.assimilate:
+            check_maps(config["assimilation"], self.grid.Nt, self.grid.Nf)
         dec = config["decomposition"]
         ens, dims = choose_split(self.world.Get_size(), prm.n_real, dec["ensemble"], tuple(dec["dims"]))
         self.halo_method = dec["halo_method"]
@@ -93,8 +97,8 @@ class FluxSolver:
         self.next_ckpt_time: float | None = None
         self.maps_written = 0
         self.stopped_early = False
-        self.sources = None
-        self.assim = None
+        self.sources = FluxEmergence(self) if prm.advance_source else None
+        self.assim = Assimilation(self) if prm.assimilate else None
 
     # -- setup ----------------------------------------------------------------------------
     def _geometry(self) -> None:
@@ -233,6 +237,10 @@ class FluxSolver:
         if cad > 0 and self.next_map_time is not None and self.time + self.dt >= self.next_map_time:
             self.dt = self.next_map_time - self.time
             self.dt_flag = True
+        for part in (self.assim, self.sources):
+            if part is not None:
+                self.dt, cut = part.cut(self.time, self.dt)
+                self.dt_flag = self.dt_flag or cut
         if self.time + self.dt >= prm.t_end:
             self.dt = prm.t_end - self.time
             self.dt_flag = False
@@ -246,20 +254,31 @@ class FluxSolver:
             self.flows.rebuild()
             self.dt_flag = True
             self.timers["flows"] += _time.perf_counter() - t0
+        if self.sources is not None:
+            self.sources.update(self.time)
         self._update_dt()
         dt = self.dt
         t_step = self.time
         self.step += 1
         sub_rows = self.cfg["output"]["subcycle_rows"]
         if prm.strang:
+            self._source(t_step, 0.5 * dt)
             self._advect(0.5 * dt)
             self._diffuse(dt, t_step, sub_rows)
             self._advect(0.5 * dt)
+            self._source(t_step, 0.5 * dt)
         else:
             self._advect(dt)
             self._diffuse(dt, t_step, sub_rows)
+            self._source(t_step, dt)
         self.time = t_step + dt
+        if self.assim is not None and self.assim.due(self.time):
+            self.assim.apply()
         self.write_history(self.time)
+
+    def _source(self, t_step: float, dt: float) -> None:
+        if self.sources is not None:
+            self.sources.apply(t_step, dt)
 
     def _advect(self, dt: float) -> None:
         if self.adv is None:
@@ -313,6 +332,8 @@ class FluxSolver:
             maps = MapWriter(self, outdir / out["maps"], restart_step=self.step + 1 if restarted else None)
         ckdir = outdir / out["checkpoint"] if out["checkpoint"] else None
         if not restarted:
+            if self.assim is not None and self.assim.next_time == self.time:
+                self.assim.apply()  # a map at the start time is assimilated before the first step
             self.write_history(self.time, force=out["history"])
             if maps is not None:
                 maps.write(self.step, self.time, self._rows())

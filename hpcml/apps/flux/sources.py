@@ -1,0 +1,125 @@
+"""Random flux emergence (section 8.2 of the spec), interpolated between frames.
+
+Each frame is a field of standard normal draws (the same for every realization)
+scaled per realization; the source is ``(1 - a) frame1 + a frame2`` with
+``a = (time - t_prev) / lifetime``.  HipFT draws with gfortran's generator, which
+cannot be reproduced from Python: here a NumPy ``PCG64`` stream seeded by
+``source.seed`` draws the *global* field on every rank (each keeps its block), so
+the source is the same for any decomposition and statistically equivalent to
+HipFT's, not bit-identical.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpcml.apps.flux.grid import PI, RSUN2, TWOPI_INV
+
+if TYPE_CHECKING:
+    from hpcml.apps.flux.solver import FluxSolver
+
+__all__ = ["FluxEmergence"]
+
+GAUSS_SCALE = PI / np.sqrt(2.0 * PI)  # HipFT multiplies its normal draws by pi / sqrt(2 pi)
+
+
+class FluxEmergence:
+    """Two-frame random flux emergence for one rank's block (all its realizations)."""
+
+    def __init__(self, s: FluxSolver) -> None:
+        self.s = s
+        lay, g, prm = s.lay, s.grid, s.prm
+        src = s.cfg["source"]
+        self.lifetime = float(src["lifetime"])
+        self.model = int(src["rfe_model"])
+        self.seed = int(src["seed"])
+        uf = prm.rfe_flux[lay.r_start : lay.r_start + lay.nr] * 1e21  # Mx/h per realization
+        rows = np.arange(lay.t0 + 1, lay.t0 + lay.ny + 1)
+        cols = np.arange(lay.p0 + 2, lay.p0 + lay.nx + 2)
+        if self.model == 1:
+            per_cell = uf / (RSUN2 * g.Nt * (g.M - 2))
+            area = g.w_t[rows][:, None] * g.dp[cols][None, :]
+            self.scale = per_cell[:, None, None] / area[None]
+        else:
+            self.scale = np.broadcast_to((uf / (RSUN2 * 4.0 * PI))[:, None, None], (lay.nr, lay.ny, lay.nx)).copy()
+        # Pole rows: mean over k = 1..M-2, i.e. the seam column weighs dp_1 (not dp_{M-1}).
+        w = g.dp[cols].copy()
+        if cols[-1] == g.M - 1:
+            w[-1] = g.dp[1]
+        self.pole_w = w
+        self.rng = np.random.Generator(np.random.PCG64(self.seed))
+        self.t_prev = prm.t_start
+        self.t_next = prm.t_start + self.lifetime
+        # generator states before each frame was drawn: a restart redraws both frames
+        self.st1 = self._snapshot()
+        self.frame1 = self._frame()
+        self.st2 = self._snapshot()
+        self.frame2 = self._frame()
+
+    # -- frames ---------------------------------------------------------------------------
+    def _frame(self) -> np.ndarray:
+        """Draw one frame (global draws, local block), average the poles, flux-balance it."""
+        s, lay, g = self.s, self.s.lay, self.s.grid
+        draws = self.rng.standard_normal((g.Nt, g.Np)) * GAUSS_SCALE  # identical on every rank
+        block = draws[lay.t0 : lay.t0 + lay.ny, lay.p0 : lay.p0 + lay.nx]
+        frame = s.lay.zeros()
+        x = frame.data
+        x[:, lay.i0 : lay.i1, lay.c0 : lay.c1] = block[None] * self.scale
+        for row in (lay.inorth, lay.isouth):
+            if row >= 0:
+                terms = np.ascontiguousarray(x[:, row, lay.c0 : lay.c1] * self.pole_w[None, :])
+                x[:, row, lay.c0 : lay.c1] = (lay.row_sum(terms) * TWOPI_INV)[:, None]
+        s.diag.balance(x)
+        return x
+
+    def update(self, time: float) -> None:
+        """Advance the frame pair when ``time`` has reached the next frame time."""
+        while time >= self.t_next:
+            self.t_prev = self.t_next
+            self.t_next += self.lifetime
+            self.frame1, self.st1 = self.frame2, self.st2
+            self.st2 = self._snapshot()
+            self.frame2 = self._frame()
+
+    def cut(self, time: float, dt: float) -> tuple[float, bool]:
+        """HipFT's time-step cut at frame changes (``min(next frame - time, lifetime / 2)``)."""
+        if time + dt >= self.t_next:
+            return min(self.t_next - time, 0.5 * self.lifetime), True
+        return dt, False
+
+    def apply(self, time: float, dt: float) -> None:
+        """``f += dt * S(time)`` on the owned cells (halo refreshed by the caller)."""
+        s, lay = self.s, self.s.lay
+        a = (time - self.t_prev) / self.lifetime
+        own = (slice(None), slice(lay.i0, lay.i1), slice(lay.c0, lay.c1))
+        src = (1.0 - a) * self.frame1[own] + a * self.frame2[own]
+        s.f.data[own] += dt * src
+        s.exchange(s.f)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _snapshot(self) -> str:
+        st = self.rng.bit_generator.state["state"]
+        return f"{st['state']}:{st['inc']}"
+
+    def _set(self, snap: str) -> None:
+        state, inc = (int(v) for v in snap.split(":"))
+        bg = self.rng.bit_generator.state
+        bg["state"] = {"state": state, "inc": inc}
+        bg["has_uint32"], bg["uinteger"] = 0, 0
+        self.rng.bit_generator.state = bg
+
+    def state(self) -> dict[str, Any]:
+        """Replicated restart state: frame times and the generator states before each frame."""
+        return {"t_prev": float(self.t_prev), "t_next": float(self.t_next), "rng1": self.st1, "rng2": self.st2}
+
+    def restore(self, st: dict[str, Any]) -> None:
+        """Redraw both frames from the saved generator states (bit-identical continuation)."""
+        self.t_prev = float(st["t_prev"])
+        self.t_next = float(st["t_next"])
+        self.st1, self.st2 = str(st["rng1"]), str(st["rng2"])
+        self._set(self.st1)
+        self.frame1 = self._frame()
+        self._set(self.st2)
+        self.frame2 = self._frame()
