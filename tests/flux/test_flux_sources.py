@@ -107,7 +107,7 @@ def test_assimilation_blends_maps(tmp_path, mode):
             "assimilation.lat_limit=[20.0]",
         ]
     summary, field = solve(base_config(tmp_path, *over))
-    names, rows = mine(tmp_path, 1)
+    _, rows = mine(tmp_path, 1)
     # map 1 (t = 0) is applied before the first step: 2 x 5 G (0 where the latitude limit cuts)
     assert rows[0, 3] == 10.0 and rows[0, 2] == (0.0 if mode == "mu" else 10.0)
     _, num = mine(tmp_path, 1, "num")
