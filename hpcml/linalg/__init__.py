@@ -19,9 +19,11 @@ See ``docs/solvers.md``.
 from hpcml.linalg.cg import NotSPDError, SolveInfo, cg, cg_pipelined, check_symmetric
 from hpcml.linalg.csr import DistCSR
 from hpcml.linalg.poisson import PoissonOperator, jacobi, manufactured, poisson_matrix
+from hpcml.linalg.summa import DistMatrix, summa
 
 __all__ = [
     "DistCSR",
+    "DistMatrix",
     "NotSPDError",
     "PoissonOperator",
     "SolveInfo",
@@ -31,4 +33,5 @@ __all__ = [
     "jacobi",
     "manufactured",
     "poisson_matrix",
+    "summa",
 ]

@@ -31,7 +31,6 @@ from mpi4py.util.dtlib import from_numpy_dtype
 
 from hpcml.decomp import CartDecomp, block_range
 from hpcml.distarray import DistArray
-from hpcml.kernels import spmv
 from hpcml.linalg import _kernels
 from hpcml.linalg.vector import Layout, raise_if_any
 
@@ -289,6 +288,8 @@ class DistCSR:
             (m, self.ncols_local),
         )
         self._diag_is_square = self.shape[0] == self.shape[1]
+        # a few row blocks of equal nonzero count per thread; the plan is fixed at
+        # setup, so a later change of the Numba thread count only changes the balance
         self._bounds = _row_blocks(d_ptr, m, 4 * _num_threads())
         # off-diagonal block over the ghost columns (garray), rows compressed
         outside = ~inside
@@ -440,7 +441,8 @@ class DistCSR:
         if np.may_share_memory(xl, yl):
             raise ValueError("y must not share memory with x")
         t_start = self._start(xl)
-        spmv(self.diag, xl, yl)
+        ptr, idx, val, _ = self.diag
+        _kernels.csr_matvec(ptr, idx, val, xl, yl, self._bounds, None)
         t_wait = self._finish()
         rows, ptr, idx, val = self.offd
         if rows.size:
@@ -461,7 +463,7 @@ class DistCSR:
         yl = self._check(y, "rows", "y")
         t_start = self._start(xl)
         ptr, idx, val, _ = self.diag
-        s = _kernels.csr_dot(ptr, idx, val, xl, yl, self._bounds)
+        s = _kernels.csr_matvec(ptr, idx, val, xl, yl, self._bounds, xl)
         t_wait = self._finish()
         rows, optr, oidx, oval = self.offd
         if rows.size:
