@@ -15,8 +15,6 @@ would differ between vectorised and remainder loops.
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 from numba import njit, prange
@@ -31,7 +29,6 @@ __all__ = [
     "diff_stage",
     "flow_fill",
     "flux_rescale",
-    "gaussian_field",
     "lf_alpha",
     "ptl_max",
     "ptl_tau",
@@ -573,21 +570,3 @@ def flux_rescale(x, q, i0, i1, c0, c1):
         for c in range(c0, c1):
             v = x[i, c]
             x[i, c] = v / q if v > 0.0 else v * q
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def gaussian_field(out, th, ph, sti, th_c, th_off, ph1, ph2, width):
-    """Validation-2 blobs ``s_j [-exp(-d1^2/w) + exp(-d2^2/w)]`` on every local point.
-
-    ``th``/``sti`` per local row, ``ph`` per local column; the phi distance is not
-    wrapped (HipFT's formula).
-    """
-    ny, nx = out.shape
-    for i in prange(ny):
-        dth = th[i] - th_c - th_off
-        dt2 = dth * dth
-        s = sti[i]
-        for c in range(nx):
-            d1 = ph[c] - ph1
-            d2 = ph[c] - ph2
-            out[i, c] = s * (-math.exp(-(dt2 + d1 * d1) / width) + math.exp(-(dt2 + d2 * d2) / width))

@@ -36,6 +36,7 @@ class Advection:
         self.zero = np.zeros(lay.nr)
         from hpcml.kernels.flux import advect_scratch, row_chunks
 
+        self.n_stages = 0
         self.nch = row_chunks(lay.ny)
         self.scratch = advect_scratch(lay.nx)
 
@@ -66,6 +67,7 @@ class Advection:
 
         s, lay, geo, fl = self.s, self.s.lay, self.s.geo, self.s.flows
         an, as_ = self._caps(x.data)
+        self.n_stages += 1
         advect_stage(
             x.data, f0.data, out.data, fl.vt, fl.vp, fl.at, fl.ap, geo["kind_t"], geo["weno_t"], s.prm.weno,
             geo["weno_p"], geo["sth"], geo["st_i"], geo["dt_i"], geo["dp_i"], lay.i0, lay.i1, lay.c0, lay.c1,

@@ -61,8 +61,6 @@ class Diagnostics:
 
     # -- exact solutions ------------------------------------------------------------------
     def _exact(self, time: float) -> None:
-        from hpcml.kernels.flux import gaussian_field
-
         s = self.s
         prm = s.prm
         dtau = time - prm.t_start
@@ -76,10 +74,16 @@ class Diagnostics:
             vpt = prm.omega * KMS_TO_RSH * dtau
             ph1 = math.fmod(1.5707963267948966 + vpt, TWOPI)
             ph2 = math.fmod(4.71238898038469 + vpt, TWOPI)
-            gaussian_field(
-                self.fex, self.th_rows, self.ph_cols, self.sti_rows, 0.7853981633974483, vtt, ph1, ph2,
-                prm.cfg["initial"]["gaussian_width"],
-            )  # fmt: skip
+            width = prm.cfg["initial"]["gaussian_width"]
+            # NumPy's SIMD exp (about 8x a scalar libm call; per-element results do not
+            # depend on the array's extent, so every split evaluates the same values)
+            dth = self.th_rows - 0.7853981633974483 - vtt
+            dt2 = (dth * dth)[:, None]
+            d1 = (self.ph_cols - ph1)[None, :]
+            d2 = (self.ph_cols - ph2)[None, :]
+            e1 = np.exp(-(dt2 + d1 * d1) / width)
+            e2 = np.exp(-(dt2 + d2 * d2) / width)
+            np.multiply(self.sti_rows[:, None], e2 - e1, out=self.fex)
 
     # -- rows ---------------------------------------------------------------------------
     def compute(self, time: float) -> np.ndarray | None:

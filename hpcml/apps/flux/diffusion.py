@@ -85,7 +85,8 @@ class Diffusion:
         self.dt_e = self.explicit_dt()
         self.last_s = 0
         self.cycles = 0
-        self.seconds = 0.0
+        self.n_stages = 0  # fused operator + STS stages (for the benchmark's traffic model)
+        self.n_applies = 0  # operator-only applications (PTL and Y0)
 
     # -- geometry ------------------------------------------------------------------------
     @staticmethod
@@ -151,6 +152,7 @@ class Diffusion:
 
         s, lay, geo = self.s, self.s.lay, self.s.geo
         ln, ls = self._caps(x.data)
+        self.n_applies += 1
         xd = x.data
         diff_stage(
             xd, xd, xd, xd, out.data, self.dcoef, geo["s2"], geo["c2"], geo["c4"], geo["b1"], geo["b5"],
@@ -164,6 +166,7 @@ class Diffusion:
 
         s, lay, geo = self.s, self.s.lay, self.s.geo
         ln, ls = self._caps(x.data)
+        self.n_stages += 1
         diff_stage(
             x.data, xm2.data, u0.data, y0.data, out.data, self.dcoef, geo["s2"], geo["c2"], geo["c4"], geo["b1"],
             geo["b5"], lay.i0, lay.i1, lay.c0, lay.c1, mu, nu, kap, mt, gam, ln, ls, lay.inorth, lay.isouth, 1,

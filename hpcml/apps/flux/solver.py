@@ -92,6 +92,7 @@ class FluxSolver:
         self.dt_adv_used = 0.0
         self.hist_rows = 0
         self.timers = {"advection": 0.0, "diffusion": 0.0, "analysis": 0.0, "flows": 0.0, "output": 0.0}
+        self.cpu = dict.fromkeys(self.timers, 0.0)  # process CPU seconds (robust to a shared machine)
         self.history: HistoryWriter | None = None
         self.next_map_time: float | None = None
         self.next_ckpt_time: float | None = None
@@ -212,7 +213,7 @@ class FluxSolver:
             return
         if not force and not self._history_due(t):
             return
-        t0 = _time.perf_counter()
+        t0, c0 = _time.perf_counter(), _time.process_time()
         rows = self.diag.compute(t)
         self.hist_rows += 1
         if rows is not None:
@@ -220,6 +221,7 @@ class FluxSolver:
                 reals, ints = self._num_values(cycles_override)
                 self.history.add(self.step, t, rows, reals, ints)
         self.timers["analysis"] += _time.perf_counter() - t0
+        self.cpu["analysis"] += _time.process_time() - c0
 
     # -- time step --------------------------------------------------------------------------
     def _update_dt(self) -> None:
@@ -250,10 +252,11 @@ class FluxSolver:
         """One step of the main loop (flows, time step, transport, history)."""
         prm = self.prm
         if self.flows is not None and self.flows.needs_update:
-            t0 = _time.perf_counter()
+            t0, c0 = _time.perf_counter(), _time.process_time()
             self.flows.rebuild()
             self.dt_flag = True
             self.timers["flows"] += _time.perf_counter() - t0
+            self.cpu["flows"] += _time.process_time() - c0
         if self.sources is not None:
             self.sources.update(self.time)
         self._update_dt()
@@ -283,26 +286,29 @@ class FluxSolver:
     def _advect(self, dt: float) -> None:
         if self.adv is None:
             return
-        t0 = _time.perf_counter()
+        t0, c0 = _time.perf_counter(), _time.process_time()
         self.adv.advance(dt)
         self.dt_adv_used = dt
         self.timers["advection"] += _time.perf_counter() - t0
+        self.cpu["advection"] += _time.process_time() - c0
 
     def _diffuse(self, dt: float, t_step: float, sub_rows: bool) -> None:
         if self.diff is None:
             return
-        t0 = _time.perf_counter()
+        t0, c0 = _time.perf_counter(), _time.process_time()
         cb = None
         if sub_rows:
 
             def cb(t: float, est: int) -> None:
-                ta = _time.perf_counter()
+                ta, ca = _time.perf_counter(), _time.process_time()
                 self.write_history(t, cycles_override=est)
-                nonlocal t0
+                nonlocal t0, c0
                 t0 += _time.perf_counter() - ta  # analysis time is not diffusion time
+                c0 += _time.process_time() - ca
 
         self.diff.advance(dt, t_step, cb)
         self.timers["diffusion"] += _time.perf_counter() - t0
+        self.cpu["diffusion"] += _time.process_time() - c0
 
     def run(self) -> dict[str, Any]:
         """Run to ``time.end`` with every output the config asks for; summary (same on every rank)."""
@@ -405,6 +411,10 @@ class FluxSolver:
             "stopped_early": self.stopped_early,
             "seconds": wall,
             "timers": timers,
+            "cpu_seconds": {k: self.world.allreduce(v, op=MPI.MAX) for k, v in self.cpu.items()},
+            "advection_stages": self.adv.n_stages if self.adv is not None else 0,
+            "diffusion_stages": self.diff.n_stages if self.diff is not None else 0,
+            "diffusion_applies": self.diff.n_applies if self.diff is not None else 0,
             "cell_steps_per_s": cells * self.step / wall if wall > 0 else float("nan"),
             "flux_positive": float(r1[3]),
             "flux_negative": float(r1[4]),
