@@ -171,7 +171,7 @@ def _jacobi_inverse(A: Any, layout: Layout, M: Any) -> np.ndarray | None:  # noq
         idx = np.unravel_index(int(bad[0]), own.shape)
         where = tuple(int(s + i) for s, i in zip(layout.decomp.start, idx))
         msg = (
-            f"Jacobi preconditioner: diagonal entry {own[idx]!r} at global index {where} is not positive, "
+            f"Jacobi preconditioner: diagonal entry {float(own[idx])!r} at global index {where} is not positive, "
             "so A is not symmetric positive definite"
         )
     raise_if_any(layout.comm, msg, NotSPDError)

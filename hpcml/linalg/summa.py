@@ -22,6 +22,7 @@ panel is a view of the local block).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -135,7 +136,7 @@ class DistMatrix:
 
     @property
     def coords(self) -> tuple[int, int]:
-        """This rank's ``(row, column)`` in the process grid."""
+        """``(row, column)`` of the calling rank in the process grid."""
         return self.decomp.coords  # type: ignore[return-value]
 
     @property
@@ -145,7 +146,7 @@ class DistMatrix:
 
     @property
     def local(self) -> np.ndarray:
-        """This rank's block."""
+        """The block owned by the calling rank (a view)."""
         return self.array.data
 
     @property
@@ -176,7 +177,7 @@ def _panels(k: int, pr: int, pc: int, width: int | None) -> list[tuple[int, int,
     cuts.update(block_range(k, pr, i)[0] for i in range(pr))
     edges = sorted(cuts)
     out = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         step = hi - lo if width is None else width
         for k0 in range(lo, hi, step):
             k1 = min(hi, k0 + step)
