@@ -70,6 +70,6 @@ def raises_everywhere(comm, exc, fn, match=None):
 
     try:
         fn()
-    except exc as e:  # noqa: BLE001 - the test decides which type
+    except exc as e:
         return match is None or re.search(match, str(e)) is not None
     return False

@@ -9,7 +9,7 @@ import scipy.sparse.linalg as spla
 from helpers import assert_all
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from linalg_helpers import poisson_scipy, random_spd, raises_everywhere, rel_err
+from linalg_helpers import poisson_scipy, raises_everywhere, random_spd, rel_err
 from mpi4py import MPI
 
 from hpcml import CartDecomp, DistArray
@@ -122,9 +122,10 @@ def test_x0_zero_rhs_maxiter_callback(comm, name):
     A = poisson_matrix((10, 9), comm, spacing=1.0)
     b = A.create_vector(lambda k: 1.0 + 0.0 * k)
     x, info = solve(A, b, rtol=1e-10)
+    ok = info.converged
     # starting from the solution: converged before the first iteration
     x2, info2 = solve(A, b, x0=x, rtol=1e-6)
-    ok = info2.iterations == 0 and info2.converged and rel_err(x2.allgather(), x.allgather()) == 0
+    ok &= info2.iterations == 0 and info2.converged and rel_err(x2.allgather(), x.allgather()) == 0
     z, infoz = solve(A, A.create_vector(), rtol=1e-8)
     ok &= infoz.reason == "zero_rhs" and infoz.converged and not z.allgather().any()
     _, info3 = solve(A, b, rtol=1e-12, maxiter=3)
@@ -171,7 +172,9 @@ def test_not_spd_errors(comm, name):
     for a, M, match in [(nonsym, None, "not symmetric"), (negdiag, "jacobi", "not positive"), (blocks, None, "not")]:
         A = DistCSR.from_scipy(a if comm.rank == 0 else None, comm)
         b = A.create_vector(bg if comm.rank == 0 else None)
-        ok &= raises_everywhere(comm, NotSPDError, lambda A=A, b=b, M=M: solve(A, b, M=M, maxiter=50), match)
+        ok &= raises_everywhere(
+            comm, NotSPDError, lambda op=A, rhs=b, prec=M: solve(op, rhs, M=prec, maxiter=50), match
+        )
         A.free()
     assert_all(comm, ok)
 

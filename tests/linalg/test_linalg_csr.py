@@ -8,7 +8,7 @@ import scipy.sparse as sps
 from helpers import assert_all
 from hypothesis import given
 from hypothesis import strategies as st
-from linalg_helpers import poisson_scipy, random_sparse, raises_everywhere, rel_err
+from linalg_helpers import poisson_scipy, raises_everywhere, random_sparse, rel_err
 
 from hpcml import CartDecomp, DistArray
 from hpcml.decomp import block_range
@@ -56,8 +56,8 @@ def test_matvec_matches_scipy(comm, data):
     A.free()
 
 
-def _own(A):
-    return A.cstart, A.cstart + A.ncols_local
+def _own(mat):
+    return mat.cstart, mat.cstart + mat.ncols_local
 
 
 @pytest.mark.mpi
