@@ -89,13 +89,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="Numba threads per rank (default 1, as HipFT)")
     parser.add_argument("--quick", action="store_true", help=f"shorten the long cases to {QUICK_END}")
     parser.add_argument("--convergence", action="store_true", help="convergence study instead of timings")
+    parser.add_argument(
+        "--validate", action="store_true", help="run every case in full and compare with HipFT (flux-validation.md)"
+    )
     parser.add_argument("--suite", default=None, help="HipFT test-suite folder (default: ../shared/hipft-testsuite)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run before it is killed")
 
 
 # -- one timed run (inside mpiexec) ---------------------------------------------------------
-def worker(case: str, suite: str, time_end: float | None, result: str) -> None:
-    """Run one case on ``COMM_WORLD`` and write rank 0's summary as JSON (entry of the subprocess)."""
+def worker(case: str, suite: str, time_end: float | None, result: str, keep: str | None = None) -> None:
+    """Run one case on ``COMM_WORLD`` and write rank 0's summary as JSON (entry of the subprocess).
+
+    ``keep``: write the history files there (with HipFT's per-subcycle rows) instead of a temporary folder.
+    """
     from mpi4py import MPI
 
     from hpcml.apps.flux import config_from_hipft, run
@@ -106,8 +112,10 @@ def worker(case: str, suite: str, time_end: float | None, result: str) -> None:
         if time_end is not None:
             cfg["time"]["end"] = float(time_end)
         with tempfile.TemporaryDirectory() as mine:
-            tmp = MPI.COMM_WORLD.bcast(mine, root=0)  # rank 0's folder for every rank
-            cfg["output"].update(directory=tmp, maps="", hipft_maps=False, subcycle_rows=False)
+            tmp = MPI.COMM_WORLD.bcast(keep or mine, root=0)  # rank 0's folder for every rank
+            cfg["output"].update(directory=tmp, maps="", hipft_maps=False)
+            if keep is None:
+                cfg["output"]["subcycle_rows"] = False
             summary = run(cfg, MPI.COMM_WORLD)
             summary["peak_rss_mib"] = MPI.COMM_WORLD.allreduce(peak_rss_mib(), op=MPI.MAX)
             MPI.COMM_WORLD.Barrier()
@@ -115,7 +123,9 @@ def worker(case: str, suite: str, time_end: float | None, result: str) -> None:
             Path(result).write_text(json.dumps(summary, default=str))
 
 
-def _launch(case: str, ranks: int, args: argparse.Namespace, time_end: float | None, suite: Path) -> dict[str, Any]:
+def _launch(
+    case: str, ranks: int, args: argparse.Namespace, time_end: float | None, suite: Path, keep: str | None = None
+) -> dict[str, Any]:
     venv = Path(sys.executable).parent
     mpiexec = venv / "mpiexec"
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
@@ -206,6 +216,62 @@ def _timings(args: argparse.Namespace, suite: Path) -> int:
     write_report("flux", rows, cols, args.out, meta={"threads": args.threads, "quick": args.quick}, notes=notes)
     print(f"flux bench: wrote {Path(args.out) / 'flux.md'}")
     return 0 if all("error" not in r for r in rows) else 1
+
+
+# -- validation ------------------------------------------------------------------------------
+def _validation(args: argparse.Namespace, suite: Path) -> int:
+    from hpcml.apps.flux.history import LOOSE, STRICT, compare_rows, read_history
+
+    rows: list[dict[str, Any]] = []
+    ok_all = True
+    for case in args.cases:
+        with tempfile.TemporaryDirectory() as tmp:
+            s = _launch(case, args.ranks[0], args, None, suite, keep=tmp)
+            if "error" in s:
+                rows.append({"case": case, "error": str(s["error"])})
+                ok_all = False
+                continue
+            final: dict[str, float] = {}
+            series: dict[str, float] = {}
+            nreal = len(list((suite / case / "reference").glob("hipft_history_sol_r*.out")))
+            nrows = 0
+            for r in range(1, nreal + 1):
+                names, got = read_history(Path(tmp) / f"hipft_history_sol_r{r:06d}.out")
+                _, ref = read_history(suite / case / "reference" / f"hipft_history_sol_r{r:06d}.out")
+                if got.shape != ref.shape:
+                    rows.append({"case": case, "error": f"r{r}: {got.shape[0]} rows vs reference {ref.shape[0]}"})
+                    ok_all = False
+                    break
+                nrows = got.shape[0]
+                for n, v in compare_rows(names, got[-1:], ref[-1:]).items():
+                    final[n] = max(final.get(n, 0.0), v)
+                for n, v in compare_rows(names, got, ref).items():
+                    series[n] = max(series.get(n, 0.0), v)
+            else:
+                tol = {**STRICT, **LOOSE}
+                ok = all(final[n] <= t and series[n] <= t for n, t in tol.items())
+                ok_all &= ok
+                row = {"case": case, "realizations": nreal, "rows": nrows, "ranks": args.ranks[0], "pass": ok}
+                for n in tol:
+                    row[f"final {n}"] = final[n]
+                    row[f"series {n}"] = series[n]
+                row["series others (of scale)"] = max(v for n, v in series.items() if n not in tol)
+                rows.append(row)
+                print(f"{case:30s} pass={ok} final {', '.join(f'{n}={final[n]:.1e}' for n in tol)}", flush=True)
+    cols = ["case", "realizations", "rows", "ranks", "pass"]
+    cols += [f"final {n}" for n in (*STRICT, *LOOSE)] + [f"series {n}" for n in (*STRICT, *LOOSE)]
+    cols.append("series others (of scale)")
+    notes = [
+        "Max relative difference to HipFT's reference history over all realizations: 'final' = last row "
+        "(HipFT's own test), 'series' = every row (rows matched one to one).  Pass: 1e-6 on BR_MIN, BR_MAX, "
+        "FLUX_POSITIVE, FLUX_NEGATIVE; 1e-5 on BR_ABS_MIN and VALIDATION_ERR_HHabs (|ref| < 1e-64 forgiven as "
+        "HipFT's compare script does; validation errors below 1e-13 count as 0).",
+        "'others': pole fluxes and areas relative to the total unsigned flux, dipoles relative to the largest "
+        "dipole that flux allows (their own values are round-off noise in several cases).",
+    ]
+    write_report("flux-validation", rows, cols, args.out, notes=notes)
+    print(f"flux bench: wrote {Path(args.out) / 'flux-validation.md'}")
+    return 0 if ok_all else 1
 
 
 # -- convergence ------------------------------------------------------------------------------
@@ -303,4 +369,6 @@ def run(args: argparse.Namespace) -> int:
     if not suite.is_dir():
         print(f"flux bench: HipFT test suite not found at {suite}; pass --suite", file=sys.stderr)
         return 2
+    if args.validate:
+        return _validation(args, suite)
     return _timings(args, suite)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hpcml.apps.flux.grid import RSUN2
-from hpcml.apps.flux.history import read_history
+from hpcml.apps.flux.history import DIPOLE_COLS, FLUX_COLS, LOOSE, STRICT, read_history
 
 SUITE = Path(__file__).resolve().parents[2] / ".." / "shared" / "hipft-testsuite"
 
@@ -23,15 +23,6 @@ CASES = (
     "diffuse_dipole",
     "diffuse_advect_atten_map_1cr",
 )
-
-# Columns HipFT's own suite compares on the final row, with this project's tolerances.
-STRICT = {"BR_MIN": 1e-6, "BR_MAX": 1e-6, "FLUX_POSITIVE": 1e-6, "FLUX_NEGATIVE": 1e-6}
-LOOSE = {"BR_ABS_MIN": 1e-5, "VALIDATION_ERR_HHabs": 1e-5}
-FLUX_COLS = (
-    "FLUX_POSITIVE", "FLUX_NEGATIVE", "NPOLE_FLUX_POSITIVE", "NPOLE_FLUX_NEGATIVE", "SPOLE_FLUX_POSITIVE",
-    "SPOLE_FLUX_NEGATIVE", "NPOLE_AREA", "SPOLE_AREA",
-)  # fmt: skip
-DIPOLE_COLS = ("EQ_DIPOLE", "AX_DIPOLE")
 
 
 def suite() -> Path:
@@ -71,34 +62,6 @@ def mine(outdir: Path, r: int, kind: str = "sol") -> tuple[list[str], np.ndarray
 def rel(a: float, b: float) -> float:
     """Relative difference against the reference ``b``."""
     return abs(a - b) / abs(b) if b != 0 else abs(a)
-
-
-def compare_rows(names: list[str], got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Worst relative difference per compared column over the rows given (same shapes).
-
-    ``BR_ABS_MIN`` below 1e-64 is forgiven as HipFT's compare script does, and a
-    validation error below 1e-13 (round-off of an exact initial field) is taken
-    as 0 on both sides.  Other
-    columns are checked against the column's scale: fluxes to the total unsigned
-    flux, dipoles to the largest dipole the unsigned flux allows, so that
-    round-off noise (an axial dipole of 1e-18 G) is not compared relatively.
-    """
-    col = {n: i for i, n in enumerate(names)}
-    worst: dict[str, float] = {}
-    unsigned = np.abs(ref[:, col["FLUX_POSITIVE"]]) + np.abs(ref[:, col["FLUX_NEGATIVE"]])
-    for n in names[2:]:
-        i = col[n]
-        a, b = got[:, i], ref[:, i]
-        if n in STRICT or n in LOOSE:
-            keep = ~((n == "BR_ABS_MIN") & (np.abs(b) < 1e-64))
-            if n == "VALIDATION_ERR_HHabs":
-                keep &= ~((np.abs(a) < 1e-13) & (np.abs(b) < 1e-13))
-            d = np.where(b != 0, np.abs(a - b) / np.where(b != 0, np.abs(b), 1.0), np.abs(a))
-            worst[n] = float(np.max(d[keep], initial=0.0))
-        else:
-            scale = unsigned if n in FLUX_COLS else unsigned * 3.0 / (4.0 * math.pi) / RSUN2
-            worst[n] = float(np.max(np.abs(a - b) / np.maximum(scale, 1e-300), initial=0.0))
-    return worst
 
 
 def tolerance(column: str) -> float:

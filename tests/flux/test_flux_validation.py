@@ -14,10 +14,11 @@ import math
 
 import numpy as np
 import pytest
-from fluxcheck import CASES, case_config, compare_rows, mine, n_real, reference, suite, tolerance
+from fluxcheck import CASES, case_config, mine, n_real, reference, suite, tolerance
 from mpi4py import MPI
 
 from hpcml.apps.flux import run
+from hpcml.apps.flux.history import compare_rows
 
 # time_end of the default (fast) run; None = the full case.  The dipole's default
 # run stops after HipFT's first PTL cycle (one super-step of 1915 stages).
