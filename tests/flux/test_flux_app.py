@@ -1,0 +1,40 @@
+"""The default ``flux`` job: runs from the shipped defaults, writes every output, plots."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+from mpi4py import MPI
+
+from hpcml.apps.flux import run
+from hpcml.config import load_config
+
+
+def test_default_job_outputs(tmp_path):
+    cfg = load_config(None, ["app=flux", "time.end=24.0", "output.map_cadence=12.0", "output.hipft_maps=true"])
+    cfg["output"]["directory"] = str(tmp_path)
+    summary = run(cfg, MPI.COMM_SELF)
+    assert summary["time"] == 24.0 and summary["realizations"] == 2
+    assert abs(summary["flux_positive"] + summary["flux_negative"]) < 1e-6 * summary["flux_positive"]
+    with h5py.File(tmp_path / "flux_maps.h5") as fh:
+        br = fh["br"]
+        assert br.shape == (3, 2, 181, 360)  # t = 0, 12, 24 h
+        assert np.all(np.isfinite(br[...]))
+        assert list(br.attrs["realization"]) == [1, 2] and len(br.attrs["phi"]) == 360
+        assert fh["scalars/butterfly"].shape == (3, 181)
+        assert len(fh["scalars/butterfly"].attrs["latitude"]) == 181
+    for name in ("hipft_brmap_initial.h5", "hipft_brmap_final.h5", "hipft_history_sol_r000002.out"):
+        assert (tmp_path / name).is_file()
+    with h5py.File(tmp_path / "hipft_brmap_final.h5") as fh:
+        assert fh["Data"].shape == (2, 181, 361)  # HipFT layout: the 2 pi column repeated
+        np.testing.assert_array_equal(fh["Data"][:, :, 0], fh["Data"][:, :, -1])
+
+
+def test_analyze_draws_the_butterfly(tmp_path):
+    from hpcml.io.analyze import plot
+
+    cfg = load_config(None, ["app=flux", "time.end=12.0", "output.map_cadence=6.0"])
+    cfg["output"]["directory"] = str(tmp_path)
+    run(cfg, MPI.COMM_SELF)
+    written = [p.name for p in plot(tmp_path / "flux_maps.h5", tmp_path / "plots")]
+    assert "flux_maps-butterfly.png" in written and "flux_maps-br.png" in written
