@@ -130,9 +130,7 @@ def _launch(
     mpiexec = venv / "mpiexec"
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         result = fh.name
-    code = (
-        f"from hpcml.bench.flux import worker; import sys; worker({case!r}, {str(suite)!r}, {time_end!r}, {result!r})"
-    )
+    code = f"from hpcml.bench.flux import worker; worker({case!r}, {str(suite)!r}, {time_end!r}, {result!r}, {keep!r})"
     env = dict(os.environ, NUMBA_NUM_THREADS=str(args.threads))
     cmd = [str(mpiexec), "-n", str(ranks), sys.executable, "-c", code]
     try:
