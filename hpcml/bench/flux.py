@@ -94,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--suite", default=None, help="HipFT test-suite folder (default: ../shared/hipft-testsuite)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run before it is killed")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per case and rank count; the fastest is reported (shared machine)"
+    )
 
 
 # -- one timed run (inside mpiexec) ---------------------------------------------------------
@@ -184,7 +187,9 @@ def _timings(args: argparse.Namespace, suite: Path) -> int:
         frac = end / 672.0 if end is not None else 1.0
         _launch(case, 1, args, min(end or 24.0, 24.0), suite)  # warm the Numba cache, untimed
         for n in args.ranks:
-            s = _launch(case, n, args, end, suite)
+            runs = [_launch(case, n, args, end, suite) for _ in range(max(1, args.repeat))]
+            good = [r for r in runs if "error" not in r]
+            s = min(good, key=lambda r: r["seconds"]) if good else runs[0]
             if "error" in s:
                 rows.append({"case": case, "ranks": n, "error": str(s["error"])})
                 print(f"flux bench: {case} on {n} rank(s) failed: {s['error']}", file=sys.stderr)
@@ -211,7 +216,9 @@ def _timings(args: argparse.Namespace, suite: Path) -> int:
         f"STREAM triad here is {STREAM_TRIAD_GBS[0]}-{STREAM_TRIAD_GBS[1]} GB/s; the soccer and dipole working "
         "sets (2-20 MB) fit in the 32 MB L3.",
     ]
-    write_report("flux", rows, cols, args.out, meta={"threads": args.threads, "quick": args.quick}, notes=notes)
+    notes.append(f"fastest of {max(1, args.repeat)} run(s) per case and rank count")
+    meta = {"threads": args.threads, "quick": args.quick, "repeat": args.repeat}
+    write_report("flux", rows, cols, args.out, meta=meta, notes=notes)
     print(f"flux bench: wrote {Path(args.out) / 'flux.md'}")
     return 0 if all("error" not in r for r in rows) else 1
 
