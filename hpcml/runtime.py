@@ -211,6 +211,11 @@ def _report_and_abort(exc: BaseException, tb: TracebackType | None) -> None:
     sys.stdout.flush()
     # A lone process just exits; with peers, Abort is the only call that cannot hang.
     if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
+        # Give the launcher a moment to forward our stderr: Hydra tears the job down on
+        # Abort and has been seen to drop the message it had not yet passed on.
+        import time
+
+        time.sleep(0.5)
         MPI.COMM_WORLD.Abort(1)
     os._exit(1)  # pragma: no cover - Abort does not return
 
