@@ -366,9 +366,10 @@ def diff_stage(
 ):  # fmt: skip
     """Five-point operator of section 6.2, alone or fused with a super-time-step stage.
 
-    ``mode == 0``: ``out = L(x)``.  ``mode == 1``: one RKL2/RKG2 stage
-    ``out = mu*x + nu*xm2 + kap*u0 + mt*L(x) + gam*y0`` (``kap = 1 - mu - nu``,
-    ``mt = mu_tilde * tau``; explicit Euler is ``mu = 1`` and the rest 0).  The
+    ``mode == 0``: ``out = L(x)``.  ``mode == 1``: ``out = mu*x + nu*xm2 + kap*u0 +
+    mt*L(x) + gam*y0`` (explicit Euler: ``mu = 1``, ``mt = dt``, the rest 0).
+    ``mode == 2``: one RKL2/RKG2 stage on increments ``v = u - u0``:
+    ``out = mu*x + nu*xm2 + mt*L(x) + kap*y0`` (``u0`` is not read: 4 streams, not 5).  The
     coefficients are ``D_r`` times per-row (``s2 = 1/sin^2``, ``c2r``, ``c4r``) and
     per-column (``b1``, ``b5``) factors, formed on the fly; pole rows take the
     cap values ``lpn[r]`` / ``lps[r]``.
@@ -388,6 +389,11 @@ def diff_stage(
             if mode == 0:
                 for k in range(nx):
                     o[k] = lv
+            elif mode == 2:
+                xm = xm2[r, i, c0:c1]
+                yy = y0[r, i, c0:c1]
+                for k in range(nx):
+                    o[k] = mu * xc[k] + nu * xm[k] + mt * lv + kap * yy[k]
             else:
                 xm = xm2[r, i, c0:c1]
                 uu = u0[r, i, c0:c1]
@@ -409,6 +415,15 @@ def diff_stage(
                 k5 = t * be[k]
                 k3 = -(k1 + k2 + k4 + k5)
                 o[k] = k1 * xw[k] + k2 * xn[k] + k3 * xc[k] + k4 * xs[k] + k5 * xe[k]
+        elif mode == 2:
+            xm = xm2[r, i, c0:c1]
+            yy = y0[r, i, c0:c1]
+            for k in range(nx):
+                k1 = t * bw[k]
+                k5 = t * be[k]
+                k3 = -(k1 + k2 + k4 + k5)
+                lv = k1 * xw[k] + k2 * xn[k] + k3 * xc[k] + k4 * xs[k] + k5 * xe[k]
+                o[k] = mu * xc[k] + nu * xm[k] + mt * lv + kap * yy[k]
         else:
             xm = xm2[r, i, c0:c1]
             uu = u0[r, i, c0:c1]

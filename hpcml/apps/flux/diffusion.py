@@ -160,8 +160,8 @@ class Diffusion:
         )  # fmt: skip
         s.exchange(out)
 
-    def stage(self, x, xm2, u0, y0, out, mu, nu, kap, mt, gam) -> None:
-        """One fused STS stage into ``out`` (DistArrays), then its halo."""
+    def stage(self, x, xm2, u0, y0, out, mu, nu, kap, mt, gam, mode: int = 1) -> None:
+        """One fused stage into ``out`` (DistArrays), then its halo (``mode``: see ``diff_stage``)."""
         from hpcml.kernels.flux import diff_stage
 
         s, lay, geo = self.s, self.s.lay, self.s.geo
@@ -169,7 +169,7 @@ class Diffusion:
         self.n_stages += 1
         diff_stage(
             x.data, xm2.data, u0.data, y0.data, out.data, self.dcoef, geo["s2"], geo["c2"], geo["c4"], geo["b1"],
-            geo["b5"], lay.i0, lay.i1, lay.c0, lay.c1, mu, nu, kap, mt, gam, ln, ls, lay.inorth, lay.isouth, 1,
+            geo["b5"], lay.i0, lay.i1, lay.c0, lay.c1, mu, nu, kap, mt, gam, ln, ls, lay.inorth, lay.isouth, mode,
         )  # fmt: skip
         s.exchange(out)
 
@@ -211,30 +211,25 @@ class Diffusion:
             return
         st = sts_stages(method, tau, self.dt_e)
         mu, nu, mt, gt = sts_coefficients(method, st)
+        # Stages on increments v_j = u_j - u_0: L is linear and 1 - mu - nu + nu + mu = 1,
+        # so v_j = mu v_{j-1} + nu v_{j-2} + mu~ tau L(v_{j-1}) + (mu~ + gamma~) Y0 with
+        # v_0 = 0, v_1 = mu~_1 Y0: u_0 is not streamed by every stage (4 streams, not 5).
         y0 = y
         y0.data *= tau  # Y0 = tau L(u0), pointwise (halo included)
         w = s.work
-        u1 = w[0]
-        u1.data[...] = u0.data + mt[1] * y0.data
-        prev2, prev1 = u0, u1
+        v1 = w[0]
+        np.multiply(y0.data, mt[1], out=v1.data)
+        prev2, prev1 = v1, v1  # nu_2 multiplies v_0 = 0: pass v_1 with nu = 0
         free = [w[1], w[2]]
         for j in range(2, st + 1):
             out = free.pop()
-            self.stage(
-                prev1,
-                prev2,
-                u0,
-                y0,
-                out,
-                float(mu[j]),
-                float(nu[j]),
-                float(1.0 - mu[j] - nu[j]),
-                float(mt[j] * tau),
-                float(gt[j]),
-            )
-            if prev2 is not u0:
+            nu_j = 0.0 if j == 2 else float(nu[j])
+            self.stage(prev1, prev2, prev1, y0, out, float(mu[j]), nu_j, float(mt[j] + gt[j]), float(mt[j] * tau), 0.0,
+                       mode=2)  # fmt: skip
+            if prev2 is not prev1:
                 free.append(prev2)
             prev2, prev1 = prev1, out
+        prev1.data += u0.data  # u_s = u_0 + v_s (halo included)
         self.last_s = st
         s.swap_field(prev1)
 
