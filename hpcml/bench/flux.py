@@ -14,8 +14,8 @@ rotated once) validation problems at three resolutions and writes the error
 table and a log-log plot.
 
 Traffic model of one fused diffusion stage, STREAM convention (no write-allocate):
-four streams read (``u_{j-1}``, ``u_{j-2}``, ``u_0``, ``Y_0``) and one written,
-40 bytes per cell; an operator-only application moves 16 bytes per cell.
+three streams read (the increments ``v_{j-1}``, ``v_{j-2}`` and ``Y_0``) and one
+written, 32 bytes per cell; an operator-only application moves 16 bytes per cell.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def _row(case: str, ranks: int, s: dict[str, Any], anchor: tuple[float, ...], fr
     adv = tm["advection"] + tm["flows"]
     dif = tm["diffusion"]
     h_wall, h_adv, h_dif, _ = (a * frac for a in anchor)
-    traffic = cells * (40.0 * s["diffusion_stages"] + 16.0 * s["diffusion_applies"])
+    traffic = cells * (32.0 * s["diffusion_stages"] + 16.0 * s["diffusion_applies"])
     row = {
         "case": case,
         "ranks": ranks,
@@ -212,7 +212,7 @@ def _timings(args: argparse.Namespace, suite: Path) -> int:
         "wall times include other jobs; *_cpu_s is this process's CPU time on rank 0).",
         "HipFT anchor: its one-thread wall/phase times from the suite README (quiet box), scaled by the fraction "
         "of steps run with --quick.  Our advection phase includes the flow rebuilds.",
-        f"diff_GB_per_s: 40 B per cell per fused stage + 16 B per operator application (STREAM convention); "
+        f"diff_GB_per_s: 32 B per cell per fused stage + 16 B per operator application (STREAM convention); "
         f"STREAM triad here is {STREAM_TRIAD_GBS[0]}-{STREAM_TRIAD_GBS[1]} GB/s; the soccer and dipole working "
         "sets (2-20 MB) fit in the 32 MB L3.",
     ]
