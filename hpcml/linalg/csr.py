@@ -32,7 +32,7 @@ from mpi4py.util.dtlib import from_numpy_dtype
 from hpcml.decomp import CartDecomp, block_range
 from hpcml.distarray import DistArray
 from hpcml.linalg import _kernels
-from hpcml.linalg.vector import Layout, raise_if_any
+from hpcml.linalg.vector import Layout, distribute, raise_if_any
 
 __all__ = ["DistCSR"]
 
@@ -379,12 +379,7 @@ class DistCSR:
         if layout not in ("rows", "cols"):
             raise ValueError(f"layout must be 'rows' or 'cols', got {layout!r}")
         decomp = self.row_decomp if layout == "rows" else self.col_decomp
-        if callable(global_or_none):
-            return DistArray.from_global(decomp, global_or_none, dtype=self.dtype)
-        given = self.comm.bcast(global_or_none is not None, root=root)
-        if not given:
-            return DistArray.zeros(decomp, self.dtype)
-        return DistArray.from_global(decomp, global_or_none, root=root, dtype=self.dtype)
+        return distribute(decomp, global_or_none, root, self.dtype)
 
     def _check(self, v: Any, layout: str, name: str) -> np.ndarray:
         decomp = self.row_decomp if layout == "rows" else self.col_decomp

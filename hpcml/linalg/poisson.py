@@ -37,7 +37,7 @@ from hpcml.kernels import jacobi_step, region_boxes
 from hpcml.linalg import _kernels
 from hpcml.linalg.cg import SolveInfo, finalize_info
 from hpcml.linalg.csr import DistCSR
-from hpcml.linalg.vector import Layout, allreduce_sum, solve_vectors
+from hpcml.linalg.vector import Layout, allreduce_sum, distribute, solve_vectors
 
 __all__ = ["PoissonOperator", "jacobi", "manufactured", "poisson_matrix"]
 
@@ -125,10 +125,12 @@ class PoissonOperator:
 
     # -- vectors -------------------------------------------------------------------------
     def create_vector(self, source: Any = None, root: int = 0) -> DistArray:
-        """A vector (ghosted ``DistArray``) for this operator: zeros, or ``DistArray.from_global(source)``."""
-        if source is None:
-            return self.layout.zeros()
-        return self.layout.adopt(DistArray.from_global(self.decomp, source, root=root, dtype=self.dtype), "source")
+        """A vector (ghosted ``DistArray``) for this operator (collective).
+
+        ``source``: ``None`` for zeros, a callable of the global index arrays, or
+        on ``root`` the global array (other ranks pass ``None``).
+        """
+        return self.layout.adopt(distribute(self.decomp, source, root, self.dtype), "source")
 
     def diagonal(self) -> DistArray:
         """The (constant) diagonal ``sum_d 2 / h_d^2`` as a vector."""

@@ -20,7 +20,7 @@ from hpcml.decomp import CartDecomp
 from hpcml.distarray import DistArray
 from hpcml.linalg import _kernels
 
-__all__ = ["Layout", "allreduce_sum", "raise_if_any", "solve_vectors"]
+__all__ = ["Layout", "allreduce_sum", "distribute", "raise_if_any", "solve_vectors"]
 
 
 def allreduce_sum(comm: MPI.Comm, *values: float) -> np.ndarray:
@@ -133,3 +133,16 @@ def solve_vectors(layout: Layout, b: DistArray, x0: DistArray | None) -> tuple[D
         msg = f"x0 contains {bad_x} NaN/inf entries on this rank"
     raise_if_any(layout.comm, msg)
     return b, x
+
+
+def distribute(decomp: CartDecomp, source: Any, root: int, dtype: Any) -> DistArray:
+    """A ``DistArray`` on ``decomp``: zeros, a callable of the global index, or ``root``'s array.
+
+    Whether an array was given is the root's decision (broadcast), since the
+    other ranks pass ``None`` either way.
+    """
+    if callable(source):
+        return DistArray.from_global(decomp, source, dtype=dtype)
+    if not decomp.cart.bcast(source is not None, root=root):
+        return DistArray.zeros(decomp, dtype)
+    return DistArray.from_global(decomp, source, root=root, dtype=dtype)
