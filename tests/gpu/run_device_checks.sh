@@ -10,7 +10,7 @@
 # finds NVVM (numba-cuda[cu12] or a CUDA toolkit); PY overrides the interpreter.
 # Exit status: that of the tests (the benchmark's is reported but not fatal).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 OUT=${OUT:-gpu-results}
