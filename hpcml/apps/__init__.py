@@ -8,4 +8,5 @@ APPS: dict[str, str] = {
     "heat": "hpcml.apps.heat",
     "flux": "hpcml.apps.flux",
     "train": "hpcml.apps.train",
+    "poisson": "hpcml.apps.poisson",
 }
