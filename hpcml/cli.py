@@ -109,7 +109,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     comm = MPI.COMM_WORLD
     _setup_logging(comm.Get_rank())
-    config = load_config(args.config, args.set or [])  # validated before any collective
+    if args.hipft:  # a HipFT namelist becomes a full flux config; --set still applies
+        if args.config:
+            raise ValueError("give either a TOML config or --hipft NAMELIST, not both")
+        from hpcml.apps.flux import config_from_hipft
+        from hpcml.config import apply_overrides
+
+        config = apply_overrides(config_from_hipft(args.hipft), args.set or [])
+    else:
+        config = load_config(args.config, args.set or [])  # validated before any collective
     rt = hpcml.init()
     hpcml.runtime.install_stop_handlers()
     log = logging.getLogger("hpcml")
@@ -244,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run an application from a TOML config")
     p.add_argument("config", nargs="?", help="TOML file (default: the built-in heat-diffusion job)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    p.add_argument("--hipft", metavar="NAMELIST", help="run a HipFT hipft.in namelist with the flux app")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(func=cmd_run)
     _add_bench(sub)

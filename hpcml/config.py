@@ -21,7 +21,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ConfigError", "available_apps", "default_config", "dumps", "load_config", "parse_override"]
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "available_apps",
+    "default_config",
+    "dumps",
+    "load_config",
+    "parse_override",
+]
 
 DEFAULT_APP = "heat"
 
@@ -120,6 +128,16 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         for k in reversed(keys):
             nested = {k: nested}
         _merge(config, nested, f"--set {'.'.join(keys)}")
+    return config
+
+
+def apply_overrides(config: dict[str, Any], overrides: Iterable[str], where: str = "--set") -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides to a complete config (validated like a file)."""
+    for keys, value in (parse_override(o) for o in overrides):
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        _merge(config, nested, f"{where} {'.'.join(keys)}")
     return config
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -103,3 +104,29 @@ def test_hpcml_info_json():
     for key in ("mpi_library", "numba", "h5py_mpi", "cuda_aware_mpi", "threads_per_rank", "gpus_seen"):
         assert key in info
     assert sys.version.split()[0] == info["python"]
+
+
+SUITE = Path(__file__).resolve().parents[1] / ".." / "shared" / "hipft-testsuite"
+
+
+@pytest.mark.skipif(not SUITE.is_dir(), reason="HipFT test suite (../shared/hipft-testsuite) not present")
+def test_hpcml_run_hipft_namelist(tmp_path):
+    case = SUITE / "advect_gaussians_phi"
+    res = run_mpi(
+        2,
+        ["-m", "hpcml.cli", "run", "--hipft", str(case / "input" / "hipft.in"), "--set", "output.directory='out'"],
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    ours = np.loadtxt(tmp_path / "out" / "hipft_history_sol_r000001.out", skiprows=1)[-1]
+    ref = np.loadtxt(case / "reference" / "hipft_history_sol_r000001.out", skiprows=1)[-1]
+    # STEP, TIME, BR_MIN, BR_MAX, BR_ABS_MIN, FLUX_POSITIVE, FLUX_NEGATIVE
+    assert np.allclose(ours[[2, 3, 5, 6]], ref[[2, 3, 5, 6]], rtol=1e-6, atol=0)
+
+
+def test_hipft_and_toml_conflict(tmp_path):
+    cfg = tmp_path / "a.toml"
+    cfg.write_text('app = "heat"\n')
+    res = run_mpi(1, ["-m", "hpcml.cli", "run", str(cfg), "--hipft", "x.in"], timeout=60)
+    assert res.returncode != 0 and "not both" in res.stderr
