@@ -18,4 +18,5 @@ BENCHMARKS: dict[str, str] = {
     "flux": "hpcml.bench.flux",
     "datatypes": "hpcml.bench.datatypes",
     "train": "hpcml.bench.train",
+    "solvers": "hpcml.bench.solvers",
 }
