@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("run", help="run an application from a TOML config")
-    p.add_argument("config", nargs="?", help="TOML file (default: the built-in heat-diffusion job)")
+    p.add_argument("config", nargs="?", help="TOML file (default: the built-in flux-transport job)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     p.add_argument("--hipft", metavar="NAMELIST", help="run a HipFT hipft.in namelist with the flux app")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")

@@ -31,7 +31,7 @@ __all__ = [
     "parse_override",
 ]
 
-DEFAULT_APP = "heat"
+DEFAULT_APP = "flux"
 
 
 class ConfigError(ValueError):

@@ -16,7 +16,7 @@ from hpcml.config import ConfigError, default_config, dumps, load_config, parse_
 
 
 def test_defaults_and_overrides(tmp_path):
-    cfg = load_config(None, ["heat.steps=7", "grid.shape=[32, 48]", "output.path=out.h5"])
+    cfg = load_config(None, ["app=heat", "heat.steps=7", "grid.shape=[32, 48]", "output.path=out.h5"])
     assert cfg["heat"]["steps"] == 7 and cfg["grid"]["shape"] == [32, 48]
     assert cfg["output"]["path"] == "out.h5"
     f = tmp_path / "c.toml"
@@ -28,9 +28,9 @@ def test_defaults_and_overrides(tmp_path):
 
 def test_rejects_unknown_and_mistyped(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'heat.stpes'.*did you mean 'heat.steps'"):
-        load_config(None, ["heat.stpes=3"])
+        load_config(None, ["app=heat", "heat.stpes=3"])
     with pytest.raises(ConfigError, match=r"heat\.steps must be int"):
-        load_config(None, ["heat.steps=1.5"])
+        load_config(None, ["app=heat", "heat.steps=1.5"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
@@ -39,6 +39,10 @@ def test_rejects_unknown_and_mistyped(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="unknown app"):
         load_config(None, ["app=nope"])
+
+
+def test_default_app_is_flux():
+    assert load_config(None)["app"] == "flux"
 
 
 def test_parse_override_and_dumps_round_trip():
@@ -50,7 +54,7 @@ def test_parse_override_and_dumps_round_trip():
     assert tomllib.loads(dumps(cfg)) == cfg
 
 
-HEAT = ["--set", "grid.shape=[40, 30]", "--set", "output.every=5"]
+HEAT = ["--set", "app=heat", "--set", "grid.shape=[40, 30]", "--set", "output.every=5"]
 
 
 def _heat(tmp_path, nranks, *extra):
@@ -91,7 +95,7 @@ def test_restart_on_other_rank_count_is_identical(tmp_path):
 
 
 def test_hpcml_run_bad_config_fails_fast(tmp_path):
-    res = run_mpi(3, ["-m", "hpcml.cli", "run", "--set", "heat.cfl=0.9"], timeout=60)
+    res = run_mpi(3, ["-m", "hpcml.cli", "run", "--set", "app=heat", "--set", "heat.cfl=0.9"], timeout=60)
     assert res.returncode != 0
     assert "heat.cfl must be in (0, 0.25]" in res.stderr
 

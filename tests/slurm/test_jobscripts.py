@@ -162,7 +162,7 @@ def test_srun_without_pmi_is_caught(tmp_path):
     script = tmp_path / "nopmi.sbatch"
     script.write_text(
         "#!/bin/bash\n#SBATCH --ntasks=2\n#SBATCH --output=nopmi-%j.out\n#SBATCH --error=nopmi-%j.err\n"
-        f"set -euo pipefail\nsrun --mpi=none {HPCML} run --set output.path='' --set heat.steps=1\n"
+        f"set -euo pipefail\nsrun --mpi=none {HPCML} run --set app=heat --set output.path='' --set heat.steps=1\n"
     )
     res = _sbatch(tmp_path, script)
     err = _read(tmp_path, "nopmi-*.err")
