@@ -136,7 +136,7 @@ class FluxSolver:
     def _initial_field(self) -> None:
         prm, lay, x = self.prm, self.lay, self.f.data
         ini = self.cfg["initial"]
-        if prm.kind == "map" or (self.map_info is not None and prm.kind == "map"):
+        if prm.kind == "map":
             ok = load_map_block(x, lay, self.map_info, lay.r_start, prm.n_real)
             if not self.world.allreduce(ok, op=MPI.LAND):
                 raise ValueError(f"grid.map {prm.map_path!r} contains non-finite values")
