@@ -33,17 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from hpcml.apps.flux.history import HIPFT_CASES as CASES
 from hpcml.bench.report import peak_rss_mib, write_report
 
-CASES = (
-    "advect_gaussians_phi",
-    "advect_gaussians_theta",
-    "advect_gaussians_phi_theta",
-    "diffuse_soccer",
-    "diffuse_advect_soccer",
-    "diffuse_dipole",
-    "diffuse_advect_atten_map_1cr",
-)
 QUICK_END = {"diffuse_soccer": 96.0, "diffuse_advect_soccer": 96.0, "diffuse_advect_atten_map_1cr": 96.0}
 STREAM_TRIAD_GBS = (25.0, 29.0)  # measured on this machine (shared/peers.md), Numba loop, 2^26 doubles
 # HipFT 1.19.3, gfortran, one thread, this machine (suite README): wall, advection, diffusion, analysis

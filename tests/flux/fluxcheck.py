@@ -10,19 +10,11 @@ import numpy as np
 import pytest
 
 from hpcml.apps.flux.grid import RSUN2
-from hpcml.apps.flux.history import DIPOLE_COLS, FLUX_COLS, LOOSE, STRICT, read_history
+from hpcml.apps.flux.history import DIPOLE_COLS, FLUX_COLS, HIPFT_CASES, LOOSE, STRICT, read_history
+
+CASES = HIPFT_CASES
 
 SUITE = Path(__file__).resolve().parents[2] / ".." / "shared" / "hipft-testsuite"
-
-CASES = (
-    "advect_gaussians_phi",
-    "advect_gaussians_theta",
-    "advect_gaussians_phi_theta",
-    "diffuse_soccer",
-    "diffuse_advect_soccer",
-    "diffuse_dipole",
-    "diffuse_advect_atten_map_1cr",
-)
 
 
 def suite() -> Path:

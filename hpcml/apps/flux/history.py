@@ -16,7 +16,7 @@ import numpy as np
 
 from hpcml.apps.flux.grid import RSUN2
 
-__all__ = ["NUM_COLUMNS", "SOL_COLUMNS", "HistoryWriter", "compare_rows", "fortran_e", "read_history"]
+__all__ = ["HIPFT_CASES", "NUM_COLUMNS", "SOL_COLUMNS", "HistoryWriter", "compare_rows", "fortran_e", "read_history"]
 
 SOL_COLUMNS = (
     "STEP", "TIME", "BR_MIN", "BR_MAX", "BR_ABS_MIN", "FLUX_POSITIVE", "FLUX_NEGATIVE",
@@ -27,6 +27,17 @@ NUM_COLUMNS = (
     "STEP", "TIME", "DTIME", "DTIME_ADV_STB", "DTIME_ADV_USED", "DTIME_DIFF_STB", "N_DIFF_PER_STEP", "N_DIFF_CYCLES",
 )  # fmt: skip
 
+
+# The seven cases of HipFT's test suite (folder names).
+HIPFT_CASES = (
+    "advect_gaussians_phi",
+    "advect_gaussians_theta",
+    "advect_gaussians_phi_theta",
+    "diffuse_soccer",
+    "diffuse_advect_soccer",
+    "diffuse_dipole",
+    "diffuse_advect_atten_map_1cr",
+)
 
 # Columns HipFT's own suite compares on the final row, with this project's tolerances.
 STRICT = {"BR_MIN": 1e-6, "BR_MAX": 1e-6, "FLUX_POSITIVE": 1e-6, "FLUX_NEGATIVE": 1e-6}
