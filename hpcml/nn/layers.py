@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -71,8 +72,8 @@ class Parameter:
         return f"Parameter({self.name!r}, shape={self.shape}, dtype={self.data.dtype})"
 
 
-class Layer:
-    """Base class: no parameters, identity."""
+class Layer(ABC):
+    """Abstract base of all layers: explicit ``forward``/``backward``, no parameters by default."""
 
     name = "layer"
 
@@ -80,13 +81,13 @@ class Layer:
         """Trainable parameters, in a fixed order."""
         return []
 
+    @abstractmethod
     def forward(self, x: Any) -> Any:
         """Output for input ``x``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def backward(self, dy: Any, need_dx: bool = True) -> Any:
         """Accumulate parameter gradients; return the input gradient (or ``None``)."""
-        raise NotImplementedError
 
     def __call__(self, x: Any) -> Any:
         """Same as :meth:`forward`."""

@@ -10,6 +10,7 @@ named *slots* (``"momentum"``; ``"m"``, ``"v"``) of the parameter's shape.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from hpcml.nn.layers import Parameter
 __all__ = ["OPTIMIZERS", "SGD", "Adam", "Optimizer", "make_optimizer"]
 
 
-class Optimizer:
+class Optimizer(ABC):
     """Base class: parameters, hyper-parameters, per-parameter slots and a step count."""
 
     slots: tuple[str, ...] = ()
@@ -42,8 +43,9 @@ class Optimizer:
         for i, p in enumerate(self.params):
             self._update(i, p)
 
+    @abstractmethod
     def _update(self, i: int, p: Parameter) -> None:
-        raise NotImplementedError
+        """Update parameter ``i`` in place from its gradient (the rule of each optimizer)."""
 
     def hyper(self) -> dict[str, Any]:
         """Hyper-parameters (stored with checkpoints)."""
