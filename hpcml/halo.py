@@ -388,25 +388,24 @@ class HaloExchange:
         return reqs
 
     def _send_spec(self, data: Any, face: _Face, bufs: _Buffers, i: int) -> Any:
-        if self.method == "datatype":
-            return [data, 1, face.send_type]
-        buf = bufs.send[i]
-        if self.on_device:
-            return [buf[1] if self.method == "staged" else buf, face.count, self.mpi_type]
-        if buf is None:
-            return [data[face.send_region], face.count, self.mpi_type]
-        face.send_block.pack(data, buf)
-        return [buf, face.count, self.mpi_type]
+        buf = bufs.send[i] if self.method != "datatype" else None
+        if buf is not None and not self.on_device:
+            face.send_block.pack(data, buf)  # device faces were packed (and synced) in _post
+        return self._spec(data, buf, face.send_type, face.send_region, face.count)
 
     def _recv_spec(self, data: Any, face: _Face, bufs: _Buffers, i: int) -> Any:
+        buf = bufs.recv[i] if self.method != "datatype" else None
+        return self._spec(data, buf, face.recv_type, face.recv_region, face.count)
+
+    def _spec(self, data: Any, buf: Any, datatype: Any, region: tuple[slice, ...], count: int) -> Any:
+        """The mpi4py message spec of one face, for either direction."""
         if self.method == "datatype":
-            return [data, 1, face.recv_type]
-        buf = bufs.recv[i]
+            return [data, 1, datatype]
         if self.on_device:
-            return [buf[1] if self.method == "staged" else buf, face.count, self.mpi_type]
-        if buf is None:
-            return [data[face.recv_region], face.count, self.mpi_type]
-        return [buf, face.count, self.mpi_type]
+            return [buf[1] if self.method == "staged" else buf, count, self.mpi_type]
+        if buf is None:  # a dense slab: straight from / into the array
+            return [data[region], count, self.mpi_type]
+        return [buf, count, self.mpi_type]
 
     def _finish(self, stage: int, data: Any, bufs: _Buffers) -> None:
         if self.method == "datatype":

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from hpcml.apps import grid_decomp
 from hpcml.config import ConfigError, dumps
-from hpcml.decomp import CartDecomp
 from hpcml.distarray import DistArray
 from hpcml.io import Output, checkpoint
 from hpcml.io.checkpoint import list_checkpoints
@@ -120,8 +120,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     _validate(config)
     g, h, o, ck = config["grid"], config["heat"], config["output"], config["checkpoint"]
     shape = tuple(g["shape"])
-    dims = None if all(x == 0 for x in g["dims"]) else tuple(g["dims"])
-    decomp = CartDecomp(shape, comm, dims=dims, periodic=tuple(g["periodic"]), halo=1)
+    decomp = grid_decomp(g, comm, halo=1)
     hy, hx = _spacing(shape)
     ky, kx = h["modes"]
     dt = _dt(config, shape)

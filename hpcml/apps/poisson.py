@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from hpcml.apps import grid_decomp
 from hpcml.config import ConfigError, dumps
-from hpcml.decomp import CartDecomp
 from hpcml.io import Output
 from hpcml.linalg import PoissonOperator, cg, cg_pipelined, jacobi, manufactured
 
@@ -65,8 +65,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     _validate(config)
     g, p, s, o = config["grid"], config["problem"], config["solver"], config["output"]
     shape = tuple(g["shape"])
-    dims = None if all(x == 0 for x in g["dims"]) else tuple(g["dims"])
-    decomp = CartDecomp(shape, comm, dims=dims, periodic=tuple(g["periodic"]), halo=1)
+    decomp = grid_decomp(g, comm, halo=1)
     op = PoissonOperator(decomp, halo_method=config["run"]["halo_method"])
     exact, f = manufactured(op, p["modes"])
     rank0 = comm.Get_rank() == 0
