@@ -10,7 +10,7 @@ NP ?= 4
 CONFIG ?=
 RANKS ?= 1 2 3 4
 MPI_TIMEOUT ?= 900
-PYTEST_MPI := -p no:cacheprovider -q --with-mpi -m mpi --timeout=600 -o timeout_method=thread
+PYTEST_MPI := -p no:cacheprovider -q --with-mpi --timeout=600 -o timeout_method=thread
 export NUMBA_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
@@ -42,14 +42,21 @@ test-serial: venv
 	timeout $(MPI_TIMEOUT) $(PY) -m pytest -p no:cacheprovider -q --timeout=600 tests
 
 # GPU kernels on the CPU: Numba's CUDA simulator must be switched on before numba is imported.
+# The MPI part runs the GPU halo paths (staged, device) on simulated device arrays, 1-4 ranks.
 test-sim: venv
 	NUMBA_ENABLE_CUDASIM=1 timeout $(MPI_TIMEOUT) $(PY) -m pytest -p no:cacheprovider -q --timeout=600 -m cudasim tests
+	@set -e; for n in $(RANKS); do \
+	  echo "== CUDA-simulator MPI tests on $$n rank(s)"; \
+	  NUMBA_ENABLE_CUDASIM=1 timeout -k 20 $(MPI_TIMEOUT) $(MPIEXEC) -n $$n $(PY) -m pytest $(PYTEST_MPI) \
+	    -m "mpi and numba_cuda" tests \
+	    || { rc=$$?; echo "CUDA-simulator MPI tests failed on $$n rank(s) (exit $$rc)"; exit $$rc; }; \
+	done
 
 # Every MPI run is bounded by `timeout`, so a deadlock fails in minutes, not at the CI limit.
 test-mpi: venv
 	@set -e; for n in $(RANKS); do \
 	  echo "== MPI tests on $$n rank(s)"; \
-	  timeout -k 20 $(MPI_TIMEOUT) $(MPIEXEC) -n $$n $(PY) -m pytest $(PYTEST_MPI) tests \
+	  timeout -k 20 $(MPI_TIMEOUT) $(MPIEXEC) -n $$n $(PY) -m pytest $(PYTEST_MPI) -m mpi tests \
 	    || { rc=$$?; echo "MPI tests failed on $$n rank(s) (exit $$rc)"; exit $$rc; }; \
 	done
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.backend import array_module
+from hpcml.devices import device_ops, is_contiguous, module_of, on_device
 from hpcml.kernels.pack import pack_words, unpack_words
 
 __all__ = ["StridedBlock", "UnsupportedDatatypeError", "pack_datatype"]
@@ -188,9 +188,8 @@ class StridedBlock:
         bandwidth, measured in docs/decomposition.md) copies through a strided view in
         canonical form.
         """
-        xp = array_module(array)
-        if xp is not np:
-            return self._pack_device(xp, array, out, engine)
+        if on_device(array):
+            return self._pack_device(module_of(array), array, out, engine)
         self._check(array.nbytes)
         if out is None:
             out = np.empty(self.nbytes, dtype=np.uint8)
@@ -223,9 +222,8 @@ class StridedBlock:
         With ``accumulate`` the packed values are *added* (element dtype of ``array``),
         which the adjoint of a halo exchange needs.  ``engine`` as in :meth:`pack`.
         """
-        xp = array_module(array)
-        if xp is not np:
-            self._unpack_device(xp, buf, array, accumulate, engine)
+        if on_device(array):
+            self._unpack_device(module_of(array), buf, array, accumulate, engine)
             return
         self._check(array.nbytes)
         if buf.nbytes < self.nbytes:
@@ -277,49 +275,47 @@ class StridedBlock:
         return np.dtype(dtype), self.start // item, counts, strides
 
     def _pack_device(self, xp: Any, array: Any, out: Any, engine: str) -> Any:
-        """Pack a CuPy array: ``rawkernel`` (auto), ``numba-cuda`` or ``copy`` (strided copy)."""
-        if engine in ("copy", "numpy"):
+        """Pack a GPU array: CuPy ``rawkernel`` (auto), ``numba-cuda`` (auto for Numba arrays) or ``copy``."""
+        engine = _device_engine(xp, engine)
+        if engine == "copy":
             return self._pack_xp(xp, array, out)
         self._check(array.nbytes)
         if out is None:
-            out = xp.empty(self.nbytes, dtype=xp.uint8)
+            out = device_ops(xp).empty(self.nbytes)
         if not self.nbytes:
             return out
         typ, start, counts, strides = self._typed()
-        src = array.ravel(order="A").view(xp.uint8).view(typ)
-        dst = out.reshape(-1).view(xp.uint8)[: self.nbytes].view(typ)
-        if engine in ("auto", "rawkernel"):
+        src = _device_words(array, typ)
+        dst = out.reshape(-1).view(np.uint8)[: self.nbytes].view(typ)
+        if engine == "rawkernel":
             from hpcml.kernels.pack_gpu import pack_cupy
 
             pack_cupy(src, dst, start, counts, strides)
-        elif engine in ("numba-cuda", "sim"):
+        else:
             from hpcml.kernels.pack_gpu import pack_numba_cuda
 
             pack_numba_cuda(src, dst, start, counts, strides)
-        else:
-            raise ValueError(f"unknown device pack engine {engine!r}; expected auto, rawkernel, numba-cuda, copy")
         return out
 
     def _unpack_device(self, xp: Any, buf: Any, array: Any, accumulate: bool, engine: str) -> None:
-        if engine in ("copy", "numpy"):
+        engine = _device_engine(xp, engine)
+        if engine == "copy":
             self._unpack_xp(xp, buf, array, accumulate)
             return
         self._check(array.nbytes)
         if not self.nbytes:
             return
         typ, start, counts, strides = self._typed(array.dtype if accumulate else None)
-        dst = array.ravel(order="A").view(xp.uint8).view(typ)
-        src = buf.reshape(-1).view(xp.uint8)[: self.nbytes].view(typ)
-        if engine in ("auto", "rawkernel"):
+        dst = _device_words(array, typ)
+        src = buf.reshape(-1).view(np.uint8)[: self.nbytes].view(typ)
+        if engine == "rawkernel":
             from hpcml.kernels.pack_gpu import unpack_cupy
 
             unpack_cupy(src, dst, start, counts, strides, accumulate)
-        elif engine in ("numba-cuda", "sim"):
+        else:
             from hpcml.kernels.pack_gpu import unpack_numba_cuda
 
             unpack_numba_cuda(src, dst, start, counts, strides, accumulate)
-        else:
-            raise ValueError(f"unknown device pack engine {engine!r}; expected auto, rawkernel, numba-cuda, copy")
 
     def _np_view(self, array: np.ndarray, dtype: Any = None) -> np.ndarray:
         """The region as a strided NumPy view ``(counts[-1], ..., counts[1], run)``.
@@ -376,6 +372,28 @@ class StridedBlock:
     def _check(self, total: int) -> None:
         if self.extent > total:
             raise ValueError(f"region ends at byte {self.extent} but the buffer has {total} bytes")
+
+
+def _device_engine(xp: Any, engine: str) -> str:
+    """Resolve a device pack engine for arrays of module ``xp`` (``cupy`` or ``numba.cuda``)."""
+    numba_array = xp.__name__ != "cupy"
+    if engine == "numpy":
+        engine = "copy"
+    if engine == "sim":
+        engine = "numba-cuda"
+    if engine == "auto":
+        return "numba-cuda" if numba_array else "rawkernel"
+    if engine not in ("rawkernel", "numba-cuda", "copy"):
+        raise ValueError(f"unknown device pack engine {engine!r}; expected auto, rawkernel, numba-cuda, copy")
+    if numba_array and engine != "numba-cuda":
+        raise ValueError(f"engine {engine!r} needs a CuPy array; Numba-CUDA arrays pack with 'numba-cuda'")
+    return engine
+
+
+def _device_words(array: Any, typ: Any) -> Any:
+    """The whole buffer of a contiguous GPU array as a flat array of ``typ`` words (a view)."""
+    order = "C" if is_contiguous(array, "C") else "F"
+    return array.ravel(order=order).view(np.uint8).view(typ)
 
 
 def _decode(dt: Any) -> tuple[int, int, list[tuple[int, int]], int]:

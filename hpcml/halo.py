@@ -17,9 +17,12 @@ message is typed with the element's MPI datatype):
     Faces are described as :class:`~hpcml.datatypes.StridedBlock` and packed into
     contiguous buffers with a Numba kernel; a face that is one dense slab is sent
     straight from the array.
-``staged`` / ``device`` (GPU arrays)
+``staged`` / ``device`` (GPU arrays: CuPy, or Numba-CUDA device arrays)
     Pack on the device, then send through host memory (``staged``) or hand the
-    device buffer to a CUDA-aware MPI (``device``).
+    device buffer to a CUDA-aware MPI (``device``).  The device-memory operations
+    come from :mod:`hpcml.devices`, so both array kinds share every line of the
+    plan; Numba-CUDA arrays also run in the CUDA simulator, which is how CI tests
+    these paths without a GPU.
 ``auto``
     ``HPCML_HALO_METHOD`` if set; else ``pack`` on the CPU (measured on this
     MPICH: subarray types cost 1.2-80x a contiguous send of the same bytes and
@@ -37,8 +40,8 @@ import numpy as np
 from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
 
-from hpcml.backend import array_module, is_device_array
 from hpcml.datatypes import StridedBlock
+from hpcml.devices import device_ops, is_contiguous, module_of, on_device
 from hpcml.settings import rc
 
 __all__ = ["HaloExchange", "HaloRequest", "METHODS", "choose_method", "get_plan"]
@@ -142,7 +145,7 @@ class HaloExchange:
     dtype
         Element type of the arrays.
     xp
-        ``numpy`` or ``cupy``.
+        ``numpy``, ``cupy`` or ``numba.cuda`` (Numba-CUDA device arrays).
     method
         One of :data:`METHODS` (see the module docstring).
     corners
@@ -165,6 +168,7 @@ class HaloExchange:
         self.dtype = np.dtype(dtype)
         self.xp = xp
         self.on_device = xp is not np
+        self.ops = device_ops(xp) if self.on_device else None
         self.method = choose_method(self.on_device, method)
         self.corners = bool(corners)
         self.order = order
@@ -259,34 +263,39 @@ class HaloExchange:
         Packed buffers are used whatever the plan's method (MPI datatypes cannot add).
         """
         self._check(data)
-        host = self.on_device and not (self.method == "device")
+        ops = self.ops
+        staged = self.on_device and self.method != "device"  # device buffers go through host memory
         for stage in reversed(range(len(self.stages))):
             faces = self._by_stage[stage]
             reqs, incoming, keep = [], [], []
             for _, face in faces:
-                buf = np.empty(face.send_block.nbytes, np.uint8) if host or not self.on_device else None
-                if buf is None:
-                    buf = self.xp.empty(face.send_block.nbytes, dtype=np.uint8)
+                n = face.send_block.nbytes
+                buf = ops.empty(n) if self.on_device and not staged else np.empty(n, np.uint8)
                 incoming.append(buf)
                 reqs.append(self.comm.Irecv([buf, face.count, self.mpi_type], face.peer, face.send_tag))
             for _, face in faces:
                 out = face.recv_block.pack(data)  # the ghost layer goes back to its owner
                 if self.on_device:
-                    self.xp.cuda.get_current_stream().synchronize()
-                    if host:
-                        out = self.xp.asnumpy(out)
+                    ops.synchronize()
+                    if staged:
+                        host = np.empty(face.recv_block.nbytes, np.uint8)
+                        ops.to_host(out, host)
+                        out = host
                 keep.append(out)
                 reqs.append(self.comm.Isend([out, face.count, self.mpi_type], face.peer, face.recv_tag))
             MPI.Request.Waitall(reqs)
             for (_, face), buf in zip(faces, incoming):
-                back = self.xp.asarray(buf) if self.on_device and host else buf
+                back = buf
+                if staged:
+                    back = ops.empty(buf.nbytes)
+                    ops.to_device(buf, back)
                 face.send_block.unpack(back, data, accumulate=True)
             for _, face in faces:
                 data[face.recv_region] = 0
-            copies = [c for d in self.stages[stage] for c in self.self_copies[d]]
-            for src, dst in copies:
-                data[src] += data[dst]
-            for _, dst in copies:
+            blocks = [b for d in self.stages[stage] for b in self._self_blocks[d]]
+            for src, dst in blocks:  # sum each ghost copy back into the cell it came from
+                src.unpack(dst.pack(data), data, accumulate=True)
+            for _, dst in (c for d in self.stages[stage] for c in self.self_copies[d]):
                 data[dst] = 0
 
     @property
@@ -331,10 +340,9 @@ class HaloExchange:
             raise ValueError(f"array shape {tuple(data.shape)} != ghosted shape {self.decomp.ghosted_shape}")
         if np.dtype(data.dtype) != self.dtype:
             raise TypeError(f"array dtype {data.dtype} does not match the plan's {self.dtype}")
-        if is_device_array(data) != self.on_device:
-            raise TypeError("array lives on a different device than the plan was built for")
-        contiguous = data.flags.c_contiguous if self.order == "C" else data.flags.f_contiguous
-        if not contiguous:
+        if on_device(data) != self.on_device or (self.on_device and module_of(data) is not self.xp):
+            raise TypeError(f"{type(data).__name__} is not an array of the plan's module {self.xp.__name__}")
+        if not is_contiguous(data, self.order):
             raise ValueError(f"halo exchange needs a {self.order}-contiguous ghosted array")
 
     def _new_buffers(self) -> _Buffers:
@@ -350,9 +358,11 @@ class HaloExchange:
     def _alloc(self, block: StridedBlock, host_side: bool) -> Any:
         if block.contiguous and not self.on_device:
             return None  # sent straight from / received straight into the array
-        dev = self.xp.empty(block.nbytes, dtype=np.uint8)
+        if not self.on_device:
+            return np.empty(block.nbytes, dtype=np.uint8)
+        dev = self.ops.empty(block.nbytes)
         if host_side:
-            return (dev, _pinned_empty(self.xp, block.nbytes))
+            return (dev, self.ops.pinned(block.nbytes))
         return dev
 
     def _release(self, bufs: _Buffers) -> None:
@@ -378,11 +388,11 @@ class HaloExchange:
         if self.on_device and faces:
             for i, face in faces:
                 face.send_block.pack(data, bufs.send[i][0] if self.method == "staged" else bufs.send[i])
-            self.xp.cuda.get_current_stream().synchronize()  # the pack must land before MPI reads
+            self.ops.synchronize()  # the pack must land before MPI reads
             if self.method == "staged":
                 for i, _ in faces:
                     dev, host = bufs.send[i]
-                    dev.get(out=host)
+                    self.ops.to_host(dev, host)
         for i, face in faces:
             reqs.append(comm.Isend(self._send_spec(data, face, bufs, i), face.peer, face.send_tag))
         return reqs
@@ -414,7 +424,7 @@ class HaloExchange:
             buf = bufs.recv[i]
             if self.method == "staged":
                 dev, host = buf
-                dev.set(host)
+                self.ops.to_device(host, dev)
                 face.recv_block.unpack(dev, data)
             elif buf is not None:
                 face.recv_block.unpack(buf, data)
@@ -437,15 +447,6 @@ def _subarray(base: MPI.Datatype, shape: Sequence[int], region: Sequence[slice],
         starts.append(lo)
         subsizes.append(hi - lo)
     return base.Create_subarray(list(shape), subsizes, starts, order=order).Commit()
-
-
-def _pinned_empty(xp: Any, nbytes: int) -> np.ndarray:
-    """Page-locked host buffer for staged transfers (plain memory if unavailable)."""
-    try:
-        mem = xp.cuda.alloc_pinned_memory(nbytes)
-        return np.frombuffer(mem, dtype=np.uint8, count=nbytes)
-    except Exception:
-        return np.empty(nbytes, dtype=np.uint8)
 
 
 def get_plan(
@@ -492,7 +493,10 @@ def _measured_choice(decomp: Any, dtype: Any, xp: Any, corners: bool, order: str
 
 
 def plan_for(data: Any, decomp: Any, method: str = "auto", corners: bool = True) -> HaloExchange:
-    """Plan matching an existing ghosted array (dtype, module, memory order)."""
-    xp = array_module(data)
-    order = "C" if data.flags.c_contiguous else "F"
+    """Plan matching an existing ghosted array (dtype, module, memory order).
+
+    ``data`` may be a NumPy, CuPy or Numba-CUDA device array.
+    """
+    xp = module_of(data)
+    order = "C" if is_contiguous(data, "C") else "F"
     return get_plan(decomp, data.dtype, xp, method, corners, order)

@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
-__all__ = ["MAX_DIMS", "pack_cupy", "pack_numba_cuda", "unpack_cupy", "unpack_numba_cuda"]
+__all__ = ["pack_cupy", "pack_numba_cuda", "unpack_cupy", "unpack_numba_cuda"]
 
-MAX_DIMS = 8  # canonical forms fold dense dimensions; 8 covers any 7-D array region
 THREADS = 256
 
 

@@ -34,6 +34,9 @@ SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 def pytest_configure(config):
     config.addinivalue_line("markers", "cudasim: Numba-CUDA kernels in the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
     config.addinivalue_line("markers", "gpu: needs a CUDA device and CuPy")
+    config.addinivalue_line(
+        "markers", "numba_cuda: Numba-CUDA device arrays: runs in the CUDA simulator or on a real GPU"
+    )
     config.addinivalue_line("markers", "slow: long runs (CI runs them too)")
 
 
@@ -46,13 +49,27 @@ def _has_gpu() -> bool:
         return False
 
 
+def _has_numba_gpu() -> bool:
+    try:
+        from numba import cuda
+
+        return bool(cuda.is_available())
+    except Exception:
+        return False
+
+
 def pytest_collection_modifyitems(config, items):
     skip_sim = pytest.mark.skip(reason="needs NUMBA_ENABLE_CUDASIM=1 (make test-sim)")
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device and CuPy (tests/gpu/run_device_checks.sh)")
-    gpu = None
+    skip_numba = pytest.mark.skip(reason="needs NUMBA_ENABLE_CUDASIM=1 (make test-sim) or a CUDA device")
+    gpu = numba_gpu = None
     for item in items:
         if "cudasim" in item.keywords and not SIMULATOR:
             item.add_marker(skip_sim)
+        if "numba_cuda" in item.keywords and not SIMULATOR:
+            numba_gpu = _has_numba_gpu() if numba_gpu is None else numba_gpu
+            if not numba_gpu:
+                item.add_marker(skip_numba)
         if "gpu" in item.keywords:
             gpu = _has_gpu() if gpu is None else gpu
             if not gpu:

@@ -81,3 +81,21 @@ def assert_all(comm, ok: bool, msg: str = "") -> None:
     flags = comm.allgather(bool(ok))
     bad = [r for r, f in enumerate(flags) if not f]
     assert not bad, f"failed on rank(s) {bad}: {msg}"
+
+
+def draw_halo_case(data, nranks, max_halo=3, extra=(6, 3)):
+    """Draw ``(shape, periodic, halo, corners)`` for a halo test on ``nranks`` ranks (hypothesis).
+
+    Every rank gets at least ``halo`` cells per dimension; ``extra`` bounds the cells added
+    per dimension for 1-2-D and for 3-D shapes (uneven splits come from those).
+    """
+    from hypothesis import strategies as st
+    from mpi4py import MPI
+
+    ndim = data.draw(st.integers(1, 3), label="ndim")
+    halo = data.draw(st.integers(1, max_halo), label="halo")
+    more = extra[0] if ndim < 3 else extra[1]
+    shape = tuple(data.draw(st.integers(p * halo, p * halo + more)) for p in MPI.Compute_dims(nranks, ndim))
+    periodic = tuple(data.draw(st.booleans()) for _ in range(ndim))
+    corners = data.draw(st.booleans(), label="corners")
+    return shape, periodic, halo, corners

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import SENTINEL, assert_all, expected_ghosted, field_fn, global_field
+from helpers import SENTINEL, assert_all, draw_halo_case, expected_ghosted, field_fn, global_field
 from hypothesis import given
 from hypothesis import strategies as st
 from mpi4py import MPI
@@ -32,13 +32,7 @@ def _check(comm, shape, periodic, halo, method, corners=True, dtype="f8", order=
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
 def test_halo_matches_reference(comm, method, data):
-    ndim = data.draw(st.integers(1, 3), label="ndim")
-    halo = data.draw(st.integers(1, 3), label="halo")
-    dims = MPI.Compute_dims(comm.size, ndim)
-    extra = 6 if ndim < 3 else 3
-    shape = tuple(data.draw(st.integers(p * halo, p * halo + extra)) for p in dims)
-    periodic = tuple(data.draw(st.booleans()) for _ in range(ndim))
-    corners = data.draw(st.booleans(), label="corners")
+    shape, periodic, halo, corners = draw_halo_case(data, comm.size)
     _check(comm, shape, periodic, halo, method, corners)
 
 

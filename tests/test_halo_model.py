@@ -81,3 +81,15 @@ def test_bench_smoke(tmp_path, name, args):
     assert "| " in (tmp_path / f"{name}.md").read_text()
     if name == "datatypes":
         assert all(r["correct"] for r in record["rows"])
+
+
+@pytest.mark.cudasim
+def test_bench_datatypes_gpu_half_in_simulator(tmp_path):
+    """The GPU half of ``hpcml bench datatypes`` (staged and device) on simulated Numba arrays."""
+    args = ["--device", "gpu", "--array", "numba", "--quick", "--repeat", "1", "--out", str(tmp_path)]
+    env = {"NUMBA_ENABLE_CUDASIM": "1", "HPCML_CUDA_AWARE": "1"}
+    res = run_mpi(2, ["-m", "hpcml.cli", "bench", "datatypes", *args], timeout=300, env=env)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads((tmp_path / "datatypes.json").read_text())["rows"]
+    assert rows and all(r["correct"] for r in rows)
+    assert all(r["staged"] > 0 and r["device"] > 0 and r["best"] in ("staged", "device") for r in rows)

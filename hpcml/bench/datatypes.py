@@ -2,12 +2,15 @@
 
 For faces of 2-D and 3-D float64 arrays (contiguous, strided and very strided),
 two ranks exchange the face (``Sendrecv``) with each method; the floor is the same
-bytes from a ready contiguous buffer.  ``--measure`` stores the table as the halo
-cost model (:mod:`hpcml.halo_model`) that ``method="auto"`` uses.  On a GPU
+bytes from a ready contiguous buffer.  On the CPU the local copies that packing
+adds are timed alone and against NumPy copying the same face views (the peer).
+``--measure`` stores the table as the halo cost model (:mod:`hpcml.halo_model`)
+that ``method="auto"`` uses.  On a GPU
 (``--device gpu``) the faces are CuPy arrays and the methods are device pack +
 CUDA-aware send (``device``, only if the MPI is CUDA-aware), device pack + pinned
-host staging (``staged``), and the naive datatype send of the CuPy array (only if
-CUDA-aware).
+host staging (``staged``), the pack kernel alone, and each method's delivered bytes
+are checked.  ``--array numba`` uses Numba-CUDA device arrays instead, which also
+run in the CUDA simulator (how the GPU half is smoke-tested without a GPU).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from mpi4py.util.dtlib import from_numpy_dtype
 
 from hpcml.bench.report import peak_rss_mib, time_call, write_report
 from hpcml.datatypes import StridedBlock
+from hpcml.devices import device_ops
 from hpcml.halo_model import HaloModel, default_model_path
 
 # (label, ghosted array shape, face region) -- faces of the kind halo exchanges send.
@@ -43,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-out", default=None, help="model path (default: $HPCML_HALO_MODEL or ~/.cache)")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--quick", action="store_true", help="small faces only (smoke test)")
+    parser.add_argument(
+        "--array",
+        choices=["cupy", "numba"],
+        default="cupy",
+        help="GPU array kind for --device gpu (numba also runs in the CUDA simulator, for testing)",
+    )
 
 
 def _subarray(shape: tuple[int, ...], region: tuple[slice, ...], mpitype: Any) -> Any:
@@ -76,10 +86,24 @@ def _cpu_rows(comm: MPI.Comm, faces: list, repeat: int) -> list[dict[str, Any]]:
         def floor(ready=ready, rbuf=rbuf) -> None:
             comm.Sendrecv(ready, peer, 3, rbuf, src, 3)
 
-        times = {
-            name: time_call(fn, repeat=repeat, comm=comm)["median"] * 1e6
-            for name, fn in (("datatype", with_datatype), ("pack", with_pack), ("contiguous", floor))
-        }
+        def local(a=a, b=b, sb=sb, sbuf=sbuf) -> None:  # the copies `pack` adds, without MPI
+            sb.pack(a, sbuf)
+            sb.unpack(sbuf, b)
+
+        face_a, face_b, tmp = a[region], b[region], np.empty(a[region].shape)
+
+        def numpy_copy(face_a=face_a, face_b=face_b, tmp=tmp) -> None:  # the peer: NumPy's strided copies
+            np.copyto(tmp, face_a)
+            np.copyto(face_b, tmp)
+
+        fns = (
+            ("datatype", with_datatype),
+            ("pack", with_pack),
+            ("contiguous", floor),
+            ("local", local),
+            ("numpy copy", numpy_copy),
+        )
+        times = {name: time_call(fn, repeat=repeat, comm=comm)["median"] * 1e6 for name, fn in fns}
         with_pack()
         expect = np.zeros_like(a)
         expect[region] = comm.sendrecv(np.ascontiguousarray(a[region]), peer, 4, None, src, 4)
@@ -95,6 +119,9 @@ def _cpu_rows(comm: MPI.Comm, faces: list, repeat: int) -> list[dict[str, Any]]:
                 "datatype": times["datatype"],
                 "pack": times["pack"],
                 "contiguous": times["contiguous"],
+                "local": times["local"],
+                "numpy copy": times["numpy copy"],
+                "local x numpy": times["local"] / times["numpy copy"],
                 "best": best,
                 "best x floor": times[best] / times["contiguous"],
                 "correct": ok,
@@ -103,36 +130,34 @@ def _cpu_rows(comm: MPI.Comm, faces: list, repeat: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _gpu_face(comm: MPI.Comm, shape: tuple[int, ...], region: tuple[slice, ...], repeat: int, aware: bool) -> dict:
-    import cupy as cp
-
+def _gpu_face(
+    comm: MPI.Comm, shape: tuple[int, ...], region: tuple[slice, ...], repeat: int, aware: bool, xp: Any
+) -> dict:
+    ops = device_ops(xp)
     peer = (comm.Get_rank() + 1) % comm.Get_size()
     src = (comm.Get_rank() - 1) % comm.Get_size()
     dbl = from_numpy_dtype(np.dtype("f8"))
-    stream = cp.cuda.get_current_stream()
-    a = cp.random.random(shape)
-    b = cp.zeros_like(a)
+    a = ops.asarray(np.random.default_rng(comm.Get_rank()).random(shape))
+    b = ops.asarray(np.zeros(shape))
     sb = StridedBlock.from_view(a, region)
     count = sb.nbytes // 8
-    dsend, drecv = cp.empty(sb.nbytes, cp.uint8), cp.empty(sb.nbytes, cp.uint8)
-    hs = np.frombuffer(cp.cuda.alloc_pinned_memory(sb.nbytes), np.uint8, sb.nbytes)
-    hr = np.frombuffer(cp.cuda.alloc_pinned_memory(sb.nbytes), np.uint8, sb.nbytes)
+    dsend, drecv = ops.empty(sb.nbytes), ops.empty(sb.nbytes)
+    hs, hr = ops.pinned(sb.nbytes), ops.pinned(sb.nbytes)
 
     def staged() -> None:
         sb.pack(a, dsend)
-        dsend.get(out=hs, stream=stream)
-        stream.synchronize()  # the copy must land before MPI reads the host buffer
+        ops.to_host(dsend, hs)  # ordered after the pack; returns once the bytes have landed
         comm.Sendrecv([hs, count, dbl], peer, 2, [hr, count, dbl], src, 2)
-        drecv.set(hr, stream=stream)
+        ops.to_device(hr, drecv)
         sb.unpack(drecv, b)
-        stream.synchronize()
+        ops.synchronize()
 
     def device() -> None:
         sb.pack(a, dsend)
-        stream.synchronize()
+        ops.synchronize()  # the pack must land before MPI reads the device buffer
         comm.Sendrecv([dsend, count, dbl], peer, 2, [drecv, count, dbl], src, 2)
         sb.unpack(drecv, b)
-        stream.synchronize()
+        ops.synchronize()
 
     def floor() -> None:
         send, recv = (dsend, drecv) if aware else (hs, hr)
@@ -140,16 +165,23 @@ def _gpu_face(comm: MPI.Comm, shape: tuple[int, ...], region: tuple[slice, ...],
 
     def pack_only() -> None:
         sb.pack(a, dsend)
-        stream.synchronize()
+        ops.synchronize()
 
-    times = {
-        "staged": time_call(staged, repeat=repeat, comm=comm)["median"] * 1e6,
-        "pack kernel": time_call(pack_only, repeat=repeat, comm=comm)["median"] * 1e6,
-        "contiguous": time_call(floor, repeat=repeat, comm=comm)["median"] * 1e6,
-    }
-    if aware:
-        times["device"] = time_call(device, repeat=repeat, comm=comm)["median"] * 1e6
-    best = min((m for m in ("staged", "device") if m in times), key=times.__getitem__)
+    methods = [("staged", staged)] + ([("device", device)] if aware else [])
+    times = {name: time_call(fn, repeat=repeat, comm=comm)["median"] * 1e6 for name, fn in methods}
+    times["pack kernel"] = time_call(pack_only, repeat=repeat, comm=comm)["median"] * 1e6
+    times["contiguous"] = time_call(floor, repeat=repeat, comm=comm)["median"] * 1e6
+    expect = np.random.default_rng(src).random(shape)[region]
+    correct = True
+    for _, fn in methods:  # each method, from cleared buffers, delivers the left neighbour's face
+        clear = np.zeros(shape)
+        ops.to_device(clear.ravel().view(np.uint8), b.ravel().view(np.uint8))
+        ops.to_device(np.zeros(sb.nbytes, np.uint8), drecv)
+        hr[...] = 0
+        fn()
+        ops.to_host(b.ravel().view(np.uint8), clear.ravel().view(np.uint8))
+        correct &= bool(np.array_equal(clear[region], expect))
+    best = min((m for m, _ in methods), key=times.__getitem__)
     return {
         "nbytes": sb.nbytes,
         "run_bytes": sb.counts[0],
@@ -157,14 +189,19 @@ def _gpu_face(comm: MPI.Comm, shape: tuple[int, ...], region: tuple[slice, ...],
         "best": best,
         "best x floor": times[best] / times["contiguous"],
         "pack GB/s": 2 * sb.nbytes / (times["pack kernel"] * 1e-6) / 1e9,
+        "correct": correct,
     }
 
 
-def _gpu_rows(comm: MPI.Comm, faces: list, repeat: int) -> list[dict[str, Any]]:
+def _gpu_rows(comm: MPI.Comm, faces: list, repeat: int, array: str) -> list[dict[str, Any]]:
     from hpcml.cudaaware import cuda_aware_mpi
 
+    if array == "numba":
+        from numba import cuda as xp
+    else:
+        import cupy as xp
     aware = cuda_aware_mpi()
-    return [{"face": label, **_gpu_face(comm, shape, region, repeat, aware)} for label, shape, region in faces]
+    return [{"face": label, **_gpu_face(comm, shape, region, repeat, aware, xp)} for label, shape, region in faces]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     comm = MPI.COMM_WORLD
     faces = [f for f in FACES if not args.quick or np.prod(f[1]) <= 70**3]
     if args.device == "gpu":
-        rows = _gpu_rows(comm, faces, args.repeat)
+        rows = _gpu_rows(comm, faces, args.repeat, args.array)
         cols = [
             "face",
             "nbytes",
@@ -184,10 +221,24 @@ def run(args: argparse.Namespace) -> int:
             "best",
             "best x floor",
             "pack GB/s",
+            "correct",
         ]
     else:
         rows = _cpu_rows(comm, faces, args.repeat)
-        cols = ["face", "run_bytes", "nbytes", "datatype", "pack", "contiguous", "best", "best x floor", "correct"]
+        cols = [
+            "face",
+            "run_bytes",
+            "nbytes",
+            "datatype",
+            "pack",
+            "contiguous",
+            "best",
+            "best x floor",
+            "local",
+            "numpy copy",
+            "local x numpy",
+            "correct",
+        ]
     peak = comm.allreduce(peak_rss_mib(), op=MPI.MAX)
     for r in rows:
         r["peak MiB/rank"] = peak
@@ -197,6 +248,11 @@ def run(args: argparse.Namespace) -> int:
             f"{comm.Get_size()} rank(s) in a ring, Sendrecv of one face, median of {args.repeat}; "
             "times in microseconds; `best x floor` = best method / contiguous send of the same bytes."
         ]
+        if args.device == "cpu":
+            notes.append(
+                "`local` = pack + unpack of the face without MPI (what `pack` adds to the floor); "
+                "`numpy copy` = NumPy copying the face view out and back in (the peer for those copies)."
+            )
         if args.measure:
             model = default_model_path() if args.model_out is None else Path(args.model_out)
             existing = HaloModel()

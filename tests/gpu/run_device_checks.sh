@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check in one short call on a lent GPU machine: installs CuPy if missing,
 # runs the CuPy / Numba-CUDA kernel tests in tests/gpu, the gpu-marked pack and halo
-# tests (halo on 2 ranks), then `hpcml bench kernels --device gpu` and
+# tests and the Numba-CUDA device-array halo tests (halo on 2 ranks), then `hpcml bench kernels --device gpu` and
 # `hpcml bench datatypes --device gpu`.
 #
 #   bash tests/gpu/run_device_checks.sh            # results in ${OUT:-gpu-results}
@@ -34,6 +34,10 @@ timeout 300 "$PY" -m pytest -q -p no:cacheprovider -rs -m gpu tests/test_pack_de
 MPIEXEC=${MPIEXEC:-$(dirname "$PY")/mpiexec}
 timeout 300 "$MPIEXEC" -n 2 "$PY" -m pytest -q -p no:cacheprovider --with-mpi -m "mpi and gpu" -rs \
     tests/test_halo_exchange.py 2>&1 | tee "$OUT/pytest-halo.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+# staged/device halos of real Numba-CUDA device arrays (the same tests CI runs in the simulator)
+timeout 300 "$MPIEXEC" -n 2 "$PY" -m pytest -q -p no:cacheprovider --with-mpi -m "mpi and numba_cuda" -rs \
+    tests/test_halo_device_sim.py 2>&1 | tee "$OUT/pytest-halo-numba.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 
 timeout 240 "$PY" -c "import sys; from hpcml.cli import main; sys.exit(main())" \
