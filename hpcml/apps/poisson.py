@@ -112,6 +112,8 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         "seconds": info.seconds,
         "ms_per_iteration": 1e3 * info.seconds / max(info.iterations, 1),
         "exchange_share": exchange / info.seconds if info.seconds > 0 else 0.0,
+        "replacements": info.replacements,
+        "restarts": info.restarts,
     }
     if rank0:
         log.info(

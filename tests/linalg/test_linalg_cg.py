@@ -13,7 +13,7 @@ from linalg_helpers import poisson_scipy, raises_everywhere, random_spd, rel_err
 from mpi4py import MPI
 
 from hpcml import CartDecomp, DistArray
-from hpcml.linalg import DistCSR, NotSPDError, PoissonOperator, cg, cg_pipelined, poisson_matrix
+from hpcml.linalg import DistCSR, NotSPDError, PoissonOperator, cg, cg_pipelined, manufactured, poisson_matrix
 
 SOLVERS = {"cg": cg, "cg_pipelined": cg_pipelined}
 
@@ -210,13 +210,31 @@ def test_bad_vectors(comm, name):
 
 @pytest.mark.mpi
 def test_pipelined_restarts_past_its_attainable_accuracy(comm):
-    """At rtol 1e-12 on 128^2 Poisson the pipelined recurrences lose their curvature; the solve restarts
-    from the true residual and still converges to what classic CG reaches."""
+    """At rtol 1e-12 on 128^2 Poisson, without residual replacement, the pipelined recurrences lose their
+    curvature; the solve restarts from the true residual and still converges to what classic CG reaches."""
     A = poisson_matrix((128, 128), comm, spacing=1.0)
     b = A.create_vector(lambda k: 1.0 + 0.0 * k)
     _, ref = cg(A, b, rtol=1e-12, M="jacobi")
-    _, info = cg_pipelined(A, b, rtol=1e-12, M="jacobi", maxiter=5000)
+    _, info = cg_pipelined(A, b, rtol=1e-12, M="jacobi", maxiter=5000, replace_every=0)
     ok = info.converged and info.restarts >= 1 and ref.restarts == 0
     ok &= info.true_residual <= 2 * ref.true_residual and info.iterations > ref.iterations
     assert_all(comm, ok, f"{info.iterations} its, {info.restarts} restarts, {info.true_residual / info.bnorm:.2e}")
     A.free()
+
+
+@pytest.mark.mpi
+def test_pipelined_converges_on_the_true_residual_in_cg_iterations(comm):
+    """256^2 Poisson at rtol 1e-10: left alone, the pipelined recursive residual met the tolerance while
+    ||b - Ax|| was 180x above it.  Convergence is now declared on a replaced (true) residual, and the
+    periodic replacement keeps classic CG's iteration count without restarts."""
+    op = PoissonOperator(CartDecomp((256, 256), comm, halo=1))
+    _, b = manufactured(op)
+    _, ref = cg(op, b, rtol=1e-10, M="jacobi")
+    _, info = cg_pipelined(op, b, rtol=1e-10, M="jacobi")
+    _, off = cg_pipelined(op, b, rtol=1e-10, M="jacobi", replace_every=0)
+    ok = info.converged and off.converged and info.restarts == 0
+    ok &= info.true_residual <= info.tol and off.true_residual <= off.tol
+    ok &= abs(info.iterations - ref.iterations) <= 2 + ref.iterations // 100
+    ok &= info.replacements >= info.iterations // 100 and off.replacements >= 1
+    msg = f"cg {ref.iterations}; pipelined {info.iterations} ({info.restarts} restarts), off {off.iterations}"
+    assert_all(comm, ok, msg)
