@@ -1,48 +1,72 @@
 #!/usr/bin/env bash
-# Every GPU check in one short call on a lent GPU machine: installs CuPy if missing,
-# runs the CuPy / Numba-CUDA kernel tests in tests/gpu, the gpu-marked pack and halo
-# tests and the Numba-CUDA device-array halo tests (halo on 2 ranks), then `hpcml bench kernels --device gpu` and
-# `hpcml bench datatypes --device gpu`.
+# Every GPU check in one short call on a lent GPU machine:
+#   1. installs what the machine lacks, offline: the wheels in .whl/ (tests/gpu/fetch_wheels.sh
+#      downloads them beforehand; the call carries .whl) and hpcml itself (editable, no deps);
+#   2. runs the CuPy / Numba-CUDA kernel tests in tests/gpu, the gpu-marked pack tests, and on
+#      2 ranks the CuPy halo tests and the Numba-CUDA device-array halo tests;
+#   3. runs `hpcml bench kernels --device gpu` and `hpcml bench datatypes --device gpu`.
 #
 #   bash tests/gpu/run_device_checks.sh            # results in ${OUT:-gpu-results}
 #
-# Needs a Python with hpcml, CuPy (cupy-cuda12x) and a Numba CUDA target that
-# finds NVVM (numba-cuda[cu12] or a CUDA toolkit); PY overrides the interpreter.
-# Exit status: that of the tests (the benchmark's is reported but not fatal).
+# The whole script keeps to BUDGET seconds (default 540, inside the device tool's 600 s per
+# call): each step is cut at its own cap or at what is left, whichever is less.
+# PY overrides the interpreter (default .venv/bin/python, else python3).
+# Exit status: that of the tests (the benchmarks' are reported but not fatal).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 OUT=${OUT:-gpu-results}
+BUDGET=${BUDGET:-540}
 mkdir -p "$OUT"
-if ! "$PY" -c "import cupy" 2>/dev/null; then
-    "$PY" -m pip install -q cupy-cuda12x 'numba-cuda[cu12]' 2>&1 | tail -3
+export PYTHONUNBUFFERED=1
+deadline=$((SECONDS + BUDGET))
+
+# cap N: N seconds, or what is left before the deadline (10 s kept for the report), at least 1
+cap() {
+    local left=$((deadline - SECONDS - 10))
+    if [ "$left" -lt "$1" ]; then echo $((left > 1 ? left : 1)); else echo "$1"; fi
+}
+
+if ! "$PY" -c "import hpcml.kernels, mpi4py.MPI, pytest_mpi, f90nml" 2>/dev/null; then
+    if compgen -G ".whl/*.whl" >/dev/null; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade .whl/*.whl 2>&1 | tail -3
+    fi
+    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . 2>&1 | tail -3
 fi
+BIN=$("$PY" -c "import os, sys; print(os.path.dirname(sys.executable))")
+MPIEXEC=${MPIEXEC:-$BIN/mpiexec}
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/device.txt" || true
 "$PY" - <<'PYEOF' 2>&1 | tee -a "$OUT/device.txt"
-import cupy, numba
+import cupy, numba, mpi4py
+from mpi4py import MPI
 from numba import cuda
 print("cupy", cupy.__version__, "devices", cupy.cuda.runtime.getDeviceCount())
-print("numba", numba.__version__, "cuda target", getattr(cuda, "implementation", "?"), "available", cuda.is_available())
+print("numba", numba.__version__, "cuda available", cuda.is_available())
+print("mpi4py", mpi4py.__version__, MPI.Get_library_version().splitlines()[0])
 PYEOF
 
-timeout 420 "$PY" -m pytest -q -p no:cacheprovider -rs tests/gpu 2>&1 | tee "$OUT/pytest-gpu.txt"
-rc=${PIPESTATUS[0]}
-timeout 300 "$PY" -m pytest -q -p no:cacheprovider -rs -m gpu tests/test_pack_device.py 2>&1 | tee "$OUT/pytest-pack.txt"
+PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rs)
+rc=0
+timeout "$(cap 150)" "${PYTEST[@]}" tests/gpu 2>&1 | tee "$OUT/pytest-gpu.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
-MPIEXEC=${MPIEXEC:-$(dirname "$PY")/mpiexec}
-timeout 300 "$MPIEXEC" -n 2 "$PY" -m pytest -q -p no:cacheprovider --with-mpi -m "mpi and gpu" -rs \
-    tests/test_halo_exchange.py 2>&1 | tee "$OUT/pytest-halo.txt"
+timeout "$(cap 60)" "${PYTEST[@]}" -m gpu tests/test_pack_device.py 2>&1 | tee "$OUT/pytest-pack.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
-# staged/device halos of real Numba-CUDA device arrays (the same tests CI runs in the simulator)
-timeout 300 "$MPIEXEC" -n 2 "$PY" -m pytest -q -p no:cacheprovider --with-mpi -m "mpi and numba_cuda" -rs \
-    tests/test_halo_device_sim.py 2>&1 | tee "$OUT/pytest-halo-numba.txt"
+# CuPy halos (staged; device too if the MPI is CUDA-aware), then real Numba-CUDA device arrays
+# through the same tests CI runs in the CUDA simulator.
+timeout "$(cap 90)" "$MPIEXEC" -n 2 "${PYTEST[@]}" --with-mpi -m "mpi and gpu" tests/test_halo_exchange.py \
+    2>&1 | tee "$OUT/pytest-halo.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+timeout "$(cap 90)" "$MPIEXEC" -n 2 "${PYTEST[@]}" --with-mpi -m "mpi and numba_cuda" tests/test_halo_device_sim.py \
+    2>&1 | tee "$OUT/pytest-halo-numba.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 
-timeout 240 "$PY" -c "import sys; from hpcml.cli import main; sys.exit(main())" \
-    bench kernels --device gpu --repeat 6 --out "$OUT" 2>&1 | tail -40 | tee "$OUT/bench.txt"
-echo "bench exit status ${PIPESTATUS[0]}; tests exit status $rc"
-timeout 200 "$MPIEXEC" -n 2 "$PY" -c "import sys; from hpcml.cli import main; sys.exit(main())" \
-    bench datatypes --device gpu --repeat 10 --out "$OUT" 2>&1 | tail -20 | tee "$OUT/bench-datatypes.txt"
+HPCML=("$PY" -c "import sys; from hpcml.cli import main; sys.exit(main())")
+timeout "$(cap 120)" "${HPCML[@]}" bench kernels --device gpu --repeat 6 --out "$OUT" 2>&1 | tail -40 \
+    | tee "$OUT/bench.txt"
+echo "bench kernels exit status ${PIPESTATUS[0]}"
+timeout "$(cap 90)" "$MPIEXEC" -n 2 "${HPCML[@]}" bench datatypes --device gpu --repeat 10 --out "$OUT" 2>&1 \
+    | tail -20 | tee "$OUT/bench-datatypes.txt"
+echo "bench datatypes exit status ${PIPESTATUS[0]}; tests exit status $rc; ${SECONDS} s"
 exit "$rc"
