@@ -391,9 +391,16 @@ def _device_engine(xp: Any, engine: str) -> str:
 
 
 def _device_words(array: Any, typ: Any) -> Any:
-    """The whole buffer of a contiguous GPU array as a flat array of ``typ`` words (a view)."""
+    """A contiguous GPU array's buffer as a flat array of ``typ`` words (a view).
+
+    A buffer whose size is not a multiple of the word (3 bytes viewed as uint16) is
+    cut to the last whole word: a region packed in such words ends on a word boundary,
+    so it lies inside that prefix.
+    """
     order = "C" if is_contiguous(array, "C") else "F"
-    return array.ravel(order=order).view(np.uint8).view(typ)
+    flat = array.ravel(order=order).view(np.uint8)
+    whole = (flat.shape[0] // np.dtype(typ).itemsize) * np.dtype(typ).itemsize
+    return flat[:whole].view(typ)
 
 
 def _decode(dt: Any) -> tuple[int, int, list[tuple[int, int]], int]:

@@ -67,3 +67,40 @@ def test_cupy_pack_engines(engine):
         assert np.array_equal(cp.asnumpy(e)[sl], a[sl])
         sb.unpack(packed, e, accumulate=True, engine=engine)
         assert np.allclose(cp.asnumpy(e)[sl], 2 * a[sl])
+
+
+@pytest.mark.cudasim
+@given(region())
+def test_pack_numba_device_arrays(case):
+    """StridedBlock on Numba-CUDA device arrays (simulated): device in, device out, CPU bytes."""
+    from numba import cuda
+
+    from hpcml.devices import is_numba_device_array
+
+    a, sl = case
+    sb = StridedBlock.from_view(a, sl)
+    d = cuda.to_device(a)
+    assert StridedBlock.from_view(d, sl) == sb
+    packed = sb.pack(d)
+    assert is_numba_device_array(packed)
+    assert np.array_equal(packed.copy_to_host()[: sb.nbytes], sb.pack(a))
+    e = cuda.to_device(np.zeros_like(a))
+    sb.unpack(packed, e)
+    assert np.array_equal(e.copy_to_host()[sl], a[sl])
+    if a.dtype.kind == "f":
+        sb.unpack(packed, e, accumulate=True)
+        assert np.array_equal(e.copy_to_host()[sl], 2 * a[sl])
+
+
+@pytest.mark.cudasim
+def test_numba_device_arrays_reject_cupy_engines():
+    from numba import cuda
+
+    a = np.arange(24.0).reshape(4, 6)
+    sb = StridedBlock.from_view(a, (slice(None), slice(1, 2)))
+    d = cuda.to_device(a)
+    for engine in ("rawkernel", "copy"):
+        with pytest.raises(ValueError, match="needs a CuPy array"):
+            sb.pack(d, engine=engine)
+    with pytest.raises(ValueError, match="unknown device pack engine"):
+        sb.pack(d, engine="warp-drive")
