@@ -3,10 +3,10 @@
 A GPU halo exchange needs five things from the array library besides the pack
 kernels: a device byte buffer, a page-locked host buffer, a wait for queued
 kernels (before MPI touches a buffer), and the two copies between device and
-host.  :class:`DeviceOps` names exactly those (plus ``asarray``, to put a host
-array on the device); :class:`CupyOps` and
-:class:`NumbaCudaOps` implement them, so one plan (:mod:`hpcml.halo`) serves
-CuPy arrays and Numba-CUDA device arrays alike.
+host.  :class:`DeviceOps` names those, plus ``asarray`` (a host array put on the
+device, for benchmarks and tests); :class:`CupyOps` and :class:`NumbaCudaOps`
+implement them, so one plan (:mod:`hpcml.halo`) serves CuPy arrays and
+Numba-CUDA device arrays alike.
 
 Numba-CUDA device arrays also exist in Numba's CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1``), where device memory is host memory: that is how the

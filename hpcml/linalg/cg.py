@@ -485,19 +485,19 @@ def cg_pipelined(
         return float(g), float(d), float(rr), float(bb)
 
     def replace() -> tuple[float, float, float]:
-        """Residual replacement: every recurrence vector recomputed from ``x`` and ``p`` (5 products)."""
-        A.matvec(x, n)  # n is scratch until the last line
-        _kernels.residual_runs(runs, flat(b), flat(n), flat(r), None)
-        _kernels.precondition_runs(runs, flat(r), flat(u), dinv)
-        A.matvec(u, w)
+        """Residual replacement: every recurrence vector recomputed from ``x`` and ``p`` (5 products).
+
+        ``r``, ``u``, ``w`` and the dots as in a restart; then ``s = A p``, ``q = M^-1 s``,
+        ``z = A q``, ``m = M^-1 w``, ``n = A m``, so the search direction is kept.
+        """
+        g, d, rr, _ = restart(start=False)
         A.matvec(p, s)
         _kernels.precondition_runs(runs, flat(s), flat(q), dinv)
         A.matvec(q, z)
         _kernels.precondition_runs(runs, flat(w), flat(m), dinv)
         A.matvec(m, n)
         info.replacements += 1
-        g, d, rr = allreduce_sum(comm, layout.dot(r, u), layout.dot(w, u), layout.dot(r, r))
-        return float(g), float(d), float(rr)
+        return g, d, rr
 
     def meets(rr: float) -> bool:
         """Whether a squared residual norm passes the stopping test."""
