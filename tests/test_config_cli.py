@@ -110,10 +110,9 @@ def test_hpcml_info_json():
     assert sys.version.split()[0] == info["python"]
 
 
-SUITE = Path(__file__).resolve().parents[1] / ".." / "shared" / "hipft-testsuite"
+SUITE = Path(__file__).resolve().parent / "data" / "hipft"
 
 
-@pytest.mark.skipif(not SUITE.is_dir(), reason="HipFT test suite (../shared/hipft-testsuite) not present")
 def test_hpcml_run_hipft_namelist(tmp_path):
     case = SUITE / "advect_gaussians_phi"
     res = run_mpi(

@@ -14,13 +14,13 @@ from hpcml.apps.flux.history import DIPOLE_COLS, FLUX_COLS, HIPFT_CASES, LOOSE, 
 
 CASES = HIPFT_CASES
 
-SUITE = Path(__file__).resolve().parents[2] / ".." / "shared" / "hipft-testsuite"
+# HipFT's seven validation cases ship with the repository (tests/data/hipft, see its NOTICE).
+SUITE = Path(__file__).resolve().parents[1] / "data" / "hipft"
 
 
 def suite() -> Path:
-    """The HipFT test-suite folder, or skip the test with the reason."""
-    if not SUITE.is_dir():
-        pytest.skip(f"HipFT test suite not found at {SUITE.resolve()} (the shared data folder is absent)")
+    """The HipFT test-suite folder (part of the repository, so never skipped)."""
+    assert SUITE.is_dir(), f"HipFT validation data missing at {SUITE}"
     return SUITE
 
 
