@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from hpcml.apps.flux.grid import RSUN2
 from hpcml.apps.flux.history import DIPOLE_COLS, FLUX_COLS, HIPFT_CASES, LOOSE, STRICT, read_history
