@@ -17,10 +17,10 @@ export OPENBLAS_NUM_THREADS ?= 1
 
 .PHONY: run test venv lint format test-serial test-sim test-mpi bench clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[mpi,test,plot]'
+	$(PY) -m pip install -q -e '.[mpi,test,plot,dev]'
 	touch $@
 
 venv: $(VENV)/.installed
