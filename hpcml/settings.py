@@ -24,7 +24,11 @@ class Settings:
     Attributes
     ----------
     halo_method
-        Default halo-exchange method: ``auto|datatype|pack|staged|device``.
+        Default halo-exchange method: ``auto|datatype|pack|staged|device``.  Rank 0's
+        value decides for every rank (:func:`hpcml.halo.resolve_method`).
+    halo_model
+        Path of the measured halo cost model (``hpcml bench datatypes --measure``);
+        empty: ``$XDG_CACHE_HOME/hpcml/halo-model.json``.  Read on rank 0 only.
     cuda_aware
         Whether MPI takes device buffers; ``None`` = detect.
     traceback
@@ -34,6 +38,7 @@ class Settings:
     """
 
     halo_method: str = "auto"
+    halo_model: str = ""
     cuda_aware: bool | None = None
     traceback: bool = False
     allow_singletons: bool = False
