@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from mpi4py import MPI
 
 from hpcml.backend import cupy_module, gpu_count
-from hpcml.settings import rc
+from hpcml.settings import Settings, rc
 
 __all__ = [
     "LaunchError",
@@ -84,9 +84,10 @@ def check_launcher(world_size: int | None = None, env: dict[str, str] | None = N
     ``srun`` did not wire up MPI (no PMI plugin): N copies would run the whole job
     each.  ``HPCML_ALLOW_SINGLETONS=1`` disables the check.
     """
+    allow = rc.allow_singletons if env is None else Settings.from_env(env).allow_singletons
     env = os.environ if env is None else env
     size = MPI.COMM_WORLD.Get_size() if world_size is None else world_size
-    if size != 1 or rc.allow_singletons or env.get("HPCML_ALLOW_SINGLETONS", "0") not in ("", "0"):
+    if size != 1 or allow:
         return
     raw = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS")
     if "SLURM_STEP_NUM_TASKS" not in env and "SLURM_STEP_ID" not in env:
