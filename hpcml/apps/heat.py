@@ -20,21 +20,35 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcml.apps import grid_decomp
-from hpcml.config import ConfigError, dumps
+from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.distarray import DistArray
 from hpcml.io import Output, checkpoint
 from hpcml.io.checkpoint import list_checkpoints
 from hpcml.runtime import stop_requested
+from hpcml.settings import CHOICES
 
-__all__ = ["exact_amplitude", "run"]
+HALO_METHODS = CHOICES["halo_method"]
+
+__all__ = ["exact_amplitude", "run", "validate_config"]
 
 log = logging.getLogger("hpcml.apps.heat")
 
 
-def _validate(cfg: dict[str, Any]) -> None:
+def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
+    """Check every heat option (names in the message); no MPI, runs before the first collective."""
     g, h = cfg["grid"], cfg["heat"]
     if len(g["shape"]) != 2 or any((not isinstance(n, int)) or n < 1 for n in g["shape"]):
         raise ConfigError(f"grid.shape must be two positive integers, got {g['shape']!r}")
+    modes = h["modes"]
+    if len(modes) != 2 or any(not isinstance(k, int) or isinstance(k, bool) for k in modes):
+        raise ConfigError(f"heat.modes must be two integers (ky, kx), got {modes!r}")
+    for k, n, axis in zip(modes, g["shape"], ("y", "x")):
+        if not 1 <= k <= n // 2:
+            raise ConfigError(
+                f"heat.modes = {modes!r}: the {axis} wave number must be in 1..{n // 2} for grid.shape {g['shape']!r} "
+                "(a sine with more than shape/2 periods is not resolved by the grid)"
+            )
+    check_choice(cfg, "run.halo_method", HALO_METHODS)
     for key in ("periodic", "dims"):
         if len(g[key]) != 2:
             raise ConfigError(f"grid.{key} must have two entries, got {g[key]!r}")
@@ -117,7 +131,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     (on any rank count) with a bit-identical result.
     """
     comm = MPI.COMM_WORLD if comm is None else comm
-    _validate(config)
+    validate_config(config, comm.Get_size())
     g, h, o, ck = config["grid"], config["heat"], config["output"], config["checkpoint"]
     shape = tuple(g["shape"])
     decomp = grid_decomp(g, comm, halo=1)

@@ -24,11 +24,12 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcml.apps import grid_decomp
-from hpcml.config import ConfigError, dumps
+from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.io import Output
 from hpcml.linalg import PoissonOperator, cg, cg_pipelined, jacobi, manufactured
+from hpcml.settings import CHOICES
 
-__all__ = ["run"]
+__all__ = ["run", "validate_config"]
 
 log = logging.getLogger("hpcml.apps.poisson")
 
@@ -36,7 +37,8 @@ METHODS = ("cg", "cg_pipelined", "jacobi")
 PRECONDITIONERS = ("none", "jacobi")
 
 
-def _validate(cfg: dict[str, Any]) -> None:
+def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
+    """Check every poisson option (names in the message); no MPI, runs before the first collective."""
     g, p, s = cfg["grid"], cfg["problem"], cfg["solver"]
     nd = len(g["shape"])
     if nd not in (2, 3) or any((not isinstance(n, int)) or n < 1 for n in g["shape"]):
@@ -49,10 +51,9 @@ def _validate(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"grid.periodic must be booleans, got {g['periodic']!r}")
     if any((not isinstance(k, int)) or k < 1 for k in p["modes"]):
         raise ConfigError(f"problem.modes must be positive integers, got {p['modes']!r}")
-    if s["method"] not in METHODS:
-        raise ConfigError(f"solver.method must be one of {METHODS}, got {s['method']!r}")
-    if s["preconditioner"] not in PRECONDITIONERS:
-        raise ConfigError(f"solver.preconditioner must be one of {PRECONDITIONERS}, got {s['preconditioner']!r}")
+    check_choice(cfg, "solver.method", METHODS)
+    check_choice(cfg, "solver.preconditioner", PRECONDITIONERS)
+    check_choice(cfg, "run.halo_method", CHOICES["halo_method"])
     if not 0 < s["rtol"] < 1:
         raise ConfigError(f"solver.rtol must be in (0, 1), got {s['rtol']}")
     if s["maxiter"] < 0 or s["check_every"] < 1:
@@ -62,7 +63,7 @@ def _validate(cfg: dict[str, Any]) -> None:
 def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     """Solve the configured Poisson problem; return a summary dict (the same on every rank)."""
     comm = MPI.COMM_WORLD if comm is None else comm
-    _validate(config)
+    validate_config(config, comm.Get_size())
     g, p, s, o = config["grid"], config["problem"], config["solver"], config["output"]
     shape = tuple(g["shape"])
     decomp = grid_decomp(g, comm, halo=1)

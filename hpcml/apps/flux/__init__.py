@@ -8,16 +8,35 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from mpi4py import MPI
 
 from hpcml.apps.flux.namelist import config_from_hipft
 from hpcml.apps.flux.solver import FluxSolver
+from hpcml.config import ConfigError
 
-__all__ = ["FluxSolver", "config_from_hipft", "run"]
+__all__ = ["FluxSolver", "config_from_hipft", "run", "validate_config"]
 
 log = logging.getLogger("hpcml.apps.flux")
+
+
+def validate_config(config: dict[str, Any], ranks: int | None = None) -> None:
+    """Check every flux option (names in the message) without MPI, before the first collective.
+
+    The map file and the rank layout are checked again, with their data, when the solver
+    is built (still before any collective).
+    """
+    from hpcml.apps.flux.params import Params
+    from hpcml.config import check_choice
+    from hpcml.settings import CHOICES
+
+    Params(config)
+    check_choice(config, "decomposition.halo_method", CHOICES["halo_method"])
+    grid = config["grid"]
+    if grid["map"] and not Path(grid["map"]).is_file():
+        raise ConfigError(f"grid.map file {grid['map']!r} does not exist")
 
 
 def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
