@@ -24,7 +24,7 @@ from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.distarray import DistArray
 from hpcml.io import Output, checkpoint
 from hpcml.io.checkpoint import list_checkpoints
-from hpcml.runtime import stop_requested
+from hpcml.runtime import StopPoll
 from hpcml.settings import CHOICES
 
 HALO_METHODS = CHOICES["halo_method"]
@@ -174,22 +174,24 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
             dt,
         )
     stopped_at = None
+    stop = StopPoll(comm)  # agreed by all ranks within about a second, whatever the step time
     t0 = time.perf_counter()
     for n in range(start + 1, h["steps"] + 1):
         _step(u, un, cy, cx, method)
         u, un = un, u
-        if n % o["every"] == 0 or n == h["steps"]:
+        stopping = n < h["steps"] and stop()
+        if n % o["every"] == 0 or n == h["steps"] or stopping:
             last = (n, n * dt, u.norm())
             if rank0:
                 log.info("heat: step %6d  t=%.5e  |u|=%.12e", n, n * dt, last[2])
             if out is not None:
                 _record(out, u, last, o["fields"])
-        stop = n < h["steps"] and n % o["every"] == 0 and stop_requested(comm)  # all ranks agree
-        if ck["dir"] and ((ck["every"] and n % ck["every"] == 0) or stop):
+        if ck["dir"] and ((ck["every"] and n % ck["every"] == 0) or stopping):
             checkpoint.save(ck["dir"], {"u": u}, n, time=n * dt, comm=comm, keep=ck["keep"], config=dumps(config))
-        if stop:
+        if stopping:
             if rank0:
-                log.info("heat: stop signal received: output and checkpoint written at step %d; stopping", n)
+                saved = "output and checkpoint written" if ck["dir"] else "output written (no checkpoint.dir set)"
+                log.info("heat: stop signal received: %s at step %d; stopping", saved, n)
             stopped_at = n
             break
     elapsed = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)

@@ -12,6 +12,13 @@ interior update); the solver is CG, pipelined CG or Jacobi from
 :mod:`hpcml.linalg`.  Output (HDF5 through :mod:`hpcml.io`): the residual
 history as the scalar series ``residual`` (step = iteration), and the fields
 ``u`` (solution) and ``error`` (``u - u_exact``).
+
+A stop signal (``SIGTERM``/``SIGUSR1``) is seen within about a second: the solve
+stops at an iteration all ranks agree on, the output is written and the iterate
+``x`` is checkpointed in ``checkpoint.dir``.  ``run.restart`` continues from it: a
+Jacobi restart is exact; CG restarts its Krylov space from ``x`` (as PETSc's KSP
+does with an initial guess), so the restarted run reaches the same solution to
+``solver.rtol`` with a few more iterations in total.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ from mpi4py import MPI
 
 from hpcml.apps import grid_decomp
 from hpcml.config import ConfigError, check_choice, dumps
-from hpcml.io import Output
+from hpcml.io import Output, checkpoint
+from hpcml.io.checkpoint import list_checkpoints
 from hpcml.linalg import PoissonOperator, cg, cg_pipelined, jacobi, manufactured
+from hpcml.runtime import StopPoll
 from hpcml.settings import CHOICES
 
 __all__ = ["run", "validate_config"]
@@ -81,12 +90,37 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
             s["preconditioner"],
             s["rtol"],
         )
+    ck = config["checkpoint"]
+    start, x0 = 0, None
+    if config["run"]["restart"] and ck["dir"] and list_checkpoints(ck["dir"]):
+        state = checkpoint.load(ck["dir"], decomp)
+        x0, start = state["u"], int(state.step)
+        if rank0:
+            log.info("poisson: restarting from %s (iteration %d)", state.path, start)
+    stop = StopPoll(comm)
+    stopped = {"at": None}
+
+    def callback(k: int, rnorm: float, x: Any) -> bool:
+        stopping = stop()
+        if ck["dir"] and ((ck["every"] and (start + k) % ck["every"] == 0) or stopping):
+            checkpoint.save(ck["dir"], {"u": x}, start + k, comm=comm, keep=ck["keep"], config=dumps(config))
+        if stopping:
+            stopped["at"] = start + k
+        return stopping
+
     maxiter = s["maxiter"] or None
+    if maxiter is not None:
+        maxiter = max(maxiter - start, 1)
     if s["method"] == "jacobi":
-        x, info = jacobi(op, f, rtol=s["rtol"], maxiter=maxiter or 100_000, check_every=s["check_every"])
+        x, info = jacobi(
+            op, f, x0=x0, rtol=s["rtol"], maxiter=maxiter or 100_000, callback=callback, check_every=s["check_every"]
+        )
     else:
         solve = cg if s["method"] == "cg" else cg_pipelined
-        x, info = solve(op, f, rtol=s["rtol"], maxiter=maxiter, M=s["preconditioner"])
+        x, info = solve(op, f, x0=x0, rtol=s["rtol"], maxiter=maxiter, M=s["preconditioner"], callback=callback)
+    if stopped["at"] is not None and rank0:
+        saved = "output and checkpoint written" if ck["dir"] else "output written (no checkpoint.dir set)"
+        log.info("poisson: stop signal received: %s at iteration %d; stopping", saved, stopped["at"])
     err = x.copy()
     err.interior[...] -= exact.interior
     if all(decomp.periodic):  # the solution is unique only up to a constant
@@ -102,7 +136,9 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         "shape": list(shape),
         "method": s["method"],
         "preconditioner": s["preconditioner"],
-        "iterations": info.iterations,
+        "iterations": start + info.iterations,
+        "restarted_from": start,
+        "stopped_early": stopped["at"] is not None,
         "converged": info.converged,
         "reason": info.reason,
         "relative_residual": info.relative_residual,
@@ -120,24 +156,32 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         log.info(
             "poisson: %s after %d iterations (%s), |r|/|b| = %.3e, max error %.3e, %.3f ms/iteration",
             "converged" if info.converged else "NOT converged",
-            info.iterations,
+            start + info.iterations,
             info.reason,
             summary["relative_residual"],
             err_max,
             summary["ms_per_iteration"],
         )
     if o["path"]:
-        _write(o, config, comm, info, x, err)
+        _write(o, config, comm, info, x, err, start)
         summary["output"] = o["path"]
     decomp.free()
     return summary
 
 
-def _write(o: dict[str, Any], config: dict[str, Any], comm: MPI.Comm, info: Any, x: Any, err: Any) -> None:
-    """Residual history and (optionally) the solution and error fields, after the timed solve."""
-    with Output(o["path"], comm, config=dumps(config), mode="w", flush_every=0) as out:
+def _write(
+    o: dict[str, Any], config: dict[str, Any], comm: MPI.Comm, info: Any, x: Any, err: Any, start: int = 0
+) -> None:
+    """Residual history and (optionally) the solution and error fields, after the timed solve.
+
+    A restarted solve (``start`` > 0) appends its iterations to the stopped run's series.
+    """
+    mode, restart = ("a", start + 1) if start else ("w", None)
+    with Output(o["path"], comm, config=dumps(config), mode=mode, restart_step=restart, flush_every=0) as out:
         for it, r in zip(info.residual_iterations, info.residuals):
-            out.write_scalar("residual", float(r), step=int(it))
+            if start and it == 0:
+                continue  # the restart's initial residual is the stopped run's last row
+            out.write_scalar("residual", float(r), step=start + int(it))
         if o["fields"]:
-            out.write("u", x, step=info.iterations, units="1")
-            out.write("error", err, step=info.iterations, units="1")
+            out.write("u", x, step=start + info.iterations, units="1")
+            out.write("error", err, step=start + info.iterations, units="1")

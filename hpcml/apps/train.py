@@ -174,6 +174,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         "resumed": resumed,
         "epochs": trainer.epoch,
         "steps": trainer.step,
+        "stopped_early": trainer.stopped_early,
         "loss_first": history[0] if history else float("nan"),
         "loss_final": history[-1] if history else float("nan"),
         "seconds": elapsed,
