@@ -15,7 +15,7 @@ import numpy as np
 from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
 
-from hpcml.backend import array_module, xp_from_name
+from hpcml.backend import array_module, compute_view, is_contiguous, is_device_array, to_host, xp_from_name
 from hpcml.decomp import CartDecomp
 from hpcml.halo import HaloExchange, HaloRequest, plan_for
 from hpcml.settings import rc
@@ -44,7 +44,8 @@ class DistArray:
     decomp
         The decomposition (global shape, process grid, halo widths).
     data
-        Local array of shape ``decomp.ghosted_shape`` (C- or F-contiguous).
+        Local array of shape ``decomp.ghosted_shape`` (C- or F-contiguous): NumPy, CuPy
+        or a Numba-CUDA device array (see :func:`hpcml.backend.array_module`).
 
     Attributes
     ----------
@@ -178,7 +179,7 @@ class DistArray:
     @property
     def order(self) -> str:
         """Memory order of ``data`` (``"C"`` or ``"F"``)."""
-        return "C" if self.data.flags.c_contiguous else "F"
+        return "C" if is_contiguous(self.data, "C") else "F"
 
     # -- halo exchange -------------------------------------------------------------------
     def halo_plan(self, method: str = "auto", corners: bool = True) -> HaloExchange:
@@ -214,7 +215,7 @@ class DistArray:
         """
         comm = self.decomp.cart
         mpitype = from_numpy_dtype(self.dtype)
-        local = _host(np.ascontiguousarray(self.interior) if self.xp is np else self.xp.asnumpy(self.interior))
+        local = np.ascontiguousarray(to_host(self.interior))
         if comm.Get_rank() != root:
             comm.Send([local, local.size, mpitype], root, 78)
             return None
@@ -241,38 +242,50 @@ class DistArray:
     def _allreduce(self, value: Any, op: MPI.Op) -> Any:
         return self.decomp.cart.allreduce(value, op=op)
 
+    def _local(self, other: DistArray | None = None) -> tuple[Any, Any, Any]:
+        """``(xp, interior, other's interior)`` in a module with array operations (see :func:`compute_view`)."""
+        mine, xp = compute_view(self.interior)
+        theirs = None if other is None else compute_view(other.interior)[0]
+        return xp, mine, theirs
+
     def sum(self) -> Any:
         """Global sum of the owned cells."""
-        return self._allreduce(_scalar(self.xp.sum(self.interior)), MPI.SUM)
+        xp, a, _ = self._local()
+        return self._allreduce(_scalar(xp.sum(a)), MPI.SUM)
 
     def dot(self, other: DistArray) -> Any:
         """Global ``sum(self * other)`` (no conjugation, like ``numpy.dot``)."""
         self._check_compatible(other)
-        local = self.xp.vdot(self.xp.conj(self.interior), other.interior) if self.interior.size else 0
+        xp, a, b = self._local(other)
+        local = xp.vdot(xp.conj(a), b) if a.size else 0
         return self._allreduce(_scalar(local), MPI.SUM)
 
     def vdot(self, other: DistArray) -> Any:
         """Global ``sum(conj(self) * other)`` (like ``numpy.vdot``)."""
         self._check_compatible(other)
-        local = self.xp.vdot(self.interior, other.interior) if self.interior.size else 0
+        xp, a, b = self._local(other)
+        local = xp.vdot(a, b) if a.size else 0
         return self._allreduce(_scalar(local), MPI.SUM)
 
     def norm(self) -> float:
         """Global 2-norm of the owned cells."""
-        local = float(self.xp.linalg.norm(self.interior.ravel())) if self.interior.size else 0.0
+        xp, a, _ = self._local()
+        local = float(xp.linalg.norm(a.ravel())) if a.size else 0.0
         return float(np.sqrt(self._allreduce(local * local, MPI.SUM)))
 
     def max(self) -> Any:
         """Global maximum of the owned cells (real dtypes)."""
         if self.dtype.kind == "c":
             raise TypeError("max() is undefined for complex arrays")
-        return self._allreduce(_scalar(self.xp.max(self.interior)), MPI.MAX)
+        xp, a, _ = self._local()
+        return self._allreduce(_scalar(xp.max(a)), MPI.MAX)
 
     def min(self) -> Any:
         """Global minimum of the owned cells (real dtypes)."""
         if self.dtype.kind == "c":
             raise TypeError("min() is undefined for complex arrays")
-        return self._allreduce(_scalar(self.xp.min(self.interior)), MPI.MIN)
+        xp, a, _ = self._local()
+        return self._allreduce(_scalar(xp.min(a)), MPI.MIN)
 
     def _check_compatible(self, other: DistArray) -> None:
         if other.decomp.shape != self.decomp.shape or other.decomp.local_shape != self.decomp.local_shape:
@@ -285,10 +298,6 @@ class DistArray:
         )
 
 
-def _host(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a)
-
-
 def _scalar(v: Any) -> Any:
     """Python scalar from a NumPy/CuPy 0-d result (so allreduce pickles a number)."""
     return v.item() if hasattr(v, "item") else v
@@ -297,7 +306,7 @@ def _scalar(v: Any) -> Any:
 def _validate_global(source: Any, shape: tuple[int, ...], dtype: Any) -> tuple[str | None, str | None]:
     if source is None:
         return "no array given on the root (pass an array or a callable)", None
-    if hasattr(source, "__cuda_array_interface__") and not isinstance(source, np.ndarray):
+    if is_device_array(source):
         return "give a host (NumPy) array on the root; use xp=cupy for device output", None
     if not isinstance(source, np.ndarray):
         return f"expected a numpy.ndarray, got {type(source).__name__}", None
