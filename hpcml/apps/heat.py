@@ -19,16 +19,18 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.apps import grid_decomp
+from hpcml.apps import grid_decomp, restart
 from hpcml.config import ConfigError, dumps
 from hpcml.distarray import DistArray
 from hpcml.io import Output, checkpoint
-from hpcml.io.checkpoint import list_checkpoints
 from hpcml.runtime import stop_requested
 
-__all__ = ["exact_amplitude", "run"]
+__all__ = ["SOLUTION_KEYS", "exact_amplitude", "run"]
 
 log = logging.getLogger("hpcml.apps.heat")
+
+#: Config values that determine the solution: a checkpoint written with others is refused.
+SOLUTION_KEYS = ("grid.shape", "grid.periodic", "heat.alpha", "heat.cfl", "heat.modes")
 
 
 def _validate(cfg: dict[str, Any]) -> None:
@@ -128,8 +130,10 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     rank0 = comm.Get_rank() == 0
     start = 0
     u = None
-    if config["run"]["restart"] and ck["dir"] and list_checkpoints(ck["dir"]):
-        state = checkpoint.load(ck["dir"], decomp)
+    ckdir = restart.checkpoint_directory(ck["dir"], o["path"])
+    plan = restart.plan(config, ckdir, SOLUTION_KEYS, comm, "heat")
+    if plan.resume:
+        state = checkpoint.load(ckdir, decomp, expect=plan.record)
         u, start = state["u"], int(state.step)
         if rank0:
             log.info("heat: restarting from %s (step %d)", state.path, start)
@@ -143,11 +147,12 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     method = config["run"]["halo_method"]
     out = None
     if o["path"]:
-        out = Output(
-            o["path"], comm, config=dumps(config), mode="a" if start else "w", restart_step=start + 1 if start else None
-        )
+        # A resumed run drops what was written at or after its checkpoint's step (a stop
+        # between output steps records one extra snapshot) and re-records that step when
+        # it is an output step, so the series equals an uninterrupted run's.
+        out = Output(o["path"], comm, config=dumps(config), mode="a" if start else "w", restart_step=start or None)
     last = (start, start * dt, u.norm())
-    if out is not None and start == 0:
+    if out is not None and (start % o["every"] == 0 or start == h["steps"]):
         _record(out, u, last, o["fields"])
     if rank0:
         log.info(
@@ -171,8 +176,10 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
             if out is not None:
                 _record(out, u, last, o["fields"])
         stop = n < h["steps"] and n % o["every"] == 0 and stop_requested(comm)  # all ranks agree
-        if ck["dir"] and ((ck["every"] and n % ck["every"] == 0) or stop):
-            checkpoint.save(ck["dir"], {"u": u}, n, time=n * dt, comm=comm, keep=ck["keep"], config=dumps(config))
+        if ckdir is not None and ((ck["every"] and n % ck["every"] == 0) or stop):
+            checkpoint.save(
+                ckdir, {"u": u}, n, time=n * dt, comm=comm, keep=ck["keep"], config=dumps(config), solution=plan.record
+            )
         if stop:
             if rank0:
                 log.info("heat: stop signal received: output and checkpoint written at step %d; stopping", n)
