@@ -161,18 +161,23 @@ def save_checkpoint(s: FluxSolver, directory: Path) -> Path:
             "next_map_time": float(s.next_map_time) if s.next_map_time is not None else -1.0,
             "next_ckpt_time": float(s.next_ckpt_time) if s.next_ckpt_time is not None else -1.0,
             "maps_written": int(s.maps_written),
+            "map_step": int(s.map_step),
         },
         "sources": s.sources.state() if s.sources is not None else {},
         "assimilation": s.assim.state() if s.assim is not None else {},
     }
-    return checkpoint.save(directory, state, s.step, time=s.time, comm=s.world, config=s.cfg)
+    return checkpoint.save(directory, state, s.step, time=s.time, comm=s.world, config=s.cfg, solution=s.solution)
 
 
-def load_checkpoint(s: FluxSolver, path: str | Path) -> None:
-    """Restore the field and loop state from a checkpoint (file or directory), on any rank count."""
+def load_checkpoint(s: FluxSolver, path: str | Path, expect: dict[str, Any] | None = None) -> Path:
+    """Restore the field and loop state from a checkpoint (file or directory), on any rank count.
+
+    ``expect`` is the run's solution record (a checkpoint of another problem is
+    refused, naming the keys).  Returns the file loaded.
+    """
     from hpcml.io import checkpoint
 
-    got = checkpoint.load(path, s.lay.world_decomp)
+    got = checkpoint.load(path, s.lay.world_decomp, expect=expect)
     br = got["br"]
     if tuple(br.shape) != tuple(s.lay.world_decomp.shape):
         raise ValueError(
@@ -191,6 +196,7 @@ def load_checkpoint(s: FluxSolver, path: str | Path) -> None:
     nc = float(loop["next_ckpt_time"])
     s.next_ckpt_time = None if nc < 0 else nc
     s.maps_written = int(loop["maps_written"])
+    s.map_step = int(loop.get("map_step", -1))
     if s.sources is not None and got.get("sources"):
         s.sources.restore(got["sources"])
     if s.assim is not None and got.get("assimilation"):
@@ -198,3 +204,4 @@ def load_checkpoint(s: FluxSolver, path: str | Path) -> None:
     s.dt_flag = True
     if s.flows is not None:
         s.flows.needs_update = True
+    return got.path
