@@ -22,12 +22,21 @@ from typing import Any
 
 from mpi4py import MPI
 
+from hpcml.apps import restart
 from hpcml.config import ConfigError, dumps
 from hpcml.nn import HaloConv2d, Sequential, TileDataset, Trainer, TrainGrid, generate_heat_pairs
 
-__all__ = ["build_model", "run"]
+__all__ = ["SOLUTION_KEYS", "build_model", "run"]
 
 log = logging.getLogger("hpcml.apps.train")
+
+#: Config values that determine the trained model (a checkpoint written with others is refused).
+#: Not: epochs (train longer), rank layout, bucket size, ZeRO, logging and checkpoint cadence.
+SOLUTION_KEYS = (
+    "grid.shape", "grid.periodic", "data.samples", "data.steps_ahead", "data.alpha", "data.cfl", "data.modes",
+    "data.seed", "model", "train.batch_size", "train.seed", "train.shuffle", "train.optimizer", "train.lr",
+    "train.momentum", "train.weight_decay", "train.accumulation",
+)  # fmt: skip
 
 
 def _validate(cfg: dict[str, Any], size: int) -> None:
@@ -119,6 +128,8 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
             )
     elif not _dataset_exists(d["path"], comm):
         raise ConfigError(f"data.path {d['path']!r} does not exist and data.generate = 'never'")
+    ckdir = restart.checkpoint_directory(t["checkpoint_dir"], o["path"])
+    plan = restart.plan(config, ckdir, SOLUTION_KEYS, comm, "train")
     dims = None if all(x == 0 for x in g["dims"]) else tuple(g["dims"])
     grid = TrainGrid(comm, t["data_parallel"], shape, dims=dims, periodic=tuple(g["periodic"]))
     dataset = TileDataset.from_hdf5(grid, d["path"], dtype=m["dtype"])
@@ -139,13 +150,14 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         accumulation=t["accumulation"],
         seed=t["seed"],
         shuffle=t["shuffle"],
-        checkpoint_dir=t["checkpoint_dir"] or None,
+        checkpoint_dir=ckdir,
         checkpoint_every=t["checkpoint_every"],
         output=o["path"] or None,
         config=text,
         log_every=t["log_every"],
+        solution=plan.record,
     )
-    resumed = bool(t["resume"] and t["checkpoint_dir"]) and trainer.resume()
+    resumed = plan.resume and trainer.resume()
     if rank0:
         log.info(
             "train: %d samples of %s on %d ranks = %d replica(s) x %d tile(s) (dims %s), %d parameters, optimizer %s%s",

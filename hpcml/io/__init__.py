@@ -14,17 +14,17 @@ See ``docs/io.md``.
 from __future__ import annotations
 
 from hpcml.io._common import h5py_has_mpi
-from hpcml.io.errors import CheckpointError, CheckpointMismatch, OutputError, OutputInUse
+from hpcml.io.errors import CheckpointError, CheckpointMismatchError, OutputError, OutputInUseError
 from hpcml.io.output import Output, choose_driver, consolidate
 from hpcml.io.reader import read, read_scalar, series
 from hpcml.io.xdmf import write_xdmf_for
 
 __all__ = [
     "CheckpointError",
-    "CheckpointMismatch",
+    "CheckpointMismatchError",
     "Output",
     "OutputError",
-    "OutputInUse",
+    "OutputInUseError",
     "choose_driver",
     "consolidate",
     "h5py_has_mpi",

@@ -61,7 +61,7 @@ from hpcml.io._common import (
     root_call,
     write_box,
 )
-from hpcml.io.errors import CheckpointError, CheckpointMismatch
+from hpcml.io.errors import CheckpointError, CheckpointMismatchError
 from hpcml.io.progress import Progress
 
 __all__ = ["FORMAT", "Restored", "list_checkpoints", "load", "save"]
@@ -411,10 +411,10 @@ def _commit(tmp: Path, final: Path, keep: int) -> Path:
 
 
 def compare_solution(file: Path, recorded: Any, expect: Mapping[str, Any]) -> None:
-    """Raise :class:`CheckpointMismatch` naming every key whose recorded value differs from ``expect``."""
+    """Raise :class:`CheckpointMismatchError` naming every key whose recorded value differs from ``expect``."""
     want = json.loads(json.dumps(dict(expect), sort_keys=True))  # same normalisation as the stored record
     if not isinstance(recorded, dict):
-        raise CheckpointMismatch(
+        raise CheckpointMismatchError(
             f"checkpoint {file} records no solution keys (written by an older hpcml or by hand), so it cannot "
             f"be checked against this run ({', '.join(sorted(want))}); start fresh with run.restart = false",
             str(file),
@@ -426,7 +426,7 @@ def compare_solution(file: Path, recorded: Any, expect: Mapping[str, Any]) -> No
         elif recorded[key] != want[key]:
             diffs.append(f"{key} = {json.dumps(recorded[key])} there, {json.dumps(want[key])} now")
     if diffs:
-        raise CheckpointMismatch(
+        raise CheckpointMismatchError(
             f"checkpoint {file} was written for another problem: {'; '.join(diffs)}. Restore those values to "
             "resume it, or start fresh (run.restart = false) or in another checkpoint directory",
             str(file),
@@ -648,7 +648,7 @@ def load(
     expect
         The solution record of this run (see ``save(solution=...)``): a
         checkpoint recording other values for any of these keys, or none, raises
-        :class:`~hpcml.io.errors.CheckpointMismatch` naming them, before any
+        :class:`~hpcml.io.errors.CheckpointMismatchError` naming them, before any
         data is read; it is never skipped for an older one.
     xp
         Array module of the restored fields.
@@ -663,7 +663,7 @@ def load(
     ------
     CheckpointError
         On every rank, naming the file(s) and the reasons, when none loads.
-    CheckpointMismatch
+    CheckpointMismatchError
         On every rank, when ``expect`` differs from the newest readable checkpoint's record.
     """
     comm = (next(iter(decomp.values())) if isinstance(decomp, Mapping) else decomp).comm
@@ -686,7 +686,7 @@ def load(
         try:
             desc = root_call(comm, lambda file=file: _describe(file, expect))
             state, reason = _try_load(file, desc, decomp, comm, verify, xp)
-        except CheckpointMismatch:
+        except CheckpointMismatchError:
             raise
         except CheckpointError as exc:
             state, reason = None, str(exc)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "CheckpointMismatch", "OutputError", "OutputInUse"]
+__all__ = ["CheckpointError", "CheckpointMismatchError", "OutputError", "OutputInUseError"]
 
 
 class OutputError(RuntimeError):
     """An output file cannot be written, appended to or read as asked."""
 
 
-class OutputInUse(OutputError):
+class OutputInUseError(OutputError):
     """The output path is locked by another running job (nothing was touched)."""
 
 
@@ -27,7 +27,7 @@ class CheckpointError(RuntimeError):
         self.path = path
 
 
-class CheckpointMismatch(CheckpointError):
+class CheckpointMismatchError(CheckpointError):
     """A checkpoint was written for another problem: its recorded solution keys differ.
 
     Never skipped in favour of an older checkpoint: resuming any of them would

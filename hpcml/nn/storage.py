@@ -118,23 +118,32 @@ class LossWriter:
 
 
 def save_checkpoint(
-    path: str | os.PathLike[str], state: Mapping[str, Any], step: int, comm: MPI.Comm, config: Any = None, keep: int = 3
+    path: str | os.PathLike[str],
+    state: Mapping[str, Any],
+    step: int,
+    comm: MPI.Comm,
+    config: Any = None,
+    keep: int = 3,
+    solution: Mapping[str, Any] | None = None,
 ) -> Any:
     """Write ``state`` (replicated arrays and scalars) as checkpoint ``step`` in directory ``path``."""
     from hpcml.io import checkpoint
 
-    return checkpoint.save(path, state, step, comm=comm, config=config, keep=keep, progress=False)
+    return checkpoint.save(path, state, step, comm=comm, config=config, keep=keep, solution=solution, progress=False)
 
 
-def load_checkpoint(path: str | os.PathLike[str], comm: MPI.Comm) -> Any:
-    """Newest good checkpoint in ``path`` (a nested dict with ``.step``); any rank count."""
+def load_checkpoint(path: str | os.PathLike[str], comm: MPI.Comm, expect: Mapping[str, Any] | None = None) -> Any:
+    """Newest good checkpoint in ``path`` (a nested dict with ``.step``); any rank count.
+
+    ``expect``: the run's solution record; a checkpoint of another problem is refused.
+    """
     from hpcml.io import checkpoint
 
     # The state holds replicated arrays only; a one-cell-per-rank decomposition
     # just names the communicator the load is collective over.
     d = CartDecomp((comm.Get_size(),), comm, halo=0)
     try:
-        return checkpoint.load(path, d)
+        return checkpoint.load(path, d, expect=expect)
     finally:
         d.free()
 
