@@ -23,14 +23,18 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.apps import grid_decomp
+from hpcml.apps import grid_decomp, restart
 from hpcml.config import ConfigError, dumps
-from hpcml.io import Output
+from hpcml.io import Output, checkpoint
 from hpcml.linalg import PoissonOperator, cg, cg_pipelined, jacobi, manufactured
 
-__all__ = ["run"]
+__all__ = ["SOLUTION_KEYS", "run"]
 
 log = logging.getLogger("hpcml.apps.poisson")
+
+#: Config values that determine the solution (a checkpoint written with others is refused).
+#: The solver, its tolerance and preconditioner may change: a resumed solve starts from the iterate.
+SOLUTION_KEYS = ("grid.shape", "grid.periodic", "problem.modes")
 
 METHODS = ("cg", "cg_pipelined", "jacobi")
 PRECONDITIONERS = ("none", "jacobi")
@@ -57,18 +61,39 @@ def _validate(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"solver.rtol must be in (0, 1), got {s['rtol']}")
     if s["maxiter"] < 0 or s["check_every"] < 1:
         raise ConfigError("solver.maxiter must be >= 0 and solver.check_every >= 1")
+    if cfg["checkpoint"]["every"] < 0 or cfg["checkpoint"]["keep"] < 0:
+        raise ConfigError("checkpoint.every and checkpoint.keep must be >= 0")
 
 
 def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     """Solve the configured Poisson problem; return a summary dict (the same on every rank)."""
     comm = MPI.COMM_WORLD if comm is None else comm
     _validate(config)
-    g, p, s, o = config["grid"], config["problem"], config["solver"], config["output"]
+    g, p, s, o, ck = config["grid"], config["problem"], config["solver"], config["output"], config["checkpoint"]
     shape = tuple(g["shape"])
     decomp = grid_decomp(g, comm, halo=1)
     op = PoissonOperator(decomp, halo_method=config["run"]["halo_method"])
     exact, f = manufactured(op, p["modes"])
     rank0 = comm.Get_rank() == 0
+    ckdir = restart.checkpoint_directory(ck["dir"], o["path"])
+    plan = restart.plan(config, ckdir, SOLUTION_KEYS, comm, "poisson")
+    x0, start = None, 0
+    if plan.resume:
+        state = checkpoint.load(ckdir, {"x": decomp}, expect=plan.record)
+        x0, start = state["x"], int(state.step)
+        if rank0:
+            log.info("poisson: continuing from the iterate of iteration %d in %s", start, state.path)
+
+    def save(k: int, x: Any) -> None:
+        if ckdir is not None:
+            checkpoint.save(
+                ckdir, {"x": x}, start + k, comm=comm, keep=ck["keep"], config=dumps(config), solution=plan.record
+            )
+
+    def every(k: int, rnorm: float, x: Any) -> None:
+        if ck["every"] and k > 0 and k % ck["every"] == 0:
+            save(k, x)
+
     if rank0:
         log.info(
             "poisson: grid %s (%s) on %d ranks (dims %s), %s + %s preconditioner, rtol %g",
@@ -82,10 +107,13 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         )
     maxiter = s["maxiter"] or None
     if s["method"] == "jacobi":
-        x, info = jacobi(op, f, rtol=s["rtol"], maxiter=maxiter or 100_000, check_every=s["check_every"])
+        x, info = jacobi(
+            op, f, x0=x0, rtol=s["rtol"], maxiter=maxiter or 100_000, check_every=s["check_every"], callback=every
+        )
     else:
         solve = cg if s["method"] == "cg" else cg_pipelined
-        x, info = solve(op, f, rtol=s["rtol"], maxiter=maxiter, M=s["preconditioner"])
+        x, info = solve(op, f, x0=x0, rtol=s["rtol"], maxiter=maxiter, M=s["preconditioner"], callback=every)
+    save(info.iterations, x)
     err = x.copy()
     err.interior[...] -= exact.interior
     if all(decomp.periodic):  # the solution is unique only up to a constant
@@ -101,7 +129,8 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         "shape": list(shape),
         "method": s["method"],
         "preconditioner": s["preconditioner"],
-        "iterations": info.iterations,
+        "iterations": start + info.iterations,
+        "restarted_from": start,
         "converged": info.converged,
         "reason": info.reason,
         "relative_residual": info.relative_residual,
@@ -126,17 +155,24 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
             summary["ms_per_iteration"],
         )
     if o["path"]:
-        _write(o, config, comm, info, x, err)
+        _write(o, config, comm, info, x, err, start)
         summary["output"] = o["path"]
     decomp.free()
     return summary
 
 
-def _write(o: dict[str, Any], config: dict[str, Any], comm: MPI.Comm, info: Any, x: Any, err: Any) -> None:
-    """Residual history and (optionally) the solution and error fields, after the timed solve."""
-    with Output(o["path"], comm, config=dumps(config), mode="w", flush_every=0) as out:
+def _write(o: dict[str, Any], config: dict[str, Any], comm: MPI.Comm, info: Any, x: Any, err: Any, start: int) -> None:
+    """Residual history and (optionally) the solution and error fields, after the timed solve.
+
+    A continued solve (``start`` > 0) keeps the residuals up to its checkpoint's
+    iteration and appends its own from there (its iteration 0 is that one).
+    """
+    mode, keep = ("a", start + 1) if start else ("w", None)
+    with Output(o["path"], comm, config=dumps(config), mode=mode, restart_step=keep, flush_every=0) as out:
         for it, r in zip(info.residual_iterations, info.residuals):
-            out.write_scalar("residual", float(r), step=int(it))
+            if start and it == 0:
+                continue
+            out.write_scalar("residual", float(r), step=start + int(it))
         if o["fields"]:
-            out.write("u", x, step=info.iterations, units="1")
-            out.write("error", err, step=info.iterations, units="1")
+            out.write("u", x, step=start + info.iterations, units="1")
+            out.write("error", err, step=start + info.iterations, units="1")
