@@ -23,6 +23,7 @@ from hpcml.apps import grid_decomp, restart
 from hpcml.config import ConfigError, dumps
 from hpcml.distarray import DistArray
 from hpcml.io import Output, checkpoint
+from hpcml.io.lock import hold
 from hpcml.runtime import stop_requested
 
 __all__ = ["SOLUTION_KEYS", "exact_amplitude", "run"]
@@ -116,10 +117,20 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     Writes the field series ``u`` and the scalar series ``norm`` through
     :class:`hpcml.io.Output`, checkpoints every ``checkpoint.every`` steps and on a
     stop signal, and with ``run.restart`` continues from the newest good checkpoint
-    (on any rank count) with a bit-identical result.
+    (on any rank count) with a bit-identical result.  The output file and the
+    checkpoint folder are locked for the run (another job using them is refused).
     """
     comm = MPI.COMM_WORLD if comm is None else comm
     _validate(config)
+    o = config["output"]
+    lock = hold(comm, files=[o["path"]], folders=[restart.checkpoint_directory(config["checkpoint"]["dir"], o["path"])])
+    try:
+        return _run(config, comm)
+    finally:
+        lock.release()
+
+
+def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
     g, h, o, ck = config["grid"], config["heat"], config["output"], config["checkpoint"]
     shape = tuple(g["shape"])
     decomp = grid_decomp(g, comm, halo=1)

@@ -26,6 +26,7 @@ from mpi4py import MPI
 from hpcml.apps import grid_decomp, restart
 from hpcml.config import ConfigError, dumps
 from hpcml.io import Output, checkpoint
+from hpcml.io.lock import hold
 from hpcml.linalg import PoissonOperator, cg, cg_pipelined, jacobi, manufactured
 
 __all__ = ["SOLUTION_KEYS", "run"]
@@ -66,9 +67,21 @@ def _validate(cfg: dict[str, Any]) -> None:
 
 
 def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
-    """Solve the configured Poisson problem; return a summary dict (the same on every rank)."""
+    """Solve the configured Poisson problem; return a summary dict (the same on every rank).
+
+    The output file and the checkpoint folder are locked for the run.
+    """
     comm = MPI.COMM_WORLD if comm is None else comm
     _validate(config)
+    o = config["output"]
+    lock = hold(comm, files=[o["path"]], folders=[restart.checkpoint_directory(config["checkpoint"]["dir"], o["path"])])
+    try:
+        return _run(config, comm)
+    finally:
+        lock.release()
+
+
+def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
     g, p, s, o, ck = config["grid"], config["problem"], config["solver"], config["output"], config["checkpoint"]
     shape = tuple(g["shape"])
     decomp = grid_decomp(g, comm, halo=1)

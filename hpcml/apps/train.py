@@ -24,6 +24,7 @@ from mpi4py import MPI
 
 from hpcml.apps import restart
 from hpcml.config import ConfigError, dumps
+from hpcml.io.lock import hold
 from hpcml.nn import HaloConv2d, Sequential, TileDataset, Trainer, TrainGrid, generate_heat_pairs
 
 __all__ = ["SOLUTION_KEYS", "build_model", "run"]
@@ -96,9 +97,23 @@ def _dataset_exists(path: str, comm: MPI.Comm) -> bool:
 
 
 def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
-    """Run the training job described by ``config``; return a summary (same on every rank)."""
+    """Run the training job described by ``config``; return a summary (same on every rank).
+
+    The output file and the checkpoint folder are locked for the run.
+    """
     comm = MPI.COMM_WORLD if comm is None else comm
     _validate(config, comm.Get_size())
+    o = config["output"]
+    lock = hold(
+        comm, files=[o["path"]], folders=[restart.checkpoint_directory(config["train"]["checkpoint_dir"], o["path"])]
+    )
+    try:
+        return _run(config, comm)
+    finally:
+        lock.release()
+
+
+def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
     g, d, m, t, o = config["grid"], config["data"], config["model"], config["train"], config["output"]
     shape = tuple(g["shape"])
     rank0 = comm.Get_rank() == 0

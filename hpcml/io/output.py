@@ -63,6 +63,7 @@ from hpcml.io._common import (
 )
 from hpcml.io.errors import OutputError
 from hpcml.io.layout import FIELD, INTERNAL, SCALAR, check_name, index_paths, inspect_file, scalar_path
+from hpcml.io.lock import PathLock
 from hpcml.io.progress import Progress
 
 __all__ = ["DRIVERS", "Output", "choose_driver", "consolidate"]
@@ -243,6 +244,8 @@ class Output:
         self._closed = False
         self._main: h5py.File | None = None
         self._rank_file: h5py.File | None = None
+        # Before anything is read or deleted: another job writing this path is refused here.
+        self._lock = PathLock(self.comm, files=[self.path]).acquire()
         plan = root_call(self.comm, lambda: self._plan(mode, driver, restart_step, config))
         self.driver: str = plan["driver"]
         self._segment: int = plan["segment"]
@@ -675,9 +678,15 @@ class Output:
             root_call(self.comm, self._write_xdmf)
 
     def close(self) -> None:
-        """Flush, close every file, and consolidate if asked (collective, idempotent)."""
+        """Flush, close every file, consolidate if asked, release the path (collective, idempotent)."""
         if self._closed:
             return
+        try:
+            self._close()
+        finally:
+            self._lock.release()
+
+    def _close(self) -> None:
         self.flush()
         self._closed = True
         if self._rank_file is not None:
@@ -724,6 +733,7 @@ class Output:
             self._rank_file.close()
         if self.driver == "vds" and self._main is not None:
             self._main.close()
+        self._lock.release()
 
     def __repr__(self) -> str:
         return f"Output({str(self.path)!r}, driver={self.driver!r}, ranks={self.size}, series={list(self._series)})"

@@ -27,8 +27,12 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     grid) run on every rank before the first collective call, so bad input raises
     the same :class:`~hpcml.config.ConfigError` everywhere.
     """
+    from hpcml.io.lock import hold
+
     comm = MPI.COMM_WORLD if comm is None else comm
     solver = FluxSolver(config, comm)
+    # The output folder (maps, histories, checkpoints) is this job's until it ends.
+    lock = hold(comm, folders=[config["output"]["directory"]])
     if comm.Get_rank() == 0:
         g, lay = solver.grid, solver.lay
         log.info(
@@ -40,6 +44,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         summary = solver.run()
     finally:
         solver.lay.free()
+        lock.release()
     if comm.Get_rank() == 0:
         log.info(
             "flux: %d steps to t = %.6g h in %.2f s (advection %.2f s, diffusion %.2f s, analysis %.2f s)",
