@@ -1,12 +1,16 @@
 """HDF5 output, checkpoints, XDMF and analysis.
 
-* :class:`Output` — time series of distributed fields and scalars, written
-  collectively through MPI-IO (h5py with MPI) or per-rank files joined by HDF5
-  virtual datasets (the ordinary h5py wheel); same file layout either way.
+* :class:`Output` — time series (and static snapshots) of distributed fields and
+  scalars in one output: a small netCDF-4 compatible main file (named
+  dimensions, coordinates, CF attributes; xarray opens it as is) over data
+  files written collectively through MPI-IO (h5py with MPI) or one per rank
+  (the ordinary h5py wheel); see :mod:`hpcml.io.output`.
 * :func:`read` — one snapshot onto any decomposition, each rank reading its hyperslab.
 * :mod:`hpcml.io.checkpoint` — atomic, checksummed checkpoints that load on any rank count.
-* :mod:`hpcml.io.xdmf` — ``NAME.xmf`` sidecars for ParaView/VisIt.
-* :mod:`hpcml.io.analyze` — ``hpcml analyze FILE``: summary and PNG plots.
+* :mod:`hpcml.io.lock` — output paths locked for a job's life.
+* :mod:`hpcml.io.xdmf` — ``NAME.xmf`` sidecars for ParaView/VisIt/VTK.
+* :func:`consolidate` — one self-contained file from an output.
+* :mod:`hpcml.io.analyze` — ``hpcml analyze FILE``: summary and plots.
 
 See ``docs/io.md``.
 """
@@ -14,8 +18,10 @@ See ``docs/io.md``.
 from __future__ import annotations
 
 from hpcml.io._common import h5py_has_mpi
+from hpcml.io.consolidate import consolidate
 from hpcml.io.errors import CheckpointError, CheckpointMismatchError, OutputError, OutputInUseError
-from hpcml.io.output import Output, choose_driver, consolidate
+from hpcml.io.lock import PathLock
+from hpcml.io.output import Output, choose_driver
 from hpcml.io.reader import read, read_scalar, series
 from hpcml.io.xdmf import write_xdmf_for
 
@@ -25,6 +31,7 @@ __all__ = [
     "Output",
     "OutputError",
     "OutputInUseError",
+    "PathLock",
     "choose_driver",
     "consolidate",
     "h5py_has_mpi",
