@@ -161,7 +161,15 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
         # A resumed run drops what was written at or after its checkpoint's step (a stop
         # between output steps records one extra snapshot) and re-records that step when
         # it is an output step, so the series equals an uninterrupted run's.
-        out = Output(o["path"], comm, config=dumps(config), mode="a" if start else "w", restart_step=start or None)
+        out = Output(
+            o["path"],
+            comm,
+            config=dumps(config),
+            mode="a" if start else "w",
+            restart_step=start or None,
+            time_units="1",
+            title="hpcml heat: du/dt = alpha laplacian(u) on the periodic unit square",
+        )
     last = (start, start * dt, u.norm())
     if out is not None and (start % o["every"] == 0 or start == h["steps"]):
         _record(out, u, last, o["fields"])
@@ -226,7 +234,14 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
 
 
 def _record(out: Output, u: DistArray, point: tuple[int, float, float], fields: bool) -> None:
+    """One output step: the norm and (optionally) the field, readable when this returns."""
     step, t, norm = point
-    out.write_scalar("norm", norm, step=step, time=t)
+    out.write_scalar("norm", norm, step=step, time=t, units="1", long_name="L2 norm of u (sum over cells)")
     if fields:
-        out.write("u", u, step=step, time=t, units="1")
+        ny, nx = u.shape
+        coords = {  # cell centres of the unit square
+            "y": ((np.arange(ny) + 0.5) / ny, {"units": "1", "long_name": "y (cell centre)"}),
+            "x": ((np.arange(nx) + 0.5) / nx, {"units": "1", "long_name": "x (cell centre)"}),
+        }
+        out.write("u", u, step=step, time=t, units="1", long_name="temperature", coords=coords)
+    out.flush()

@@ -168,24 +168,35 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
             summary["ms_per_iteration"],
         )
     if o["path"]:
-        _write(o, config, comm, info, x, err, start)
+        _write(o, config, comm, info, x, err, start, op)
         summary["output"] = o["path"]
     decomp.free()
     return summary
 
 
-def _write(o: dict[str, Any], config: dict[str, Any], comm: MPI.Comm, info: Any, x: Any, err: Any, start: int) -> None:
-    """Residual history and (optionally) the solution and error fields, after the timed solve.
+def _write(
+    o: dict[str, Any], config: dict[str, Any], comm: MPI.Comm, info: Any, x: Any, err: Any, start: int, op: Any
+) -> None:
+    """Residual history (series axis ``iteration``) and, optionally, the static fields ``u`` and ``error``.
 
     A continued solve (``start`` > 0) keeps the residuals up to its checkpoint's
-    iteration and appends its own from there (its iteration 0 is that one).
+    iteration and appends its own from there (its iteration 0 is that one); the
+    fields are replaced by the continued solve's.
     """
     mode, keep = ("a", start + 1) if start else ("w", None)
-    with Output(o["path"], comm, config=dumps(config), mode=mode, restart_step=keep, flush_every=0) as out:
+    title = f"hpcml poisson: -laplacian(u) = f on the unit {'square' if x.decomp.ndim == 2 else 'cube'}"
+    with Output(o["path"], comm, config=dumps(config), mode=mode, restart_step=keep, flush_every=0, title=title) as out:
         for it, r in zip(info.residual_iterations, info.residuals):
             if start and it == 0:
                 continue
-            out.write_scalar("residual", float(r), step=start + int(it))
+            out.write_scalar(
+                "residual", float(r), step=start + int(it), axis="iteration", long_name="residual norm ||b - A x||"
+            )
         if o["fields"]:
-            out.write("u", x, step=start + info.iterations, units="1")
-            out.write("error", err, step=start + info.iterations, units="1")
+            names = ("y", "x") if x.decomp.ndim == 2 else ("z", "y", "x")
+            coords = {}
+            for name, n, h, per in zip(names, x.shape, op.spacing, x.decomp.periodic):
+                # the unknowns' positions: x_i = i h (periodic) or (i + 1) h (Dirichlet nodes eliminated)
+                coords[name] = ((np.arange(n) + (0 if per else 1)) * h, {"units": "1", "long_name": f"{name} (node)"})
+            out.write("u", x, units="1", long_name="solution", coords=coords)
+            out.write("error", err, units="1", long_name="error u - u_exact")

@@ -23,9 +23,9 @@ __all__ = ["LossWriter", "load_checkpoint", "read_tiles", "save_checkpoint", "se
 
 
 def write_fields(output: Any, fields: Mapping[str, DistArray], step: int) -> None:
-    """Append one snapshot of every field to an open :class:`hpcml.io.Output`."""
+    """Append sample ``step`` of every field to an open :class:`hpcml.io.Output` (series axis ``sample``)."""
     for name, arr in fields.items():
-        output.write(name, arr, step=step)
+        output.write(name, arr, step=step, axis="sample")
 
 
 def open_output(path: str | os.PathLike[str], comm: MPI.Comm, config: Any = None, **kw: Any) -> Any:
@@ -105,7 +105,7 @@ class LossWriter:
             self.pending.clear()
             return
         for step, loss in self.pending:
-            self.out.write_scalar("loss", loss, step)
+            self.out.write_scalar("loss", loss, step, axis="iteration", long_name="training loss (mean squared error)")
         self.pending.clear()
         self.out.flush()
 
