@@ -191,7 +191,15 @@ def _add_analyze(sub: Any) -> None:
         return
     p = sub.add_parser("analyze", help="summarise an HDF5 output file and plot it")
     mod.add_arguments(p)
-    p.set_defaults(func=mod.run)
+    p.set_defaults(func=_analyze)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    """``hpcml analyze``: the generic summary and figures plus those the file's app registered."""
+    from hpcml.apps import plotter
+    from hpcml.io import analyze
+
+    return analyze.run(args, plotter=plotter)
 
 
 # -- jobscript -------------------------------------------------------------------------------

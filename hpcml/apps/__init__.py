@@ -4,14 +4,18 @@ Each application module exposes ``run(config: dict, comm) -> dict`` (a summary o
 the run) and ships its defaults as ``hpcml/defaults/<app>.toml``.
 """
 
-from collections.abc import Mapping
-from typing import Any
+from __future__ import annotations
 
-from mpi4py import MPI
+import importlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from hpcml.decomp import CartDecomp
+if TYPE_CHECKING:  # importing hpcml.apps (e.g. for the plot registry) needs no MPI
+    from mpi4py import MPI
 
-__all__ = ["APPS", "grid_decomp"]
+    from hpcml.decomp import CartDecomp
+
+__all__ = ["APPS", "PLOTS", "grid_decomp", "plotter"]
 
 
 def grid_decomp(grid: Mapping[str, Any], comm: MPI.Comm, halo: int = 1) -> CartDecomp:
@@ -19,6 +23,8 @@ def grid_decomp(grid: Mapping[str, Any], comm: MPI.Comm, halo: int = 1) -> CartD
 
     ``dims`` entries of 0 (all of them: the default) let MPI choose the process grid.
     """
+    from hpcml.decomp import CartDecomp
+
     shape = tuple(grid["shape"])
     dims = None if all(x == 0 for x in grid["dims"]) else tuple(grid["dims"])
     return CartDecomp(shape, comm, dims=dims, periodic=tuple(grid["periodic"]), halo=halo)
@@ -30,3 +36,15 @@ APPS: dict[str, str] = {
     "train": "hpcml.apps.train",
     "poisson": "hpcml.apps.poisson",
 }
+
+#: Apps that draw their own figures in ``hpcml analyze``: module with ``plot(ctx) -> list[Path]``
+#: (see :class:`hpcml.io.analyze.PlotContext`); the others get the generic figures only.
+PLOTS: dict[str, str] = {
+    "flux": "hpcml.apps.flux.plots",
+}
+
+
+def plotter(app: str) -> Callable[[Any], list[Any]] | None:
+    """The ``plot`` function an app registered in :data:`PLOTS` (``None`` if none)."""
+    name = PLOTS.get(app)
+    return importlib.import_module(name).plot if name else None

@@ -8,16 +8,26 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-from mpi4py import MPI
+from typing import TYPE_CHECKING, Any
 
 from hpcml.apps.flux.namelist import config_from_hipft
-from hpcml.apps.flux.solver import FluxSolver
+
+if TYPE_CHECKING:  # the solver (MPI, Numba) loads on first use: hpcml.apps.flux.plots needs neither
+    from mpi4py import MPI
+
+    from hpcml.apps.flux.solver import FluxSolver
 
 __all__ = ["FluxSolver", "config_from_hipft", "run"]
 
 log = logging.getLogger("hpcml.apps.flux")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FluxSolver":
+        from hpcml.apps.flux.solver import FluxSolver
+
+        return FluxSolver
+    raise AttributeError(f"module 'hpcml.apps.flux' has no attribute {name!r}")
 
 
 def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
@@ -27,6 +37,9 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     grid) run on every rank before the first collective call, so bad input raises
     the same :class:`~hpcml.config.ConfigError` everywhere.
     """
+    from mpi4py import MPI
+
+    from hpcml.apps.flux.solver import FluxSolver
     from hpcml.io.lock import hold
 
     comm = MPI.COMM_WORLD if comm is None else comm
