@@ -366,6 +366,13 @@ def plot_profile_series(ctx: PlotContext, name: str) -> Path | None:
 Plotter = Callable[[PlotContext], list[Path]]
 
 
+def _lines(ctx: PlotContext, s: dict[str, Any]) -> bool:
+    """A series drawn as lines: 0-D, or one value per member of a small non-spatial dimension."""
+    if not s["dims"]:
+        return True
+    return len(s["dims"]) == 1 and s["shape"][0] <= 16 and _cf_axis(ctx, s["dims"][0]) == ""
+
+
 def plot(
     path: str | Path, out: str | Path | None = None, plotter: Callable[[str], Plotter | None] | None = None
 ) -> tuple[list[Path], list[str]]:
@@ -388,7 +395,7 @@ def plot(
                 continue
             if s["kind"] == FIELD:
                 p = plot_field(ctx, name)
-            elif s["kind"] == SCALAR and s["axis"] and len(s["dims"]) <= 1 and (not s["dims"] or s["shape"][0] <= 16):
+            elif s["kind"] == SCALAR and s["axis"] and _lines(ctx, s):
                 series_1d.append(name)
                 continue
             elif s["kind"] == SCALAR and s["axis"] and 1 <= len(s["dims"]) <= 2:
