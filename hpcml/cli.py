@@ -294,7 +294,15 @@ def _add_analyze(sub: Any, common: argparse.ArgumentParser, argv: Sequence[str])
         return  # its module (h5py, NumPy) is imported only when analyze runs
     mod = importlib.import_module("hpcml.io.analyze")
     mod.add_arguments(p)
-    p.set_defaults(func=mod.run)
+    p.set_defaults(func=_analyze)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    """``hpcml analyze``: the generic summary and figures plus those the file's app registered."""
+    from hpcml.apps import plotter
+    from hpcml.io import analyze
+
+    return analyze.run(args, plotter=plotter)
 
 
 # -- jobscript -------------------------------------------------------------------------------

@@ -81,7 +81,17 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return path, value
 
 
+# Keys that take one of a few values of different TOML types (checked by value, not by the default's type).
+_CHOICES: dict[str, tuple[Any, ...]] = {"run.restart": (False, True, "auto")}
+
+
 def _check_type(dotted: str, default: Any, value: Any, where: str) -> Any:
+    if dotted in _CHOICES:
+        allowed = _CHOICES[dotted]
+        if not any(value is a or (isinstance(a, str) and value == a) for a in allowed):
+            shown = " | ".join(_toml_value(a) for a in allowed)
+            raise ConfigError(f"{where}: {dotted} must be {shown}, got {value!r}")
+        return value
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):

@@ -291,6 +291,31 @@ class DistArray:
         if other.decomp.shape != self.decomp.shape or other.decomp.local_shape != self.decomp.local_shape:
             raise ValueError("arrays have different decompositions")
 
+    # -- HDF5 shortcuts (hpcml.io does the work) ------------------------------------------
+    def write(self, path: Any, name: str, step: int | None = None, time: float | None = None, **kw: Any) -> None:
+        """Append this field to the output ``path`` as ``name`` (collective).
+
+        ``step=None`` stores a static snapshot (replaced by a later one); with a
+        step it joins the ``time`` series.  Keywords go to
+        :meth:`hpcml.io.Output.write` (``units``, ``dims``, ``coords``, ...).
+        Opens, writes and closes the file: for many snapshots keep an
+        :class:`hpcml.io.Output` open instead.
+        """
+        from hpcml.io import Output
+
+        with Output(path, self.decomp.cart, xdmf=kw.pop("xdmf", True)) as out:
+            out.write(name, self, step=step, time=time, **kw)
+
+    @classmethod
+    def read(cls, path: Any, name: str, decomp: CartDecomp, step: int | None = -1, **kw: Any) -> DistArray:
+        """Read snapshot ``step`` (default: the last) of ``name`` from ``path`` onto ``decomp`` (collective).
+
+        Any rank count or process grid; see :func:`hpcml.io.read`.
+        """
+        from hpcml.io import read
+
+        return read(path, name, decomp, step=step, **kw)
+
     def __repr__(self) -> str:
         return (
             f"DistArray(shape={self.shape}, dtype={self.dtype}, local_shape={self.decomp.local_shape}, "

@@ -9,15 +9,16 @@ ships its defaults as ``hpcml/defaults/<app>.toml``.  This package imports no MP
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # importing hpcml.apps (e.g. for the plot registry) needs no MPI
     from mpi4py import MPI
 
     from hpcml.decomp import CartDecomp
 
-__all__ = ["APPS", "SUMMARIES", "grid_decomp"]
+__all__ = ["APPS", "PLOTS", "SUMMARIES", "grid_decomp", "plotter"]
 
 
 def grid_decomp(grid: Mapping[str, Any], comm: MPI.Comm, halo: int = 1) -> CartDecomp:
@@ -46,3 +47,15 @@ SUMMARIES: dict[str, str] = {
     "poisson": "matrix-free Poisson solve (CG, pipelined CG, Jacobi) with a manufactured solution",
     "train": "halo-parallel CNN surrogate of the heat equation (data x spatial parallel)",
 }
+
+#: Apps that draw their own figures in ``hpcml analyze``: module with ``plot(ctx) -> list[Path]``
+#: (see :class:`hpcml.io.analyze.PlotContext`); the others get the generic figures only.
+PLOTS: dict[str, str] = {
+    "flux": "hpcml.apps.flux.plots",
+}
+
+
+def plotter(app: str) -> Callable[[Any], list[Any]] | None:
+    """The ``plot`` function an app registered in :data:`PLOTS` (``None`` if none)."""
+    name = PLOTS.get(app)
+    return importlib.import_module(name).plot if name else None

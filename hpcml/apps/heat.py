@@ -19,19 +19,22 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.apps import grid_decomp
+from hpcml.apps import grid_decomp, restart
 from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.distarray import DistArray
 from hpcml.io import Output, checkpoint
-from hpcml.io.checkpoint import list_checkpoints
+from hpcml.io.lock import hold
 from hpcml.runtime import StopPoll
 from hpcml.settings import CHOICES
 
 HALO_METHODS = CHOICES["halo_method"]
 
-__all__ = ["exact_amplitude", "run", "validate_config"]
+__all__ = ["SOLUTION_KEYS", "exact_amplitude", "run", "validate_config"]
 
 log = logging.getLogger("hpcml.apps.heat")
+
+#: Config values that determine the solution: a checkpoint written with others is refused.
+SOLUTION_KEYS = ("grid.shape", "grid.periodic", "heat.alpha", "heat.cfl", "heat.modes")
 
 
 def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
@@ -128,10 +131,20 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     Writes the field series ``u`` and the scalar series ``norm`` through
     :class:`hpcml.io.Output`, checkpoints every ``checkpoint.every`` steps and on a
     stop signal, and with ``run.restart`` continues from the newest good checkpoint
-    (on any rank count) with a bit-identical result.
+    (on any rank count) with a bit-identical result.  The output file and the
+    checkpoint folder are locked for the run (another job using them is refused).
     """
     comm = MPI.COMM_WORLD if comm is None else comm
     validate_config(config, comm.Get_size())
+    o = config["output"]
+    lock = hold(comm, files=[o["path"]], folders=[restart.checkpoint_directory(config["checkpoint"]["dir"], o["path"])])
+    try:
+        return _run(config, comm)
+    finally:
+        lock.release()
+
+
+def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
     g, h, o, ck = config["grid"], config["heat"], config["output"], config["checkpoint"]
     shape = tuple(g["shape"])
     decomp = grid_decomp(g, comm, halo=1)
@@ -142,8 +155,10 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     rank0 = comm.Get_rank() == 0
     start = 0
     u = None
-    if config["run"]["restart"] and ck["dir"] and list_checkpoints(ck["dir"]):
-        state = checkpoint.load(ck["dir"], decomp)
+    ckdir = restart.checkpoint_directory(ck["dir"], o["path"])
+    plan = restart.plan(config, ckdir, SOLUTION_KEYS, comm, "heat")
+    if plan.resume:
+        state = checkpoint.load(ckdir, decomp, expect=plan.record)
         u, start = state["u"], int(state.step)
         if rank0:
             log.info("heat: restarting from %s (step %d)", state.path, start)
@@ -157,11 +172,20 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     method = config["run"]["halo_method"]
     out = None
     if o["path"]:
+        # A resumed run drops what was written at or after its checkpoint's step (a stop
+        # between output steps records one extra snapshot) and re-records that step when
+        # it is an output step, so the series equals an uninterrupted run's.
         out = Output(
-            o["path"], comm, config=dumps(config), mode="a" if start else "w", restart_step=start + 1 if start else None
+            o["path"],
+            comm,
+            config=dumps(config),
+            mode="a" if start else "w",
+            restart_step=start or None,
+            time_units="1",
+            title="hpcml heat: du/dt = alpha laplacian(u) on the periodic unit square",
         )
     last = (start, start * dt, u.norm())
-    if out is not None and start == 0:
+    if out is not None and (start % o["every"] == 0 or start == h["steps"]):
         _record(out, u, last, o["fields"])
     if rank0:
         log.info(
@@ -186,11 +210,13 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
                 log.info("heat: step %6d  t=%.5e  |u|=%.12e", n, n * dt, last[2])
             if out is not None:
                 _record(out, u, last, o["fields"])
-        if ck["dir"] and ((ck["every"] and n % ck["every"] == 0) or stopping):
-            checkpoint.save(ck["dir"], {"u": u}, n, time=n * dt, comm=comm, keep=ck["keep"], config=dumps(config))
+        if ckdir is not None and ((ck["every"] and n % ck["every"] == 0) or stopping):
+            checkpoint.save(
+                ckdir, {"u": u}, n, time=n * dt, comm=comm, keep=ck["keep"], config=dumps(config), solution=plan.record
+            )
         if stopping:
             if rank0:
-                saved = "output and checkpoint written" if ck["dir"] else "output written (no checkpoint.dir set)"
+                saved = "output and checkpoint written" if ckdir is not None else "output written (checkpoints off)"
                 log.info("heat: stop signal received: %s at step %d; stopping", saved, n)
             stopped_at = n
             break
@@ -224,7 +250,14 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
 
 
 def _record(out: Output, u: DistArray, point: tuple[int, float, float], fields: bool) -> None:
+    """One output step: the norm and (optionally) the field, readable when this returns."""
     step, t, norm = point
-    out.write_scalar("norm", norm, step=step, time=t)
+    out.write_scalar("norm", norm, step=step, time=t, units="1", long_name="L2 norm of u (sum over cells)")
     if fields:
-        out.write("u", u, step=step, time=t, units="1")
+        ny, nx = u.shape
+        coords = {  # cell centres of the unit square
+            "y": ((np.arange(ny) + 0.5) / ny, {"units": "1", "long_name": "y (cell centre)"}),
+            "x": ((np.arange(nx) + 0.5) / nx, {"units": "1", "long_name": "x (cell centre)"}),
+        }
+        out.write("u", u, step=step, time=t, units="1", long_name="temperature", coords=coords)
+    out.flush()

@@ -22,13 +22,23 @@ from typing import Any
 
 from mpi4py import MPI
 
+from hpcml.apps import restart
 from hpcml.config import ConfigError, check_choice, dumps
+from hpcml.io.lock import hold
 from hpcml.nn import HaloConv2d, Sequential, TileDataset, Trainer, TrainGrid, generate_heat_pairs
 from hpcml.settings import CHOICES
 
-__all__ = ["build_model", "run", "validate_config"]
+__all__ = ["SOLUTION_KEYS", "build_model", "run", "validate_config"]
 
 log = logging.getLogger("hpcml.apps.train")
+
+#: Config values that determine the trained model (a checkpoint written with others is refused).
+#: Not: epochs (train longer), rank layout, bucket size, ZeRO, logging and checkpoint cadence.
+SOLUTION_KEYS = (
+    "grid.shape", "grid.periodic", "data.samples", "data.steps_ahead", "data.alpha", "data.cfl", "data.modes",
+    "data.seed", "model", "train.batch_size", "train.seed", "train.shuffle", "train.optimizer", "train.lr",
+    "train.momentum", "train.weight_decay", "train.accumulation",
+)  # fmt: skip
 
 
 def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
@@ -85,9 +95,23 @@ def _dataset_exists(path: str, comm: MPI.Comm) -> bool:
 
 
 def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
-    """Run the training job described by ``config``; return a summary (same on every rank)."""
+    """Run the training job described by ``config``; return a summary (same on every rank).
+
+    The output file and the checkpoint folder are locked for the run.
+    """
     comm = MPI.COMM_WORLD if comm is None else comm
     validate_config(config, comm.Get_size())
+    o = config["output"]
+    lock = hold(
+        comm, files=[o["path"]], folders=[restart.checkpoint_directory(config["train"]["checkpoint_dir"], o["path"])]
+    )
+    try:
+        return _run(config, comm)
+    finally:
+        lock.release()
+
+
+def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
     g, d, m, t, o = config["grid"], config["data"], config["model"], config["train"], config["output"]
     shape = tuple(g["shape"])
     rank0 = comm.Get_rank() == 0
@@ -117,6 +141,8 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
             )
     elif not _dataset_exists(d["path"], comm):
         raise ConfigError(f"data.path {d['path']!r} does not exist and data.generate = 'never'")
+    ckdir = restart.checkpoint_directory(t["checkpoint_dir"], o["path"])
+    plan = restart.plan(config, ckdir, SOLUTION_KEYS, comm, "train")
     dims = None if all(x == 0 for x in g["dims"]) else tuple(g["dims"])
     grid = TrainGrid(comm, t["data_parallel"], shape, dims=dims, periodic=tuple(g["periodic"]))
     dataset = TileDataset.from_hdf5(grid, d["path"], dtype=m["dtype"])
@@ -137,13 +163,14 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         accumulation=t["accumulation"],
         seed=t["seed"],
         shuffle=t["shuffle"],
-        checkpoint_dir=t["checkpoint_dir"] or None,
+        checkpoint_dir=ckdir,
         checkpoint_every=t["checkpoint_every"],
         output=o["path"] or None,
         config=text,
         log_every=t["log_every"],
+        solution=plan.record,
     )
-    resumed = bool(t["resume"] and t["checkpoint_dir"]) and trainer.resume()
+    resumed = plan.resume and trainer.resume()
     if rank0:
         log.info(
             "train: %d samples of %s on %d ranks = %d replica(s) x %d tile(s) (dims %s), %d parameters, optimizer %s%s",

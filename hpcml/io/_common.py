@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import h5py
 import numpy as np
 
-if TYPE_CHECKING:  # MPI is imported where it is used: `hpcml analyze` runs without MPI_Init
+if TYPE_CHECKING:  # mpi4py.MPI is imported where it is used: reading files needs no MPI
     from mpi4py import MPI
 
 T = TypeVar("T")
 
-#: Value of the root attribute ``format`` of every file hpcml.io writes.
-FORMAT = "hpcml-io-1"
+#: Value of the root attribute ``format`` of an output's main file.
+FORMAT = "hpcml-io-2"
+#: ... and of its data files (``NAME.d/...``).
+FORMAT_DATA = "hpcml-io-2-data"
 
 
 def h5py_has_mpi() -> bool:
