@@ -74,8 +74,8 @@ def test_matches_scipy_on_random_nonsymmetric(comm, data):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("name", sorted(SOLVERS))
-@pytest.mark.parametrize("M", [None, "jacobi", "block-ilu"])
-def test_preconditioned_poisson_converges_on_the_true_residual(comm, name, M):
+@pytest.mark.parametrize("pre", [None, "jacobi", "block-ilu"])
+def test_preconditioned_poisson_converges_on_the_true_residual(comm, name, pre):
     shape = (23, 17)
     d = CartDecomp(shape, comm, periodic=(False, True))
     op = PoissonOperator(d)
@@ -85,13 +85,13 @@ def test_preconditioned_poisson_converges_on_the_true_residual(comm, name, M):
     def cb(k, rnorm, x):
         seen.append((k, rnorm, x.norm()))
 
-    x, info = SOLVERS[name](op, b, rtol=1e-9, M=M, callback=cb)
+    x, info = SOLVERS[name](op, b, rtol=1e-9, M=pre, callback=cb)
     a = poisson_scipy(shape, (False, True), spacing=(1 / 24, 1 / 17))
     bg, xg = b.allgather().ravel(), x.allgather().ravel()
     ok = info.converged and np.linalg.norm(bg - a @ xg) < 1e-9 * np.linalg.norm(bg)
     ok &= [k for k, _, _ in seen] == list(range(1, len(seen) + 1)) and len(seen) >= info.iterations - 1
     ok &= info.matvecs >= info.iterations
-    assert_all(comm, bool(ok), f"{name} M={M}: {info}")
+    assert_all(comm, bool(ok), f"{name} M={pre}: {info}")
     d.free()
 
 
