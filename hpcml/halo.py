@@ -380,7 +380,9 @@ class HaloExchange:
                     data[dst] = data[src]
             else:  # canonical strided views: one flat NumPy copy loop per face
                 for src, dst in self._self_blocks[d]:
-                    np.copyto(dst._np_view(data), src._np_view(data))
+                    # both views in one word size: each block picks its widest word alone
+                    word = np.dtype(f"u{min(src._word, dst._word)}")
+                    np.copyto(dst._np_view(data, word), src._np_view(data, word))
         faces = self._stage_faces(stage)
         reqs: list[MPI.Request] = []
         comm = self.comm
