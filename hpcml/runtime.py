@@ -27,8 +27,10 @@ __all__ = [
     "abort_on_error",
     "check_launcher",
     "detect_launcher",
+    "ReportedOnRoot",
     "init",
     "install_stop_handlers",
+    "root_decides",
     "runtime_info",
     "stop_requested",
 ]
@@ -40,6 +42,35 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class LaunchError(RuntimeError):
     """The job was started in a way that cannot work (e.g. ``srun`` without PMI)."""
+
+
+class ReportedOnRoot(RuntimeError):
+    """Raised on ranks other than 0 when rank 0 reports the same error (so it is printed once)."""
+
+
+def root_decides(fn: Callable[[], Any], comm: Any = None) -> Any:
+    """Run ``fn`` on rank 0 and broadcast its result, or its exception, to every rank.
+
+    For input checks every rank would repeat (reading a config or a namelist):
+    rank 0 decides and the broadcast is unconditional, so no rank can wait in a
+    collective the others skip.  On failure rank 0 re-raises the exception and
+    the other ranks raise :class:`ReportedOnRoot`, which :class:`abort_on_error`
+    does not print: the message appears once.
+    """
+    comm = MPI.COMM_WORLD if comm is None else comm
+    result: Any = None
+    error: BaseException | None = None
+    if comm.Get_rank() == 0:
+        try:
+            result = fn()
+        except Exception as exc:  # every failure is passed on (and re-raised below)
+            error = exc
+    failed = comm.bcast(error is not None, root=0)
+    if failed:
+        if error is not None:
+            raise error
+        raise ReportedOnRoot("rank 0 reported the error")
+    return comm.bcast(result, root=0)
 
 
 @dataclass(frozen=True)
@@ -203,6 +234,12 @@ def runtime_info() -> RuntimeInfo | None:
 
 def _report_and_abort(exc: BaseException, tb: TracebackType | None) -> None:
     rank = MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() and not MPI.Is_finalized() else 0
+    if isinstance(exc, ReportedOnRoot) and rank != 0:
+        # rank 0 prints the error and aborts the job; this rank only makes sure it ends
+        import time
+
+        time.sleep(10.0)
+        MPI.COMM_WORLD.Abort(1)
     msg = str(exc).strip() or repr(exc)
     lines = [f"[rank {rank}] {type(exc).__name__}: {msg}\n"]
     if rc.traceback:
