@@ -116,7 +116,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from hpcml.config import apply_overrides
 
         # rank 0 reads and checks the namelist, every rank gets the config (errors printed once)
-        config = hpcml.runtime.root_decides(lambda: apply_overrides(config_from_hipft(args.hipft), args.set or []), comm)
+        hipft, sets = args.hipft, args.set or []
+        config = hpcml.runtime.root_decides(lambda: apply_overrides(config_from_hipft(hipft), sets), comm)
     else:
         config = load_config(args.config, args.set or [])  # validated before any collective
     rt = hpcml.init()

@@ -27,7 +27,7 @@ __all__ = [
     "abort_on_error",
     "check_launcher",
     "detect_launcher",
-    "ReportedOnRoot",
+    "ReportedOnRootError",
     "init",
     "install_stop_handlers",
     "root_decides",
@@ -44,7 +44,7 @@ class LaunchError(RuntimeError):
     """The job was started in a way that cannot work (e.g. ``srun`` without PMI)."""
 
 
-class ReportedOnRoot(RuntimeError):
+class ReportedOnRootError(RuntimeError):
     """Raised on ranks other than 0 when rank 0 reports the same error (so it is printed once)."""
 
 
@@ -54,7 +54,7 @@ def root_decides(fn: Callable[[], Any], comm: Any = None) -> Any:
     For input checks every rank would repeat (reading a config or a namelist):
     rank 0 decides and the broadcast is unconditional, so no rank can wait in a
     collective the others skip.  On failure rank 0 re-raises the exception and
-    the other ranks raise :class:`ReportedOnRoot`, which :class:`abort_on_error`
+    the other ranks raise :class:`ReportedOnRootError`, which :class:`abort_on_error`
     does not print: the message appears once.
     """
     comm = MPI.COMM_WORLD if comm is None else comm
@@ -69,7 +69,7 @@ def root_decides(fn: Callable[[], Any], comm: Any = None) -> Any:
     if failed:
         if error is not None:
             raise error
-        raise ReportedOnRoot("rank 0 reported the error")
+        raise ReportedOnRootError("rank 0 reported the error")
     return comm.bcast(result, root=0)
 
 
@@ -234,7 +234,7 @@ def runtime_info() -> RuntimeInfo | None:
 
 def _report_and_abort(exc: BaseException, tb: TracebackType | None) -> None:
     rank = MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() and not MPI.Is_finalized() else 0
-    if isinstance(exc, ReportedOnRoot) and rank != 0:
+    if isinstance(exc, ReportedOnRootError) and rank != 0:
         # rank 0 prints the error and aborts the job; this rank only makes sure it ends
         import time
 
