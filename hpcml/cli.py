@@ -6,8 +6,9 @@ Conventions (the same for every subcommand):
   ``-q`` keeps warnings only, ``-v`` adds debug lines; only rank 0 logs at INFO;
 * exit status 2 for usage and configuration errors, 130 on Ctrl-C, 1 on a failure;
 * an exception on any rank prints ``[rank R] Type: message`` and aborts the whole job
-  (:class:`~hpcml.runtime.abort_on_error`); a configuration error, found identically on
-  every rank, is printed once;
+  (:class:`~hpcml.runtime.abort_on_error`); the configuration (file, ``--set``, HipFT
+  namelist) is read and checked by rank 0 and broadcast, so an error in it is printed
+  once, before any other collective, and every rank exits 2;
 * MPI is imported only by the subcommands that need it: ``--help``, ``--version``,
   ``jobscript``, ``config`` and a serial ``analyze`` run on a login node without
   ``MPI_Init``, and ``hpcml --help`` imports no benchmark or kernel module.
@@ -126,8 +127,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # -- run -------------------------------------------------------------------------------------
-def _load_run_config(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
-    """The effective config and its app module, validated (no MPI, no file written)."""
+def _load_run_config(args: argparse.Namespace, ranks: int) -> dict[str, Any]:
+    """The effective config, validated by its app (reads the files; no MPI, nothing written)."""
     from hpcml.apps import APPS
     from hpcml.config import ConfigError, apply_overrides, load_config
 
@@ -139,33 +140,27 @@ def _load_run_config(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
         config = apply_overrides(config_from_hipft(args.hipft), args.set or [])
     else:
         config = load_config(args.config, args.set or [])
-    app = importlib.import_module(APPS[config["app"]])
-    app.validate_config(config)
-    return config, app
+    importlib.import_module(APPS[config["app"]]).validate_config(config, ranks)
+    return config
 
 
-def agree_on_config(comm: Any, load: Any) -> tuple[Any, str | None]:
-    """Run ``load()`` on every rank and agree, before any other collective, whether it failed.
+def root_decides_config(comm: Any, load: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """Rank 0 runs ``load()`` (reads the config or namelist, validates it) and broadcasts the outcome.
 
-    Returns ``(value, None)`` when every rank succeeded, else ``(None, message)`` with the
-    :class:`~hpcml.config.ConfigError` messages of all ranks (one line when they agree, as
-    they do for a bad option; per rank when a file differs between nodes).  The single
-    ``allgather`` is reached by every rank whatever happened, so it cannot hang.
+    Returns ``(config, None)`` on every rank, or ``(None, message)`` on every rank when
+    ``load`` raised a :class:`~hpcml.config.ConfigError`: the caller prints it once
+    (rank 0) and every rank exits 2.  The broadcast is unconditional, so no rank can
+    wait in a collective the others skip, and only rank 0 touches the input files.
     """
     from hpcml.config import ConfigError
 
-    value, error = None, None
-    try:
-        value = load()
-    except ConfigError as exc:
-        error = str(exc)
-    errors = comm.allgather(error)
-    if not any(errors):
-        return value, None
-    distinct = {e for e in errors if e}
-    if len(distinct) == 1 and all(errors):
-        return None, distinct.pop()
-    return None, "\n".join(f"[rank {r}] {e}" for r, e in enumerate(errors) if e)
+    outcome: tuple[dict[str, Any] | None, str | None] = (None, None)
+    if comm.Get_rank() == 0:
+        try:
+            outcome = (load(), None)
+        except ConfigError as exc:
+            outcome = (None, str(exc))
+    return comm.bcast(outcome, root=0)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -178,12 +173,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
     _setup_logging(rank, args.verbose)
-    loaded, error = agree_on_config(comm, lambda: _load_run_config(args))
+    config, error = root_decides_config(comm, lambda: _load_run_config(args, comm.Get_size()))
     if error is not None:
         if rank == 0:
             sys.stderr.write(f"hpcml run: configuration error: {error}\n")
         return EXIT_USAGE
-    config, app = loaded
+    from hpcml.apps import APPS
+
+    app = importlib.import_module(APPS[config["app"]])
     rt = hpcml.init()
     hpcml.runtime.install_stop_handlers()
     log = logging.getLogger("hpcml")

@@ -10,11 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from conftest import MPIEXEC
+
+MPIEXEC = str(Path(sys.executable).parent / "mpiexec")  # the venv's launcher, never a bare mpiexec
 
 PY = sys.executable
 

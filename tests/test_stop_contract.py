@@ -24,7 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import MPIEXEC
+
+MPIEXEC = str(Path(sys.executable).parent / "mpiexec")  # the venv's launcher, never a bare mpiexec
 
 HPCML = [sys.executable, "-m", "hpcml.cli"]
 SEEN_WITHIN = 5.0  # seconds from SIGTERM to the app's "stop signal" line (the bound)

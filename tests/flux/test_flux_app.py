@@ -41,3 +41,16 @@ def test_analyze_draws_the_flux_figures(tmp_path):
     written, _ = plot(tmp_path / "flux_maps.h5", tmp_path / "plots", plotter)
     names = {p.name for p in written}
     assert {"flux_maps-butterfly.png", "flux_maps-br.png", "flux_maps-history.png"} <= names
+
+
+def test_bad_namelist_is_reported_once(tmp_path):
+    """``hpcml run --hipft`` on 3 ranks: rank 0 checks the namelist, the error is printed once."""
+    from helpers import run_mpi
+
+    nml = tmp_path / "hipft.in"
+    nml.write_text('&hipft_input_parameters\n validation_run = 1\n advance_flow = "false"\n n_realizations = 2.7\n/\n')
+    res = run_mpi(3, ["-m", "hpcml.cli", "run", "--hipft", str(nml)], timeout=120, cwd=tmp_path)
+    assert res.returncode != 0
+    assert res.stderr.count("advance_flow = 'false' must be a logical") == 1, res.stderr
+    assert "n_realizations = 2.7 must be an integer" in res.stderr
+    assert not (tmp_path / "hipft_history_sol_r000001.out").exists()
