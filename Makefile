@@ -10,6 +10,7 @@ NP ?= 4
 CONFIG ?=
 RANKS ?= 1 2 3 4
 MPI_TIMEOUT ?= 900
+TORCH_VERSION ?= 2.13.0
 PYTEST_MPI := -p no:cacheprovider -q --with-mpi --timeout=600 -o timeout_method=thread
 export NUMBA_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
@@ -20,7 +21,9 @@ export OPENBLAS_NUM_THREADS ?= 1
 $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[mpi,test,plot,dev]'
+	# torch pinned first: the CPU wheel of this exact release (an open range would pull the CUDA build)
+	$(PY) -m pip install -q 'torch==$(TORCH_VERSION)'
+	$(PY) -m pip install -q -e '.[mpi,test,plot,dev,torch]'
 	touch $@
 
 venv: $(VENV)/.installed
