@@ -26,6 +26,7 @@ from hpcml.io import Output, checkpoint
 from hpcml.io.lock import hold
 from hpcml.runtime import StopPoll
 from hpcml.settings import CHOICES
+from hpcml.stepping import diffusion_step
 
 HALO_METHODS = CHOICES["halo_method"]
 
@@ -82,34 +83,6 @@ def exact_amplitude(cfg: dict[str, Any], steps: int) -> float:
     ky, kx = cfg["heat"]["modes"]
     lam = -(4 / hy**2) * math.sin(math.pi * ky * hy) ** 2 - (4 / hx**2) * math.sin(math.pi * kx * hx) ** 2
     return (1.0 + _dt(cfg, shape) * cfg["heat"]["alpha"] * lam) ** steps
-
-
-def _update(u: np.ndarray, out: np.ndarray, cy: float, cx: float, rows: slice, cols: slice) -> None:
-    """Euler step ``out = u + cy*d2u/dy2 + cx*d2u/dx2`` on the ghosted index box rows x cols."""
-    r0, r1, c0, c1 = rows.start, rows.stop, cols.start, cols.stop
-    if r0 >= r1 or c0 >= c1:
-        return
-    c = u[r0:r1, c0:c1]
-    out[r0:r1, c0:c1] = (
-        c
-        + cy * (u[r0 - 1 : r1 - 1, c0:c1] - 2.0 * c + u[r0 + 1 : r1 + 1, c0:c1])
-        + cx * (u[r0:r1, c0 - 1 : c1 - 1] - 2.0 * c + u[r0:r1, c0 + 1 : c1 + 1])
-    )
-
-
-def _step(u: DistArray, out: DistArray, cy: float, cx: float, method: str) -> None:
-    ny, nx = u.decomp.local_shape
-    req = u.start_exchange(method=method, corners=False)
-    # Cells whose stencil stays inside the owned block, while the halos travel.
-    _update(u.data, out.data, cy, cx, slice(2, ny), slice(2, nx))
-    req.wait()
-    # The ring of owned cells next to the ghosts.
-    _update(u.data, out.data, cy, cx, slice(1, 2), slice(1, nx + 1))
-    if ny > 1:
-        _update(u.data, out.data, cy, cx, slice(ny, ny + 1), slice(1, nx + 1))
-    _update(u.data, out.data, cy, cx, slice(2, ny), slice(1, 2))
-    if nx > 1:
-        _update(u.data, out.data, cy, cx, slice(2, ny), slice(nx, nx + 1))
 
 
 def _amplitude(u: DistArray, cfg: dict[str, Any]) -> float:
@@ -201,7 +174,7 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
     stop = StopPoll(comm)  # agreed by all ranks within about a second, whatever the step time
     t0 = time.perf_counter()
     for n in range(start + 1, h["steps"] + 1):
-        _step(u, un, cy, cx, method)
+        diffusion_step(u, un, (cy, cx), method)
         u, un = un, u
         stopping = n < h["steps"] and stop()
         if n % o["every"] == 0 or n == h["steps"] or stopping:
