@@ -79,10 +79,10 @@ def halo_widths(shape: Sequence[int], grid: TrainGrid) -> tuple[int, ...]:
 def _plan(
     grid: TrainGrid, a: Any, lead: int, trail: int, halo: tuple[int, ...], periodic: tuple[bool, ...], method: str
 ) -> HaloExchange:
-    from hpcml.devices import module_of
+    from hpcml.backend import array_module
 
     d = grid.stacked(lead, trail, halo, periodic)
-    return get_plan(d, a.dtype, module_of(a), method, corners=True, order="C")
+    return get_plan(d, a.dtype, array_module(a), method, corners=True, order="C")
 
 
 def fill_ghosts(
