@@ -145,8 +145,10 @@ def test_output_errors_raise_on_every_rank(io_dir, comm, driver):
     path = io_dir / "e.h5"
     out = Output(path, comm, mode="w", driver=driver)
     out.write("u", DistArray.zeros(d), step=0)
-    with pytest.raises(OutputError, match="shape"):
+    with pytest.raises(OutputError, match="dimension 'x' has length 6 in this file, got 5"):
         out.write("u", DistArray.zeros(d2), step=1)
+    with pytest.raises(OutputError, match="the file holds 'u' as a field"):
+        out.write("u", DistArray.zeros(d2), step=1, dims=("y", "x5"))
     with pytest.raises(OutputError, match="already the name of an axis"):
         out.write("time", DistArray.zeros(d), step=1)
     with pytest.raises(OutputError, match="comes before"):
