@@ -143,6 +143,8 @@ def plan_session(
     """Rank 0: load (or start) the model, apply ``restart_step``, pick the driver and the segment."""
     from hpcml.io.writers import choose_driver
 
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):  # a writer killed before its rename (we hold the lock)
+        tmp.unlink(missing_ok=True)
     model = MainModel()
     existing = mode == "a" and path.exists()
     if existing:
