@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "apply_overrides",
     "available_apps",
+    "check_choice",
     "default_config",
     "dumps",
     "load_config",
@@ -36,6 +37,19 @@ DEFAULT_APP = "flux"
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid."""
+
+
+def check_choice(config: Mapping[str, Any], dotted: str, choices: Iterable[str]) -> str:
+    """The value at ``dotted`` (``"run.halo_method"``) if it is one of ``choices``, else a :class:`ConfigError`."""
+    value: Any = config
+    for key in dotted.split("."):
+        value = value[key]
+    allowed = tuple(choices)
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{dotted} = {value!r} is not one of {', '.join(allowed)}{hint}")
+    return value
 
 
 def available_apps() -> list[str]:

@@ -1,7 +1,10 @@
 """Applications: configuration -> run -> output (``hpcml run``).
 
 Each application module exposes ``run(config: dict, comm) -> dict`` (a summary of
-the run) and ships its defaults as ``hpcml/defaults/<app>.toml``.
+the run) and ``validate_config(config) -> None`` (raises
+:class:`~hpcml.config.ConfigError` naming the option; no MPI, no files written), and
+ships its defaults as ``hpcml/defaults/<app>.toml``.  This package imports no MPI, so
+``hpcml run --help`` and ``hpcml config show`` work on a login node.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ if TYPE_CHECKING:  # importing hpcml.apps (e.g. for the plot registry) needs no 
 
     from hpcml.decomp import CartDecomp
 
-__all__ = ["APPS", "PLOTS", "grid_decomp", "plotter"]
+__all__ = ["APPS", "PLOTS", "SUMMARIES", "grid_decomp", "plotter"]
 
 
 def grid_decomp(grid: Mapping[str, Any], comm: MPI.Comm, halo: int = 1) -> CartDecomp:
     """The :class:`CartDecomp` of a ``[grid]`` config section (``shape``, ``periodic``, ``dims``).
 
-    ``dims`` entries of 0 (all of them: the default) let MPI choose the process grid.
+    ``dims`` entries of 0 (all of them: the default) let hpcml choose the process grid.
     """
     from hpcml.decomp import CartDecomp
 
@@ -35,6 +38,14 @@ APPS: dict[str, str] = {
     "flux": "hpcml.apps.flux",
     "train": "hpcml.apps.train",
     "poisson": "hpcml.apps.poisson",
+}
+
+#: One line per app for ``hpcml run --help``.
+SUMMARIES: dict[str, str] = {
+    "flux": "surface flux transport on the sphere, HipFT's model (the default job)",
+    "heat": "heat diffusion on a periodic 2-D grid, checked against its exact discrete solution",
+    "poisson": "matrix-free Poisson solve (CG, pipelined CG, Jacobi) with a manufactured solution",
+    "train": "halo-parallel CNN surrogate of the heat equation (data x spatial parallel)",
 }
 
 #: Apps that draw their own figures in ``hpcml analyze``: module with ``plot(ctx) -> list[Path]``

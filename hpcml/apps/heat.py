@@ -20,13 +20,16 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcml.apps import grid_decomp, restart
-from hpcml.config import ConfigError, dumps
+from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.distarray import DistArray
 from hpcml.io import Output, checkpoint
 from hpcml.io.lock import hold
-from hpcml.runtime import stop_requested
+from hpcml.runtime import StopPoll
+from hpcml.settings import CHOICES
 
-__all__ = ["SOLUTION_KEYS", "exact_amplitude", "run"]
+HALO_METHODS = CHOICES["halo_method"]
+
+__all__ = ["SOLUTION_KEYS", "exact_amplitude", "run", "validate_config"]
 
 log = logging.getLogger("hpcml.apps.heat")
 
@@ -34,10 +37,21 @@ log = logging.getLogger("hpcml.apps.heat")
 SOLUTION_KEYS = ("grid.shape", "grid.periodic", "heat.alpha", "heat.cfl", "heat.modes")
 
 
-def _validate(cfg: dict[str, Any]) -> None:
+def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
+    """Check every heat option (names in the message); no MPI, runs before the first collective."""
     g, h = cfg["grid"], cfg["heat"]
     if len(g["shape"]) != 2 or any((not isinstance(n, int)) or n < 1 for n in g["shape"]):
         raise ConfigError(f"grid.shape must be two positive integers, got {g['shape']!r}")
+    modes = h["modes"]
+    if len(modes) != 2 or any(not isinstance(k, int) or isinstance(k, bool) for k in modes):
+        raise ConfigError(f"heat.modes must be two integers (ky, kx), got {modes!r}")
+    for k, n, axis in zip(modes, g["shape"], ("y", "x")):
+        if not 1 <= k <= n // 2:
+            raise ConfigError(
+                f"heat.modes = {modes!r}: the {axis} wave number must be in 1..{n // 2} for grid.shape {g['shape']!r} "
+                "(a sine with more than shape/2 periods is not resolved by the grid)"
+            )
+    check_choice(cfg, "run.halo_method", HALO_METHODS)
     for key in ("periodic", "dims"):
         if len(g[key]) != 2:
             raise ConfigError(f"grid.{key} must have two entries, got {g[key]!r}")
@@ -121,7 +135,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     checkpoint folder are locked for the run (another job using them is refused).
     """
     comm = MPI.COMM_WORLD if comm is None else comm
-    _validate(config)
+    validate_config(config, comm.Get_size())
     o = config["output"]
     lock = hold(comm, files=[o["path"]], folders=[restart.checkpoint_directory(config["checkpoint"]["dir"], o["path"])])
     try:
@@ -184,24 +198,26 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
             dt,
         )
     stopped_at = None
+    stop = StopPoll(comm)  # agreed by all ranks within about a second, whatever the step time
     t0 = time.perf_counter()
     for n in range(start + 1, h["steps"] + 1):
         _step(u, un, cy, cx, method)
         u, un = un, u
-        if n % o["every"] == 0 or n == h["steps"]:
+        stopping = n < h["steps"] and stop()
+        if n % o["every"] == 0 or n == h["steps"] or stopping:
             last = (n, n * dt, u.norm())
             if rank0:
                 log.info("heat: step %6d  t=%.5e  |u|=%.12e", n, n * dt, last[2])
             if out is not None:
                 _record(out, u, last, o["fields"])
-        stop = n < h["steps"] and n % o["every"] == 0 and stop_requested(comm)  # all ranks agree
-        if ckdir is not None and ((ck["every"] and n % ck["every"] == 0) or stop):
+        if ckdir is not None and ((ck["every"] and n % ck["every"] == 0) or stopping):
             checkpoint.save(
                 ckdir, {"u": u}, n, time=n * dt, comm=comm, keep=ck["keep"], config=dumps(config), solution=plan.record
             )
-        if stop:
+        if stopping:
             if rank0:
-                log.info("heat: stop signal received: output and checkpoint written at step %d; stopping", n)
+                saved = "output and checkpoint written" if ckdir is not None else "output written (checkpoints off)"
+                log.info("heat: stop signal received: %s at step %d; stopping", saved, n)
             stopped_at = n
             break
     elapsed = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)

@@ -12,6 +12,13 @@ interior update); the solver is CG, pipelined CG or Jacobi from
 :mod:`hpcml.linalg`.  Output (HDF5 through :mod:`hpcml.io`): the residual
 history as the scalar series ``residual`` (step = iteration), and the fields
 ``u`` (solution) and ``error`` (``u - u_exact``).
+
+A stop signal (``SIGTERM``/``SIGUSR1``) is seen within about a second: the solve
+stops at an iteration all ranks agree on, the output is written and the iterate
+``x`` is checkpointed.  ``run.restart`` continues from it: a Jacobi restart is
+exact; CG restarts its Krylov space from ``x`` (as PETSc's KSP does with an initial
+guess), so the continued run reaches the same solution to ``solver.rtol`` with a
+few more iterations in total.
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcml.apps import grid_decomp, restart
-from hpcml.config import ConfigError, dumps
+from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.io import Output, checkpoint
 from hpcml.io.lock import hold
 from hpcml.linalg import PoissonOperator, cg, cg_pipelined, jacobi, manufactured
+from hpcml.runtime import StopPoll
+from hpcml.settings import CHOICES
 
-__all__ = ["SOLUTION_KEYS", "run"]
+__all__ = ["SOLUTION_KEYS", "run", "validate_config"]
 
 log = logging.getLogger("hpcml.apps.poisson")
 
@@ -41,7 +50,8 @@ METHODS = ("cg", "cg_pipelined", "jacobi")
 PRECONDITIONERS = ("none", "jacobi")
 
 
-def _validate(cfg: dict[str, Any]) -> None:
+def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
+    """Check every poisson option (names in the message); no MPI, runs before the first collective."""
     g, p, s = cfg["grid"], cfg["problem"], cfg["solver"]
     nd = len(g["shape"])
     if nd not in (2, 3) or any((not isinstance(n, int)) or n < 1 for n in g["shape"]):
@@ -54,10 +64,9 @@ def _validate(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"grid.periodic must be booleans, got {g['periodic']!r}")
     if any((not isinstance(k, int)) or k < 1 for k in p["modes"]):
         raise ConfigError(f"problem.modes must be positive integers, got {p['modes']!r}")
-    if s["method"] not in METHODS:
-        raise ConfigError(f"solver.method must be one of {METHODS}, got {s['method']!r}")
-    if s["preconditioner"] not in PRECONDITIONERS:
-        raise ConfigError(f"solver.preconditioner must be one of {PRECONDITIONERS}, got {s['preconditioner']!r}")
+    check_choice(cfg, "solver.method", METHODS)
+    check_choice(cfg, "solver.preconditioner", PRECONDITIONERS)
+    check_choice(cfg, "run.halo_method", CHOICES["halo_method"])
     if not 0 < s["rtol"] < 1:
         raise ConfigError(f"solver.rtol must be in (0, 1), got {s['rtol']}")
     if s["maxiter"] < 0 or s["check_every"] < 1:
@@ -72,7 +81,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     The output file and the checkpoint folder are locked for the run.
     """
     comm = MPI.COMM_WORLD if comm is None else comm
-    _validate(config)
+    validate_config(config, comm.Get_size())
     o = config["output"]
     lock = hold(comm, files=[o["path"]], folders=[restart.checkpoint_directory(config["checkpoint"]["dir"], o["path"])])
     try:
@@ -103,9 +112,16 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
                 ckdir, {"x": x}, start + k, comm=comm, keep=ck["keep"], config=dumps(config), solution=plan.record
             )
 
-    def every(k: int, rnorm: float, x: Any) -> None:
+    stop = StopPoll(comm)  # agreed by all ranks within about a second, whatever the iteration time
+    stopped = {"at": None}
+
+    def every(k: int, rnorm: float, x: Any) -> bool:
         if ck["every"] and k > 0 and k % ck["every"] == 0:
             save(k, x)
+        if stop():
+            stopped["at"] = start + k
+            return True  # the solver returns with reason "callback"; the final save below checkpoints x
+        return False
 
     if rank0:
         log.info(
@@ -127,6 +143,9 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
         solve = cg if s["method"] == "cg" else cg_pipelined
         x, info = solve(op, f, x0=x0, rtol=s["rtol"], maxiter=maxiter, M=s["preconditioner"], callback=every)
     save(info.iterations, x)
+    if stopped["at"] is not None and rank0:
+        saved = "output and checkpoint written" if ckdir is not None else "output written (checkpoints off)"
+        log.info("poisson: stop signal received: %s at iteration %d; stopping", saved, stopped["at"])
     err = x.copy()
     err.interior[...] -= exact.interior
     if all(decomp.periodic):  # the solution is unique only up to a constant
@@ -144,6 +163,7 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
         "preconditioner": s["preconditioner"],
         "iterations": start + info.iterations,
         "restarted_from": start,
+        "stopped_early": stopped["at"] is not None,
         "converged": info.converged,
         "reason": info.reason,
         "relative_residual": info.relative_residual,

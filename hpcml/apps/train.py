@@ -23,11 +23,12 @@ from typing import Any
 from mpi4py import MPI
 
 from hpcml.apps import restart
-from hpcml.config import ConfigError, dumps
+from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.io.lock import hold
 from hpcml.nn import HaloConv2d, Sequential, TileDataset, Trainer, TrainGrid, generate_heat_pairs
+from hpcml.settings import CHOICES
 
-__all__ = ["SOLUTION_KEYS", "build_model", "run"]
+__all__ = ["SOLUTION_KEYS", "build_model", "run", "validate_config"]
 
 log = logging.getLogger("hpcml.apps.train")
 
@@ -40,32 +41,29 @@ SOLUTION_KEYS = (
 )  # fmt: skip
 
 
-def _validate(cfg: dict[str, Any], size: int) -> None:
+def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
+    """Check every train option (names in the message); with ``ranks``, the splits too. No MPI."""
     g, d, m, t = cfg["grid"], cfg["data"], cfg["model"], cfg["train"]
     if len(g["shape"]) != 2 or any(not isinstance(n, int) or n < 1 for n in g["shape"]):
         raise ConfigError(f"grid.shape must be two positive integers, got {g['shape']!r}")
     for key in ("periodic", "dims"):
         if len(g[key]) != 2:
             raise ConfigError(f"grid.{key} must have two entries, got {g[key]!r}")
-    if d["generate"] not in ("missing", "always", "never"):
-        raise ConfigError(f"data.generate must be missing, always or never, got {d['generate']!r}")
+    check_choice(cfg, "data.generate", ("missing", "always", "never"))
     if d["samples"] < 1 or d["steps_ahead"] < 0:
         raise ConfigError("data.samples must be >= 1 and data.steps_ahead >= 0")
     if not m["channels"] or any(not isinstance(c, int) or c < 1 for c in m["channels"]):
         raise ConfigError(f"model.channels must be a non-empty list of positive integers, got {m['channels']!r}")
     if m["kernel_size"] < 1 or m["kernel_size"] % 2 == 0:
         raise ConfigError(f"model.kernel_size must be odd and positive, got {m['kernel_size']}")
-    if m["activation"] not in ("tanh", "relu"):
-        raise ConfigError(f"model.activation must be tanh or relu, got {m['activation']!r}")
-    if m["conv"] not in ("im2col", "direct"):
-        raise ConfigError(f"model.conv must be im2col or direct, got {m['conv']!r}")
-    if m["dtype"] not in ("float64", "float32"):
-        raise ConfigError(f"model.dtype must be float64 or float32, got {m['dtype']!r}")
+    check_choice(cfg, "model.activation", ("tanh", "relu"))
+    check_choice(cfg, "model.conv", ("im2col", "direct"))
+    check_choice(cfg, "model.dtype", ("float64", "float32"))
+    check_choice(cfg, "train.optimizer", ("adam", "sgd"))
+    check_choice(cfg, "run.halo_method", CHOICES["halo_method"])
     dp = t["data_parallel"]
-    if dp < 1 or size % dp:
-        raise ConfigError(f"train.data_parallel={dp} must be a positive divisor of the {size} ranks")
-    if t["optimizer"] not in ("adam", "sgd"):
-        raise ConfigError(f"train.optimizer must be adam or sgd, got {t['optimizer']!r}")
+    if dp < 1 or (ranks is not None and ranks % dp):
+        raise ConfigError(f"train.data_parallel={dp} must be a positive divisor of the {ranks} ranks")
     for key in ("epochs", "batch_size", "accumulation", "log_every"):
         if t[key] < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {t[key]}")
@@ -102,7 +100,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     The output file and the checkpoint folder are locked for the run.
     """
     comm = MPI.COMM_WORLD if comm is None else comm
-    _validate(config, comm.Get_size())
+    validate_config(config, comm.Get_size())
     o = config["output"]
     lock = hold(
         comm, files=[o["path"]], folders=[restart.checkpoint_directory(config["train"]["checkpoint_dir"], o["path"])]
@@ -203,6 +201,7 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
         "resumed": resumed,
         "epochs": trainer.epoch,
         "steps": trainer.step,
+        "stopped_early": trainer.stopped_early,
         "loss_first": history[0] if history else float("nan"),
         "loss_final": history[-1] if history else float("nan"),
         "seconds": elapsed,

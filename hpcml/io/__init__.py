@@ -12,18 +12,39 @@
 * :func:`consolidate` — one self-contained file from an output.
 * :mod:`hpcml.io.analyze` — ``hpcml analyze FILE``: summary and plots.
 
-See ``docs/io.md``.
+See ``docs/io.md``.  The names below load their modules on first use, so the serial
+``hpcml analyze`` (a submodule) runs on a login node without initialising MPI.
 """
 
 from __future__ import annotations
 
-from hpcml.io._common import h5py_has_mpi
-from hpcml.io.consolidate import consolidate
-from hpcml.io.errors import CheckpointError, CheckpointMismatchError, OutputError, OutputInUseError
-from hpcml.io.lock import PathLock
-from hpcml.io.output import Output, choose_driver
-from hpcml.io.reader import read, read_scalar, series
-from hpcml.io.xdmf import write_xdmf_for
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hpcml.io._common import h5py_has_mpi
+    from hpcml.io.consolidate import consolidate
+    from hpcml.io.errors import CheckpointError, CheckpointMismatchError, OutputError, OutputInUseError
+    from hpcml.io.lock import PathLock
+    from hpcml.io.output import Output, choose_driver
+    from hpcml.io.reader import read, read_scalar, series
+    from hpcml.io.xdmf import write_xdmf_for
+
+_LAZY = {
+    "h5py_has_mpi": "hpcml.io._common",
+    "consolidate": "hpcml.io.consolidate",
+    "CheckpointError": "hpcml.io.errors",
+    "CheckpointMismatchError": "hpcml.io.errors",
+    "OutputError": "hpcml.io.errors",
+    "OutputInUseError": "hpcml.io.errors",
+    "PathLock": "hpcml.io.lock",
+    "Output": "hpcml.io.output",
+    "choose_driver": "hpcml.io.output",
+    "read": "hpcml.io.reader",
+    "read_scalar": "hpcml.io.reader",
+    "series": "hpcml.io.reader",
+    "write_xdmf_for": "hpcml.io.xdmf",
+}
 
 __all__ = [
     "CheckpointError",
@@ -40,3 +61,13 @@ __all__ = [
     "series",
     "write_xdmf_for",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name's module on first access (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hpcml.io' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

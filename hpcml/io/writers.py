@@ -301,11 +301,13 @@ DRIVERS = ("auto", *WRITERS)
 def choose_driver(requested: str = "auto") -> str:
     """The driver for a session: ``"mpio"`` if h5py has MPI, else ``"vds"``.
 
-    ``HPCML_IO_DRIVER`` overrides ``"auto"``.  Asking for ``"mpio"`` without an
+    ``hpcml.settings.rc.io_driver`` (``HPCML_IO_DRIVER``) overrides ``"auto"``.  Asking for ``"mpio"`` without an
     MPI-enabled h5py raises :class:`~hpcml.io.errors.OutputError`.
     """
     if requested == "auto":
-        requested = os.environ.get("HPCML_IO_DRIVER", "auto").strip().lower() or "auto"
+        from hpcml.settings import rc
+
+        requested = rc.io_driver
     if requested not in DRIVERS:
         raise ValueError(f"driver must be one of {DRIVERS}, got {requested!r}")
     if requested == "mpio" and not h5py_has_mpi():

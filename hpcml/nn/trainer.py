@@ -35,7 +35,7 @@ from hpcml.nn.ddp import DataParallel, build_optimizer
 from hpcml.nn.grid import TrainGrid
 from hpcml.nn.layers import HaloConv, Sequential
 from hpcml.nn.losses import mse_loss
-from hpcml.runtime import stop_requested
+from hpcml.runtime import StopPoll
 
 __all__ = ["Trainer"]
 
@@ -122,6 +122,7 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.step = 0
+        self.stopped_early = False  # set by fit() when a stop signal ended it
         self.history: list[float] = []
         self.out_channels = int(dataset.targets.shape[-1])
         self.compute_seconds = 0.0
@@ -185,6 +186,8 @@ class Trainer:
             for i, value in enumerate(self.history[: self.step]):
                 self._writer.add(i + 1, value)
         stopped = False
+        self.stopped_early = False
+        stop = StopPoll(self.comm)  # agreed by all ranks within about a second, whatever the step time
         try:
             while self.epoch < epochs and not stopped:
                 batches = self.batches(self.epoch)
@@ -198,22 +201,21 @@ class Trainer:
                     self.step += 1
                     self.history.append(loss)
                     self._writer.add(self.step, loss)
-                    if self.step % self.log_every == 0:
+                    if self.step % self.log_every == 0 and rank0:
+                        log.info(
+                            "train: epoch %d  step %d  batch %d/%d  loss %.6e",
+                            self.epoch + 1,
+                            self.step,
+                            self.batch_in_epoch,
+                            len(batches),
+                            loss,
+                        )
+                    if stop():
                         if rank0:
-                            log.info(
-                                "train: epoch %d  step %d  batch %d/%d  loss %.6e",
-                                self.epoch + 1,
-                                self.step,
-                                self.batch_in_epoch,
-                                len(batches),
-                                loss,
-                            )
-                        if stop_requested(self.comm):
-                            if rank0:
-                                log.info("train: stop signal: checkpointing at step %d and stopping", self.step)
-                            self.checkpoint()
-                            stopped = True
-                            break
+                            log.info("train: stop signal: checkpointing at step %d and stopping", self.step)
+                        self.checkpoint()
+                        stopped = self.stopped_early = True
+                        break
                     if self.checkpoint_every and self.step % self.checkpoint_every == 0:
                         self.checkpoint()
                 if stopped:

@@ -8,18 +8,37 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcml.apps.flux.namelist import config_from_hipft
+from hpcml.config import ConfigError
 
 if TYPE_CHECKING:  # the solver (MPI, Numba) loads on first use: hpcml.apps.flux.plots needs neither
     from mpi4py import MPI
 
     from hpcml.apps.flux.solver import FluxSolver
 
-__all__ = ["FluxSolver", "config_from_hipft", "run"]
+__all__ = ["FluxSolver", "config_from_hipft", "run", "validate_config"]
 
 log = logging.getLogger("hpcml.apps.flux")
+
+
+def validate_config(config: dict[str, Any], ranks: int | None = None) -> None:
+    """Check every flux option (names in the message) without MPI, before the first collective.
+
+    The map file and the rank layout are checked again, with their data, when the solver
+    is built (still before any collective).
+    """
+    from hpcml.apps.flux.params import Params
+    from hpcml.config import check_choice
+    from hpcml.settings import CHOICES
+
+    Params(config)
+    check_choice(config, "decomposition.halo_method", CHOICES["halo_method"])
+    grid = config["grid"]
+    if grid["map"] and not Path(grid["map"]).is_file():
+        raise ConfigError(f"grid.map file {grid['map']!r} does not exist")
 
 
 def __getattr__(name: str) -> Any:

@@ -323,7 +323,7 @@ class FluxSolver:
     def run(self) -> dict[str, Any]:
         """Run to ``time.end`` with every output the config asks for; summary (same on every rank)."""
         from hpcml.apps.flux.output import MapWriter, load_checkpoint, save_checkpoint
-        from hpcml.runtime import stop_requested
+        from hpcml.runtime import StopPoll
 
         prm, out = self.prm, self.cfg["output"]
         outdir = Path(out["directory"])
@@ -366,6 +366,7 @@ class FluxSolver:
         elif maps is not None and (self.map_step == self.step or self.time >= prm.t_end):
             maps.write(self.step, self.time, self._rows())
         self.stopped_early = False
+        stop = StopPoll(self.world)  # agreed by all ranks within about a second, whatever the step time
         last_map_time = self.time
         t0 = _time.perf_counter()
         while self.time < prm.t_end:
@@ -382,7 +383,7 @@ class FluxSolver:
             if self.next_ckpt_time is not None and self.time >= self.next_ckpt_time and self.time < prm.t_end:
                 save_checkpoint(self, ckdir)
                 self.next_ckpt_time += ccad
-            if self.time < prm.t_end and stop_requested(self.world):
+            if self.time < prm.t_end and stop():
                 if self.rank0:
                     log.info("flux: stop signal: checkpointing at step %d, time %.6g h", self.step, self.time)
                 self.stopped_early = True
