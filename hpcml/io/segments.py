@@ -183,19 +183,22 @@ def plan_session(
     history = str(model.attrs.get("history", "") or "")
     history = (history + "\n" if history else "") + _history_line(entry, "a" if existing else "w")
     first_start = model.attrs.get("start_time", prov["start_time"]) if existing else prov["start_time"]
-    model.attrs.update(prov)
-    model.attrs.update(
-        {
-            "Conventions": "CF-1.8",
-            "title": title or model.attrs.get("title") or f"hpcml output {path.name}",
-            "source": f"hpcml {prov['hpcml_version']}",
-            "history": history,
-            "hpcml_provenance": json_dumps(runs),
-            "writer": chosen,
-            "start_time": first_start,
-        }
-    )
-    model.attrs["format"] = FORMAT
+    cf = {  # what CF tools and ncdump show first
+        "Conventions": "CF-1.8",
+        "title": title or model.attrs.get("title") or f"hpcml output {path.name}",
+        "source": f"hpcml {prov['hpcml_version']}",
+        "history": history,
+    }
+    rest = {k: v for k, v in model.attrs.items() if k not in cf and k not in prov}
+    model.attrs = {
+        **cf,
+        **rest,
+        **prov,
+        "start_time": first_start,
+        "hpcml_provenance": json_dumps(runs),
+        "writer": chosen,
+        "format": FORMAT,
+    }
     return Session(driver=chosen, segment=segment, model=model, existing=existing, stale=[] if existing else found)
 
 
