@@ -182,23 +182,25 @@ def plan_session(
     runs.append(entry)
     history = str(model.attrs.get("history", "") or "")
     history = (history + "\n" if history else "") + _history_line(entry, "a" if existing else "w")
-    first_start = model.attrs.get("start_time", prov["start_time"]) if existing else prov["start_time"]
     cf = {  # what CF tools and ncdump show first
         "Conventions": "CF-1.8",
         "title": title or model.attrs.get("title") or f"hpcml output {path.name}",
         "source": f"hpcml {prov['hpcml_version']}",
         "history": history,
     }
-    rest = {k: v for k, v in model.attrs.items() if k not in cf and k not in prov}
-    model.attrs = {
-        **cf,
-        **rest,
-        **prov,
-        "start_time": first_start,
+    # The root keeps few attributes (the main file is rewritten at every output step);
+    # start times, h5py/HDF5 versions and rank counts of every run are in hpcml_provenance.
+    own = {
+        "config": prov["config"],
+        "hpcml_version": prov["hpcml_version"],
+        "mpi_library": prov["mpi_library"],
         "hpcml_provenance": json_dumps(runs),
         "writer": chosen,
         "format": FORMAT,
     }
+    dropped = set(prov) | set(cf) | set(own)
+    rest = {k: v for k, v in model.attrs.items() if k not in dropped}  # user attributes (Output(attrs=...))
+    model.attrs = {**cf, **rest, **own}
     return Session(driver=chosen, segment=segment, model=model, existing=existing, stale=[] if existing else found)
 
 

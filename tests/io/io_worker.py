@@ -77,7 +77,7 @@ def cmd_crash(a: argparse.Namespace) -> None:
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 
-    with Output(a.path, comm, mode=a.mode, driver=a.driver) as out:
+    with Output(a.path, comm, mode=a.mode, driver=a.driver, flush_seconds=0) as out:  # every step readable
         for step in range(a.first, a.first + a.nsteps + 1):
             if step == a.first + a.nsteps and comm.Get_rank() == a.rank:
                 if a.where == "data":
