@@ -280,3 +280,25 @@ def test_independent_and_collective_transfers(io_dir, comm, collective):
         out.write("u", DistArray.from_global(d, field_value(shape, 1)), step=1)
     v = read(path, "u", d, collective=not collective)
     assert_all(comm, np.array_equal(v.interior, global_value(shape, 1)[d.slices]))
+
+
+@pytest.mark.parametrize("driver", drivers())
+def test_distarray_write_and_read_shortcuts(io_dir, comm, driver, monkeypatch):
+    """``u.write(path, name, step, time)`` appends; ``DistArray.read(path, name, decomp, step)`` reads any snapshot."""
+    from hpcml.settings import rc
+
+    monkeypatch.setattr(rc, "io_driver", driver)  # what HPCML_IO_DRIVER sets
+    shape = (9, 7)
+    path = io_dir / "short.h5"
+    d = CartDecomp(shape, comm)
+    for step in (0, 5):
+        DistArray.from_global(d, field_value(shape, step)).write(path, "u", step=step, time=0.5 * step, units="K")
+    DistArray.from_global(d, field_value(shape, 99)).write(path, "mask")  # static
+    d2 = CartDecomp(shape, comm, dims=(1, comm.Get_size()))
+    ok = np.array_equal(DistArray.read(path, "u", d2, step=0).interior, global_value(shape, 0)[d2.slices])
+    ok &= np.array_equal(DistArray.read(path, "u", d2).interior, global_value(shape, 5)[d2.slices])
+    ok &= np.array_equal(DistArray.read(path, "mask", d2).interior, global_value(shape, 99)[d2.slices])
+    if comm.Get_rank() == 0:
+        with h5py.File(path) as f:
+            ok &= list(f["step"][...]) == [0, 5] and f["u"].attrs["units"] == "K" and f["mask"].shape == shape
+    assert_all(comm, ok, "DistArray.write / DistArray.read")
