@@ -32,7 +32,7 @@ import h5py
 from hpcml.io._common import FORMAT, stem
 from hpcml.io.errors import OutputError
 from hpcml.io.mainfile import MainModel, load_main, provenance_list
-from hpcml.io.vds import missing_sources
+from hpcml.io.vds import clip, missing_sources
 
 __all__ = ["Session", "parts_dir", "plan_session", "remove_segments", "segment_dir", "segments", "truncate"]
 
@@ -94,6 +94,8 @@ def truncate(model: MainModel, restart_step: int | None) -> None:
         var.n = min(var.n, n)
         if var.values is not None:
             var.values = var.values[: var.n]
+        # Mappings of dropped entries go now: the new entries written there must not overlap them.
+        var.maps = clip(var.maps, var.full_shape)
 
 
 @dataclass
