@@ -87,7 +87,7 @@ def test_iteration_counts_do_not_grow_with_the_grid(comm, ndim):
 
 @pytest.mark.mpi
 def test_preconditioner_is_symmetric_and_positive(comm):
-    d, op, b, mg = _problem(comm, (30, 22), (False, True), coarse_size=32, agglomerate_below=4)
+    d, op, _b, mg = _problem(comm, (30, 22), (False, True), coarse_size=32, agglomerate_below=4)
     u = op.create_vector(lambda i, j: np.cos(0.7 * i + 0.2 * j * j))
     v = op.create_vector(lambda i, j: np.sin(0.3 * i * j + 1.0))
     bu, bv = op.layout.zeros(), op.layout.zeros()
