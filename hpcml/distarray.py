@@ -17,7 +17,7 @@ from mpi4py.util.dtlib import from_numpy_dtype
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from hpcml import distarray_ops, indexing, redistribute
-from hpcml.backend import array_module, xp_from_name
+from hpcml.backend import array_module, compute_view, is_contiguous, is_device_array, to_host, xp_from_name
 from hpcml.decomp import CartDecomp
 from hpcml.halo import HaloExchange, HaloRequest, plan_for
 from hpcml.settings import rc
@@ -53,7 +53,8 @@ class DistArray(NDArrayOperatorsMixin):
     decomp
         The decomposition (global shape, process grid, halo widths).
     data
-        Local array of shape ``decomp.ghosted_shape`` (C- or F-contiguous).
+        Local array of shape ``decomp.ghosted_shape`` (C- or F-contiguous): NumPy, CuPy
+        or a Numba-CUDA device array (see :func:`hpcml.backend.array_module`).
 
     Attributes
     ----------
@@ -233,7 +234,7 @@ class DistArray(NDArrayOperatorsMixin):
     @property
     def order(self) -> str:
         """Memory order of ``data`` (``"C"`` or ``"F"``)."""
-        return "C" if self.data.flags.c_contiguous else "F"
+        return "C" if is_contiguous(self.data, "C") else "F"
 
     # -- halo exchange -------------------------------------------------------------------
     def halo_plan(self, method: str = "auto", corners: bool = True) -> HaloExchange:
@@ -271,7 +272,7 @@ class DistArray(NDArrayOperatorsMixin):
         """
         comm = self.decomp.cart
         mpitype = from_numpy_dtype(self.dtype)
-        local = _host(np.ascontiguousarray(self.interior) if self.xp is np else self.xp.asnumpy(self.interior))
+        local = np.ascontiguousarray(to_host(self.interior))
         if comm.Get_rank() != root:
             comm.Send([local, local.size, mpitype], root, 78)
             return None
@@ -297,6 +298,12 @@ class DistArray(NDArrayOperatorsMixin):
     # -- reductions ----------------------------------------------------------------------
     def _allreduce(self, value: Any, op: MPI.Op) -> Any:
         return self.decomp.cart.allreduce(value, op=op)
+
+    def _local(self, other: DistArray | None = None) -> tuple[Any, Any, Any]:
+        """``(xp, interior, other's interior)`` in a module with array operations (see :func:`compute_view`)."""
+        mine, xp = compute_view(self.interior)
+        theirs = None if other is None else compute_view(other.interior)[0]
+        return xp, mine, theirs
 
     def sum(self, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False) -> Any:
         """Global sum (collective; ``axis`` as NumPy, see :mod:`hpcml.distarray_ops`)."""
@@ -337,33 +344,57 @@ class DistArray(NDArrayOperatorsMixin):
     def dot(self, other: DistArray) -> Any:
         """Global ``sum(self * other)`` (no conjugation, like ``numpy.dot``)."""
         self._check_compatible(other)
-        local = self.xp.vdot(self.xp.conj(self.interior), other.interior) if self.interior.size else 0
+        xp, a, b = self._local(other)
+        local = xp.vdot(xp.conj(a), b) if a.size else 0
         return self._allreduce(_scalar(local), MPI.SUM)
 
     def vdot(self, other: DistArray) -> Any:
         """Global ``sum(conj(self) * other)`` (like ``numpy.vdot``)."""
         self._check_compatible(other)
-        local = self.xp.vdot(self.interior, other.interior) if self.interior.size else 0
+        xp, a, b = self._local(other)
+        local = xp.vdot(a, b) if a.size else 0
         return self._allreduce(_scalar(local), MPI.SUM)
 
     def norm(self) -> float:
         """Global 2-norm of the owned cells."""
-        local = float(self.xp.linalg.norm(self.interior.ravel())) if self.interior.size else 0.0
+        xp, a, _ = self._local()
+        local = float(xp.linalg.norm(a.ravel())) if a.size else 0.0
         return float(np.sqrt(self._allreduce(local * local, MPI.SUM)))
 
     def _check_compatible(self, other: DistArray) -> None:
         if other.decomp.shape != self.decomp.shape or other.decomp.local_shape != self.decomp.local_shape:
             raise ValueError("arrays have different decompositions")
 
+    # -- HDF5 shortcuts (hpcml.io does the work) ------------------------------------------
+    def write(self, path: Any, name: str, step: int | None = None, time: float | None = None, **kw: Any) -> None:
+        """Append this field to the output ``path`` as ``name`` (collective).
+
+        ``step=None`` stores a static snapshot (replaced by a later one); with a
+        step it joins the ``time`` series.  Keywords go to
+        :meth:`hpcml.io.Output.write` (``units``, ``dims``, ``coords``, ...).
+        Opens, writes and closes the file: for many snapshots keep an
+        :class:`hpcml.io.Output` open instead.
+        """
+        from hpcml.io import Output
+
+        with Output(path, self.decomp.cart, xdmf=kw.pop("xdmf", True)) as out:
+            out.write(name, self, step=step, time=time, **kw)
+
+    @classmethod
+    def read(cls, path: Any, name: str, decomp: CartDecomp, step: int | None = -1, **kw: Any) -> DistArray:
+        """Read snapshot ``step`` (default: the last) of ``name`` from ``path`` onto ``decomp`` (collective).
+
+        Any rank count or process grid; see :func:`hpcml.io.read`.
+        """
+        from hpcml.io import read
+
+        return read(path, name, decomp, step=step, **kw)
+
     def __repr__(self) -> str:
         return (
             f"DistArray(shape={self.shape}, dtype={self.dtype}, local_shape={self.decomp.local_shape}, "
             f"halo={self.decomp.halo}, rank={self.decomp.rank}, module={self.xp.__name__})"
         )
-
-
-def _host(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a)
 
 
 def _scalar(v: Any) -> Any:
@@ -374,7 +405,7 @@ def _scalar(v: Any) -> Any:
 def _validate_global(source: Any, shape: tuple[int, ...], dtype: Any) -> tuple[str | None, str | None]:
     if source is None:
         return "no array given on the root (pass an array or a callable)", None
-    if hasattr(source, "__cuda_array_interface__") and not isinstance(source, np.ndarray):
+    if is_device_array(source):
         return "give a host (NumPy) array on the root; use xp=cupy for device output", None
     if not isinstance(source, np.ndarray):
         return f"expected a numpy.ndarray, got {type(source).__name__}", None
