@@ -180,7 +180,8 @@ def halo_exchange(x: torch.Tensor, grid: TrainGrid, periodic: Any = None, method
     per = _periodic(periodic, grid)
     grid.check_halo(halo, per, "halo_exchange")
     layout_of(x)
-    if not _exchanged(grid, halo, per):
+    # An empty batch is empty on every tile of the replica (they share its samples): nothing to send.
+    if not _exchanged(grid, halo, per) or x.numel() == 0:
         return x
     return HaloExchangeFunction.apply(x, grid, halo, per, method)
 
@@ -212,7 +213,7 @@ def halo_pad(
         return x
     pad = [w for h in reversed(widths) for w in (h, h)]
     xg = nnf.pad(x, pad, mode="constant", value=value)
-    if not _exchanged(grid, widths, per):
+    if not _exchanged(grid, widths, per) or xg.numel() == 0:
         return xg
     return HaloExchangeFunction.apply(xg, grid, widths, per, method)
 
