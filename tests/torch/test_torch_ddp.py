@@ -9,6 +9,7 @@ F.mse_loss on the whole field and batch) to 1e-10.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -28,9 +29,14 @@ def _data(shape):
     return x, 0.5 * x + 0.1 * torch.roll(x, 1, dims=-1)
 
 
-def _train(model, loss_fn, batches):
+def _optimizer(model):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=STEPS)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=STEPS)
+
+
+def _train(model, loss_fn, batches, opt=None, sched=None):
+    if opt is None:
+        opt, sched = _optimizer(model)
     losses = []
     for x, y in batches:
         opt.zero_grad()
@@ -38,7 +44,7 @@ def _train(model, loss_fn, batches):
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(loss)
+        losses.append(loss.detach())
     return losses
 
 
@@ -96,3 +102,68 @@ def test_process_groups_match_the_grid(comm):
     finally:
         ht.destroy_process_group()
         grid.free()
+
+
+@pytest.mark.mpi
+def test_checkpoint_resumes_on_another_grid(comm, shared_tmp):
+    """Steps 1-2 on the grid with the most replicas, checkpoint, steps 3 on the all-spatial grid: the
+    loss series and parameters equal three uninterrupted single-process steps."""
+    dims = MPI.Compute_dims(comm.size, 2)
+    shape = (4 * dims[0], 4 * dims[1])
+    x_all, y_all = _data(shape)
+    batches = [(x_all[s * BATCH : (s + 1) * BATCH], y_all[s * BATCH : (s + 1) * BATCH]) for s in range(STEPS)]
+    torch.manual_seed(0)
+    ref = ht.UNet(None, width=2, depth=1)
+    ref_losses = [float(v) for v in _train(ref, torch.nn.functional.mse_loss, batches)]
+    ckpt = shared_tmp / "ckpt"
+    losses = []
+    for data, steps in ((grids(comm.size)[-1], range(0, 2)), (1, range(2, STEPS))):
+        grid = ht.TrainGrid(comm, data, shape, periodic=True)
+        ht.init_process_group(grid)
+        try:
+            torch.manual_seed(0)
+            model = ht.distributed_data_parallel(ht.UNet(grid, width=2, depth=1), grid)
+            opt, sched = _optimizer(model)
+            if steps.start:
+                state = ht.load_checkpoint(ckpt, grid, model=model, optimizer=opt, scheduler=sched)
+                losses = [float(v) for v in state["extra"]["loss"]]
+                assert state.step == steps.start
+            mine = [(tile(grid, x[share(grid, BATCH)]), tile(grid, y[share(grid, BATCH)])) for x, y in batches]
+            part = _train(model, lambda p, t, g=grid: ht.mse_loss(p, t, g), [mine[s] for s in steps], opt, sched)
+            losses += [ht.global_loss(v, grid) for v in part]
+            ht.save_checkpoint(
+                ckpt, steps.stop, grid, model=model, optimizer=opt, scheduler=sched, extra={"loss": np.asarray(losses)}
+            )
+        finally:
+            ht.destroy_process_group()
+            grid.free()
+    ok = all(abs(a - b) <= 1e-10 * abs(b) for a, b in zip(losses, ref_losses)) and len(losses) == STEPS
+    got = model.module.state_dict()
+    ok &= all(torch.allclose(got[k], v, rtol=1e-10, atol=1e-12) for k, v in ref.state_dict().items())
+    assert_all(comm, ok, f"resumed losses {losses} vs uninterrupted {ref_losses}")
+
+
+def test_encode_decode_round_trip():
+    """Optimizer, scheduler and odd trees survive encode/decode exactly (nothing pickled)."""
+    from hpcml.torch.checkpoint import decode, encode
+
+    model = torch.nn.Linear(3, 2)
+    opt, sched = _optimizer(model)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    sched.step()
+    tree = {
+        "opt": opt.state_dict(),
+        "sched": sched.state_dict(),
+        "odd": {1: (torch.ones(2, dtype=torch.bfloat16), None, "s", 2.5, [True, float("inf")]), "__x": 1},
+    }
+    enc = encode(tree)
+    assert all(isinstance(v, (str, np.ndarray)) for v in enc.values())
+    back = decode(enc)
+    assert back["odd"][1][0].dtype == torch.bfloat16 and back["odd"][1][1:] == (None, "s", 2.5, [True, float("inf")])
+    assert back["odd"]["__x"] == 1
+    assert back["sched"] == sched.state_dict()
+    o2, _ = _optimizer(torch.nn.Linear(3, 2))
+    o2.load_state_dict(back["opt"])
+    for k, v in opt.state_dict()["state"][0].items():
+        assert torch.equal(o2.state_dict()["state"][0][k], v)
