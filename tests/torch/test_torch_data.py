@@ -70,7 +70,7 @@ def test_loader_batches_union_to_the_single_process_batch(comm, pairs):
                 b = batch // grid.data
                 want = set(order[step * batch : (step + 1) * batch])
                 ok &= all(set(part[step * b : (step + 1) * b]) <= want for part in everyone)
-            xb, yb = next(iter(loader))
+            xb, _ = next(iter(loader))
             ok &= tuple(xb.shape) == (batch // grid.data, 1, *grid.local_shape)
             spatial = grid.spatial_comm.allgather(mine)
             ok &= all(s == mine for s in spatial)  # the tiles of a replica take the same samples
