@@ -40,8 +40,9 @@ import numpy as np
 from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
 
+from hpcml.backend import array_module, is_contiguous, is_device_array
 from hpcml.datatypes import StridedBlock
-from hpcml.devices import device_ops, is_contiguous, module_of, on_device
+from hpcml.devices import device_ops
 from hpcml.settings import rc
 
 __all__ = ["HaloExchange", "HaloRequest", "METHODS", "choose_method", "get_plan"]
@@ -340,7 +341,7 @@ class HaloExchange:
             raise ValueError(f"array shape {tuple(data.shape)} != ghosted shape {self.decomp.ghosted_shape}")
         if np.dtype(data.dtype) != self.dtype:
             raise TypeError(f"array dtype {data.dtype} does not match the plan's {self.dtype}")
-        if on_device(data) != self.on_device or (self.on_device and module_of(data) is not self.xp):
+        if is_device_array(data) != self.on_device or (self.on_device and array_module(data) is not self.xp):
             raise TypeError(f"{type(data).__name__} is not an array of the plan's module {self.xp.__name__}")
         if not is_contiguous(data, self.order):
             raise ValueError(f"halo exchange needs a {self.order}-contiguous ghosted array")
@@ -379,7 +380,9 @@ class HaloExchange:
                     data[dst] = data[src]
             else:  # canonical strided views: one flat NumPy copy loop per face
                 for src, dst in self._self_blocks[d]:
-                    np.copyto(dst._np_view(data), src._np_view(data))
+                    # both views in one word size: each block picks its widest word alone
+                    word = np.dtype(f"u{min(src._word, dst._word)}")
+                    np.copyto(dst._np_view(data, word), src._np_view(data, word))
         faces = self._stage_faces(stage)
         reqs: list[MPI.Request] = []
         comm = self.comm
@@ -497,6 +500,6 @@ def plan_for(data: Any, decomp: Any, method: str = "auto", corners: bool = True)
 
     ``data`` may be a NumPy, CuPy or Numba-CUDA device array.
     """
-    xp = module_of(data)
+    xp = array_module(data)
     order = "C" if is_contiguous(data, "C") else "F"
     return get_plan(decomp, data.dtype, xp, method, corners, order)

@@ -23,10 +23,11 @@ __all__ = ["HaloModel", "default_model_path", "load_model"]
 
 
 def default_model_path() -> Path:
-    """``$HPCML_HALO_MODEL`` or ``~/.cache/hpcml/halo-model.json``."""
-    env = os.environ.get("HPCML_HALO_MODEL")
-    if env:
-        return Path(env)
+    """``hpcml.settings.rc.halo_model`` (``$HPCML_HALO_MODEL``) or ``~/.cache/hpcml/halo-model.json``."""
+    from hpcml.settings import rc
+
+    if rc.halo_model:
+        return Path(rc.halo_model)
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "hpcml" / "halo-model.json"
 

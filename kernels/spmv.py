@@ -27,6 +27,8 @@ import numba
 import numpy as np
 from numba import cuda, njit, prange
 
+from hpcml.backend import cupy_module, is_device_array, resolve_backend
+
 from ._common import (
     CUDA_BLOCK,
     FM_REDUCE,
@@ -36,9 +38,9 @@ from ._common import (
     check_writeable,
     cupy_axpby,
     grid_1d,
+    kernel_module,
     launch,
 )
-from ._dispatch import array_module, cupy_module, is_device_array, resolve_backend
 
 __all__ = ["SellMatrix", "sell_from_csr", "spmv"]
 
@@ -354,7 +356,7 @@ def spmv(
         raise ValueError(f"x has shape {tuple(x.shape)}, A has {shape[1]} columns")
     if np.dtype(x.dtype) != dt:
         raise TypeError(f"dtype mismatch: A is {dt} but x is {np.dtype(x.dtype)}")
-    xp = array_module(x) if b == "gpu" else np
+    xp = kernel_module(b, x)
     if y is None:
         y = xp.empty(shape[0], dtype=dt)
         beta = 0.0

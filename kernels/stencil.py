@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 from numba import cuda, njit, prange
 
+from hpcml.backend import resolve_backend
+
 from ._common import FM_CONTRACT, check_same_dtype, check_writeable, launch, spacing_tuple
-from ._dispatch import resolve_backend
 
 __all__ = ["REGIONS", "jacobi_step", "laplacian", "region_boxes"]
 

@@ -11,7 +11,6 @@ within ``delay`` seconds.  ``HPCML_PROGRESS=0`` turns all of it off,
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from types import TracebackType
@@ -55,12 +54,13 @@ class Progress:
         delay: float = 2.0,
         interval: float = 10.0,
     ) -> None:
-        env = os.environ.get("HPCML_PROGRESS", "").strip().lower()
+        from hpcml.settings import rc
+
         if enabled is None:
-            enabled = env not in ("0", "false", "no", "off")
+            enabled = rc.progress is not False
         if comm is not None and comm.Get_rank() != 0:
             enabled = False
-        if env in ("1", "true", "yes", "on"):
+        if rc.progress:
             delay = 0.0
         self.total = float(total)
         self.desc = desc

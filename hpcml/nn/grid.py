@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from hpcml.backend import array_module
 from hpcml.decomp import CartDecomp
 from hpcml.halo import HaloExchange, get_plan
 
@@ -223,7 +224,7 @@ class HaloOp:
     def _plan(self, x: Any) -> tuple[HaloExchange, tuple[slice, ...]]:
         n, c = x.shape[0], x.shape[-1]
         d = self.grid.stacked(n, c, self.halo, self.periodic)
-        plan = get_plan(d, x.dtype, _xp(x), self.method, corners=True, order="C")
+        plan = get_plan(d, x.dtype, array_module(x), self.method, corners=True, order="C")
         return plan, d.interior
 
     def ghosted_shape(self, x_shape: Sequence[int]) -> tuple[int, ...]:
@@ -245,7 +246,7 @@ class HaloOp:
         """
         t0 = time.perf_counter()
         self._check(x)
-        xp = _xp(x)
+        xp = array_module(x)
         gshape = self.ghosted_shape(x.shape)
         if out is None or tuple(out.shape) != gshape or out.dtype != x.dtype:
             out = xp.zeros(gshape, dtype=x.dtype)  # zero ghosts = zero padding at the global edge
@@ -275,7 +276,7 @@ class HaloOp:
         d = self.grid.stacked(n, c, self.halo, self.periodic)
         if tuple(g.shape) != d.ghosted_shape:
             raise ValueError(f"adjoint: gradient shape {tuple(g.shape)} != ghosted shape {d.ghosted_shape}")
-        plan = get_plan(d, g.dtype, _xp(g), self.method, corners=True, order="C")
+        plan = get_plan(d, g.dtype, array_module(g), self.method, corners=True, order="C")
         plan.adjoint(g)
         out = g[d.interior].copy()
         self.seconds += time.perf_counter() - t0
@@ -287,12 +288,6 @@ class HaloOp:
             raise ValueError(
                 f"expected a channels-last tile of shape (N, {', '.join(map(str, want))}, C), got {tuple(x.shape)}"
             )
-
-
-def _xp(a: Any) -> Any:
-    from hpcml.backend import array_module
-
-    return array_module(a)
 
 
 def as_periodic(value: Any, ndim: int, default: Sequence[bool]) -> tuple[bool, ...]:

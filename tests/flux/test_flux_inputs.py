@@ -121,6 +121,37 @@ def test_namelist_errors_name_the_options(tmp_path):
         config_from_hipft(_namelist(tmp_path, "validation_run=1\nn_realizations=2\nflow_dr_coef_p0_values=1,2,3"))
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('advance_flow = "false"', r"advance_flow = 'false' must be a logical"),
+        ("n_realizations = 2.7", r"n_realizations = 2.7 must be an integer"),
+        ('res_nt = "abc"', r"res_nt = 'abc' must be an integer"),
+        ("time_end = .true.", r"time_end = True must be a real number"),
+        ("initial_map_filename = 5", r"initial_map_filename = 5 must be a string in quotes"),
+        ("flow_attenuate_values = 1., 'x'", r"flow_attenuate_values = \[1.0, 'x'\] must be a real number or a list"),
+        ("time_end = 1., 2.", r"time_end = \[1.0, 2.0\] must be a real number, not a list"),
+        ("verbose = .true.", r"verbose = True must be an integer"),
+    ],
+)
+def test_namelist_types_are_checked(tmp_path, line, message):
+    """f90nml reads anything; HipFT's Fortran reader would refuse these: so do we, naming the option."""
+    with pytest.raises(ConfigError, match=message):
+        config_from_hipft(_namelist(tmp_path, f"validation_run=1\nres_nt=20\nres_np=40\n{line}"))
+
+
+def test_namelist_type_errors_are_all_listed(tmp_path):
+    body = 'validation_run=1\nadvance_flow="false"\nn_realizations=2.7\nres_nt="abc"'
+    with pytest.raises(ConfigError) as err:
+        config_from_hipft(_namelist(tmp_path, body))
+    assert all(name in str(err.value) for name in ("advance_flow", "n_realizations", "res_nt"))
+
+
+def test_namelist_reals_accept_integers(tmp_path):
+    cfg = config_from_hipft(_namelist(tmp_path, "validation_run=1\nres_nt=20\nres_np=40\ntime_end=3\ndt_max=1"))
+    assert cfg["time"]["end"] == 3.0 and isinstance(cfg["time"]["end"], float)
+
+
 def test_namelist_per_realization_defaults(tmp_path):
     cfg = config_from_hipft(
         _namelist(

@@ -3,7 +3,9 @@
 # (git-ignored): nothing can be fetched there.  Its image has Python 3.12, CuPy, Numba-CUDA,
 # mpi4py, h5py, SciPy, pytest, pytest-timeout and hypothesis, but no MPI library (the pip
 # `mpich` wheel), no pytest-mpi and no f90nml.  mpi4py travels too, so the version matches
-# the one tested here.  Then run the checks in one device call that carries .whl:
+# the one tested here.  NumPy travels too: the image's NumPy 2.5 removed `np.row_stack`, which
+# its numba-cuda still imports when it compiles a kernel (every Numba-CUDA test failed on a real
+# H200 with it); 2.4.6 is the NumPy CI tests with.  Then run the checks in one device call that carries .whl:
 #
 #   bash tests/gpu/fetch_wheels.sh                 # here, once (about 15 MB)
 #   device run, carry [".whl"]:  bash tests/gpu/run_device_checks.sh
@@ -19,5 +21,5 @@ for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manyl
     platforms+=(--platform "$p")
 done
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp \
-    "${platforms[@]}" -d .whl mpich==5.0.2 mpi4py==4.1.2 pytest-mpi==0.6 f90nml==1.5.0
+    "${platforms[@]}" -d .whl mpich==5.0.2 mpi4py==4.1.2 pytest-mpi==0.6 f90nml==1.5.0 numpy==2.4.6
 ls -l .whl

@@ -28,7 +28,7 @@ cap() {
     if [ "$left" -lt "$1" ]; then echo $((left > 1 ? left : 1)); else echo "$1"; fi
 }
 
-if ! "$PY" -c "import hpcml.kernels, mpi4py.MPI, pytest_mpi, f90nml" 2>/dev/null; then
+if ! "$PY" -c "import hpcml.kernels, mpi4py.MPI, pytest_mpi, f90nml, numpy; assert hasattr(numpy, 'row_stack')" 2>/dev/null; then
     if compgen -G ".whl/*.whl" >/dev/null; then
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade .whl/*.whl 2>&1 | tail -3
     fi

@@ -75,6 +75,7 @@ def test_train_app_loss_series_and_resume(comm, shared_tmp):
     if sub != MPI.COMM_NULL:
         cfg2 = small_config(shared_tmp, data_parallel=1, zero=False)
         cfg2["train"]["epochs"] = 4
+        cfg2["run"]["restart"] = True
         s2 = train_app.run(cfg2, sub)
         sub.Free()
     s2 = comm.bcast(s2, root=0)

@@ -17,7 +17,7 @@ from typing import Any
 
 from hpcml.config import ConfigError, default_config
 
-__all__ = ["HIPFT_DEFAULTS", "UNSUPPORTED", "config_from_hipft", "read_namelist"]
+__all__ = ["HIPFT_DEFAULTS", "UNSUPPORTED", "check_types", "config_from_hipft", "option_kind", "read_namelist"]
 
 _HUGE = float("inf")
 MAX_REALIZATIONS = 2000
@@ -96,6 +96,63 @@ def read_namelist(path: str | Path) -> dict[str, Any]:
     return out
 
 
+_KINDS = {bool: "logical", int: "integer", float: "real", str: "string", type(None): "real list"}
+_SPELL = {
+    "logical": "a logical (.true. or .false., without quotes)",
+    "integer": "an integer",
+    "real": "a real number",
+    "string": "a string in quotes",
+    "real list": "a real number or a list of real numbers",
+}
+
+
+def option_kind(name: str) -> str:
+    """Fortran type of a HipFT option: ``logical``, ``integer``, ``real``, ``string`` or ``real list``."""
+    return _KINDS[type(HIPFT_DEFAULTS[name])]
+
+
+def _type_ok(kind: str, value: Any) -> bool:
+    def real(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if kind == "logical":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "real":
+        return real(value)
+    if kind == "string":
+        return isinstance(value, str)
+    items = value if isinstance(value, list) else [value]
+    return all(v is None or real(v) for v in items)
+
+
+def check_types(nml: dict[str, Any], where: str | Path) -> None:
+    """Check the Fortran type of every option read from a namelist (before anything runs).
+
+    HipFT's Fortran reader refuses a value of the wrong type; f90nml does not (it
+    returns ``"false"`` in quotes as a string, whose truth value in Python is True,
+    and ``2.7`` for an integer option).  Every offending option is named with what
+    it must be, in one :class:`~hpcml.config.ConfigError`.
+
+    Raises
+    ------
+    ConfigError
+        If any option's value does not have the option's type.
+    """
+    bad = []
+    for name, value in nml.items():
+        if name not in HIPFT_DEFAULTS:
+            continue
+        kind = option_kind(name)
+        if isinstance(value, list) and kind != "real list":
+            bad.append(f"{name} = {value!r} must be {_SPELL[kind]}, not a list")
+        elif not _type_ok(kind, value):
+            bad.append(f"{name} = {value!r} must be {_SPELL[kind]}")
+    if bad:
+        raise ConfigError(f"{where}: " + "; ".join(bad))
+
+
 def _per_real(nml: dict[str, Any], list_name: str, scalar: float, n: int, floor: float = 0.0) -> list[float]:
     """HipFT's per-realization rule: unset entries, or entries below ``floor``, take the scalar."""
     raw = nml.get(list_name)
@@ -128,6 +185,7 @@ def config_from_hipft(path: str | Path) -> dict[str, Any]:
     unknown = sorted(k for k in nml if k not in HIPFT_DEFAULTS)
     if unknown:
         raise ConfigError(f"{p}: unknown HipFT option(s): {', '.join(unknown)}")
+    check_types(nml, p)
     bad = sorted(k for k in UNSUPPORTED if k in nml and nml[k] not in (HIPFT_DEFAULTS[k], None, ""))
     if bad:
         raise ConfigError(f"{p}: HipFT option(s) not supported by hpcml flux: {', '.join(bad)}")

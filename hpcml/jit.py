@@ -1,0 +1,143 @@
+"""Numba compilation for MPI jobs: compile once per node, keep compile time apart.
+
+Numba compiles a kernel the first time it is called with a new signature and, with
+``cache=True``, stores the machine code next to the source (``__pycache__``) for later
+runs.  Started cold, every rank of a job compiles the same kernels at the same moment:
+4 ranks on 2 cores do the work 4 times over and race each other writing the cache.
+
+:func:`install` (called by :func:`hpcml.init`) serialises the compilation of cached
+kernels between the processes of a node with a file lock in the node's temporary
+folder.  The first rank to reach a kernel compiles it and writes the cache; the
+others wait for the lock, then *load* the cached code (Numba looks in its cache first),
+which takes milliseconds.  Kernels without ``cache=True`` are left alone (serialising
+them would only add waiting).  Only the signatures a run actually calls are compiled:
+nothing is compiled eagerly.
+
+:func:`compile_seconds` is the wall time this process spent compiling (or waiting to
+load what another rank compiled); :func:`work_clock` is ``perf_counter()`` minus it, so
+phase timers built on it report compute time alone, and the apps report compile time
+on its own line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["compile_lock", "compile_seconds", "install", "installed", "work_clock"]
+
+log = logging.getLogger("hpcml")
+
+_STATE: dict[str, Any] = {"installed": False, "seconds": 0.0, "announced": False, "compiles": 0}
+_LOCAL = threading.local()
+
+
+def _lock_path() -> Path:
+    """One lock file per user and node (the temporary folder is node-local on clusters)."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"hpcml-numba-compile-{uid}.lock"
+
+
+@contextlib.contextmanager
+def compile_lock() -> Iterator[None]:
+    """Hold the node's compile lock (re-entrant within a process: nested kernels compile inside)."""
+    depth = getattr(_LOCAL, "depth", 0)
+    if depth:
+        _LOCAL.depth = depth + 1
+        try:
+            yield
+        finally:
+            _LOCAL.depth -= 1
+        return
+    t0 = time.perf_counter()
+    with open(_lock_path(), "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        _LOCAL.depth = 1
+        try:
+            yield
+        finally:
+            _LOCAL.depth = 0
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            _STATE["seconds"] += time.perf_counter() - t0
+
+
+def _announce() -> None:
+    """Say once, on the job's first rank, why the first run takes longer."""
+    if _STATE["announced"]:
+        return
+    _STATE["announced"] = True
+    from hpcml.runtime import launch_rank
+
+    if launch_rank() == 0:
+        log.info("compiling kernels (first run on this machine only; later runs load them from Numba's cache)")
+
+
+def _cached(dispatcher: Any) -> bool:
+    from numba.core.caching import NullCache
+
+    return not isinstance(getattr(dispatcher, "_cache", None), NullCache)
+
+
+def _in_cache(dispatcher: Any, sig: Any) -> bool:
+    """Whether Numba's on-disk cache holds ``sig`` for this kernel (index lookup, no code loaded)."""
+    try:
+        index = dispatcher._cache._cache_file._load_index()
+        key = dispatcher._cache._index_key(sig, dispatcher.targetctx.codegen())
+        return key in index
+    except Exception:  # an internal Numba layout we do not know: assume a compile
+        return False
+
+
+def install() -> None:
+    """Route the compilation of every cached Numba CPU kernel through the node's lock (idempotent).
+
+    Patches ``numba.core.dispatcher.Dispatcher.compile``, the one method every CPU
+    dispatcher compiles a new signature through; its behaviour is unchanged apart from
+    the lock and the bookkeeping of :func:`compile_seconds`.
+    """
+    if _STATE["installed"]:
+        return
+    from numba.core.dispatcher import Dispatcher
+
+    original: Callable[..., Any] = Dispatcher.compile
+
+    def compile(self: Any, sig: Any) -> Any:
+        if not _cached(self):
+            t0 = time.perf_counter()
+            try:
+                return original(self, sig)
+            finally:
+                _STATE["seconds"] += time.perf_counter() - t0
+        with compile_lock():
+            # Numba itself loads from the cache first; this peek only decides whether to say so.
+            if getattr(_LOCAL, "depth", 0) == 1 and not self.overloads and not _in_cache(self, sig):
+                _announce()
+                _STATE["compiles"] += 1
+            return original(self, sig)
+
+    compile.__doc__ = original.__doc__
+    Dispatcher.compile = compile  # type: ignore[method-assign]
+    _STATE["installed"] = True
+
+
+def installed() -> bool:
+    """Whether :func:`install` has patched Numba in this process."""
+    return bool(_STATE["installed"])
+
+
+def compile_seconds() -> float:
+    """Wall seconds this process spent compiling kernels, or waiting to load another rank's."""
+    return float(_STATE["seconds"])
+
+
+def work_clock() -> float:
+    """``time.perf_counter()`` minus :func:`compile_seconds`: a clock that stops while kernels compile."""
+    return time.perf_counter() - _STATE["seconds"]
