@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch.nn import functional as nnf
 
+from hpcml.backend import array_module
 from hpcml.halo import HaloExchange, get_plan
 from hpcml.nn.grid import TrainGrid, as_periodic
 from hpcml.torch.tensors import as_array, layout_of, stacked_view
@@ -79,10 +80,8 @@ def halo_widths(shape: Sequence[int], grid: TrainGrid) -> tuple[int, ...]:
 def _plan(
     grid: TrainGrid, a: Any, lead: int, trail: int, halo: tuple[int, ...], periodic: tuple[bool, ...], method: str
 ) -> HaloExchange:
-    from hpcml.devices import module_of
-
     d = grid.stacked(lead, trail, halo, periodic)
-    return get_plan(d, a.dtype, module_of(a), method, corners=True, order="C")
+    return get_plan(d, a.dtype, array_module(a), method, corners=True, order="C")
 
 
 def fill_ghosts(
