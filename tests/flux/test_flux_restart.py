@@ -82,6 +82,7 @@ def test_stop_between_map_times_then_resume_keeps_the_map_series(tmp_path, monke
         return cfg
 
     run(configured(tmp_path / "a"), MPI.COMM_SELF)
+
     class StopAtStep6:  # the run loop asks once per step; a signal "arrives" before the 6th question
         def __init__(self, comm=None, interval=0.5):
             self.calls = 0
