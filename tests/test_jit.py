@@ -65,3 +65,42 @@ def test_compile_lock_is_reentrant(tmp_path, monkeypatch):
         with jit.compile_lock():  # a kernel compiled while compiling its caller
             pass
     assert (tmp_path / "lock").exists()
+
+
+PRANGE = textwrap.dedent(
+    """
+    import json
+    import numba
+    import numpy as np
+    from numba import prange
+    from hpcml.jit import kernel
+
+    @kernel(error_model="numpy")
+    def total(x):
+        s = 0.0
+        for i in prange(x.shape[0]):
+            s += x[i]
+        return s
+
+    numba.set_num_threads(int(__import__("sys").argv[1]))
+    x = np.arange(1000.0)
+    print(json.dumps({"sum": total(x), "variants": sorted(str(k) for k in total._variants)}))
+    """
+)
+
+
+@pytest.mark.parametrize("threads, variant", [(1, "False"), (2, "True")])
+def test_kernel_compiles_only_the_variant_it_runs(tmp_path, threads, variant):
+    script = tmp_path / "prange_kernel.py"
+    script.write_text(PRANGE)
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"}
+    res = subprocess.run(
+        [sys.executable, str(script), str(threads)], check=False, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["sum"] == 499500.0
+    assert out["variants"] == [variant]
+    # the two variants are cached under different names
+    names = {p.name.split("-")[0] for p in (tmp_path / "cache").rglob("*.nbi")}
+    assert any(n.endswith("total__serial") for n in names) == (threads == 1), names
