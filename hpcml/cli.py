@@ -212,6 +212,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         gpu,
     )
     summary = app.run(config, comm)
+    from hpcml import jit
+
+    # Compile time on its own line: the app's phase timers run on jit.work_clock, which stops meanwhile.
+    summary["compile_seconds"] = comm.allreduce(jit.compile_seconds(), op=MPI.MAX)
+    if summary["compile_seconds"] >= 1.0:
+        log.info(
+            "kernels: %.1f s compiling or loading Numba's cache (not in the timings above)", summary["compile_seconds"]
+        )
     if rank == 0:
         if args.json:
             print(json.dumps(summary, indent=2, default=float))

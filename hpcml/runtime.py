@@ -153,7 +153,10 @@ def init(comm: MPI.Comm | None = None, threads: int | None = None, force: bool =
         return _INFO
     from mpi4py import MPI
 
+    from hpcml import jit
     from hpcml.backend import cupy_module, gpu_count
+
+    jit.install()  # one compile per node, compile time kept apart
 
     comm = MPI.COMM_WORLD if comm is None else comm
     check_launcher(comm.Get_size())
