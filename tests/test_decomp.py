@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_all
 from hypothesis import given
 from hypothesis import strategies as st
 from mpi4py import MPI
 
 from hpcml.decomp import CartDecomp, block_range
+from hpcml.testing import assert_all
 
 
 @given(n=st.integers(1, 500), parts=st.integers(1, 40))

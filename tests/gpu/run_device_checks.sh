@@ -51,14 +51,14 @@ PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rs)
 rc=0
 timeout "$(cap 150)" "${PYTEST[@]}" tests/gpu 2>&1 | tee "$OUT/pytest-gpu.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
-timeout "$(cap 60)" "${PYTEST[@]}" -m gpu tests/test_pack_device.py 2>&1 | tee "$OUT/pytest-pack.txt"
+timeout "$(cap 60)" "${PYTEST[@]}" -m gpu tests/test_datatypes_device.py 2>&1 | tee "$OUT/pytest-pack.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 # CuPy halos (staged; device too if the MPI is CUDA-aware), then real Numba-CUDA device arrays
 # through the same tests CI runs in the CUDA simulator.
-timeout "$(cap 90)" "$MPIEXEC" -n 2 "${PYTEST[@]}" --with-mpi -m "mpi and gpu" tests/test_halo_exchange.py \
+timeout "$(cap 90)" "$MPIEXEC" -n 2 "${PYTEST[@]}" --with-mpi -m "mpi and gpu" tests/test_halo.py \
     2>&1 | tee "$OUT/pytest-halo.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
-timeout "$(cap 90)" "$MPIEXEC" -n 2 "${PYTEST[@]}" --with-mpi -m "mpi and numba_cuda" tests/test_halo_device_sim.py \
+timeout "$(cap 90)" "$MPIEXEC" -n 2 "${PYTEST[@]}" --with-mpi -m "mpi and numba_cuda" tests/test_halo_strategies_device.py \
     2>&1 | tee "$OUT/pytest-halo-numba.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 
