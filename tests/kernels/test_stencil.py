@@ -139,3 +139,51 @@ def test_stencil_errors():
         laplacian(u, np.zeros_like(u), 1.0, halo=0)
     with pytest.raises(ValueError, match="2-D or 3-D"):
         laplacian(np.zeros(6), np.zeros(6), 1.0)
+
+
+@pytest.mark.parametrize("region", ["all", "interior", "boundary"])
+def test_blocked_3d_sweeps_match_reference(monkeypatch, region):
+    """3-D sweeps cut into j tiles and i chunks (a tiny cache budget forces both) give the same cells."""
+    from hpcml.kernels import stencil
+
+    monkeypatch.setattr(stencil, "CACHE_BUDGET", 2048)
+    rng = np.random.default_rng(11)
+    u, f = rng.standard_normal((13, 17, 11)), rng.standard_normal((13, 17, 11))
+    box = stencil.region_boxes(u.shape, 1, "all")[0]
+    assert stencil._tiles_3d(box, 8, 1)[0] < 15  # several tiles
+    hs = (1.0, 0.5, 2.0)
+    out = np.full_like(u, 7.0)
+    laplacian(u, out, hs, region=region)
+    jac = np.full_like(u, 7.0)
+    jacobi_step(u, f, jac, hs, region=region)
+    mask = np.zeros(u.shape, bool)
+    for lo, hi in region_boxes(u.shape, 1, region):
+        mask[tuple(slice(a, b) for a, b in zip(lo, hi))] = True
+    np.testing.assert_allclose(interior(out, 1)[interior(mask, 1)], lap_reference(u, hs, 1, 7)[interior(mask, 1)])
+    np.testing.assert_allclose(interior(jac, 1)[interior(mask, 1)], jacobi_reference(u, f, hs, 1)[interior(mask, 1)])
+    assert np.all(out[~mask] == 7.0) and np.all(jac[~mask] == 7.0)
+    # i chunks inside each tile (what several threads get when tiles are few)
+    direct = np.full_like(u, 7.0)
+    stencil._lap7_cpu(u, direct, 1, 12, 1, 16, 1, 10, 1.0, 4.0, 0.25, -10.5, 4, 3)
+    np.testing.assert_allclose(interior(direct, 1), lap_reference(u, hs, 1, 7), rtol=1e-12, atol=1e-12)
+
+
+@given(case=stencil_case(), split=st.booleans())
+def test_diffusion_step_matches_reference(case, split):
+    from hpcml.kernels.stencil import diffusion_step
+
+    u, halo, _, _, _ = case
+    coefs = tuple(0.1 / (d + 1) for d in range(u.ndim))
+    out = np.full_like(u, 3.0)
+    if split:  # the two halves an overlapped step computes, before and after the exchange
+        diffusion_step(u, out, coefs, halo=halo, region="interior")
+        diffusion_step(u, out, coefs, halo=halo, region="boundary")
+    else:
+        diffusion_step(u, out, coefs, halo=halo)
+    c = shifted(u, halo, (0,) * u.ndim)
+    ref = c.copy()
+    for d in range(u.ndim):
+        e = tuple(1 if a == d else 0 for a in range(u.ndim))
+        ref += coefs[d] * (shifted(u, halo, e) - 2 * c + shifted(u, halo, tuple(-x for x in e)))
+    np.testing.assert_allclose(interior(out, halo), ref, rtol=tol(u.dtype), atol=tol(u.dtype))
+    assert np.all(out[ghost_mask(u.shape, halo)] == 3.0)
