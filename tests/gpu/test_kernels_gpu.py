@@ -106,6 +106,9 @@ def test_stencils_match_cpu(dtype, shape, points):
     if points != 9:
         ref = hk.jacobi_step(u, f, np.zeros_like(u), hs)
         close(hk.jacobi_step(du, cp.asarray(f), cp.zeros_like(du), hs), ref, dtype)
+        coefs = tuple(0.05 * (d + 1) for d in range(len(shape)))
+        ref = hk.diffusion_step(u, np.zeros_like(u), coefs)
+        close(hk.diffusion_step(du, cp.zeros_like(du), coefs), ref, dtype)
 
 
 def test_mixed_devices_raise():
