@@ -138,6 +138,22 @@ def _free_requests(reqs: Any) -> None:
             r.Free()
 
 
+class _HostState:
+    """One exchange in flight on the host: per-stage buffers and requests, and the array's views.
+
+    ``words`` (the array as machine words) and ``bound`` (its persistent requests) are
+    looked up once at stage 0 and dropped after the last stage, so a pooled state
+    keeps no array alive.
+    """
+
+    __slots__ = ("bound", "stages", "words")
+
+    def __init__(self, stages: list[Any]) -> None:
+        self.stages = stages
+        self.words: Any = None
+        self.bound: Any = None
+
+
 class _HostStrategy(HaloStrategy):
     """Shared by the host-memory strategies: compiled region tables and the adjoint.
 
@@ -160,6 +176,17 @@ class _HostStrategy(HaloStrategy):
     def words(self, data: np.ndarray) -> np.ndarray:
         """``data``'s memory as a flat array of machine words (no copy)."""
         return data.ravel(order="K").view(self.word)
+
+    def _open(self, stage: int, data: np.ndarray, state: _HostState) -> tuple[np.ndarray, tuple[list[Any], list[Any]]]:
+        """The array's word view and stage ``stage``'s bound requests (looked up at stage 0)."""
+        if stage == 0:
+            state.words, state.bound = self.words(data), self.bound(data)
+        return state.words, state.bound[stage]
+
+    def finish(self, stage: int, data: np.ndarray, state: _HostState) -> None:
+        """After the last stage, forget the array (the state goes back to the pool)."""
+        if stage == len(self.layout.stages) - 1:
+            state.words = state.bound = None
 
     def bound(self, data: np.ndarray) -> list[tuple[list[Any], list[Any]]]:
         """Per stage ``(receives, sends)`` persistent requests bound to ``data``'s memory."""
@@ -239,7 +266,7 @@ class PackStrategy(_HostStrategy):
     name = "pack"
     priority = 10
 
-    def new_state(self) -> list[tuple[np.ndarray, np.ndarray, list[Any], list[Any]]]:
+    def new_state(self) -> _HostState:
         """Per stage: send and receive word buffers with their persistent requests."""
         state = []
         for stage in self.layout.stages:
@@ -254,7 +281,7 @@ class PackStrategy(_HostStrategy):
                 sreqs.append(self.comm.Send_init(self._spec(send[pos // self.unit :], m.nbytes), m.peer, m.tag))
                 pos += m.nbytes
             state.append((send, recv, rreqs, sreqs))
-        return state
+        return _HostState(state)
 
     def bind(self, index: int, address: int, nbytes: int) -> tuple[list[Any], list[Any]]:
         """Persistent requests of the stage's direct (unpacked) messages."""
@@ -271,29 +298,30 @@ class PackStrategy(_HostStrategy):
         ]
         return recvs, sends
 
-    def start(self, stage: int, data: np.ndarray, state: Any) -> list[MPI.Request]:
+    def start(self, stage: int, data: np.ndarray, state: _HostState) -> list[MPI.Request]:
         """Receives first, then one compiled pack (and local copies), then the sends."""
-        send, _, rreqs, sreqs = state[stage]
-        drecv, dsend = self.bound(data)[stage]
+        send, _, rreqs, sreqs = state.stages[stage]
+        words, (drecv, dsend) = self._open(stage, data, state)
         recvs, sends = rreqs + drecv, sreqs + dsend
         if recvs:
             MPI.Prequest.Startall(recvs)
-        run_table(self.words(data), send, self.tables[stage][0])
+        run_table(words, send, self.tables[stage][0])
         if sends:
             MPI.Prequest.Startall(sends)
         return recvs + sends
 
-    def finish(self, stage: int, data: np.ndarray, state: Any) -> None:
+    def finish(self, stage: int, data: np.ndarray, state: _HostState) -> None:
         """One compiled unpack of every packed message of the stage."""
-        run_table(self.words(data), state[stage][1], self.tables[stage][1])
+        run_table(state.words, state.stages[stage][1], self.tables[stage][1])
+        super().finish(stage, data, state)
 
     def free(self) -> None:
         """Free bound requests (pooled states free theirs in :meth:`free_state`)."""
         super().free()
 
-    def free_state(self, state: Any) -> None:
+    def free_state(self, state: _HostState) -> None:
         """Free the persistent requests of a pooled state."""
-        for _, _, rreqs, sreqs in state:
+        for _, _, rreqs, sreqs in state.stages:
             _free_requests(rreqs + sreqs)
 
 
@@ -336,9 +364,9 @@ class DatatypeStrategy(_HostStrategy):
             s.Free()
         return t
 
-    def new_state(self) -> None:
+    def new_state(self) -> _HostState:
         """No buffers: the datatypes read and write the array."""
-        return None
+        return _HostState([])
 
     def bind(self, index: int, address: int, nbytes: int) -> tuple[list[Any], list[Any]]:
         """One persistent request per message, typed by its datatype over the whole array."""
@@ -353,14 +381,14 @@ class DatatypeStrategy(_HostStrategy):
         ]
         return recvs, sends
 
-    def start(self, stage: int, data: np.ndarray, state: Any) -> list[MPI.Request]:
+    def start(self, stage: int, data: np.ndarray, state: _HostState) -> list[MPI.Request]:
         """Start every message of the stage; do its local copies meanwhile."""
-        recvs, sends = self.bound(data)[stage]
+        words, (recvs, sends) = self._open(stage, data, state)
         if recvs:
             MPI.Prequest.Startall(recvs)
         if sends:
             MPI.Prequest.Startall(sends)
-        run_table(self.words(data), self.words(data), self.copy_tables[stage])
+        run_table(words, words, self.copy_tables[stage])
         return recvs + sends
 
     def free(self) -> None:

@@ -158,8 +158,21 @@ def _copy_region(dst, d0, ds1, ds2, src, s0, ss1, ss2, run, c1, c2):  # pragma: 
             ss = s0 + j2 * ss2
             for j1 in range(c1):
                 dst[dd + j1 * ds1] = src[ss + j1 * ss1]
+    elif run <= 4:
+        # Halo widths 2-4 of a strided face: each run's words stored one by one, so every
+        # row (and its page) is visited once; a loop here would become a memmove call per run.
+        for j2 in range(c2):
+            for j1 in range(c1):
+                dd = d0 + j2 * ds2 + j1 * ds1
+                ss = s0 + j2 * ss2 + j1 * ss1
+                dst[dd] = src[ss]
+                dst[dd + 1] = src[ss + 1]
+                if run > 2:
+                    dst[dd + 2] = src[ss + 2]
+                if run > 3:
+                    dst[dd + 3] = src[ss + 3]
     else:
-        # Short runs: the element loop outside, so LLVM does not turn each run into a
+        # Other short runs: the element loop outside, so LLVM does not turn each run into a
         # memmove call; one plane's lines stay in L1 between the passes.
         for j2 in range(c2):
             for i in range(run):
