@@ -296,7 +296,7 @@ def build_cases(xp: Any, device: str, quick: bool) -> list[Callable[[], list[Cas
         ]  # fmt: skip
 
     def spmv() -> list[Case]:
-        g = 256 if quick else 2048
+        g = 256 if quick else 3000  # issue #16's size: 45 M nonzeros, int32 indices
         A = poisson2d(g)
         N = A.shape[0]
         nbytes = A.nnz * (8 + 4) + (N + 1) * 4 + 8 * N + 8 * N
