@@ -12,7 +12,8 @@ MPIEXEC := $(VENV)/bin/mpiexec
 NP ?= 4
 CONFIG ?=
 RANKS ?= 1 2 3 4
-MPI_TIMEOUT ?= 900
+MPI_TIMEOUT ?= 1800
+SERIAL_TIMEOUT ?= 2700
 TORCH_VERSION ?= 2.13.0
 PYTEST_MPI := -p no:cacheprovider -q -rs --with-mpi --timeout=600 -o timeout_method=thread
 # only rank 0 of an MPI pytest run reports (the others print their output only if they fail)
@@ -62,7 +63,7 @@ format: venv
 
 # -rs prints the reason of every skipped test (a missing GPU, SLURM or shellcheck is named).
 test-serial: venv
-	$(call stage,serial,timeout $(MPI_TIMEOUT) $(PY) -m pytest -p no:cacheprovider -q -rs --timeout=600 tests)
+	$(call stage,serial,timeout $(SERIAL_TIMEOUT) $(PY) -m pytest -p no:cacheprovider -q -rs --durations=15 --timeout=600 tests)
 
 # GPU kernels on the CPU: Numba's CUDA simulator must be switched on before numba is imported.
 # The MPI part runs the GPU halo paths (staged, device) on simulated device arrays, 1-4 ranks.

@@ -86,6 +86,42 @@ class TrainGrid:
         self.decomp = CartDecomp(tuple(shape), self.spatial_comm, dims=dims, periodic=periodic, halo=0)
         self.ndim = self.decomp.ndim
         self._stacked: dict[Any, CartDecomp] = {}
+        self._owns_comms = True
+        self._coarse: dict[tuple[int, ...], TrainGrid] = {}
+
+    def coarsened(self, factor: int | Sequence[int]) -> TrainGrid:
+        """The same process grid over the field subsampled by ``factor`` (after a pool or a strided conv).
+
+        Every tile's extent must be a multiple of ``factor`` along its axis, so
+        the coarse tiles are the fine tiles divided by it.  Shares this grid's
+        communicators (collective: builds one decomposition).
+        """
+        nd = self.ndim
+        f = (int(factor),) * nd if isinstance(factor, (int, np.integer)) else tuple(int(v) for v in factor)
+        if len(f) != nd or min(f) < 1:
+            raise ValueError(f"factor must be one positive int or {nd} of them, got {factor!r}")
+        for d, s in enumerate(f):
+            n, p = self.decomp.shape[d], self.decomp.dims[d]
+            if s > 1 and n % (p * s):  # tile sizes differ by at most one, so all are multiples of s only if equal
+                raise ValueError(
+                    f"cannot coarsen axis {d} by {s}: {n} cells over {p} ranks are not tiles of a multiple of {s}"
+                )
+        if f in self._coarse:
+            return self._coarse[f]
+        out = object.__new__(TrainGrid)
+        out.__dict__.update(self.__dict__)
+        out.decomp = CartDecomp(
+            tuple(n // s for n, s in zip(self.decomp.shape, f)),
+            self.spatial_comm,
+            dims=self.decomp.dims,
+            periodic=self.decomp.periodic,
+            halo=0,
+        )
+        out._stacked = {}
+        out._coarse = {}
+        out._owns_comms = False
+        self._coarse[f] = out  # cached, and freed with this grid
+        return out
 
     @property
     def local_shape(self) -> tuple[int, ...]:
@@ -129,11 +165,16 @@ class TrainGrid:
         return d
 
     def free(self) -> None:
-        """Release the communicators (collective)."""
+        """Release the communicators (collective), and those of the grids :meth:`coarsened` made."""
+        for g in self._coarse.values():
+            g.free()
+        self._coarse.clear()
         for d in self._stacked.values():
             d.free()
         self._stacked.clear()
         self.decomp.free()
+        if not self._owns_comms:  # a coarsened view: the comms belong to the grid it came from
+            return
         for c in (self.spatial_comm, self.data_comm):
             if c != MPI.COMM_NULL:
                 c.Free()

@@ -145,7 +145,7 @@ def init_process_group(
     store, port, error = None, None, None
     if comm.Get_rank() == 0:
         try:
-            store = dist.TCPStore(host, 0, comm.Get_size(), True, timeout=timeout)
+            store = dist.TCPStore(host, 0, comm.Get_size(), True, timeout=timeout, wait_for_workers=False)
             port = int(store.port)
         except Exception as exc:  # shared with every rank below
             error = f"{type(exc).__name__}: {exc}"
@@ -196,6 +196,14 @@ def grid_allreduce_hook(state: ProcessGroups, bucket: dist.GradBucket) -> torch.
         buf.div_(state.grid.data)
     fut = dist.all_reduce(buf, group=state.world, async_op=True).get_future()
     return fut.then(lambda f: f.value()[0])
+
+
+# DDP checks a hook's annotations as objects; this module's are strings (postponed evaluation).
+grid_allreduce_hook.__annotations__ = {
+    "state": ProcessGroups,
+    "bucket": dist.GradBucket,
+    "return": torch.futures.Future[torch.Tensor],
+}
 
 
 def distributed_data_parallel(model: torch.nn.Module, grid: TrainGrid, **kwargs: Any) -> Any:

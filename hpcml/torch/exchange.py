@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch.nn import functional as nnf
 
+from hpcml.backend import array_module
 from hpcml.halo import HaloExchange, get_plan
 from hpcml.nn.grid import TrainGrid, as_periodic
 from hpcml.torch.tensors import as_array, layout_of, stacked_view
@@ -79,10 +80,8 @@ def halo_widths(shape: Sequence[int], grid: TrainGrid) -> tuple[int, ...]:
 def _plan(
     grid: TrainGrid, a: Any, lead: int, trail: int, halo: tuple[int, ...], periodic: tuple[bool, ...], method: str
 ) -> HaloExchange:
-    from hpcml.devices import module_of
-
     d = grid.stacked(lead, trail, halo, periodic)
-    return get_plan(d, a.dtype, module_of(a), method, corners=True, order="C")
+    return get_plan(d, a.dtype, array_module(a), method, corners=True, order="C")
 
 
 def fill_ghosts(
@@ -180,7 +179,8 @@ def halo_exchange(x: torch.Tensor, grid: TrainGrid, periodic: Any = None, method
     per = _periodic(periodic, grid)
     grid.check_halo(halo, per, "halo_exchange")
     layout_of(x)
-    if not _exchanged(grid, halo, per):
+    # An empty batch is empty on every tile of the replica (they share its samples): nothing to send.
+    if not _exchanged(grid, halo, per) or x.numel() == 0:
         return x
     return HaloExchangeFunction.apply(x, grid, halo, per, method)
 
@@ -212,7 +212,7 @@ def halo_pad(
         return x
     pad = [w for h in reversed(widths) for w in (h, h)]
     xg = nnf.pad(x, pad, mode="constant", value=value)
-    if not _exchanged(grid, widths, per):
+    if not _exchanged(grid, widths, per) or xg.numel() == 0:
         return xg
     return HaloExchangeFunction.apply(xg, grid, widths, per, method)
 

@@ -41,7 +41,8 @@ class UNet(nn.Module):
     width
         Channels of the first level (doubled per level).
     depth
-        Number of 2 x 2 poolings; tiles must be divisible by ``2**depth``.
+        Number of 2 x 2 poolings; tiles must be divisible by ``2**depth``
+        (level ``l`` runs on ``grid.coarsened(2**l)``).
     periodic
         Circular padding (a periodic field) instead of zeros; with a grid,
         ``None`` follows the grid.
@@ -71,29 +72,33 @@ class UNet(nn.Module):
         mode = None if periodic is None else ("circular" if periodic else "zeros")
         kw = {"dtype": dtype, "device": device}
 
-        def conv(cin: int, cout: int) -> nn.Module:
+        # level l sees the field pooled l times: the same process grid over a coarser field
+        levels = [None if grid is None else grid.coarsened(2**level) for level in range(depth + 1)]
+
+        def conv(level: int, cin: int, cout: int) -> nn.Module:
             if grid is None:
                 return nn.Conv2d(cin, cout, 3, padding=1, padding_mode=mode, **kw)
-            return HaloConv2d(grid, cin, cout, 3, padding_mode=mode, **kw)
+            return HaloConv2d(levels[level], cin, cout, 3, padding_mode=mode, **kw)
 
-        def block(cin: int, cout: int, n: int) -> nn.Sequential:
+        def block(level: int, cin: int, cout: int, n: int) -> nn.Sequential:
             layers: list[nn.Module] = []
             for i in range(n):
-                layers += [conv(cin if i == 0 else cout, cout), activation()]
+                layers += [conv(level, cin if i == 0 else cout, cout), activation()]
             return nn.Sequential(*layers)
 
         widths = [width * 2**level for level in range(depth + 1)]
         self.down = nn.ModuleList(
-            block(in_channels if level == 0 else widths[level - 1], widths[level], 2 if level < depth else 1)
+            block(level, in_channels if level == 0 else widths[level - 1], widths[level], 2 if level < depth else 1)
             for level in range(depth + 1)
         )
         self.pools = nn.ModuleList(
-            nn.MaxPool2d(2) if grid is None else HaloMaxPool2d(grid, 2, padding_mode=mode) for _ in range(depth)
+            nn.MaxPool2d(2) if grid is None else HaloMaxPool2d(levels[level], 2, padding_mode=mode)
+            for level in range(depth)
         )
         self.ups = nn.ModuleList(
             nn.ConvTranspose2d(widths[level + 1], widths[level], 2, stride=2, **kw) for level in range(depth)
         )
-        self.merge = nn.ModuleList(block(2 * widths[level], widths[level], 1) for level in range(depth))
+        self.merge = nn.ModuleList(block(level, 2 * widths[level], widths[level], 1) for level in range(depth))
         self.head = nn.Conv2d(widths[0], out_channels, 1, **kw)
         self.residual = in_channels == out_channels
 
