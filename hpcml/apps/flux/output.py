@@ -72,9 +72,9 @@ class MapWriter:
         s = self.s
         wd = s.lay.world_decomp
         if self.dtype == np.float64:
-            da = DistArray(wd, s.f.data)
+            da = DistArray(wd, s.host_data())
         else:
-            da = DistArray(wd, s.f.data.astype(self.dtype))
+            da = DistArray(wd, s.host_data().astype(self.dtype))
         self.out.write("br", da, step, time, units="G", attrs=self.attrs if self.count == 0 else None)
         vals = rows[0] if rows is not None else np.zeros(14)  # rank 0's values are the ones stored
         for name, col, units in _SCALARS:
@@ -105,7 +105,7 @@ def butterfly_profile(s: FluxSolver) -> np.ndarray:
     part = None
     if lay.r_start == 0:
         dp = s.geo["dp"][lay.c0 : lay.c1]
-        rows = s.f.data[0, lay.i0 : lay.i1, lay.c0 : lay.c1] * dp[None, :]
+        rows = s.host_data()[0, lay.i0 : lay.i1, lay.c0 : lay.c1] * dp[None, :]
         part = (lay.t0, rows)
     parts = s.world.gather(part, root=0)
     prof = np.zeros(s.grid.Nt)
@@ -152,7 +152,7 @@ def save_checkpoint(s: FluxSolver, directory: Path) -> Path:
     from hpcml.io import checkpoint
 
     state = {
-        "br": DistArray(s.lay.world_decomp, s.f.data),
+        "br": DistArray(s.lay.world_decomp, s.host_data()),
         "loop": {
             "time": float(s.time),
             "step": int(s.step),
@@ -179,8 +179,7 @@ def load_checkpoint(s: FluxSolver, path: str | Path) -> None:
             f"checkpoint {path}: field shape {tuple(br.shape)} does not match this run's "
             f"{tuple(s.lay.world_decomp.shape)} (realizations, theta, phi)"
         )
-    s.f.data[...] = br.data
-    s.exchange(s.f)
+    s.set_host_data(br.data)
     loop = got["loop"]
     s.time = float(loop["time"])
     s.step = int(loop["step"])
