@@ -45,6 +45,9 @@ def write_map(path, data, t=None, p=None):
         (["time.end=-1.0"], r"time.end .* must be after time.start"),
         (["grid.res_nt=2"], r"grid.res_nt >= 3"),
         (["decomposition.dims=[3, 0]"], r"decomposition.dims"),
+        (["run.backend='tpu'"], r"run.backend = 'tpu' is not one of auto, cpu, gpu, sim"),
+        (["run.backend='sim'"], r"run.backend = 'sim' needs NUMBA_ENABLE_CUDASIM=1"),
+        (["run.backend='gpu'"], r"run.backend = 'gpu' but CuPy sees no CUDA device"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path, overrides, message):

@@ -18,6 +18,7 @@ HipFT's, not bit-identical.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +30,10 @@ if TYPE_CHECKING:
 
 __all__ = ["FluxEmergence", "Sources"]
 
+log = logging.getLogger("hpcml.apps.flux")
+
 GAUSS_SCALE = PI / np.sqrt(2.0 * PI)  # HipFT multiplies its normal draws by pi / sqrt(2 pi)
+RANDOM_SEED = -9999  # HipFT's source_rfe_seed default: seed the generator from the clock
 
 
 class FluxEmergence:
@@ -42,6 +46,12 @@ class FluxEmergence:
         self.lifetime = float(src["lifetime"])
         self.model = int(src["rfe_model"])
         self.seed = int(src["seed"])
+        if self.seed == RANDOM_SEED:
+            # HipFT's "no seed": a fresh seed, drawn on rank 0 so that every rank draws the same frames
+            fresh = int(np.random.SeedSequence().entropy) % 2**63 if s.world.Get_rank() == 0 else None
+            self.seed = int(s.world.bcast(fresh, root=0))
+            if s.world.Get_rank() == 0:
+                log.info("flux: source.seed = -9999 (HipFT: random); drew seed %d (set it to repeat a run)", self.seed)
         uf = prm.rfe_flux[lay.r_start : lay.r_start + lay.nr] * 1e21  # Mx/h per realization
         rows = np.arange(lay.t0 + 1, lay.t0 + lay.ny + 1)
         cols = np.arange(lay.p0 + 2, lay.p0 + lay.nx + 2)
@@ -56,7 +66,7 @@ class FluxEmergence:
         if cols[-1] == g.M - 1:
             w[-1] = g.dp[1]
         self.pole_w = w
-        self.rng = np.random.Generator(np.random.PCG64(self.seed))
+        self.rng = np.random.Generator(np.random.PCG64(self.seed % 2**64))  # HipFT allows negative seeds
         self.t_prev = prm.t_start
         self.t_next = prm.t_start + self.lifetime
         # generator states before each frame was drawn: a restart redraws both frames
