@@ -14,12 +14,12 @@ import pytest
 
 pytest.importorskip("torch")
 
-from helpers import assert_all  # noqa: E402
-from mpi4py import MPI  # noqa: E402
+from helpers import assert_all
+from mpi4py import MPI
 
-from hpcml.backend import simulator_enabled  # noqa: E402
-from hpcml.nn.grid import TrainGrid  # noqa: E402
-from hpcml.torch.exchange import add_ghosts, fill_ghosts  # noqa: E402
+from hpcml.backend import simulator_enabled
+from hpcml.nn.grid import TrainGrid
+from hpcml.torch.exchange import add_ghosts, fill_ghosts
 
 
 @pytest.mark.mpi
