@@ -120,20 +120,32 @@ def _gemm_gflops(args: argparse.Namespace) -> float:
     return 2 * 1024**3 / best / 1e9
 
 
-def _time(comm: MPI.Comm, step: Any, steps: int) -> tuple[list[float], list[float]]:
-    """Wall and CPU seconds of ``steps`` calls (the slowest rank's of each)."""
-    wall, cpu = [], []
-    for _ in range(steps):
-        comm.Barrier()
-        t0, c0 = time.perf_counter(), time.process_time()
-        step()
-        wall.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
-        cpu.append(comm.allreduce(time.process_time() - c0, op=MPI.MAX))
-    return wall, cpu
+def _timed(comm: MPI.Comm, step: Any) -> tuple[float, float]:
+    """Wall and CPU seconds of one call (the slowest rank's)."""
+    comm.Barrier()
+    t0, c0 = time.perf_counter(), time.process_time()
+    step()
+    wall = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+    return wall, comm.allreduce(time.process_time() - c0, op=MPI.MAX)
 
 
-def _measure(comm: MPI.Comm, args: argparse.Namespace, shape: tuple[int, ...], data: int) -> dict[str, Any]:
-    """One hpcml.torch case on ``comm``: ``data`` replicas x ``size / data`` tiles."""
+def _summary(wall: list[float], cpu: list[float], batch: int) -> dict[str, float]:
+    return {
+        "step_ms": 1e3 * min(wall),
+        "median_ms": 1e3 * statistics.median(wall),
+        "cpu_ms": 1e3 * min(cpu),
+        "samples_per_s": batch / min(wall),
+    }
+
+
+def _measure(
+    comm: MPI.Comm, args: argparse.Namespace, shape: tuple[int, ...], data: int, peer: Any = None
+) -> dict[str, Any]:
+    """One hpcml.torch case on ``comm`` (``data`` replicas x ``size / data`` tiles).
+
+    With ``peer`` (a one-process step), it is timed after each of hpcml's steps:
+    interleaved, so both see the same machine load.
+    """
     import torch
 
     import hpcml.torch as ht
@@ -149,77 +161,39 @@ def _measure(comm: MPI.Comm, args: argparse.Namespace, shape: tuple[int, ...], d
         part = np.array_split(np.arange(args.batch), grid.data)[grid.data_rank]
         box = (slice(int(part[0]), int(part[-1]) + 1), slice(None), *grid.decomp.slices)
         step = _stepper(model, x[box].contiguous(), y[box].contiguous(), lambda p, t: ht.mse_loss(p, t, grid))
+        steps = [step] if peer is None else [step, peer]
         for _ in range(args.warmup):
-            step()
+            for fn in steps:
+                fn()
         ht.timer.reset()
-        wall, cpu = _time(comm, step, args.steps)
+        times: list[list[tuple[float, float]]] = [[] for _ in steps]
+        for _ in range(args.steps):
+            for fn, out in zip(steps, times):
+                out.append(_timed(comm, fn))
         exchange = comm.allreduce(ht.timer.seconds, op=MPI.MAX)
     finally:
         ht.destroy_process_group()
         grid.free()
-    return {
+    wall, cpu = (list(v) for v in zip(*times[0]))
+    row = {
         "ranks": comm.Get_size(),
         "grid": f"{data}x{comm.Get_size() // data}",
-        "step_ms": 1e3 * min(wall),
-        "median_ms": 1e3 * statistics.median(wall),
-        "cpu_ms": 1e3 * min(cpu),
-        "samples_per_s": args.batch / min(wall),
+        **_summary(wall, cpu, args.batch),
         "exchange_pct": 100.0 * exchange / sum(wall),
         "peak_rss_mib": comm.allreduce(peak_rss_mib(), op=MPI.MAX),
     }
+    if peer is not None:
+        pw, pc = (list(v) for v in zip(*times[1]))
+        row["peer"] = _summary(pw, pc, args.batch)
+    return row
 
 
 def _single(comm: MPI.Comm, args: argparse.Namespace, shape: tuple[int, ...]) -> dict[str, Any]:
-    """hpcml.torch on one rank and the torch peer, interleaved step by step (best of each)."""
-    import hpcml.torch as ht
-
-    ref = _reference(args, shape)
-    for _ in range(args.warmup):
-        ref()
-    peer_wall, peer_cpu = [], []
-    grid = ht.TrainGrid(comm, 1, shape, periodic=True)
-    ht.init_process_group(grid)
-    try:
-        import torch
-
-        torch.manual_seed(0)
-        model = ht.distributed_data_parallel(
-            ht.UNet(grid, width=args.width, depth=args.depth, dtype=_torch_dtype(args.dtype)), grid
-        )
-        x, y = _batch(args, shape)
-        mine = _stepper(model, x, y, lambda p, t: ht.mse_loss(p, t, grid))
-        for _ in range(args.warmup):
-            mine()
-        ht.timer.reset()
-        wall, cpu = [], []
-        for _ in range(args.steps):
-            for fn, w, c in ((mine, wall, cpu), (ref, peer_wall, peer_cpu)):
-                t0, c0 = time.perf_counter(), time.process_time()
-                fn()
-                w.append(time.perf_counter() - t0)
-                c.append(time.process_time() - c0)
-        exchange = ht.timer.seconds
-    finally:
-        ht.destroy_process_group()
-        grid.free()
-    return {
-        "ranks": 1,
-        "grid": "1x1",
-        "step_ms": 1e3 * min(wall),
-        "median_ms": 1e3 * statistics.median(wall),
-        "cpu_ms": 1e3 * min(cpu),
-        "samples_per_s": args.batch / min(wall),
-        "exchange_pct": 100.0 * exchange / sum(wall),
-        "peak_rss_mib": peak_rss_mib(),
-        "peer": {
-            "step_ms": 1e3 * min(peer_wall),
-            "median_ms": 1e3 * statistics.median(peer_wall),
-            "cpu_ms": 1e3 * min(peer_cpu),
-            "samples_per_s": args.batch / min(peer_wall),
-        },
-        "flops": _flops(args, shape),
-        "gemm_gflops": _gemm_gflops(args),
-    }
+    """hpcml.torch on one rank and the torch peer, interleaved step by step; the step's FLOPs and the GEMM limit."""
+    row = _measure(comm, args, shape, 1, peer=_reference(args, shape))
+    row["flops"] = _flops(args, shape)
+    row["gemm_gflops"] = _gemm_gflops(args)
+    return row
 
 
 def run(args: argparse.Namespace) -> int:
