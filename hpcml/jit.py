@@ -49,24 +49,36 @@ def _lock_path() -> Path:
 @contextlib.contextmanager
 def compile_lock() -> Iterator[None]:
     """Hold the node's compile lock (re-entrant within a process: nested kernels compile inside)."""
-    depth = getattr(_LOCAL, "depth", 0)
-    if depth:
-        _LOCAL.depth = depth + 1
-        try:
+    depth = getattr(_LOCAL, "lock_depth", 0)
+    _LOCAL.lock_depth = depth + 1
+    try:
+        if depth:
             yield
-        finally:
-            _LOCAL.depth -= 1
-        return
+            return
+        with open(_lock_path(), "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        _LOCAL.lock_depth = depth
+
+
+@contextlib.contextmanager
+def _timed(name: str, sig: Any) -> Iterator[bool]:
+    """Count the outermost compile's wall time (lock wait included) once; yields whether it is outermost."""
+    depth = getattr(_LOCAL, "time_depth", 0)
+    _LOCAL.time_depth = depth + 1
     t0 = time.perf_counter()
-    with open(_lock_path(), "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        _LOCAL.depth = 1
-        try:
-            yield
-        finally:
-            _LOCAL.depth = 0
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            _STATE["seconds"] += time.perf_counter() - t0
+    try:
+        yield depth == 0
+    finally:
+        _LOCAL.time_depth = depth
+        if depth == 0:
+            spent = time.perf_counter() - t0
+            _STATE["seconds"] += spent
+            log.debug("jit: %s%s in %.2f s", name, sig, spent)
 
 
 def _announce() -> None:
@@ -110,18 +122,15 @@ def install() -> None:
     original: Callable[..., Any] = Dispatcher.compile
 
     def compile(self: Any, sig: Any) -> Any:
-        if not _cached(self):
-            t0 = time.perf_counter()
-            try:
+        with _timed(getattr(self, "__name__", str(self)), sig):
+            if not _cached(self):
+                return original(self, sig)  # nothing to share: serialising would only add waiting
+            with compile_lock():
+                # Numba itself loads from the cache first; this peek only decides whether to say so.
+                if getattr(_LOCAL, "lock_depth", 0) == 1 and not _in_cache(self, sig):
+                    _announce()
+                    _STATE["compiles"] += 1
                 return original(self, sig)
-            finally:
-                _STATE["seconds"] += time.perf_counter() - t0
-        with compile_lock():
-            # Numba itself loads from the cache first; this peek only decides whether to say so.
-            if getattr(_LOCAL, "depth", 0) == 1 and not self.overloads and not _in_cache(self, sig):
-                _announce()
-                _STATE["compiles"] += 1
-            return original(self, sig)
 
     compile.__doc__ = original.__doc__
     Dispatcher.compile = compile  # type: ignore[method-assign]

@@ -36,9 +36,9 @@ def pytest_configure(config):
         # `make test-wheel`: the suite must test the installed wheel, not this checkout's sources
         import hpcml
 
-        checkout = Path(__file__).resolve().parents[1]
+        sources = Path(__file__).resolve().parents[1] / "hpcml"
         where = Path(hpcml.__file__).resolve()
-        if checkout in where.parents:
+        if sources in where.parents:
             raise pytest.UsageError(f"HPCML_EXPECT_INSTALLED is set but hpcml was imported from the checkout: {where}")
     config.addinivalue_line("markers", "cudasim: Numba-CUDA kernels in the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
     config.addinivalue_line("markers", "gpu: needs a CUDA device and CuPy")

@@ -33,7 +33,6 @@ from mpi4py import MPI
 from hpcml.apps import grid_decomp, restart
 from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.io import Output, checkpoint
-from hpcml.io.lock import hold
 from hpcml.linalg import PoissonOperator, cg, cg_pipelined, jacobi, manufactured
 from hpcml.runtime import StopPoll
 from hpcml.settings import CHOICES
@@ -83,11 +82,8 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     comm = MPI.COMM_WORLD if comm is None else comm
     validate_config(config, comm.Get_size())
     o = config["output"]
-    lock = hold(comm, files=[o["path"]], folders=[restart.checkpoint_directory(config["checkpoint"]["dir"], o["path"])])
-    try:
-        return _run(config, comm)
-    finally:
-        lock.release()
+    ckdir = restart.checkpoint_directory(config["checkpoint"]["dir"], o["path"])
+    return restart.run_locked(comm, o["path"], ckdir, lambda: _run(config, comm))
 
 
 def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:

@@ -25,14 +25,24 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hpcml.config import ConfigError
 
-__all__ = ["RESTART_VALUES", "RestartPlan", "checkpoint_directory", "plan", "restart_mode", "solution_record"]
+T = TypeVar("T")
+
+__all__ = [
+    "RESTART_VALUES",
+    "RestartPlan",
+    "checkpoint_directory",
+    "plan",
+    "restart_mode",
+    "run_locked",
+    "solution_record",
+]
 
 log = logging.getLogger("hpcml.apps")
 
@@ -166,3 +176,18 @@ def plan(
     if message and comm.Get_rank() == 0:
         log.info("%s", message)
     return RestartPlan(resume=resume, directory=where, record=record, mode=mode)
+
+
+def run_locked(comm: Any, output: str, checkpoints: Path | None, body: Callable[[], T]) -> T:
+    """Run ``body`` holding the locks of the output file and the checkpoint folder (collective).
+
+    The output-path contract: taken before anything is read or deleted, held for the
+    whole run, so a second job on the same paths is refused naming this one.
+    """
+    from hpcml.io.lock import hold
+
+    lock = hold(comm, files=[output], folders=[checkpoints])
+    try:
+        return body()
+    finally:
+        lock.release()

@@ -24,7 +24,6 @@ from mpi4py import MPI
 
 from hpcml.apps import restart
 from hpcml.config import ConfigError, check_choice, dumps
-from hpcml.io.lock import hold
 from hpcml.nn import HaloConv2d, Sequential, TileDataset, Trainer, TrainGrid, generate_heat_pairs
 from hpcml.settings import CHOICES
 
@@ -102,13 +101,8 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     comm = MPI.COMM_WORLD if comm is None else comm
     validate_config(config, comm.Get_size())
     o = config["output"]
-    lock = hold(
-        comm, files=[o["path"]], folders=[restart.checkpoint_directory(config["train"]["checkpoint_dir"], o["path"])]
-    )
-    try:
-        return _run(config, comm)
-    finally:
-        lock.release()
+    ckdir = restart.checkpoint_directory(config["train"]["checkpoint_dir"], o["path"])
+    return restart.run_locked(comm, o["path"], ckdir, lambda: _run(config, comm))
 
 
 def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:

@@ -163,6 +163,14 @@ class PlotContext:
         """``OUT/NAME-<what>.png``."""
         return self.out / f"{stem(self.path).name}-{what.replace('/', '_')}.png"
 
+    def save(self, fig: Any, what: str) -> Path:
+        """Lay out, write ``OUT/NAME-<what>.png`` and close ``fig``; the file written."""
+        fig.tight_layout()
+        target = self.target(what)
+        fig.savefig(target, dpi=110)
+        self.plt.close(fig)
+        return target
+
     def label(self, name: str) -> str:
         """``long name [units]`` of a variable or coordinate."""
         s = self.info["series"].get(name)
@@ -280,11 +288,7 @@ def plot_field(ctx: PlotContext, name: str) -> Path | None:
             mesh = draw_map(ctx, ax, data, space[-1], space[-2], name)
             ctx.plt.colorbar(mesh, ax=ax, label=ctx.label(name))
         ax.set_title(f"{name}: {where}", fontsize=9)
-    fig.tight_layout()
-    target = ctx.target(name)
-    fig.savefig(target, dpi=110)
-    ctx.plt.close(fig)
-    return target
+    return ctx.save(fig, name)
 
 
 def plot_series(ctx: PlotContext, names: list[str]) -> Path | None:
@@ -322,11 +326,7 @@ def plot_series(ctx: PlotContext, names: list[str]) -> Path | None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ctx.label(name), fontsize=8)
         ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    target = ctx.target("series")
-    fig.savefig(target, dpi=110)
-    ctx.plt.close(fig)
-    return target
+    return ctx.save(fig, "series")
 
 
 def plot_profile_series(ctx: PlotContext, name: str) -> Path | None:
@@ -356,11 +356,7 @@ def plot_profile_series(ctx: PlotContext, name: str) -> Path | None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ctx.label(ydim))
         ax.set_title(f"{name}{': ' + leads[p] if leads[p] else ''}", fontsize=9)
-    fig.tight_layout()
-    target = ctx.target(name)
-    fig.savefig(target, dpi=110)
-    ctx.plt.close(fig)
-    return target
+    return ctx.save(fig, name)
 
 
 Plotter = Callable[[PlotContext], list[Path]]

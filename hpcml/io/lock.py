@@ -7,8 +7,8 @@ its whole life.  A second job asking for the same path gets
 batch job, start time, command) and changes nothing.
 
 How
-    Rank 0 opens ``NAME.lock`` next to an output file (``DIR/.hpcml.lock``
-    inside a folder) and takes an exclusive POSIX record lock on it
+    Rank 0 opens ``NAME.lock`` next to the output file or folder ``NAME``
+    (nothing is created inside the folder) and takes an exclusive POSIX record lock on it
     (``fcntl.lockf``, which NFS and Lustre support; ``flock`` is local-only on
     some of them).  The kernel drops the lock when the process ends, however it
     ends, so a crashed or killed job never leaves a stale lock: the file it
@@ -44,10 +44,10 @@ _BUSY = {errno.EACCES, errno.EAGAIN}
 _HELD: dict[str, list[int]] = {}  # absolute lock file -> [fd, count] (this process)
 
 
-def lock_file(path: str | os.PathLike[str], *, folder: bool = False) -> Path:
-    """The lock file of an output file (``NAME.lock``) or of a folder (``DIR/.hpcml.lock``)."""
+def lock_file(path: str | os.PathLike[str]) -> Path:
+    """The lock file of an output file or folder ``NAME``: ``NAME.lock`` beside it."""
     p = Path(path)
-    return p / ".hpcml.lock" if folder else p.with_name(p.name + ".lock")
+    return p.with_name(p.name + ".lock")
 
 
 def _holder_text() -> str:
@@ -139,9 +139,7 @@ class PathLock:
         folders: Iterable[str | os.PathLike[str] | None] = (),
     ) -> None:
         self.comm = comm
-        self.targets = [(Path(f), lock_file(f)) for f in files if f] + [
-            (Path(d), lock_file(d, folder=True)) for d in folders if d
-        ]
+        self.targets = [(Path(p), lock_file(p)) for p in [*files, *folders] if p]
         self._taken: list[Path] = []
 
     def _root(self) -> list[str]:

@@ -171,25 +171,31 @@ def _write_field_virtual(f: h5py.File, var: Var) -> h5py.Dataset:
     return f.create_virtual_dataset(var.name, layout, fillvalue=_fill(np.dtype(var.dtype)))
 
 
-def write_main(path: str | os.PathLike[str], model: MainModel, *, materialize: Any = None) -> Path:
-    """Write ``model`` as the main file ``path``: a temporary file, flushed, then renamed over ``path``.
+def write_main(
+    path: str | os.PathLike[str], model: MainModel, *, materialize: Any = None, durable: bool = True
+) -> Path:
+    """Write ``model`` as the main file ``path``: a temporary file, then renamed over ``path``.
 
-    ``materialize`` (a callable ``(var, dset)``) fills plain field datasets
-    instead of creating virtual ones (consolidation).
+    The rename is atomic, so a killed writer leaves the previous complete file.
+    ``durable`` also fsyncs the file and the folder (survives a power cut; the
+    final write of a session does it).  ``materialize`` (a callable ``(var, f)``)
+    fills plain field datasets instead of creating virtual ones (consolidation).
     """
     from hpcml.io._common import fsync_dir, fsync_file
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=True) as f:
+        with h5py.File(tmp, "w") as f:
             _write_contents(f, model, materialize)
-        fsync_file(tmp)
+        if durable:
+            fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent if str(path.parent) else ".")
+    if durable:
+        fsync_dir(path.parent if str(path.parent) else ".")
     return path
 
 

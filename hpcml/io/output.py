@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -105,6 +106,13 @@ class Output:
     flush_every
         Make the file readable every this many completed series entries
         (``0``: only on :meth:`flush`/:meth:`close`).
+    flush_seconds
+        Replace the main file at most this often (seconds of wall time; decided
+        by rank 0) on those occasions and on :meth:`flush`; :meth:`close` always
+        does.  Rewriting the main file costs ~10-200 ms (more with many series
+        and a loaded file system), so a job writing many small snapshots is not
+        slowed down; a crash loses at most the entries of the last interval
+        (``0``: every time, ``flush(force=True)``: now).
     collective
         ``mpio`` only: collective MPI-IO transfers (``False``: independent).
     time_units
@@ -130,6 +138,7 @@ class Output:
         restart_step: int | None = None,
         xdmf: bool = True,
         flush_every: int = 1,
+        flush_seconds: float = 5.0,
         collective: bool = True,
         time_units: str | None = None,
         title: str | None = None,
@@ -150,6 +159,8 @@ class Output:
         self.xmf_path = stem(self.path).with_suffix(".xmf")
         self.consolidate, self.xdmf = bool(consolidate), bool(xdmf)
         self.flush_every = int(flush_every)
+        self.flush_seconds = float(flush_seconds)
+        self._main_written = -float("inf")  # rank 0: when the main file was last replaced
         self.time_units = time_units
         self._closed = False
         self._entries = 0
@@ -308,7 +319,7 @@ class Output:
     def _enter(self, var: str, axis: str, step: int, time: float | None, slot: int) -> int:
         ax = self._axis(axis)
         if slot < 0:
-            if self.flush_every > 0 and ax.n and (self._entries + 1) % self.flush_every == 0:
+            if self._dirty and self.flush_every > 0 and ax.n and (self._entries + 1) % self.flush_every == 0:
                 self._sync()  # the previous entries are complete: make them readable
             ax.steps.append(int(step))
             ax.times.append(float("nan") if time is None else float(time))
@@ -483,15 +494,23 @@ class Output:
             var.values[pos] = val
 
     # -- making the file readable -------------------------------------------------------------
-    def _sync(self) -> None:
-        """Flush every rank's data, then rank 0 rewrites the main file (and the sidecar)."""
+    def _sync(self, force: bool = False) -> None:
+        """Flush every rank's data, then rank 0 rewrites the main file (and the sidecar) if due."""
         self._writer.flush()
         if self.driver == "vds":
             self.comm.Barrier()  # every rank's data is with the OS before the main file points at it
-        root_call(self.comm, self._write_main)
-        self._dirty = False
 
-    def _write_main(self) -> None:
+        def due() -> bool:  # rank 0 decides (clocks differ between ranks), every rank learns it
+            if not (force or time.monotonic() - self._main_written >= self.flush_seconds):
+                return False
+            self._write_main()
+            self._main_written = time.monotonic()
+            return True
+
+        if root_call(self.comm, due):
+            self._dirty = False
+
+    def _write_main(self, durable: bool = False) -> None:
         """Rank 0: the main file from the model, then the sidecar; stale data files go after."""
         model = self._model_root
         for name, var in model.vars.items():
@@ -505,7 +524,7 @@ class Output:
                 # A static field written in this session replaces the earlier one.
                 old = self._old_maps.get(name, []) if var.axis is not None else []
                 var.maps = old + self._writer.mappings(name)
-        write_main(self.path, model)
+        write_main(self.path, model, durable=durable)
         if self._stale:  # mode "w": the replaced output's data files go once the new main file is in place
             remove_segments(self.parts, self._stale)
             self._stale = []
@@ -514,10 +533,15 @@ class Output:
 
             write_xdmf_for_model(self.xmf_path, self.path.name, model)
 
-    def flush(self) -> None:
-        """Make everything written so far readable now (collective)."""
+    def flush(self, force: bool = False) -> None:
+        """Make everything written so far readable (collective; nothing to do if nothing changed).
+
+        The main file is replaced if ``flush_seconds`` have passed since it last
+        was, or with ``force``.
+        """
         self._live()
-        self._sync()
+        if self._dirty:
+            self._sync(force)
 
     def close(self) -> None:
         """Flush, close the data files (fsync-ed), consolidate if asked, release the path (collective)."""
@@ -526,7 +550,7 @@ class Output:
         try:
             self._closed = True
             self._writer.close()  # flushed, fsync-ed and closed on every rank first
-            root_call(self.comm, self._write_main)
+            root_call(self.comm, lambda: self._write_main(durable=True))
             if self.consolidate:
                 from hpcml.io.consolidate import consolidate
 

@@ -32,7 +32,7 @@ import h5py
 from hpcml.io._common import FORMAT, stem
 from hpcml.io.errors import OutputError
 from hpcml.io.mainfile import MainModel, load_main, provenance_list
-from hpcml.io.vds import missing_sources
+from hpcml.io.vds import clip, missing_sources
 
 __all__ = ["Session", "parts_dir", "plan_session", "remove_segments", "segment_dir", "segments", "truncate"]
 
@@ -94,6 +94,8 @@ def truncate(model: MainModel, restart_step: int | None) -> None:
         var.n = min(var.n, n)
         if var.values is not None:
             var.values = var.values[: var.n]
+        # Mappings of dropped entries go now: the new entries written there must not overlap them.
+        var.maps = clip(var.maps, var.full_shape)
 
 
 @dataclass
@@ -143,6 +145,8 @@ def plan_session(
     """Rank 0: load (or start) the model, apply ``restart_step``, pick the driver and the segment."""
     from hpcml.io.writers import choose_driver
 
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):  # a writer killed before its rename (we hold the lock)
+        tmp.unlink(missing_ok=True)
     model = MainModel()
     existing = mode == "a" and path.exists()
     if existing:
@@ -180,20 +184,25 @@ def plan_session(
     runs.append(entry)
     history = str(model.attrs.get("history", "") or "")
     history = (history + "\n" if history else "") + _history_line(entry, "a" if existing else "w")
-    first_start = model.attrs.get("start_time", prov["start_time"]) if existing else prov["start_time"]
-    model.attrs.update(prov)
-    model.attrs.update(
-        {
-            "Conventions": "CF-1.8",
-            "title": title or model.attrs.get("title") or f"hpcml output {path.name}",
-            "source": f"hpcml {prov['hpcml_version']}",
-            "history": history,
-            "hpcml_provenance": json_dumps(runs),
-            "writer": chosen,
-            "start_time": first_start,
-        }
-    )
-    model.attrs["format"] = FORMAT
+    cf = {  # what CF tools and ncdump show first
+        "Conventions": "CF-1.8",
+        "title": title or model.attrs.get("title") or f"hpcml output {path.name}",
+        "source": f"hpcml {prov['hpcml_version']}",
+        "history": history,
+    }
+    # The root keeps few attributes (the main file is rewritten at every output step);
+    # start times, h5py/HDF5 versions and rank counts of every run are in hpcml_provenance.
+    own = {
+        "config": prov["config"],
+        "hpcml_version": prov["hpcml_version"],
+        "mpi_library": prov["mpi_library"],
+        "hpcml_provenance": json_dumps(runs),
+        "writer": chosen,
+        "format": FORMAT,
+    }
+    dropped = set(prov) | set(cf) | set(own)
+    rest = {k: v for k, v in model.attrs.items() if k not in dropped}  # user attributes (Output(attrs=...))
+    model.attrs = {**cf, **rest, **own}
     return Session(driver=chosen, segment=segment, model=model, existing=existing, stale=[] if existing else found)
 
 

@@ -73,6 +73,8 @@ class DataWriter(ABC):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.collective = collective
+        self._collective = False  # collective MPI-IO transfers (the shared file only)
+        self._file: h5py.File | None = None
         self.fields: dict[str, _Block] = {}
 
     def _relative(self, p: Path) -> str:
@@ -117,18 +119,41 @@ class DataWriter(ABC):
     def _create(self, name: str, array: Any, series: bool) -> None: ...
 
     @abstractmethod
-    def _write(self, name: str, array: Any, index: int | None) -> None: ...
-
-    @abstractmethod
     def _maps(self, name: str, rec: _Block, pos: int | None, j0: int, k: int) -> list[dict[str, Any]]: ...
 
     @abstractmethod
-    def flush(self) -> None:
-        """Hand every write so far to the operating system (collective)."""
+    def _file_start(self, decomp: Any) -> tuple[int, ...]:
+        """Where this rank's block starts in its data file's dataset."""
 
     @abstractmethod
+    def _synced_path(self) -> Path | None:
+        """The data file this rank fsyncs on :meth:`close` (``None``: another rank does)."""
+
+    def _write(self, name: str, array: Any, index: int | None) -> None:
+        assert self._file is not None
+        d = array.decomp
+        ds = self._file[name]
+        lead: tuple[int, ...] = ()
+        if index is not None:
+            ds.resize(index + 1, axis=0)
+            lead = (index,)
+        write_box(ds, self._file_start(d), array.data, d.interior, lead=lead, collective=self._collective)
+
+    def flush(self) -> None:
+        """Hand every write so far to the operating system (collective)."""
+        if self._file is not None:
+            self._file.flush()
+
     def close(self, durable: bool = True) -> None:
-        """Close the data files, fsync-ed when ``durable`` (collective)."""
+        """Close the data files, fsync-ed when ``durable``; every rank's is closed when this returns."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            path = self._synced_path()
+            if durable and path is not None:
+                fsync_file(path)
+        # A reader (or the next main-file write) must not find a data file still open.
+        self.comm.Barrier()
 
     @abstractmethod
     def abandon(self) -> None:
@@ -149,10 +174,6 @@ class RankFilesWriter(DataWriter):
     """``vds``: every rank appends its blocks to its own file; no communication."""
 
     name = "vds"
-
-    def __init__(self, main: Path, segment_dir: Path, comm: Any, collective: bool = True) -> None:
-        super().__init__(main, segment_dir, comm, collective)
-        self._file: h5py.File | None = None
 
     def rank_path(self, rank: int) -> Path:
         """Data file of ``rank``."""
@@ -182,15 +203,11 @@ class RankFilesWriter(DataWriter):
         ds.attrs["start"] = list(d.start)
         ds.attrs["global_shape"] = list(d.shape)
 
-    def _write(self, name: str, array: Any, index: int | None) -> None:
-        assert self._file is not None
-        d = array.decomp
-        ds = self._file[name]
-        if index is None:
-            write_box(ds, (0,) * d.ndim, array.data, d.interior)
-            return
-        ds.resize(index + 1, axis=0)
-        write_box(ds, (0,) * d.ndim, array.data, d.interior, lead=(index,))
+    def _file_start(self, decomp: Any) -> tuple[int, ...]:
+        return (0,) * decomp.ndim  # the file holds this rank's block only
+
+    def _synced_path(self) -> Path | None:
+        return self.rank_path(self.rank)
 
     def _maps(self, name: str, rec: _Block, pos: int | None, j0: int, k: int) -> list[dict[str, Any]]:
         out = []
@@ -204,21 +221,6 @@ class RankFilesWriter(DataWriter):
             else:
                 out.append(mapping(src, "/" + name, (pos, *start), (k, *shape), (n, *shape), (j0,) + (0,) * len(shape)))
         return out
-
-    def flush(self) -> None:
-        """Flush this rank's file."""
-        if self._file is not None:
-            self._file.flush()
-
-    def close(self, durable: bool = True) -> None:
-        """Close (and fsync) this rank's file; every rank's is closed when this returns."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-            if durable:
-                fsync_file(self.rank_path(self.rank))
-        # A reader (or the next main-file write) must not find a rank file still open.
-        self.comm.Barrier()
 
     def abandon(self) -> None:
         """Close this rank's file."""
@@ -234,7 +236,7 @@ class SharedFileWriter(DataWriter):
 
     def __init__(self, main: Path, segment_dir: Path, comm: Any, collective: bool = True) -> None:
         super().__init__(main, segment_dir, comm, collective)
-        self._file: h5py.File | None = None
+        self._collective = collective
         self.path = segment_dir / "data.h5"
 
     def files(self) -> list[Path]:
@@ -258,15 +260,11 @@ class SharedFileWriter(DataWriter):
         else:
             f.create_dataset(name, shape=shape, dtype=dtype, fill_time="never")
 
-    def _write(self, name: str, array: Any, index: int | None) -> None:
-        assert self._file is not None
-        d = array.decomp
-        ds = self._file[name]
-        if index is None:
-            write_box(ds, d.start, array.data, d.interior, collective=self.collective)
-            return
-        ds.resize(index + 1, axis=0)
-        write_box(ds, d.start, array.data, d.interior, lead=(index,), collective=self.collective)
+    def _file_start(self, decomp: Any) -> tuple[int, ...]:
+        return tuple(decomp.start)  # the global array
+
+    def _synced_path(self) -> Path | None:
+        return self.path if self.rank == 0 else None
 
     def _maps(self, name: str, rec: _Block, pos: int | None, j0: int, k: int) -> list[dict[str, Any]]:
         src = self._relative(self.path)
@@ -275,20 +273,6 @@ class SharedFileWriter(DataWriter):
         n = len(rec.positions)
         zeros = (0,) * len(rec.shape)
         return [mapping(src, "/" + name, (pos, *zeros), (k, *rec.shape), (n, *rec.shape), (j0, *zeros))]
-
-    def flush(self) -> None:
-        """Collective HDF5 flush of the shared file."""
-        if self._file is not None:
-            self._file.flush()
-
-    def close(self, durable: bool = True) -> None:
-        """Close the shared file (collective); rank 0 fsyncs it."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-            if durable and self.rank == 0:
-                fsync_file(self.path)
-        self.comm.Barrier()
 
     def abandon(self) -> None:
         """Nothing to do: closing the shared file is collective (the job is aborting)."""

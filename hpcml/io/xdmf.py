@@ -67,21 +67,25 @@ def _uniform(values: np.ndarray) -> tuple[float, float] | None:
     return None
 
 
-def _geometry(grid: ET.Element, model: MainModel, space: tuple[str, ...]) -> None:
+def _mesh(model: MainModel, space: tuple[str, ...], dims3: str) -> tuple[ET.Element, ET.Element]:
+    """Topology and geometry of a grid (built once per group, shared by every grid of it)."""
     values = [np.asarray(model.coords[d].values, dtype=float) for d in space]
     if len(values) == 2:
         values = [np.zeros(1), *values]  # a 2-D field is one layer: z = 0
     uni = [_uniform(v) for v in values]
     if all(u is not None for u in uni):
-        geo = ET.SubElement(grid, "Geometry", GeometryType="ORIGIN_DXDYDZ")
+        topo = ET.Element("Topology", TopologyType="3DCoRectMesh", Dimensions=dims3)
+        geo = ET.Element("Geometry", GeometryType="ORIGIN_DXDYDZ")
         for part in (0, 1):  # origin, then spacing; slowest axis (z) first, as the dimensions
             item = ET.SubElement(geo, "DataItem", Format="XML", Dimensions="3", NumberType="Float", Precision="8")
             item.text = _fmt([u[part] for u in uni])  # type: ignore[index]
-        return
-    geo = ET.SubElement(grid, "Geometry", GeometryType="VXVYVZ")
+        return topo, geo
+    topo = ET.Element("Topology", TopologyType="3DRectMesh", Dimensions=dims3)
+    geo = ET.Element("Geometry", GeometryType="VXVYVZ")
     for v in reversed(values):  # X, Y, Z
         item = ET.SubElement(geo, "DataItem", Format="XML", Dimensions=str(v.size), NumberType="Float", Precision="8")
         item.text = _fmt(v)
+    return topo, geo
 
 
 def _attribute(grid: ET.Element, h5_name: str, var: Var, lead: tuple[int, ...], dims3: str) -> None:
@@ -120,6 +124,7 @@ def build_xdmf(h5_name: str, model: MainModel) -> ET.Element:
     for (axis, lead, space, n), members in groups.items():
         sizes = [model.dim_size(d) or 0 for d in space]
         dims3 = " ".join(str(x) for x in ([1, *sizes] if len(sizes) == 2 else sizes))
+        topo, geo = _mesh(model, space, dims3)  # the same elements in every grid of the group
         names = "+".join(m.name for m in members)
         leads: list[tuple[tuple[int, ...], str]] = [((), names)]
         if lead:
@@ -129,9 +134,7 @@ def build_xdmf(h5_name: str, model: MainModel) -> ET.Element:
         for index, title in leads:
             if axis is None:
                 grid = ET.SubElement(domain, "Grid", Name=title, GridType="Uniform")
-                ET.SubElement(grid, "Topology", TopologyType="3DCoRectMesh", Dimensions=dims3)
-                _set_topology(grid, model, space, dims3)
-                _geometry(grid, model, space)
+                grid.extend([topo, geo])
                 for m in members:
                     _attribute(grid, h5_name, m, index, dims3)
                 continue
@@ -141,9 +144,7 @@ def build_xdmf(h5_name: str, model: MainModel) -> ET.Element:
                 t = ax.times[i] if ax.kind == "time" and not np.isnan(ax.times[i]) else ax.steps[i]
                 grid = ET.SubElement(coll, "Grid", Name=f"{title} {i}", GridType="Uniform")
                 ET.SubElement(grid, "Time", Value=repr(float(t)))
-                ET.SubElement(grid, "Topology", TopologyType="3DCoRectMesh", Dimensions=dims3)
-                _set_topology(grid, model, space, dims3)
-                _geometry(grid, model, space)
+                grid.extend([topo, geo])
                 for m in members:
                     _attribute(grid, h5_name, m, (i, *index), dims3)
     return root
@@ -152,13 +153,6 @@ def build_xdmf(h5_name: str, model: MainModel) -> ET.Element:
 def _label(v: Any) -> str:
     f = float(v)
     return str(int(f)) if f.is_integer() else repr(f)
-
-
-def _set_topology(grid: ET.Element, model: MainModel, space: tuple[str, ...], dims3: str) -> None:
-    """Rectilinear topology where the coordinates are not uniform."""
-    values = [np.asarray(model.coords[d].values, dtype=float) for d in space]
-    if not all(_uniform(v) is not None for v in values):
-        grid.find("Topology").set("TopologyType", "3DRectMesh")  # type: ignore[union-attr]
 
 
 def write_xdmf(xmf_path: str | os.PathLike[str], root: ET.Element) -> Path:

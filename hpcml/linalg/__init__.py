@@ -24,6 +24,7 @@ See ``docs/solvers.md``.
 from hpcml.linalg.cg import NotSPDError, SolveInfo, cg, cg_pipelined, check_symmetric
 from hpcml.linalg.csr import DistCSR
 from hpcml.linalg.krylov import bicgstab, gmres
+from hpcml.linalg.multigrid import Multigrid
 from hpcml.linalg.poisson import PoissonOperator, jacobi, manufactured, poisson_matrix
 from hpcml.linalg.precond import BlockILU, Jacobi
 from hpcml.linalg.summa import DistMatrix, summa
@@ -35,6 +36,7 @@ __all__ = [
     "NotSPDError",
     "PoissonOperator",
     "Jacobi",
+    "Multigrid",
     "SolveInfo",
     "bicgstab",
     "cg",

@@ -86,12 +86,13 @@ def generate_heat_pairs(
     try:
         for s in range(int(samples)):
             u = DistArray.from_global(d, random_field(shape, seed, s, modes), dtype="f8")
-            out.write("u_in", u, step=s, time=0.0)
+            out.write("u_in", u, step=s, axis="sample", long_name="initial field", attrs={"time": 0.0})
             un = u.zeros_like()
             for _ in range(int(steps_ahead)):
                 _step(u, un, cy, cx, "auto")
                 u, un = un, u
-            out.write("u_out", u, step=s, time=steps_ahead * dt)
+            later = {"time": steps_ahead * dt}
+            out.write("u_out", u, step=s, axis="sample", long_name="field steps_ahead steps later", attrs=later)
     finally:
         out.close()
         d.free()

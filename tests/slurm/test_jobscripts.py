@@ -105,6 +105,7 @@ def test_generated_scripts_check(tmp_path, scheduler, gpus):
     if scheduler == "slurm":
         assert "#SBATCH --ntasks-per-node=2" in text and "srun --mpi=pmi2" in text
         assert ("--gpus-per-task=1" in text) == bool(gpus)
+        assert "hpcml run --set run.restart=auto 'my job.toml'" in text  # a requeued job resumes
 
 
 def test_cli_jobscript_error_exit(tmp_path):

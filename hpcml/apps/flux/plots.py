@@ -76,11 +76,7 @@ def _maps(ctx: PlotContext) -> Path | None:
         ax.set_xlabel("longitude [degrees]")
         ax.set_ylabel("latitude [degrees]")
         ax.set_title(f"B_r, realization {r}, {_when(ctx, i)}", fontsize=9)
-    fig.tight_layout()
-    target = ctx.target("br")
-    fig.savefig(target, dpi=110)
-    ctx.plt.close(fig)
-    return target
+    return ctx.save(fig, "br")
 
 
 def _history(ctx: PlotContext) -> Path | None:
@@ -119,11 +115,7 @@ def _history(ctx: PlotContext) -> Path | None:
                 ax.set_xlabel(xlabel)
             if col == 0:
                 ax.legend(fontsize=6)
-    fig.tight_layout()
-    target = ctx.target("history")
-    fig.savefig(target, dpi=110)
-    ctx.plt.close(fig)
-    return target
+    return ctx.save(fig, "history")
 
 
 def _butterfly(ctx: PlotContext) -> Path | None:
@@ -149,11 +141,7 @@ def _butterfly(ctx: PlotContext) -> Path | None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("latitude [degrees]")
         ax.set_title(f"butterfly diagram, realization {r}", fontsize=9)
-    fig.tight_layout()
-    target = ctx.target("butterfly")
-    fig.savefig(target, dpi=110)
-    ctx.plt.close(fig)
-    return target
+    return ctx.save(fig, "butterfly")
 
 
 def plot(ctx: PlotContext) -> list[Path]:

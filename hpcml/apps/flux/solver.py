@@ -107,6 +107,7 @@ class FluxSolver:
         self.next_ckpt_time: float | None = None
         self.maps_written = 0
         self.map_step = -1  # step of the last initial/cadence map (restarts rewrite it)
+        self.restarted_from = 0
         self.solution: dict[str, Any] = {}
         self.stopped_early = False
         self.sources = FluxEmergence(self) if prm.advance_source else None
@@ -340,8 +341,10 @@ class FluxSolver:
         plan = restart.plan(self.cfg, ckdir, SOLUTION_KEYS, self.world, "flux")
         self.solution = plan.record
         restarted = plan.resume
+        self.restarted_from = 0
         if restarted:
             got = load_checkpoint(self, ckdir, expect=plan.record)
+            self.restarted_from = self.step
             if self.rank0:
                 log.info("flux: restarted from %s at step %d, time %.6g h", got, self.step, self.time)
         if self.rank0 and out["history"]:
@@ -429,6 +432,7 @@ class FluxSolver:
             "grid": [self.grid.Nt, self.grid.Nf],
             "realizations": self.prm.n_real,
             "steps": self.step,
+            "restarted_from": self.restarted_from,
             "time": self.time,
             "stopped_early": self.stopped_early,
             "seconds": wall,
