@@ -79,11 +79,12 @@ class ProcessGroups:
 
 
 def _default_device(grid: TrainGrid) -> torch.device:
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    node = grid.comm.Split_type(MPI.COMM_TYPE_SHARED)
+    """GPU ``local_rank % device_count`` if this rank sees CUDA, else the CPU (collective either way)."""
+    node = grid.comm.Split_type(MPI.COMM_TYPE_SHARED)  # on every rank: whether CUDA is seen may differ
     local = node.Get_rank()
     node.Free()
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
     return torch.device("cuda", local % torch.cuda.device_count())
 
 
