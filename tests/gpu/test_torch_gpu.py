@@ -44,7 +44,7 @@ def test_dlpack_view_shares_device_memory(comm):
 def test_cuda_exchange_in_place_equals_cpu(comm):
     dev = _cuda()
     dims = MPI.Compute_dims(comm.size, 2)
-    grid = ht.TrainGrid(comm, 1, (5 * dims[0] + 1, 4 * dims[1] + 1), periodic=(True, False))
+    grid = ht.TrainGrid(comm, 1, (5 * dims[0] + 1, 4 * dims[1] + 1), dims=dims, periodic=(True, False))
     try:
         gen = torch.Generator().manual_seed(comm.rank)
         x = torch.randn((2, 3, *grid.local_shape), dtype=torch.float64, generator=gen)
@@ -62,8 +62,7 @@ def test_cuda_exchange_in_place_equals_cpu(comm):
 @pytest.mark.mpi
 def test_cuda_training_step_equals_cpu(comm):
     dev = _cuda()
-    dims = MPI.Compute_dims(comm.size, 2)
-    shape = (8 * dims[0], 8 * dims[1])
+    shape = (8 * comm.size, 8 * comm.size)
     results = {}
     for device in (torch.device("cpu"), dev):
         grid = ht.TrainGrid(comm, 1, shape, periodic=True)

@@ -35,7 +35,7 @@ def test_device_plan_matches_host(comm, method):
             pytest.skip("the 'device' method on a real GPU needs a CUDA-aware MPI")
     dims = MPI.Compute_dims(comm.size, 2)
     shape = (3 * dims[0] + 1, 2 * dims[1] + 1)
-    grid = TrainGrid(comm, 1, shape, periodic=(True, False))
+    grid = TrainGrid(comm, 1, shape, dims=dims, periodic=(True, False))
     try:
         halo, periodic = (1, 2), (True, False)
         rng = np.random.default_rng(comm.rank)
