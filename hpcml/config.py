@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "apply_overrides",
     "available_apps",
+    "check_choice",
     "default_config",
     "dumps",
     "load_config",
@@ -36,6 +37,19 @@ DEFAULT_APP = "flux"
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid."""
+
+
+def check_choice(config: Mapping[str, Any], dotted: str, choices: Iterable[str]) -> str:
+    """The value at ``dotted`` (``"run.halo_method"``) if it is one of ``choices``, else a :class:`ConfigError`."""
+    value: Any = config
+    for key in dotted.split("."):
+        value = value[key]
+    allowed = tuple(choices)
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{dotted} = {value!r} is not one of {', '.join(allowed)}{hint}")
+    return value
 
 
 def available_apps() -> list[str]:
@@ -67,7 +81,17 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return path, value
 
 
+# Keys that take one of a few values of different TOML types (checked by value, not by the default's type).
+_CHOICES: dict[str, tuple[Any, ...]] = {"run.restart": (False, True, "auto")}
+
+
 def _check_type(dotted: str, default: Any, value: Any, where: str) -> Any:
+    if dotted in _CHOICES:
+        allowed = _CHOICES[dotted]
+        if not any(value is a or (isinstance(a, str) and value == a) for a in allowed):
+            shown = " | ".join(_toml_value(a) for a in allowed)
+            raise ConfigError(f"{where}: {dotted} must be {shown}, got {value!r}")
+        return value
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.devices import device_ops, is_contiguous, module_of, on_device
+from hpcml.backend import array_module, is_contiguous, is_device_array
+from hpcml.devices import device_ops
 from hpcml.kernels.pack import pack_words, unpack_words
 
 __all__ = ["StridedBlock", "UnsupportedDatatypeError", "pack_datatype"]
@@ -188,8 +189,8 @@ class StridedBlock:
         bandwidth, measured in docs/decomposition.md) copies through a strided view in
         canonical form.
         """
-        if on_device(array):
-            return self._pack_device(module_of(array), array, out, engine)
+        if is_device_array(array):
+            return self._pack_device(array_module(array), array, out, engine)
         self._check(array.nbytes)
         if out is None:
             out = np.empty(self.nbytes, dtype=np.uint8)
@@ -222,8 +223,8 @@ class StridedBlock:
         With ``accumulate`` the packed values are *added* (element dtype of ``array``),
         which the adjoint of a halo exchange needs.  ``engine`` as in :meth:`pack`.
         """
-        if on_device(array):
-            self._unpack_device(module_of(array), buf, array, accumulate, engine)
+        if is_device_array(array):
+            self._unpack_device(array_module(array), buf, array, accumulate, engine)
             return
         self._check(array.nbytes)
         if buf.nbytes < self.nbytes:

@@ -21,46 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcml.backend import array_module, is_device_array
-
-__all__ = [
-    "CupyOps",
-    "DeviceOps",
-    "NumbaCudaOps",
-    "device_ops",
-    "is_contiguous",
-    "is_numba_device_array",
-    "module_of",
-    "on_device",
-]
-
-
-def is_numba_device_array(x: Any) -> bool:
-    """True for a Numba-CUDA device array (``DeviceNDArray``, or the simulator's ``FakeCUDAArray``)."""
-    mod = type(x).__module__
-    return "numba" in mod and "cuda" in mod and hasattr(x, "copy_to_host")
-
-
-def on_device(x: Any) -> bool:
-    """True when ``x`` is a GPU array hpcml can exchange (CuPy, Numba-CUDA, simulated Numba-CUDA)."""
-    return is_device_array(x) or is_numba_device_array(x)
-
-
-def module_of(x: Any) -> ModuleType:
-    """``numpy``, ``cupy`` or ``numba.cuda``: the module whose operations serve ``x``."""
-    if is_numba_device_array(x):
-        from numba import cuda
-
-        return cuda
-    return array_module(x)
-
-
-def is_contiguous(x: Any, order: str = "C") -> bool:
-    """Whether ``x`` is contiguous in ``order``: NumPy/CuPy flag objects, or Numba's flag dict."""
-    flags = x.flags
-    if isinstance(flags, dict):
-        return bool(flags["C_CONTIGUOUS" if order == "C" else "F_CONTIGUOUS"])
-    return bool(flags.c_contiguous if order == "C" else flags.f_contiguous)
+__all__ = ["CupyOps", "DeviceOps", "NumbaCudaOps", "device_ops"]
 
 
 class DeviceOps(ABC):

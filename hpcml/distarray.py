@@ -14,15 +14,19 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
+from numpy.lib.mixins import NDArrayOperatorsMixin
 
-from hpcml.backend import array_module, xp_from_name
+from hpcml import distarray_ops, indexing, redistribute
+from hpcml.backend import array_module, compute_view, is_contiguous, is_device_array, to_host, xp_from_name
 from hpcml.decomp import CartDecomp
 from hpcml.halo import HaloExchange, HaloRequest, plan_for
 from hpcml.settings import rc
 
 __all__ = ["DistArray", "SUPPORTED_DTYPES", "check_dtype"]
 
-SUPPORTED_DTYPES = tuple(np.dtype(t) for t in ("float32", "float64", "complex64", "complex128", "int32", "int64"))
+SUPPORTED_DTYPES = tuple(
+    np.dtype(t) for t in ("float32", "float64", "complex64", "complex128", "int32", "int64", "bool")
+)
 
 
 def check_dtype(dtype: Any) -> np.dtype:
@@ -36,15 +40,21 @@ def check_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
-class DistArray:
+class DistArray(NDArrayOperatorsMixin):
     """Local ghosted block of a distributed array.
+
+    A NumPy citizen (:mod:`hpcml.distarray_ops`): operators and ufuncs work
+    element-wise on interiors, NumPy's reductions are collective, ``u[key]``
+    indexes the global array (:mod:`hpcml.indexing`), and
+    :meth:`redistribute` moves the field to another decomposition.
 
     Parameters
     ----------
     decomp
         The decomposition (global shape, process grid, halo widths).
     data
-        Local array of shape ``decomp.ghosted_shape`` (C- or F-contiguous).
+        Local array of shape ``decomp.ghosted_shape`` (C- or F-contiguous): NumPy, CuPy
+        or a Numba-CUDA device array (see :func:`hpcml.backend.array_module`).
 
     Attributes
     ----------
@@ -52,6 +62,9 @@ class DistArray:
         Ghosted local block; ``interior`` is the view without ghosts.
     decomp
         The :class:`~hpcml.decomp.CartDecomp`.
+    stale_halos
+        Set when hpcml changed owned cells (ufuncs, ``u[key] = v``,
+        redistribution) after the last exchange; ``exchange_halos`` clears it.
     """
 
     def __init__(self, decomp: CartDecomp, data: Any) -> None:
@@ -62,6 +75,49 @@ class DistArray:
         self.data = data
         self.xp = array_module(data)
         self._plans: dict[Any, HaloExchange] = {}
+        self.stale_halos = False
+
+    # -- NumPy protocol (hpcml.distarray_ops, hpcml.indexing, hpcml.redistribute) -----------
+    __array_ufunc__ = distarray_ops.array_ufunc
+    __array_function__ = distarray_ops.array_function
+    __getitem__ = indexing.getitem
+    __setitem__ = indexing.setitem
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        raise TypeError(
+            "a DistArray is distributed: use u.gather()/u.allgather() for the global NumPy array, "
+            "u.interior for the local block, or u[key] for a region"
+        )
+
+    def __bool__(self) -> bool:
+        raise ValueError("the truth value of a DistArray is ambiguous; use u.any() or u.all()")
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return len(self.decomp.shape)
+
+    @property
+    def size(self) -> int:
+        """Global number of cells."""
+        return int(np.prod(self.decomp.shape))
+
+    def astype(self, dtype: Any) -> DistArray:
+        """Copy converted to ``dtype`` (ghosts included)."""
+        return DistArray(self.decomp, self.data.astype(check_dtype(dtype)))
+
+    def copy_from(self, other: DistArray) -> None:
+        """Copy ``other``'s owned cells into this array (same block layout; halos become stale)."""
+        distarray_ops.same_layout(self, other)
+        self.interior[...] = other.interior
+        self.stale_halos = True
+
+    def redistribute(self, decomp: CartDecomp, order: str | None = None) -> DistArray:
+        """The same global field on ``decomp`` (one ``Alltoallv``; see :mod:`hpcml.redistribute`)."""
+        return redistribute.redistribute(self, decomp, order)
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -178,7 +234,7 @@ class DistArray:
     @property
     def order(self) -> str:
         """Memory order of ``data`` (``"C"`` or ``"F"``)."""
-        return "C" if self.data.flags.c_contiguous else "F"
+        return "C" if is_contiguous(self.data, "C") else "F"
 
     # -- halo exchange -------------------------------------------------------------------
     def halo_plan(self, method: str = "auto", corners: bool = True) -> HaloExchange:
@@ -196,9 +252,11 @@ class DistArray:
     def exchange_halos(self, method: str = "auto", corners: bool = True) -> None:
         """Fill the ghost layers from the neighbours (blocking)."""
         self.halo_plan(method, corners).exchange(self.data)
+        self.stale_halos = False
 
     def start_exchange(self, method: str = "auto", corners: bool = True) -> HaloRequest:
         """Start filling the ghost layers; compute on the interior, then ``req.wait()``."""
+        self.stale_halos = False
         return self.halo_plan(method, corners).start(self.data)
 
     def adjoint_exchange(self, method: str = "auto", corners: bool = True) -> None:
@@ -214,7 +272,7 @@ class DistArray:
         """
         comm = self.decomp.cart
         mpitype = from_numpy_dtype(self.dtype)
-        local = _host(np.ascontiguousarray(self.interior) if self.xp is np else self.xp.asnumpy(self.interior))
+        local = np.ascontiguousarray(to_host(self.interior))
         if comm.Get_rank() != root:
             comm.Send([local, local.size, mpitype], root, 78)
             return None
@@ -241,52 +299,102 @@ class DistArray:
     def _allreduce(self, value: Any, op: MPI.Op) -> Any:
         return self.decomp.cart.allreduce(value, op=op)
 
-    def sum(self) -> Any:
-        """Global sum of the owned cells."""
-        return self._allreduce(_scalar(self.xp.sum(self.interior)), MPI.SUM)
+    def _local(self, other: DistArray | None = None) -> tuple[Any, Any, Any]:
+        """``(xp, interior, other's interior)`` in a module with array operations (see :func:`compute_view`)."""
+        mine, xp = compute_view(self.interior)
+        theirs = None if other is None else compute_view(other.interior)[0]
+        return xp, mine, theirs
+
+    def sum(self, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False) -> Any:
+        """Global sum (collective; ``axis`` as NumPy, see :mod:`hpcml.distarray_ops`)."""
+        return distarray_ops.reduce(self, "sum", axis, dtype, out, keepdims)
+
+    def prod(self, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False) -> Any:
+        """Global product (collective)."""
+        return distarray_ops.reduce(self, "prod", axis, dtype, out, keepdims)
+
+    def mean(self, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False) -> Any:
+        """Global mean (collective)."""
+        return distarray_ops.reduce(self, "mean", axis, dtype, out, keepdims)
+
+    def var(self, axis: Any = None, dtype: Any = None, out: Any = None, ddof: float = 0, keepdims: bool = False) -> Any:
+        """Global variance, two passes as NumPy (collective)."""
+        return distarray_ops.reduce(self, "var", axis, dtype, out, keepdims, ddof)
+
+    def std(self, axis: Any = None, dtype: Any = None, out: Any = None, ddof: float = 0, keepdims: bool = False) -> Any:
+        """Global standard deviation (collective)."""
+        return distarray_ops.reduce(self, "std", axis, dtype, out, keepdims, ddof)
+
+    def max(self, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:
+        """Global maximum, NaN-propagating as NumPy (collective)."""
+        return distarray_ops.reduce(self, "max", axis, None, out, keepdims)
+
+    def min(self, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:
+        """Global minimum (collective)."""
+        return distarray_ops.reduce(self, "min", axis, None, out, keepdims)
+
+    def any(self, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:
+        """Whether any owned cell anywhere is true (collective)."""
+        return distarray_ops.reduce(self, "any", axis, None, out, keepdims)
+
+    def all(self, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:
+        """Whether every cell is true (collective)."""
+        return distarray_ops.reduce(self, "all", axis, None, out, keepdims)
 
     def dot(self, other: DistArray) -> Any:
         """Global ``sum(self * other)`` (no conjugation, like ``numpy.dot``)."""
         self._check_compatible(other)
-        local = self.xp.vdot(self.xp.conj(self.interior), other.interior) if self.interior.size else 0
+        xp, a, b = self._local(other)
+        local = xp.vdot(xp.conj(a), b) if a.size else 0
         return self._allreduce(_scalar(local), MPI.SUM)
 
     def vdot(self, other: DistArray) -> Any:
         """Global ``sum(conj(self) * other)`` (like ``numpy.vdot``)."""
         self._check_compatible(other)
-        local = self.xp.vdot(self.interior, other.interior) if self.interior.size else 0
+        xp, a, b = self._local(other)
+        local = xp.vdot(a, b) if a.size else 0
         return self._allreduce(_scalar(local), MPI.SUM)
 
     def norm(self) -> float:
         """Global 2-norm of the owned cells."""
-        local = float(self.xp.linalg.norm(self.interior.ravel())) if self.interior.size else 0.0
+        xp, a, _ = self._local()
+        local = float(xp.linalg.norm(a.ravel())) if a.size else 0.0
         return float(np.sqrt(self._allreduce(local * local, MPI.SUM)))
-
-    def max(self) -> Any:
-        """Global maximum of the owned cells (real dtypes)."""
-        if self.dtype.kind == "c":
-            raise TypeError("max() is undefined for complex arrays")
-        return self._allreduce(_scalar(self.xp.max(self.interior)), MPI.MAX)
-
-    def min(self) -> Any:
-        """Global minimum of the owned cells (real dtypes)."""
-        if self.dtype.kind == "c":
-            raise TypeError("min() is undefined for complex arrays")
-        return self._allreduce(_scalar(self.xp.min(self.interior)), MPI.MIN)
 
     def _check_compatible(self, other: DistArray) -> None:
         if other.decomp.shape != self.decomp.shape or other.decomp.local_shape != self.decomp.local_shape:
             raise ValueError("arrays have different decompositions")
+
+    # -- HDF5 shortcuts (hpcml.io does the work) ------------------------------------------
+    def write(self, path: Any, name: str, step: int | None = None, time: float | None = None, **kw: Any) -> None:
+        """Append this field to the output ``path`` as ``name`` (collective).
+
+        ``step=None`` stores a static snapshot (replaced by a later one); with a
+        step it joins the ``time`` series.  Keywords go to
+        :meth:`hpcml.io.Output.write` (``units``, ``dims``, ``coords``, ...).
+        Opens, writes and closes the file: for many snapshots keep an
+        :class:`hpcml.io.Output` open instead.
+        """
+        from hpcml.io import Output
+
+        with Output(path, self.decomp.cart, xdmf=kw.pop("xdmf", True)) as out:
+            out.write(name, self, step=step, time=time, **kw)
+
+    @classmethod
+    def read(cls, path: Any, name: str, decomp: CartDecomp, step: int | None = -1, **kw: Any) -> DistArray:
+        """Read snapshot ``step`` (default: the last) of ``name`` from ``path`` onto ``decomp`` (collective).
+
+        Any rank count or process grid; see :func:`hpcml.io.read`.
+        """
+        from hpcml.io import read
+
+        return read(path, name, decomp, step=step, **kw)
 
     def __repr__(self) -> str:
         return (
             f"DistArray(shape={self.shape}, dtype={self.dtype}, local_shape={self.decomp.local_shape}, "
             f"halo={self.decomp.halo}, rank={self.decomp.rank}, module={self.xp.__name__})"
         )
-
-
-def _host(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a)
 
 
 def _scalar(v: Any) -> Any:
@@ -297,7 +405,7 @@ def _scalar(v: Any) -> Any:
 def _validate_global(source: Any, shape: tuple[int, ...], dtype: Any) -> tuple[str | None, str | None]:
     if source is None:
         return "no array given on the root (pass an array or a callable)", None
-    if hasattr(source, "__cuda_array_interface__") and not isinstance(source, np.ndarray):
+    if is_device_array(source):
         return "give a host (NumPy) array on the root; use xp=cupy for device output", None
     if not isinstance(source, np.ndarray):
         return f"expected a numpy.ndarray, got {type(source).__name__}", None

@@ -2,115 +2,165 @@
 
 A :class:`HaloExchange` is built once per (decomposition, dtype, array module,
 memory order, method, corners) and cached on the :class:`~hpcml.decomp.CartDecomp`.
-Exchanges run dimension by dimension; each sweep spans the full ghosted extent
-of the other dimensions, so after the last sweep edges and corners hold the
-diagonal neighbours' values (9- and 27-point stencils work) with only
-``2 * ndim`` messages.  With ``corners=False`` all dimensions go out at once over
-interior extents only: one stage, fully overlappable, corners left stale.
+It is a small front over two parts:
 
-Methods (all deliver identical bytes and interoperate on the wire, because every
-message is typed with the element's MPI datatype):
+* what moves -- a :class:`~hpcml.halo_layout.HaloLayout`: stages (one per
+  dimension with ``corners=True``, so edges and corners are filled with ``2 * ndim``
+  messages; one stage over interior extents with ``corners=False``), one message
+  per peer per stage (both directions merged when they go to the same rank), and
+  local copies for periodic dimensions a rank holds whole;
+* how it moves -- one strategy class per method from the registry of
+  :mod:`hpcml.halo_strategies`:
 
-``datatype``
-    Committed MPI subarray types describe the faces; zero copies on our side.
 ``pack``
-    Faces are described as :class:`~hpcml.datatypes.StridedBlock` and packed into
-    contiguous buffers with a Numba kernel; a face that is one dense slab is sent
-    straight from the array.
-``staged`` / ``device`` (GPU arrays: CuPy, or Numba-CUDA device arrays)
-    Pack on the device, then send through host memory (``staged``) or hand the
-    device buffer to a CUDA-aware MPI (``device``).  The device-memory operations
-    come from :mod:`hpcml.devices`, so both array kinds share every line of the
-    plan; Numba-CUDA arrays also run in the CUDA simulator, which is how CI tests
-    these paths without a GPU.
+    Faces packed by one compiled call per stage, persistent requests, dense faces
+    sent straight from the array.  Default on CPUs.
+``datatype``
+    One committed MPI datatype per message over the ghosted array (zero copies on
+    hpcml's side).
+``staged`` / ``device``
+    GPU arrays (CuPy, Numba-CUDA): pack on the device, then send through pinned
+    host memory or hand the device buffer to a CUDA-aware MPI.
 ``auto``
-    ``HPCML_HALO_METHOD`` if set; else ``pack`` on the CPU (measured on this
-    MPICH: subarray types cost 1.2-80x a contiguous send of the same bytes and
-    collapse at power-of-two strides, packing costs far less) and on the GPU
-    ``device`` when MPI is CUDA-aware, ``staged`` otherwise.
+    Chosen among the registered strategies that serve the array's kind: the
+    ``HPCML_HALO_METHOD`` setting, else the measured model
+    (``hpcml bench datatypes --measure``, :mod:`hpcml.halo_model`), else the
+    strategy of highest priority.  Rank 0 of the decomposition decides and
+    broadcasts: a setting, a model file or an error seen by some ranks only can
+    neither split the ranks between methods nor leave some of them waiting.
+
+All methods deliver identical bytes and interoperate on the wire.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import warnings
 from typing import Any
 
 import numpy as np
 from mpi4py import MPI
-from mpi4py.util.dtlib import from_numpy_dtype
 
-from hpcml.datatypes import StridedBlock
-from hpcml.devices import device_ops, is_contiguous, module_of, on_device
+from hpcml.backend import array_module, is_contiguous, is_device_array, xp_from_name
+from hpcml.halo_layout import HaloLayout
+from hpcml.halo_strategies import REGISTRY, HaloStrategy, register_strategy, unregister_strategy
 from hpcml.settings import rc
 
-__all__ = ["HaloExchange", "HaloRequest", "METHODS", "choose_method", "get_plan"]
+__all__ = [
+    "HaloExchange",
+    "HaloRequest",
+    "HaloStrategy",
+    "choose_method",
+    "get_plan",
+    "methods",
+    "plan_for",
+    "register_strategy",
+    "unregister_strategy",
+]
 
-METHODS = ("auto", "datatype", "pack", "staged", "device")
-CPU_METHODS = ("datatype", "pack")
-GPU_METHODS = ("staged", "device")
+
+def methods() -> tuple[str, ...]:
+    """``"auto"`` and the names of every registered strategy."""
+    return ("auto", *REGISTRY)
 
 
-def cuda_aware_mpi() -> bool:
-    """Whether the MPI library accepts device buffers (see :mod:`hpcml.cudaaware`)."""
-    from hpcml.cudaaware import cuda_aware_mpi as query
+def choose_method(on_device: bool, requested: str = "auto", layout: HaloLayout | None = None) -> str:
+    """Resolve ``requested`` to a registered strategy name as this rank sees it (no communication).
 
-    return query()
+    ``"auto"`` takes ``rc.halo_method`` (``HPCML_HALO_METHOD``) if set, else the
+    measured model's choice for ``layout``'s faces (when a model file exists and
+    ``layout`` is given), else the usable strategy of highest priority for host or
+    GPU arrays.  Plans resolve ``"auto"`` on rank 0 only and broadcast the answer
+    (:func:`resolve_method`); call this directly only to report the choice.
 
-
-def choose_method(on_device: bool, requested: str = "auto") -> str:
-    """Resolve ``"auto"`` (and the ``HPCML_HALO_METHOD`` override) to a concrete method."""
-    if requested not in METHODS:
-        raise ValueError(f"unknown halo method {requested!r}; expected one of {METHODS}")
+    Raises
+    ------
+    ValueError
+        An unknown method, or one that does not serve this kind of array.
+    """
+    if requested not in methods():
+        raise ValueError(f"unknown halo method {requested!r}; expected one of {methods()}")
     if requested == "auto":
         requested = rc.halo_method or "auto"
-        if requested not in METHODS:
-            raise ValueError(f"halo method setting (HPCML_HALO_METHOD) {requested!r} is not one of {METHODS}")
-    if requested == "auto":
-        if on_device:
-            return "device" if cuda_aware_mpi() else "staged"
-        return "pack"
-    allowed = GPU_METHODS if on_device else CPU_METHODS
-    if requested not in allowed:
-        where = "GPU" if on_device else "host"
-        raise ValueError(f"halo method {requested!r} does not apply to {where} arrays; use one of {allowed}")
-    return requested
+        if requested not in methods():
+            raise ValueError(f"halo method setting (HPCML_HALO_METHOD) {requested!r} is not one of {methods()}")
+    kind = "GPU" if on_device else "host"
+    if requested != "auto":
+        if REGISTRY[requested].device != on_device:
+            allowed = tuple(n for n, c in REGISTRY.items() if c.device == on_device)
+            raise ValueError(f"halo method {requested!r} does not apply to {kind} arrays; use one of {allowed}")
+        return requested
+    candidates = [n for n, c in REGISTRY.items() if c.device == on_device and c.usable()]
+    if not candidates:
+        raise ValueError(f"no registered halo strategy serves {kind} arrays")
+    measured = _model_choice(on_device, layout, candidates) if layout is not None else None
+    return measured or max(candidates, key=lambda n: REGISTRY[n].priority)
 
 
-@dataclass
-class _Face:
-    """One direction of one dimension: what this rank sends to and receives from ``peer``."""
+def _model_choice(on_device: bool, layout: HaloLayout, candidates: list[str]) -> str | None:
+    """The measured model's pick among ``candidates``, or ``None`` (no model, or it names none of them)."""
+    from hpcml.halo_model import load_model, plan_faces
 
-    axis: int
-    peer: int
-    send_region: tuple[slice, ...]
-    recv_region: tuple[slice, ...]
-    send_tag: int
-    recv_tag: int
-    send_block: StridedBlock
-    recv_block: StridedBlock
-    count: int  # elements per message
-    send_type: Any = None
-    recv_type: Any = None
+    try:
+        model = load_model()
+    except ValueError as exc:  # a broken cache file must not stop a run: say so, use the default
+        warnings.warn(f"{exc}; halo method chosen without it", RuntimeWarning, stacklevel=3)
+        return None
+    if model is None:
+        return None
+    if on_device:
+        from hpcml.cudaaware import cuda_aware_mpi
+
+        biggest = max((m.nbytes for s in layout.stages for m in s.sends), default=0)
+        choice = model.choose_gpu(biggest, cuda_aware_mpi())
+    else:
+        strided = [f.send for s in layout.stages for m in s.packed_sends for f in m.faces if not f.send.contiguous]
+        choice = model.choose_cpu(plan_faces(strided))
+    return choice if choice in candidates else None
 
 
-@dataclass
-class _Buffers:
-    send: list[Any] = field(default_factory=list)
-    recv: list[Any] = field(default_factory=list)
+def resolve_method(decomp: Any, layout: HaloLayout, on_device: bool, requested: str) -> str:
+    """``requested`` as a strategy name; ``"auto"`` is decided on rank 0 and broadcast (collective).
+
+    An explicit name is checked locally (the same argument on every rank gives the
+    same answer without communication).  For ``"auto"`` every rank of
+    ``decomp.cart`` takes part in one broadcast, whatever its own settings and
+    files say; an error on rank 0 (a bad ``HPCML_HALO_METHOD`` there) is raised on
+    every rank.  The answer is cached per decomposition.
+    """
+    if requested != "auto":
+        return choose_method(on_device, requested)
+    key = ("auto-choice", layout.dtype.str, on_device, layout.corners, layout.order, rc.halo_method)
+    cache = decomp.plan_cache()
+    if key not in cache:
+        verdict: tuple[str, str] | None = None
+        if decomp.cart.Get_rank() == 0:
+            try:
+                verdict = ("ok", choose_method(on_device, "auto", layout))
+            except Exception as exc:
+                verdict = ("error", f"{exc} (on rank 0, which chooses the halo method for every rank)")
+        status, text = decomp.cart.bcast(verdict, root=0)
+        if status != "ok":
+            raise ValueError(text)
+        if text not in REGISTRY:  # rank 0 knows a strategy this rank has not registered
+            raise ValueError(f"rank 0 chose halo method {text!r}, which is not registered on this rank")
+        cache[key] = text
+    return cache[key]
 
 
 class HaloRequest:
     """An exchange in flight; ``wait()`` completes it (and any later stages)."""
 
-    def __init__(self, plan: HaloExchange, data: Any, bufs: _Buffers) -> None:
+    def __init__(self, plan: HaloExchange, data: Any, state: Any) -> None:
         self._plan = plan
         self._data = data
-        self._bufs = bufs
+        self._state = state
         self._stage = 0
+        self.done = not plan.layout.stages
         self._reqs: list[MPI.Request] = []
-        self.done = False
-        self._reqs = plan._post(self._stage, data, bufs)
+        if self.done:
+            plan._release(state)
+        else:
+            self._reqs = plan.strategy.start(0, data, state)
 
     def test(self) -> bool:
         """Progress without blocking; True once the whole exchange has completed."""
@@ -121,18 +171,20 @@ class HaloRequest:
     def wait(self) -> None:
         """Block until every ghost layer is filled."""
         while not self.done:
-            MPI.Request.Waitall(self._reqs)
+            if self._reqs:
+                MPI.Request.Waitall(self._reqs)
             self._advance()
 
     def _advance(self) -> None:
-        self._plan._finish(self._stage, self._data, self._bufs)
+        plan = self._plan
+        plan.strategy.finish(self._stage, self._data, self._state)
         self._stage += 1
-        if self._stage < len(self._plan.stages):
-            self._reqs = self._plan._post(self._stage, self._data, self._bufs)
+        if self._stage < len(plan.layout.stages):
+            self._reqs = plan.strategy.start(self._stage, self._data, self._state)
         else:
             self._reqs = []
             self.done = True
-            self._plan._release(self._bufs)
+            plan._release(self._state)
 
 
 class HaloExchange:
@@ -145,15 +197,28 @@ class HaloExchange:
     dtype
         Element type of the arrays.
     xp
-        ``numpy``, ``cupy`` or ``numba.cuda`` (Numba-CUDA device arrays).
+        ``numpy``, ``cupy`` or ``numba.cuda`` (a module or its name).
     method
-        One of :data:`METHODS` (see the module docstring).
+        ``"auto"`` or a registered strategy name (:func:`methods`); ``"auto"``
+        makes construction collective over ``decomp.cart`` the first time.
     corners
         Fill edge and corner ghosts too (dimension-by-dimension sweeps).  ``False``
         sends all faces at once over interior extents: enough for 5/7-point stencils.
     order
         ``"C"`` or ``"F"``: memory order of the arrays this plan serves.
+
+    Attributes
+    ----------
+    method
+        The strategy name in use.
+    layout
+        The :class:`~hpcml.halo_layout.HaloLayout` (stages, messages, local copies).
+    strategy
+        The :class:`~hpcml.halo_strategies.HaloStrategy` instance.
     """
+
+    #: pooled per-exchange states (exchanges in flight at once beyond this allocate afresh)
+    POOL = 4
 
     def __init__(
         self,
@@ -166,90 +231,40 @@ class HaloExchange:
     ) -> None:
         self.decomp = decomp
         self.dtype = np.dtype(dtype)
-        self.xp = xp
-        self.on_device = xp is not np
-        self.ops = device_ops(xp) if self.on_device else None
-        self.method = choose_method(self.on_device, method)
+        self.xp = xp_from_name(xp)
+        self.on_device = self.xp is not np
         self.corners = bool(corners)
         self.order = order
         self.comm = decomp.cart
-        self.rank = decomp.cart.Get_rank()
-        self.mpi_type = from_numpy_dtype(self.dtype)
-        shape = decomp.ghosted_shape
-        proto = np.lib.stride_tricks.as_strided(
-            np.empty(1, dtype=self.dtype), shape=shape, strides=_strides(shape, self.dtype.itemsize, order)
-        )
-        faces: list[list[_Face]] = [[] for _ in range(decomp.ndim)]
-        self._self_blocks: list[list[tuple[StridedBlock, StridedBlock]]] = [[] for _ in range(decomp.ndim)]
-        self.self_copies: list[list[tuple[tuple[slice, ...], tuple[slice, ...]]]] = [[] for _ in range(decomp.ndim)]
-        for d in range(decomp.ndim):
-            h, n = decomp.halo[d], decomp.local_shape[d]
-            if h == 0:
-                continue
-            lo, hi = decomp.neighbors[d]
-            extent = [
-                slice(None) if corners else slice(decomp.halo[e], decomp.halo[e] + decomp.local_shape[e])
-                for e in range(decomp.ndim)
-            ]
-
-            def region(s: slice, d: int = d, extent: list[slice] = extent) -> tuple[slice, ...]:
-                r = list(extent)
-                r[d] = s
-                return tuple(r)
-
-            up_send, up_recv = region(slice(n, n + h)), region(slice(0, h))  # data flows to +d
-            dn_send, dn_recv = region(slice(h, 2 * h)), region(slice(h + n, n + 2 * h))  # flows to -d
-            # A rank that is its own neighbour (periodic, one rank along d) copies locally.
-            if hi == self.rank and lo == self.rank:
-                self.self_copies[d] += [(up_send, up_recv), (dn_send, dn_recv)]
-                self._self_blocks[d] += [
-                    (StridedBlock.from_view(proto, src), StridedBlock.from_view(proto, dst))
-                    for src, dst in ((up_send, up_recv), (dn_send, dn_recv))
-                ]
-                continue
-            for peer, send, recv, stag, rtag in (
-                (hi, up_send, dn_recv, 2 * d, 2 * d + 1),
-                (lo, dn_send, up_recv, 2 * d + 1, 2 * d),
-            ):
-                if peer == MPI.PROC_NULL:
-                    continue
-                sb, rb = StridedBlock.from_view(proto, send), StridedBlock.from_view(proto, recv)
-                faces[d].append(_Face(d, peer, send, recv, stag, rtag, sb, rb, sb.nbytes // self.dtype.itemsize))
-        if self.method == "datatype":
-            mpi_order = MPI.ORDER_C if order == "C" else MPI.ORDER_FORTRAN
-            for face in (f for fs in faces for f in fs):
-                face.send_type = _subarray(self.mpi_type, shape, face.send_region, mpi_order)
-                face.recv_type = _subarray(self.mpi_type, shape, face.recv_region, mpi_order)
-        if corners:
-            self.stages = [(d,) for d in range(decomp.ndim)]
-        else:
-            self.stages = [tuple(range(decomp.ndim))]
-        self.faces = faces
-        self._pool: list[_Buffers] = []
-        numbered = [(i, f) for i, f in enumerate(f for fs in faces for f in fs)]
-        self._by_stage = [[(i, f) for i, f in numbered if f.axis in st] for st in self.stages]
+        self.layout = _layout(decomp, self.dtype, order, self.corners)
+        self.method = resolve_method(decomp, self.layout, self.on_device, method)
+        self.strategy: HaloStrategy = REGISTRY[self.method](self.layout, self.xp)
+        self._pool: list[Any] = []
+        self._shape = tuple(decomp.ghosted_shape)
 
     # -- public API ----------------------------------------------------------------------
     def exchange(self, data: Any) -> None:
         """Fill the ghost layers of ``data`` (blocking)."""
         self._check(data)
-        bufs = self._pool.pop() if self._pool else self._new_buffers()
-        for stage in range(len(self.stages)):
-            reqs = self._post(stage, data, bufs)
+        strategy = self.strategy
+        state = self._pool.pop() if self._pool else strategy.new_state()
+        for stage in range(len(self.layout.stages)):
+            reqs = strategy.start(stage, data, state)
             if reqs:
                 MPI.Request.Waitall(reqs)
-            self._finish(stage, data, bufs)
-        self._release(bufs)
+            strategy.finish(stage, data, state)
+        self._release(state)
 
     def start(self, data: Any) -> HaloRequest:
         """Begin filling the ghost layers of ``data``; call ``wait()`` on the result.
 
-        Exchanges that are in flight together must be started in the same order on
-        every rank (messages are matched by order, as in any MPI code).
+        Exchanges that are in flight together must be started, and completed, in
+        the same order on every rank (messages are matched by order, as in any MPI
+        code).
         """
         self._check(data)
-        bufs = self._pool.pop() if self._pool else self._new_buffers()
-        return HaloRequest(self, data, bufs)
+        state = self._pool.pop() if self._pool else self.strategy.new_state()
+        return HaloRequest(self, data, state)
 
     def adjoint(self, data: Any) -> None:
         """Apply the adjoint of :meth:`exchange` in place (blocking).
@@ -260,72 +275,33 @@ class HaloExchange:
         they are).  Stages run in reverse order, so corner contributions travel back
         through the same path.  This is the backward pass of a halo-exchanging layer:
         ``<exchange(x), y> == <x, adjoint(y)>`` over the ghosted arrays of all ranks.
-        Packed buffers are used whatever the plan's method (MPI datatypes cannot add).
         """
         self._check(data)
-        ops = self.ops
-        staged = self.on_device and self.method != "device"  # device buffers go through host memory
-        for stage in reversed(range(len(self.stages))):
-            faces = self._by_stage[stage]
-            reqs, incoming, keep = [], [], []
-            for _, face in faces:
-                n = face.send_block.nbytes
-                buf = ops.empty(n) if self.on_device and not staged else np.empty(n, np.uint8)
-                incoming.append(buf)
-                reqs.append(self.comm.Irecv([buf, face.count, self.mpi_type], face.peer, face.send_tag))
-            for _, face in faces:
-                out = face.recv_block.pack(data)  # the ghost layer goes back to its owner
-                if self.on_device:
-                    ops.synchronize()
-                    if staged:
-                        host = np.empty(face.recv_block.nbytes, np.uint8)
-                        ops.to_host(out, host)
-                        out = host
-                keep.append(out)
-                reqs.append(self.comm.Isend([out, face.count, self.mpi_type], face.peer, face.recv_tag))
-            MPI.Request.Waitall(reqs)
-            for (_, face), buf in zip(faces, incoming):
-                back = buf
-                if staged:
-                    back = ops.empty(buf.nbytes)
-                    ops.to_device(buf, back)
-                face.send_block.unpack(back, data, accumulate=True)
-            for _, face in faces:
-                data[face.recv_region] = 0
-            blocks = [b for d in self.stages[stage] for b in self._self_blocks[d]]
-            for src, dst in blocks:  # sum each ghost copy back into the cell it came from
-                src.unpack(dst.pack(data), data, accumulate=True)
-            for _, dst in (c for d in self.stages[stage] for c in self.self_copies[d]):
-                data[dst] = 0
+        self.strategy.adjoint(data)
 
     @property
     def nbytes(self) -> int:
         """Bytes this rank sends per exchange (received bytes are the same)."""
-        return sum(f.send_block.nbytes for fs in self.faces for f in fs)
+        return self.layout.nbytes
 
     @property
     def copy_nbytes(self) -> int:
         """Bytes copied locally per exchange (periodic dimensions held by one rank)."""
-        total = 0
-        shape = self.decomp.ghosted_shape
-        for copies in self.self_copies:
-            for _, dst in copies:
-                total += int(np.prod([len(range(*s.indices(n))) for s, n in zip(dst, shape)]))
-        return total * self.dtype.itemsize
+        return self.layout.copy_nbytes
 
     @property
     def messages(self) -> int:
         """Point-to-point messages this rank sends per exchange."""
-        return sum(len(fs) for fs in self.faces)
+        return self.layout.messages
 
     def free(self) -> None:
-        """Free committed MPI datatypes; the plan is unusable afterwards."""
-        for face in (f for fs in self.faces for f in fs):
-            for t in (face.send_type, face.recv_type):
-                if t is not None and t != MPI.DATATYPE_NULL:
-                    t.Free()
-            face.send_type = face.recv_type = None
+        """Free MPI datatypes and persistent requests; the plan is unusable afterwards."""
+        free_state = getattr(self.strategy, "free_state", None)
+        for state in self._pool:
+            if free_state is not None:
+                free_state(state)
         self._pool.clear()
+        self.strategy.free()
 
     def __del__(self) -> None:  # Free is local; safe to do when the plan is dropped
         try:
@@ -336,128 +312,47 @@ class HaloExchange:
 
     # -- internals -----------------------------------------------------------------------
     def _check(self, data: Any) -> None:
-        if tuple(data.shape) != self.decomp.ghosted_shape:
-            raise ValueError(f"array shape {tuple(data.shape)} != ghosted shape {self.decomp.ghosted_shape}")
+        if type(data) is np.ndarray and not self.on_device:  # the hot path: one cheap test
+            if data.shape == self._shape and data.dtype == self.dtype and is_contiguous(data, self.order):
+                return
+        if tuple(data.shape) != self._shape:
+            raise ValueError(f"array shape {tuple(data.shape)} != ghosted shape {self._shape}")
         if np.dtype(data.dtype) != self.dtype:
             raise TypeError(f"array dtype {data.dtype} does not match the plan's {self.dtype}")
-        if on_device(data) != self.on_device or (self.on_device and module_of(data) is not self.xp):
+        if is_device_array(data) != self.on_device or (self.on_device and array_module(data) is not self.xp):
             raise TypeError(f"{type(data).__name__} is not an array of the plan's module {self.xp.__name__}")
         if not is_contiguous(data, self.order):
             raise ValueError(f"halo exchange needs a {self.order}-contiguous ghosted array")
 
-    def _new_buffers(self) -> _Buffers:
-        bufs = _Buffers()
-        if self.method == "datatype":
-            return bufs
-        host_side = self.method == "staged"
-        for face in (f for fs in self.faces for f in fs):
-            bufs.send.append(self._alloc(face.send_block, host_side))
-            bufs.recv.append(self._alloc(face.recv_block, host_side))
-        return bufs
-
-    def _alloc(self, block: StridedBlock, host_side: bool) -> Any:
-        if block.contiguous and not self.on_device:
-            return None  # sent straight from / received straight into the array
-        if not self.on_device:
-            return np.empty(block.nbytes, dtype=np.uint8)
-        dev = self.ops.empty(block.nbytes)
-        if host_side:
-            return (dev, self.ops.pinned(block.nbytes))
-        return dev
-
-    def _release(self, bufs: _Buffers) -> None:
-        if len(self._pool) < 4:
-            self._pool.append(bufs)
-
-    def _stage_faces(self, stage: int) -> list[tuple[int, _Face]]:
-        return self._by_stage[stage]
-
-    def _post(self, stage: int, data: Any, bufs: _Buffers) -> list[MPI.Request]:
-        for d in self.stages[stage]:
-            if self.on_device:
-                for src, dst in self.self_copies[d]:
-                    data[dst] = data[src]
-            else:  # canonical strided views: one flat NumPy copy loop per face
-                for src, dst in self._self_blocks[d]:
-                    np.copyto(dst._np_view(data), src._np_view(data))
-        faces = self._stage_faces(stage)
-        reqs: list[MPI.Request] = []
-        comm = self.comm
-        for i, face in faces:
-            reqs.append(comm.Irecv(self._recv_spec(data, face, bufs, i), face.peer, face.recv_tag))
-        if self.on_device and faces:
-            for i, face in faces:
-                face.send_block.pack(data, bufs.send[i][0] if self.method == "staged" else bufs.send[i])
-            self.ops.synchronize()  # the pack must land before MPI reads
-            if self.method == "staged":
-                for i, _ in faces:
-                    dev, host = bufs.send[i]
-                    self.ops.to_host(dev, host)
-        for i, face in faces:
-            reqs.append(comm.Isend(self._send_spec(data, face, bufs, i), face.peer, face.send_tag))
-        return reqs
-
-    def _send_spec(self, data: Any, face: _Face, bufs: _Buffers, i: int) -> Any:
-        buf = bufs.send[i] if self.method != "datatype" else None
-        if buf is not None and not self.on_device:
-            face.send_block.pack(data, buf)  # device faces were packed (and synced) in _post
-        return self._spec(data, buf, face.send_type, face.send_region, face.count)
-
-    def _recv_spec(self, data: Any, face: _Face, bufs: _Buffers, i: int) -> Any:
-        buf = bufs.recv[i] if self.method != "datatype" else None
-        return self._spec(data, buf, face.recv_type, face.recv_region, face.count)
-
-    def _spec(self, data: Any, buf: Any, datatype: Any, region: tuple[slice, ...], count: int) -> Any:
-        """The mpi4py message spec of one face, for either direction."""
-        if self.method == "datatype":
-            return [data, 1, datatype]
-        if self.on_device:
-            return [buf[1] if self.method == "staged" else buf, count, self.mpi_type]
-        if buf is None:  # a dense slab: straight from / into the array
-            return [data[region], count, self.mpi_type]
-        return [buf, count, self.mpi_type]
-
-    def _finish(self, stage: int, data: Any, bufs: _Buffers) -> None:
-        if self.method == "datatype":
+    def _release(self, state: Any) -> None:
+        if len(self._pool) < self.POOL:
+            self._pool.append(state)
             return
-        for i, face in self._stage_faces(stage):
-            buf = bufs.recv[i]
-            if self.method == "staged":
-                dev, host = buf
-                self.ops.to_device(host, dev)
-                face.recv_block.unpack(dev, data)
-            elif buf is not None:
-                face.recv_block.unpack(buf, data)
+        free_state = getattr(self.strategy, "free_state", None)
+        if free_state is not None:
+            free_state(state)
 
 
-def _strides(shape: Sequence[int], itemsize: int, order: str) -> tuple[int, ...]:
-    dims = range(len(shape)) if order == "F" else reversed(range(len(shape)))
-    out = [0] * len(shape)
-    step = itemsize
-    for d in dims:
-        out[d] = step
-        step *= shape[d]
-    return tuple(out)
-
-
-def _subarray(base: MPI.Datatype, shape: Sequence[int], region: Sequence[slice], order: int) -> MPI.Datatype:
-    starts, subsizes = [], []
-    for n, s in zip(shape, region):
-        lo, hi, _ = s.indices(n)
-        starts.append(lo)
-        subsizes.append(hi - lo)
-    return base.Create_subarray(list(shape), subsizes, starts, order=order).Commit()
+def _layout(decomp: Any, dtype: Any, order: str, corners: bool) -> HaloLayout:
+    """The decomposition's cached :class:`HaloLayout` for these parameters."""
+    key = ("layout", np.dtype(dtype).str, bool(corners), order)
+    cache = decomp.plan_cache()
+    if key not in cache:
+        cache[key] = HaloLayout(decomp, dtype, order, corners)
+    return cache[key]
 
 
 def get_plan(
     decomp: Any, dtype: Any, xp: Any = None, method: str = "auto", corners: bool = True, order: str = "C"
 ) -> HaloExchange:
-    """Return the cached plan for these parameters, building it on first use."""
-    xp = np if xp is None else xp
-    on_device = xp is not np
-    resolved = choose_method(on_device, method)
-    if method == "auto" and (rc.halo_method or "auto") == "auto":
-        resolved = _measured_choice(decomp, dtype, xp, corners, order, resolved)
+    """Return the cached plan for these parameters, building it on first use.
+
+    With ``method="auto"`` the first call for a (dtype, array kind, corners, order)
+    is collective over ``decomp.cart`` (rank 0 chooses, see :func:`resolve_method`).
+    """
+    xp = xp_from_name(xp)
+    layout = _layout(decomp, dtype, order, corners)
+    resolved = resolve_method(decomp, layout, xp is not np, method)
     key = (np.dtype(dtype).str, xp.__name__, resolved, bool(corners), order)
     cache = decomp.plan_cache()
     plan = cache.get(key)
@@ -466,37 +361,11 @@ def get_plan(
     return plan
 
 
-def _measured_choice(decomp: Any, dtype: Any, xp: Any, corners: bool, order: str, default: str) -> str:
-    """Apply the measured model (``hpcml bench datatypes --measure``) if one exists."""
-    from hpcml.halo_model import load_model, plan_faces
-
-    model = load_model()
-    if model is None:
-        return default
-    key = ("auto-choice", np.dtype(dtype).str, xp.__name__, bool(corners), order)
-    cache = decomp.plan_cache()
-    if key not in cache:
-        if xp is np:
-            probe = get_plan(decomp, dtype, xp, "pack", corners, order)
-            faces = plan_faces([f.send_block for fs in probe.faces for f in fs if not f.send_block.contiguous])
-            choice = model.choose_cpu(faces)
-        else:
-            probe_bytes = max(
-                (f.send_block.nbytes for fs in get_plan(decomp, dtype, xp, default, corners, order).faces for f in fs),
-                default=0,
-            )
-            choice = model.choose_gpu(probe_bytes, cuda_aware_mpi())
-        # Every rank must use the same method family only for identical bytes, which all
-        # methods give; still, agree on one choice so timings are reproducible.
-        cache[key] = decomp.cart.bcast(choice, root=0)
-    return cache[key]
-
-
 def plan_for(data: Any, decomp: Any, method: str = "auto", corners: bool = True) -> HaloExchange:
     """Plan matching an existing ghosted array (dtype, module, memory order).
 
     ``data`` may be a NumPy, CuPy or Numba-CUDA device array.
     """
-    xp = module_of(data)
+    xp = array_module(data)
     order = "C" if is_contiguous(data, "C") else "F"
     return get_plan(decomp, data.dtype, xp, method, corners, order)

@@ -6,7 +6,8 @@ device vs staged transfers) and stores a small JSON table.  ``auto`` then picks,
 per plan, the method whose summed estimated cost over the plan's faces is lowest.
 Estimates interpolate the table in log-space on (bytes per dense run, total bytes).
 Without a table the documented default applies (pack on CPU; device if CUDA-aware,
-else staged, on GPU).
+else staged, on GPU).  Only rank 0 reads the table; :func:`hpcml.halo.resolve_method`
+broadcasts its choice, so ranks that see different files still agree.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpcml.settings import rc
+
 __all__ = ["HaloModel", "default_model_path", "load_model"]
 
 
 def default_model_path() -> Path:
-    """``hpcml.settings.rc.halo_model`` (``$HPCML_HALO_MODEL``) or ``~/.cache/hpcml/halo-model.json``."""
-    from hpcml.settings import rc
-
+    """``rc.halo_model`` (``HPCML_HALO_MODEL``) or ``$XDG_CACHE_HOME/hpcml/halo-model.json``."""
     if rc.halo_model:
         return Path(rc.halo_model)
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))

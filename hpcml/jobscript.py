@@ -91,8 +91,16 @@ class JobRequest:
         return self.nodes * self.ntasks_per_node
 
 
+def _with_restart(command: list[str]) -> list[str]:
+    """``hpcml run ...`` with ``--set run.restart=auto`` (a requeued job resumes; an explicit setting wins)."""
+    if len(command) >= 2 and command[0].endswith("hpcml") and command[1] == "run":
+        if not any("run.restart" in c for c in command):
+            return [*command[:2], "--set", "run.restart=auto", *command[2:]]
+    return command
+
+
 def _slurm(req: JobRequest) -> str:
-    cmd = shlex.join(req.command)
+    cmd = shlex.join(_with_restart(req.command))
     head = [
         "#!/bin/bash",
         f"#SBATCH --job-name={req.job_name}",

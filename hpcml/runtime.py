@@ -10,29 +10,33 @@ import functools
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from mpi4py import MPI
+import numpy as np
 
-from hpcml.backend import cupy_module, gpu_count
 from hpcml.settings import Settings, rc
+
+if TYPE_CHECKING:  # MPI is imported where it is used: `import hpcml.runtime` must not call MPI_Init
+    from mpi4py import MPI
 
 __all__ = [
     "LaunchError",
     "RuntimeInfo",
+    "StopPoll",
     "abort_on_error",
     "check_launcher",
     "detect_launcher",
-    "ReportedOnRootError",
     "init",
     "install_stop_handlers",
-    "root_decides",
+    "launch_rank",
     "runtime_info",
     "stop_requested",
+    "stop_signal_received",
 ]
 
 log = logging.getLogger("hpcml")
@@ -42,35 +46,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class LaunchError(RuntimeError):
     """The job was started in a way that cannot work (e.g. ``srun`` without PMI)."""
-
-
-class ReportedOnRootError(RuntimeError):
-    """Raised on ranks other than 0 when rank 0 reports the same error (so it is printed once)."""
-
-
-def root_decides(fn: Callable[[], Any], comm: Any = None) -> Any:
-    """Run ``fn`` on rank 0 and broadcast its result, or its exception, to every rank.
-
-    For input checks every rank would repeat (reading a config or a namelist):
-    rank 0 decides and the broadcast is unconditional, so no rank can wait in a
-    collective the others skip.  On failure rank 0 re-raises the exception and
-    the other ranks raise :class:`ReportedOnRootError`, which :class:`abort_on_error`
-    does not print: the message appears once.
-    """
-    comm = MPI.COMM_WORLD if comm is None else comm
-    result: Any = None
-    error: BaseException | None = None
-    if comm.Get_rank() == 0:
-        try:
-            result = fn()
-        except Exception as exc:  # every failure is passed on (and re-raised below)
-            error = exc
-    failed = comm.bcast(error is not None, root=0)
-    if failed:
-        if error is not None:
-            raise error
-        raise ReportedOnRootError("rank 0 reported the error")
-    return comm.bcast(result, root=0)
 
 
 @dataclass(frozen=True)
@@ -108,6 +83,23 @@ def detect_launcher(env: dict[str, str] | None = None) -> str:
     return "singleton"
 
 
+def launch_rank(env: dict[str, str] | None = None) -> int:
+    """The rank of this process as the launcher told it, read from the environment (no MPI call).
+
+    Lets code that runs before (or instead of) ``MPI_Init`` -- argument parsing,
+    login-node commands -- print a message once per job instead of once per rank.
+    0 when no launcher variable is set.
+    """
+    env = os.environ if env is None else env
+    for key in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"):
+        raw = env.get(key)
+        if raw and raw.strip().isdigit():
+            return int(raw)
+    if "SLURM_STEP_ID" in env and (raw := env.get("SLURM_PROCID", "")).strip().isdigit():
+        return int(raw)
+    return 0
+
+
 def check_launcher(world_size: int | None = None, env: dict[str, str] | None = None) -> None:
     """Raise :class:`LaunchError` when ``srun`` started independent singletons.
 
@@ -117,7 +109,11 @@ def check_launcher(world_size: int | None = None, env: dict[str, str] | None = N
     """
     allow = rc.allow_singletons if env is None else Settings.from_env(env).allow_singletons
     env = os.environ if env is None else env
-    size = MPI.COMM_WORLD.Get_size() if world_size is None else world_size
+    if world_size is None:
+        from mpi4py import MPI
+
+        world_size = MPI.COMM_WORLD.Get_size()
+    size = world_size
     if size != 1 or allow:
         return
     raw = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS")
@@ -155,6 +151,13 @@ def init(comm: MPI.Comm | None = None, threads: int | None = None, force: bool =
     global _INFO
     if _INFO is not None and not force:
         return _INFO
+    from mpi4py import MPI
+
+    from hpcml import jit
+    from hpcml.backend import cupy_module, gpu_count
+
+    jit.install()  # one compile per node, compile time kept apart
+
     comm = MPI.COMM_WORLD if comm is None else comm
     check_launcher(comm.Get_size())
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
@@ -215,16 +218,82 @@ def install_stop_handlers(signals: tuple[int, ...] | None = None) -> None:
         signal.signal(sig, _on_stop_signal)
 
 
+def stop_signal_received() -> int:
+    """The stop signal this process received (0 if none); local, no communication."""
+    return int(_STOP["signal"])
+
+
 def stop_requested(comm: MPI.Comm | None = None) -> bool:
     """True on every rank once any rank has received a stop signal (collective if ``comm``).
 
     Signals reach ranks at slightly different moments; the ``MAX`` reduction makes
-    all ranks agree on the same step to stop at.
+    all ranks agree on the same step to stop at.  Loops that poll every step use
+    :class:`StopPoll`, which reduces only about twice a second.
     """
     local = _STOP["signal"] != 0
     if comm is None:
         return local
+    from mpi4py import MPI
+
     return bool(comm.allreduce(int(local), op=MPI.MAX))
+
+
+class StopPoll:
+    """A stop check cheap enough to call every step, agreed by all ranks within ``interval`` seconds.
+
+    Every rank calls the poll at the same points of its loop (once per time step, CG
+    iteration or training step).  Most calls only count down; when the count reaches
+    zero every rank joins one small ``Allreduce(MAX)`` of the stop flag and the wall
+    seconds each spent since the previous reduction.  From those agreed numbers every
+    rank computes the same number of calls until the next reduction, sized to land about
+    ``interval`` seconds later (it at most doubles from one reduction to the next, so a
+    slow start such as kernel compilation does not stretch it).  So a ``SIGTERM`` or
+    ``SIGUSR1`` on any rank stops all ranks at the same step within about a second, at
+    the price of one two-double reduction per ``interval``, whatever the step time.
+    No rank ever decides alone whether to enter the reduction: that is what keeps it
+    collective-safe.
+
+    Parameters
+    ----------
+    comm
+        Communicator of the ranks that loop together (``None``: this process alone).
+    interval
+        Target wall seconds between reductions.
+    """
+
+    def __init__(self, comm: MPI.Comm | None, interval: float = 0.5) -> None:
+        self.comm = comm
+        self.interval = float(interval)
+        self.requested = False
+        self.checks = 0
+        self._countdown = 1
+        self._stride = 1
+        self._calls = 0
+        self._last = time.perf_counter()
+
+    def __call__(self) -> bool:
+        """True (on every rank, at the same call) once a stop signal reached any rank."""
+        if self.requested:
+            return True
+        self._calls += 1
+        self._countdown -= 1
+        if self._countdown > 0:
+            return False
+        now = time.perf_counter()
+        buf = np.array([float(stop_signal_received() != 0), now - self._last])
+        if self.comm is not None and self.comm.Get_size() > 1:
+            from mpi4py import MPI
+
+            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.MAX)
+        self.checks += 1
+        per_call = buf[1] / self._calls
+        fit = int(self.interval / per_call) if per_call > 0 else 2 * self._stride
+        self._stride = max(1, min(2 * self._stride, fit))
+        self._countdown = self._stride
+        self._calls = 0
+        self._last = now
+        self.requested = bool(buf[0])
+        return self.requested
 
 
 def runtime_info() -> RuntimeInfo | None:
@@ -232,30 +301,43 @@ def runtime_info() -> RuntimeInfo | None:
     return _INFO
 
 
-def _report_and_abort(exc: BaseException, tb: TracebackType | None) -> None:
-    rank = MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() and not MPI.Is_finalized() else 0
-    if isinstance(exc, ReportedOnRootError) and rank != 0:
-        # rank 0 prints the error and aborts the job; this rank only makes sure it ends
-        import time
+def _live_mpi() -> Any:
+    """``mpi4py.MPI`` if this process imported it and MPI is running, else ``None``.
 
-        time.sleep(10.0)
-        MPI.COMM_WORLD.Abort(1)
+    Never imports MPI itself: a login-node command that failed must not call ``MPI_Init``.
+    """
+    MPI = sys.modules.get("mpi4py.MPI")  # noqa: N806 - the module's usual name
+    if MPI is None or not MPI.Is_initialized() or MPI.Is_finalized():
+        return None
+    return MPI
+
+
+def _end_job(code: int, MPI: Any) -> None:  # noqa: N803 - the module's usual name
+    """End this process with ``code``; with MPI peers through ``Abort``, the only call that cannot hang."""
+    sys.stderr.flush()
+    sys.stdout.flush()
+    if MPI is not None and MPI.COMM_WORLD.Get_size() > 1:
+        # Give the launcher a moment to forward our stderr: Hydra tears the job down on
+        # Abort and has been seen to drop the message it had not yet passed on.
+        time.sleep(0.5)
+        MPI.COMM_WORLD.Abort(code)
+    os._exit(code)  # pragma: no cover - Abort does not return
+
+
+def _report_and_abort(exc: BaseException, tb: TracebackType | None) -> None:
+    MPI = _live_mpi()  # noqa: N806
+    rank = MPI.COMM_WORLD.Get_rank() if MPI is not None else 0
+    if isinstance(exc, KeyboardInterrupt):
+        # Ctrl-C reaches every rank of an interactive mpiexec: one line, exit 130 like a shell.
+        if rank == 0:
+            sys.stderr.write("hpcml: interrupted\n")
+        _end_job(130, MPI)
     msg = str(exc).strip() or repr(exc)
     lines = [f"[rank {rank}] {type(exc).__name__}: {msg}\n"]
     if rc.traceback:
         lines += [f"[rank {rank}] {line}" for line in "".join(traceback.format_tb(tb)).splitlines(True)]
     sys.stderr.write("".join(lines))
-    sys.stderr.flush()
-    sys.stdout.flush()
-    # A lone process just exits; with peers, Abort is the only call that cannot hang.
-    if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
-        # Give the launcher a moment to forward our stderr: Hydra tears the job down on
-        # Abort and has been seen to drop the message it had not yet passed on.
-        import time
-
-        time.sleep(0.5)
-        MPI.COMM_WORLD.Abort(1)
-    os._exit(1)  # pragma: no cover - Abort does not return
+    _end_job(1, MPI)
 
 
 class abort_on_error:  # noqa: N801 - used as a decorator, reads like a function
@@ -263,8 +345,31 @@ class abort_on_error:  # noqa: N801 - used as a decorator, reads like a function
 
     The exception is printed once as ``[rank R] Type: message`` (the traceback too
     when ``HPCML_TRACEBACK=1``) and ``MPI.COMM_WORLD.Abort(1)`` ends every rank, so
-    no rank is left waiting in a collective.  ``SystemExit(0)`` passes through.
+    no rank is left waiting in a collective.  Ctrl-C (``KeyboardInterrupt``) prints
+    ``hpcml: interrupted`` once and exits 130.  ``SystemExit`` keeps its code: it
+    passes through in a lone process (argparse's usage errors exit 2), and ends every
+    rank through ``Abort(code)`` when MPI peers may be waiting.
+
+    All three forms work::
+
+        @abort_on_error
+        def main(): ...
+
+        @abort_on_error()
+        def main(): ...
+
+        with abort_on_error():
+            ...
     """
+
+    def __new__(cls, fn: F | None = None) -> Any:
+        """``abort_on_error(fn)`` (the bare decorator) returns the wrapped function."""
+        self = super().__new__(cls)
+        if fn is None:
+            return self
+        if not callable(fn):
+            raise TypeError(f"abort_on_error takes a function or nothing, got {fn!r}")
+        return self(fn)
 
     def __enter__(self) -> abort_on_error:
         """Enter the guarded block."""
@@ -273,8 +378,12 @@ class abort_on_error:  # noqa: N801 - used as a decorator, reads like a function
     def __exit__(self, etype: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         if exc is None:
             return False
-        if isinstance(exc, SystemExit) and exc.code in (None, 0):
-            return False
+        if isinstance(exc, SystemExit):
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            MPI = _live_mpi()  # noqa: N806
+            if code == 0 or MPI is None or MPI.COMM_WORLD.Get_size() == 1:
+                return False  # let it propagate: the exit code is the caller's
+            _end_job(code, MPI)
         _report_and_abort(exc, tb)
         return False  # pragma: no cover
 

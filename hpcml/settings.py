@@ -36,7 +36,8 @@ class Settings:
     Attributes
     ----------
     halo_method
-        Default halo-exchange method: ``auto|datatype|pack|staged|device``.
+        Default halo-exchange method: ``auto|datatype|pack|staged|device``.  Rank 0's
+        value decides for every rank (:func:`hpcml.halo.resolve_method`).
     cuda_aware
         Whether MPI takes device buffers; ``None`` = detect.
     traceback
@@ -51,7 +52,8 @@ class Settings:
         ``True`` = at once, ``False`` = never.
     halo_model
         Path of the measured halo-method model (``hpcml bench datatypes --measure``);
-        empty = ``$XDG_CACHE_HOME/hpcml/halo-model.json`` (``~/.cache`` by default).
+        empty = ``$XDG_CACHE_HOME/hpcml/halo-model.json`` (``~/.cache`` by default).  Read
+        on rank 0 only, which decides ``method="auto"`` for every rank.
     backend
         Where apps that have both run their kernels: ``auto`` (GPU when CuPy sees one),
         ``cpu``, ``gpu`` or ``sim`` (Numba's CUDA simulator).

@@ -17,7 +17,7 @@ import numpy as np
 # every global bound to numba.cuda for its fake module.
 from numba import cuda
 
-from ._dispatch import cupy_module
+from hpcml.backend import array_module, cupy_module
 
 #: dtypes every kernel accepts; BLAS-like kernels are defined for real floats.
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -30,6 +30,20 @@ FM_CONTRACT = {"contract"}
 
 #: threads per block for 1-D Numba-CUDA launches.
 CUDA_BLOCK = 128
+
+
+def kernel_module(backend: str, x: Any) -> Any:
+    """The array module a kernel allocates and calls libraries with: NumPy, or CuPy on the GPU.
+
+    GPU kernels take CuPy arrays; a Numba-CUDA device array is refused with the
+    zero-copy way to pass it (``cupy.asarray``).
+    """
+    if backend != "gpu":
+        return np
+    xp = array_module(x)
+    if xp.__name__ != "cupy":
+        raise TypeError(f"GPU kernels take CuPy arrays, got {type(x).__name__}; wrap it with cupy.asarray() (no copy)")
+    return xp
 
 
 def check_float_dtype(name: str, a: Any) -> np.dtype:

@@ -19,6 +19,8 @@ import numba
 import numpy as np
 from numba import cuda, njit, prange
 
+from hpcml.backend import cupy_module, resolve_backend
+
 from ._common import (
     CUDA_BLOCK,
     FM_CONTRACT,
@@ -29,10 +31,10 @@ from ._common import (
     check_writeable,
     cuda_block_sum,
     grid_1d,
+    kernel_module,
     launch,
     pick_impl,
 )
-from ._dispatch import array_module, cupy_module, resolve_backend
 
 __all__ = ["axpy", "copy", "dot", "nrm2", "scal"]
 
@@ -147,7 +149,7 @@ def _cuda_elementwise(name: str, backend: str, n: int, *args: Any) -> None:
 
 
 def _cuda_dot(x: Any, y: Any, backend: str) -> Any:
-    xp = array_module(x) if backend == "gpu" else np
+    xp = kernel_module(backend, x)
     out = xp.zeros(1, dtype=np.float64)
     # enough blocks to fill a GPU, few enough that the atomics are negligible
     blocks = min(grid_1d(x.shape[0]), 1024 if backend == "gpu" else 4)
@@ -259,7 +261,7 @@ def dot(x: Any, y: Any, *, backend: str | None = None, method: str = "auto") -> 
     if impl == "cuda":
         r = _cuda_dot(x, y, b)
         return r.astype(dt) if b == "gpu" else dt.type(r)
-    return array_module(x).dot(x, y)
+    return kernel_module(b, x).dot(x, y)
 
 
 def nrm2(x: Any, *, backend: str | None = None, method: str = "auto") -> Any:
@@ -277,7 +279,7 @@ def nrm2(x: Any, *, backend: str | None = None, method: str = "auto") -> Any:
             return dt.type(_nrm2_scaled_cpu(x))
         return dt.type(math.sqrt(ssq))
     if impl == "cuda":
-        xp = array_module(x) if b == "gpu" else np
+        xp = kernel_module(b, x)
         ssq = float(_cuda_dot(x, x, b))
         if math.isinf(ssq) or ssq < _NRM2_TINY:
             scale = float(xp.abs(x).max()) if x.shape[0] else 0.0
@@ -286,4 +288,4 @@ def nrm2(x: Any, *, backend: str | None = None, method: str = "auto") -> Any:
             xs = (x / scale).astype(x.dtype)
             return dt.type(scale * math.sqrt(float(_cuda_dot(xs, xs, b))))
         return dt.type(math.sqrt(ssq))
-    return array_module(x).linalg.norm(x)
+    return kernel_module(b, x).linalg.norm(x)

@@ -19,6 +19,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from hpcml.jit import kernel
+
 __all__ = [
     "adv_pole_terms",
     "advect_scratch",
@@ -153,7 +155,7 @@ def _theta_faces(x, vt, gp, gm, q, kq, wt, fr, r, c0, c1, nx, upwind):
             fr[k] = 0.0
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@kernel(cache=True, error_model="numpy")
 def advect_stage(
     x, f0, out, vt, vp, at, ap, kind_t, wt, weno_p, wpt, sth, st_i, dt_i, dp_i,
     i0, i1, c0, c1, a, b, cdt, upwind, apole_n, apole_s, inorth, isouth, nch, scratch,
@@ -282,7 +284,7 @@ def cfl_kappa(vt, vp, dt_i, st_i, dp_i, ia, ib, c0, c1):
 # ---------------------------------------------------------------------------------------
 # flows
 # ---------------------------------------------------------------------------------------
-@njit(parallel=True, cache=True, error_model="numpy")
+@kernel(cache=True, error_model="numpy")
 def flow_fill(vt, vp, vt_prof, vp_prof, vt_base, vp_base, has_base, th, attenuate, i0, i1, c0, c1, att_t_lo, att_t_hi):
     """Broadcast per-row velocity profiles and apply |B| attenuation on the owned cells.
 
@@ -330,7 +332,7 @@ def flow_fill(vt, vp, vt_prof, vp_prof, vt_base, vp_base, has_base, th, attenuat
                 o[k] = o[k] * (2.0 * e / (1.0 + e))
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@kernel(cache=True, error_model="numpy")
 def lf_alpha(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1):
     """Local Lax-Friedrichs speeds on the owned cells (section 4.3).
 
@@ -397,7 +399,7 @@ def diff_pole_terms(x, dcoef, pole, dp, ia, ib, c0, c1, out):
             out[r, c - c0] = (dd + pole[c]) * (x[r, ib, c] - x[r, ia, c]) * dp[c]
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@kernel(cache=True, error_model="numpy")
 def diff_stage(
     x, xm2, u0, y0, out, dcoef, s2, c2r, c4r, b1, b5, i0, i1, c0, c1,
     mu, nu, kap, mt, gam, lpn, lps, inorth, isouth, mode,
@@ -474,7 +476,7 @@ def diff_stage(
                 o[k] = mu * xc[k] + nu * xm[k] + kap * uu[k] + mt * lv + gam * yy[k]
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@kernel(cache=True, error_model="numpy")
 def diff_stage_var(
     x, xm2, u0, y0, out, dcoef, phi_face, theta_face, s2, c2r, c4r, b1, b5, i0, i1, c0, c1,
     mu, nu, kap, mt, gam, lpn, lps, inorth, isouth, mode, scratch,
@@ -654,7 +656,7 @@ def _row_sums(xr, er, efac, use_ex, wr, cw, sw, out):
     out[9] = amin
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@kernel(cache=True, error_model="numpy")
 def diag_partials(x, fex, efac, use_ex, wt, wp, cosw, sinw, sdip, cdip, cap, i0, i1, c0, c1, mins, sums):
     """Per-realization partial diagnostics of the owned block.
 

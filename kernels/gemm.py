@@ -25,6 +25,8 @@ import numba
 import numpy as np
 from numba import cuda, njit, prange
 
+from hpcml.backend import resolve_backend
+
 from ._common import (
     FM_REDUCE,
     as_scalar,
@@ -33,9 +35,9 @@ from ._common import (
     check_same_dtype,
     check_writeable,
     cupy_module,
+    kernel_module,
     launch,
 )
-from ._dispatch import array_module, resolve_backend
 
 __all__ = ["ACTIVATIONS", "gemm"]
 
@@ -340,7 +342,7 @@ def gemm(
     (m, k), (k2, n) = A.shape, B.shape
     if k != k2:
         raise ValueError(f"inner dimensions differ: A is {A.shape}, B is {B.shape}")
-    xp = array_module(A) if b == "gpu" else np
+    xp = kernel_module(b, A)
     if C is None:
         C = xp.empty((m, n), dtype=dt)
         beta = 0.0

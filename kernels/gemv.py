@@ -16,6 +16,8 @@ import numba
 import numpy as np
 from numba import cuda, njit, prange
 
+from hpcml.backend import resolve_backend
+
 from ._common import (
     CUDA_BLOCK,
     FM_REDUCE,
@@ -26,11 +28,11 @@ from ._common import (
     cuda_block_sum,
     cupy_axpby,
     grid_1d,
+    kernel_module,
     launch,
     pick_impl,
     row_major_view,
 )
-from ._dispatch import array_module, resolve_backend
 
 __all__ = ["gemv"]
 
@@ -166,7 +168,7 @@ def gemv(
     nin, nout = (m, n) if trans else (n, m)
     if x.shape[0] != nin:
         raise ValueError(f"x has length {x.shape[0]}, op(A) has {nin} columns")
-    xp = array_module(A) if b == "gpu" else np
+    xp = kernel_module(b, A)
     if y is None:
         y = xp.empty(nout, dtype=dt)
         beta = 0.0

@@ -32,6 +32,14 @@ SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
 def pytest_configure(config):
+    if os.environ.get("HPCML_EXPECT_INSTALLED", "0") not in ("", "0"):
+        # `make test-wheel`: the suite must test the installed wheel, not this checkout's sources
+        import hpcml
+
+        sources = Path(__file__).resolve().parents[1] / "hpcml"
+        where = Path(hpcml.__file__).resolve()
+        if sources in where.parents:
+            raise pytest.UsageError(f"HPCML_EXPECT_INSTALLED is set but hpcml was imported from the checkout: {where}")
     config.addinivalue_line("markers", "cudasim: Numba-CUDA kernels in the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
     config.addinivalue_line("markers", "gpu: needs a CUDA device and CuPy")
     config.addinivalue_line(

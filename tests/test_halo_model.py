@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
-from helpers import run_mpi
 
 from hpcml.halo_model import HaloModel, load_model
+from hpcml.testing import MPIEXEC, run_mpi
 
 TABLE = {
     "cpu": [
@@ -67,6 +71,80 @@ def test_auto_uses_model_and_stays_correct(tmp_path):
     res = run_mpi(2, [str(script)], env={"HPCML_HALO_MODEL": str(model)})
     assert res.returncode == 0, res.stderr
     assert "METHODS ['datatype', 'pack']" in res.stdout
+
+
+PER_RANK_JOB = """
+import warnings
+import numpy as np
+from mpi4py import MPI
+from hpcml import CartDecomp, DistArray
+warnings.simplefilter("always")
+comm = MPI.COMM_WORLD
+d = CartDecomp((12, 10), comm, periodic=True, dims=(1, comm.size))
+u = DistArray.from_global(d, lambda i, j: 100.0 * i + j)
+v = u.copy()
+try:
+    u.exchange_halos()
+except ValueError as exc:
+    print(f"<RANK {comm.rank} ERROR {exc}>", flush=True)
+else:
+    v.exchange_halos("pack")
+    assert np.array_equal(u.data, v.data)
+    print(f"<RANK {comm.rank} METHOD {u.halo_plan().method}>", flush=True)
+"""
+
+
+def _mpmd(tmp_path, envs):
+    """Run PER_RANK_JOB with one environment per rank (MPMD launch); fail on a hang."""
+    script = tmp_path / "job.py"
+    script.write_text(PER_RANK_JOB)
+    cmd = [MPIEXEC]
+    for i, env in enumerate(envs):
+        if i:
+            cmd.append(":")
+        cmd += ["-n", "1"]
+        for k, v in env.items():
+            cmd += ["-env", k, v]
+        cmd += [sys.executable, str(script)]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HPCML_HALO")}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=base, check=False)
+    # ranks' lines may interleave on the shared stdout: pick the bracketed records out
+    lines = sorted(f"RANK {r} {what} {text}" for r, what, text in re.findall(r"<RANK (\d+) (\w+) (.*?)>", res.stdout))
+    return res, lines
+
+
+@pytest.fixture
+def model_files(tmp_path):
+    """A valid model that favours ``datatype``, a corrupt one, and a path with no file."""
+    valid = tmp_path / "valid.json"
+    valid.write_text(json.dumps({"cpu": [{"run_bytes": 8, "nbytes": 8, "datatype": 1.0, "pack": 100.0}]}))
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text("{not json")
+    return {"valid": str(valid), "corrupt": str(corrupt), "missing": str(tmp_path / "missing.json")}
+
+
+@pytest.mark.parametrize(
+    "order", [("valid", "corrupt", "missing"), ("corrupt", "missing", "valid"), ("missing", "valid", "corrupt")]
+)
+def test_ranks_with_different_model_files_agree(tmp_path, model_files, order):
+    """Rank 0 alone reads the model and broadcasts its choice: no hang, one method everywhere."""
+    res, lines = _mpmd(tmp_path, [{"HPCML_HALO_MODEL": model_files[k]} for k in order])
+    assert res.returncode == 0, res.stderr
+    expect = "datatype" if order[0] == "valid" else "pack"
+    assert lines == [f"RANK {r} METHOD {expect}" for r in range(3)], res.stdout + res.stderr
+    if order[0] == "corrupt":
+        assert "not valid JSON" in res.stderr and "chosen without it" in res.stderr
+
+
+def test_ranks_with_different_method_settings_agree(tmp_path):
+    """``HPCML_HALO_METHOD`` is rank 0's: other ranks' values are ignored; an error on rank 0 is raised everywhere."""
+    res, lines = _mpmd(tmp_path, [{}, {"HPCML_HALO_METHOD": "datatype"}, {"HPCML_HALO_METHOD": "staged"}])
+    assert res.returncode == 0, res.stderr
+    assert lines == [f"RANK {r} METHOD pack" for r in range(3)], res.stdout + res.stderr
+    res, lines = _mpmd(tmp_path, [{"HPCML_HALO_METHOD": "staged"}, {}, {"HPCML_HALO_METHOD": "datatype"}])
+    assert res.returncode == 0, res.stderr
+    assert len(lines) == 3, res.stdout + res.stderr
+    assert all("ERROR" in ln and "does not apply to host arrays" in ln and "on rank 0" in ln for ln in lines), lines
 
 
 @pytest.mark.parametrize(

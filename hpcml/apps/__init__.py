@@ -1,27 +1,40 @@
 """Applications: configuration -> run -> output (``hpcml run``).
 
 Each application module exposes ``run(config: dict, comm) -> dict`` (a summary of
-the run) and ships its defaults as ``hpcml/defaults/<app>.toml``.
+the run) and ``validate_config(config) -> None`` (raises
+:class:`~hpcml.config.ConfigError` naming the option; no MPI, no files written), and
+ships its defaults as ``hpcml/defaults/<app>.toml``.  This package imports no MPI, so
+``hpcml run --help`` and ``hpcml config show`` work on a login node.
 """
 
-from collections.abc import Mapping
-from typing import Any
+from __future__ import annotations
 
-from mpi4py import MPI
+import importlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from hpcml.decomp import CartDecomp
+if TYPE_CHECKING:  # importing hpcml.apps (e.g. for the plot registry) needs no MPI
+    from mpi4py import MPI
 
-__all__ = ["APPS", "grid_decomp"]
+    from hpcml.decomp import CartDecomp
+
+__all__ = ["APPS", "PLOTS", "SUMMARIES", "grid_decomp", "plotter"]
 
 
 def grid_decomp(grid: Mapping[str, Any], comm: MPI.Comm, halo: int = 1) -> CartDecomp:
     """The :class:`CartDecomp` of a ``[grid]`` config section (``shape``, ``periodic``, ``dims``).
 
-    ``dims`` entries of 0 (all of them: the default) let MPI choose the process grid.
+    ``dims`` entries of 0 (all of them: the default) let hpcml choose the process grid.
     """
+    from hpcml.decomp import CartDecomp
+
     shape = tuple(grid["shape"])
     dims = None if all(x == 0 for x in grid["dims"]) else tuple(grid["dims"])
-    return CartDecomp(shape, comm, dims=dims, periodic=tuple(grid["periodic"]), halo=halo)
+    decomp = CartDecomp(shape, comm, dims=dims, periodic=tuple(grid["periodic"]), halo=halo)
+    if decomp.rank == 0:
+        logging.getLogger("hpcml.apps").info("%s", decomp.describe())
+    return decomp
 
 
 APPS: dict[str, str] = {
@@ -30,3 +43,23 @@ APPS: dict[str, str] = {
     "train": "hpcml.apps.train",
     "poisson": "hpcml.apps.poisson",
 }
+
+#: One line per app for ``hpcml run --help``.
+SUMMARIES: dict[str, str] = {
+    "flux": "surface flux transport on the sphere, HipFT's model (the default job)",
+    "heat": "heat diffusion on a periodic 2-D grid, checked against its exact discrete solution",
+    "poisson": "matrix-free Poisson solve (CG, pipelined CG, Jacobi) with a manufactured solution",
+    "train": "halo-parallel CNN surrogate of the heat equation (data x spatial parallel)",
+}
+
+#: Apps that draw their own figures in ``hpcml analyze``: module with ``plot(ctx) -> list[Path]``
+#: (see :class:`hpcml.io.analyze.PlotContext`); the others get the generic figures only.
+PLOTS: dict[str, str] = {
+    "flux": "hpcml.apps.flux.plots",
+}
+
+
+def plotter(app: str) -> Callable[[Any], list[Any]] | None:
+    """The ``plot`` function an app registered in :data:`PLOTS` (``None`` if none)."""
+    name = PLOTS.get(app)
+    return importlib.import_module(name).plot if name else None

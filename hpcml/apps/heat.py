@@ -13,28 +13,45 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from typing import Any
 
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.apps import grid_decomp
-from hpcml.config import ConfigError, dumps
+from hpcml.apps import grid_decomp, restart
+from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.distarray import DistArray
 from hpcml.io import Output, checkpoint
-from hpcml.io.checkpoint import list_checkpoints
-from hpcml.runtime import stop_requested
+from hpcml.jit import work_clock
+from hpcml.runtime import StopPoll
+from hpcml.settings import CHOICES
+from hpcml.stepping import diffusion_step
 
-__all__ = ["exact_amplitude", "run"]
+HALO_METHODS = CHOICES["halo_method"]
+
+__all__ = ["SOLUTION_KEYS", "exact_amplitude", "run", "validate_config"]
 
 log = logging.getLogger("hpcml.apps.heat")
 
+#: Config values that determine the solution: a checkpoint written with others is refused.
+SOLUTION_KEYS = ("grid.shape", "grid.periodic", "heat.alpha", "heat.cfl", "heat.modes")
 
-def _validate(cfg: dict[str, Any]) -> None:
+
+def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
+    """Check every heat option (names in the message); no MPI, runs before the first collective."""
     g, h = cfg["grid"], cfg["heat"]
     if len(g["shape"]) != 2 or any((not isinstance(n, int)) or n < 1 for n in g["shape"]):
         raise ConfigError(f"grid.shape must be two positive integers, got {g['shape']!r}")
+    modes = h["modes"]
+    if len(modes) != 2 or any(not isinstance(k, int) or isinstance(k, bool) for k in modes):
+        raise ConfigError(f"heat.modes must be two integers (ky, kx), got {modes!r}")
+    for k, n, axis in zip(modes, g["shape"], ("y", "x")):
+        if not 1 <= k <= n // 2:
+            raise ConfigError(
+                f"heat.modes = {modes!r}: the {axis} wave number must be in 1..{n // 2} for grid.shape {g['shape']!r} "
+                "(a sine with more than shape/2 periods is not resolved by the grid)"
+            )
+    check_choice(cfg, "run.halo_method", HALO_METHODS)
     for key in ("periodic", "dims"):
         if len(g[key]) != 2:
             raise ConfigError(f"grid.{key} must have two entries, got {g[key]!r}")
@@ -67,34 +84,6 @@ def exact_amplitude(cfg: dict[str, Any], steps: int) -> float:
     return (1.0 + _dt(cfg, shape) * cfg["heat"]["alpha"] * lam) ** steps
 
 
-def _update(u: np.ndarray, out: np.ndarray, cy: float, cx: float, rows: slice, cols: slice) -> None:
-    """Euler step ``out = u + cy*d2u/dy2 + cx*d2u/dx2`` on the ghosted index box rows x cols."""
-    r0, r1, c0, c1 = rows.start, rows.stop, cols.start, cols.stop
-    if r0 >= r1 or c0 >= c1:
-        return
-    c = u[r0:r1, c0:c1]
-    out[r0:r1, c0:c1] = (
-        c
-        + cy * (u[r0 - 1 : r1 - 1, c0:c1] - 2.0 * c + u[r0 + 1 : r1 + 1, c0:c1])
-        + cx * (u[r0:r1, c0 - 1 : c1 - 1] - 2.0 * c + u[r0:r1, c0 + 1 : c1 + 1])
-    )
-
-
-def _step(u: DistArray, out: DistArray, cy: float, cx: float, method: str) -> None:
-    ny, nx = u.decomp.local_shape
-    req = u.start_exchange(method=method, corners=False)
-    # Cells whose stencil stays inside the owned block, while the halos travel.
-    _update(u.data, out.data, cy, cx, slice(2, ny), slice(2, nx))
-    req.wait()
-    # The ring of owned cells next to the ghosts.
-    _update(u.data, out.data, cy, cx, slice(1, 2), slice(1, nx + 1))
-    if ny > 1:
-        _update(u.data, out.data, cy, cx, slice(ny, ny + 1), slice(1, nx + 1))
-    _update(u.data, out.data, cy, cx, slice(2, ny), slice(1, 2))
-    if nx > 1:
-        _update(u.data, out.data, cy, cx, slice(2, ny), slice(nx, nx + 1))
-
-
 def _amplitude(u: DistArray, cfg: dict[str, Any]) -> float:
     """Projection of ``u - 1`` on the initial sine mode (global reduction)."""
     shape = u.shape
@@ -114,10 +103,17 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     Writes the field series ``u`` and the scalar series ``norm`` through
     :class:`hpcml.io.Output`, checkpoints every ``checkpoint.every`` steps and on a
     stop signal, and with ``run.restart`` continues from the newest good checkpoint
-    (on any rank count) with a bit-identical result.
+    (on any rank count) with a bit-identical result.  The output file and the
+    checkpoint folder are locked for the run (another job using them is refused).
     """
     comm = MPI.COMM_WORLD if comm is None else comm
-    _validate(config)
+    validate_config(config, comm.Get_size())
+    o = config["output"]
+    ckdir = restart.checkpoint_directory(config["checkpoint"]["dir"], o["path"])
+    return restart.run_locked(comm, o["path"], ckdir, lambda: _run(config, comm))
+
+
+def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
     g, h, o, ck = config["grid"], config["heat"], config["output"], config["checkpoint"]
     shape = tuple(g["shape"])
     decomp = grid_decomp(g, comm, halo=1)
@@ -128,8 +124,10 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     rank0 = comm.Get_rank() == 0
     start = 0
     u = None
-    if config["run"]["restart"] and ck["dir"] and list_checkpoints(ck["dir"]):
-        state = checkpoint.load(ck["dir"], decomp)
+    ckdir = restart.checkpoint_directory(ck["dir"], o["path"])
+    plan = restart.plan(config, ckdir, SOLUTION_KEYS, comm, "heat")
+    if plan.resume:
+        state = checkpoint.load(ckdir, decomp, expect=plan.record)
         u, start = state["u"], int(state.step)
         if rank0:
             log.info("heat: restarting from %s (step %d)", state.path, start)
@@ -143,11 +141,20 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     method = config["run"]["halo_method"]
     out = None
     if o["path"]:
+        # A resumed run drops what was written at or after its checkpoint's step (a stop
+        # between output steps records one extra snapshot) and re-records that step when
+        # it is an output step, so the series equals an uninterrupted run's.
         out = Output(
-            o["path"], comm, config=dumps(config), mode="a" if start else "w", restart_step=start + 1 if start else None
+            o["path"],
+            comm,
+            config=dumps(config),
+            mode="a" if start else "w",
+            restart_step=start or None,
+            time_units="1",
+            title="hpcml heat: du/dt = alpha laplacian(u) on the periodic unit square",
         )
     last = (start, start * dt, u.norm())
-    if out is not None and start == 0:
+    if out is not None and (start % o["every"] == 0 or start == h["steps"]):
         _record(out, u, last, o["fields"])
     if rank0:
         log.info(
@@ -160,25 +167,29 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
             dt,
         )
     stopped_at = None
-    t0 = time.perf_counter()
+    stop = StopPoll(comm)  # agreed by all ranks within about a second, whatever the step time
+    t0 = work_clock()  # stops while kernels compile: compile time is reported apart
     for n in range(start + 1, h["steps"] + 1):
-        _step(u, un, cy, cx, method)
+        diffusion_step(u, un, (cy, cx), method)
         u, un = un, u
-        if n % o["every"] == 0 or n == h["steps"]:
+        stopping = n < h["steps"] and stop()
+        if n % o["every"] == 0 or n == h["steps"] or stopping:
             last = (n, n * dt, u.norm())
             if rank0:
                 log.info("heat: step %6d  t=%.5e  |u|=%.12e", n, n * dt, last[2])
             if out is not None:
                 _record(out, u, last, o["fields"])
-        stop = n < h["steps"] and n % o["every"] == 0 and stop_requested(comm)  # all ranks agree
-        if ck["dir"] and ((ck["every"] and n % ck["every"] == 0) or stop):
-            checkpoint.save(ck["dir"], {"u": u}, n, time=n * dt, comm=comm, keep=ck["keep"], config=dumps(config))
-        if stop:
+        if ckdir is not None and ((ck["every"] and n % ck["every"] == 0) or stopping):
+            checkpoint.save(
+                ckdir, {"u": u}, n, time=n * dt, comm=comm, keep=ck["keep"], config=dumps(config), solution=plan.record
+            )
+        if stopping:
             if rank0:
-                log.info("heat: stop signal received: output and checkpoint written at step %d; stopping", n)
+                saved = "output and checkpoint written" if ckdir is not None else "output written (checkpoints off)"
+                log.info("heat: stop signal received: %s at step %d; stopping", saved, n)
             stopped_at = n
             break
-    elapsed = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+    elapsed = comm.allreduce(work_clock() - t0, op=MPI.MAX)
     if out is not None:
         out.close()
     steps_done = stopped_at if stopped_at is not None else max(h["steps"], start)
@@ -208,7 +219,14 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
 
 
 def _record(out: Output, u: DistArray, point: tuple[int, float, float], fields: bool) -> None:
+    """One output step: the norm and (optionally) the field, readable when this returns."""
     step, t, norm = point
-    out.write_scalar("norm", norm, step=step, time=t)
+    out.write_scalar("norm", norm, step=step, time=t, units="1", long_name="L2 norm of u (sum over cells)")
     if fields:
-        out.write("u", u, step=step, time=t, units="1")
+        ny, nx = u.shape
+        coords = {  # cell centres of the unit square
+            "y": ((np.arange(ny) + 0.5) / ny, {"units": "1", "long_name": "y (cell centre)"}),
+            "x": ((np.arange(nx) + 0.5) / nx, {"units": "1", "long_name": "x (cell centre)"}),
+        }
+        out.write("u", u, step=step, time=t, units="1", long_name="temperature", coords=coords)
+    out.flush()

@@ -12,6 +12,13 @@ interior update); the solver is CG, pipelined CG or Jacobi from
 :mod:`hpcml.linalg`.  Output (HDF5 through :mod:`hpcml.io`): the residual
 history as the scalar series ``residual`` (step = iteration), and the fields
 ``u`` (solution) and ``error`` (``u - u_exact``).
+
+A stop signal (``SIGTERM``/``SIGUSR1``) is seen within about a second: the solve
+stops at an iteration all ranks agree on, the output is written and the iterate
+``x`` is checkpointed.  ``run.restart`` continues from it: a Jacobi restart is
+exact; CG restarts its Krylov space from ``x`` (as PETSc's KSP does with an initial
+guess), so the continued run reaches the same solution to ``solver.rtol`` with a
+few more iterations in total.
 """
 
 from __future__ import annotations
@@ -23,20 +30,27 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.apps import grid_decomp
-from hpcml.config import ConfigError, dumps
-from hpcml.io import Output
+from hpcml.apps import grid_decomp, restart
+from hpcml.config import ConfigError, check_choice, dumps
+from hpcml.io import Output, checkpoint
 from hpcml.linalg import PoissonOperator, cg, cg_pipelined, jacobi, manufactured
+from hpcml.runtime import StopPoll
+from hpcml.settings import CHOICES
 
-__all__ = ["run"]
+__all__ = ["SOLUTION_KEYS", "run", "validate_config"]
 
 log = logging.getLogger("hpcml.apps.poisson")
+
+#: Config values that determine the solution (a checkpoint written with others is refused).
+#: The solver, its tolerance and preconditioner may change: a resumed solve starts from the iterate.
+SOLUTION_KEYS = ("grid.shape", "grid.periodic", "problem.modes")
 
 METHODS = ("cg", "cg_pipelined", "jacobi")
 PRECONDITIONERS = ("none", "jacobi")
 
 
-def _validate(cfg: dict[str, Any]) -> None:
+def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
+    """Check every poisson option (names in the message); no MPI, runs before the first collective."""
     g, p, s = cfg["grid"], cfg["problem"], cfg["solver"]
     nd = len(g["shape"])
     if nd not in (2, 3) or any((not isinstance(n, int)) or n < 1 for n in g["shape"]):
@@ -49,26 +63,62 @@ def _validate(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"grid.periodic must be booleans, got {g['periodic']!r}")
     if any((not isinstance(k, int)) or k < 1 for k in p["modes"]):
         raise ConfigError(f"problem.modes must be positive integers, got {p['modes']!r}")
-    if s["method"] not in METHODS:
-        raise ConfigError(f"solver.method must be one of {METHODS}, got {s['method']!r}")
-    if s["preconditioner"] not in PRECONDITIONERS:
-        raise ConfigError(f"solver.preconditioner must be one of {PRECONDITIONERS}, got {s['preconditioner']!r}")
+    check_choice(cfg, "solver.method", METHODS)
+    check_choice(cfg, "solver.preconditioner", PRECONDITIONERS)
+    check_choice(cfg, "run.halo_method", CHOICES["halo_method"])
     if not 0 < s["rtol"] < 1:
         raise ConfigError(f"solver.rtol must be in (0, 1), got {s['rtol']}")
     if s["maxiter"] < 0 or s["check_every"] < 1:
         raise ConfigError("solver.maxiter must be >= 0 and solver.check_every >= 1")
+    if cfg["checkpoint"]["every"] < 0 or cfg["checkpoint"]["keep"] < 0:
+        raise ConfigError("checkpoint.every and checkpoint.keep must be >= 0")
 
 
 def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
-    """Solve the configured Poisson problem; return a summary dict (the same on every rank)."""
+    """Solve the configured Poisson problem; return a summary dict (the same on every rank).
+
+    The output file and the checkpoint folder are locked for the run.
+    """
     comm = MPI.COMM_WORLD if comm is None else comm
-    _validate(config)
-    g, p, s, o = config["grid"], config["problem"], config["solver"], config["output"]
+    validate_config(config, comm.Get_size())
+    o = config["output"]
+    ckdir = restart.checkpoint_directory(config["checkpoint"]["dir"], o["path"])
+    return restart.run_locked(comm, o["path"], ckdir, lambda: _run(config, comm))
+
+
+def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
+    g, p, s, o, ck = config["grid"], config["problem"], config["solver"], config["output"], config["checkpoint"]
     shape = tuple(g["shape"])
     decomp = grid_decomp(g, comm, halo=1)
     op = PoissonOperator(decomp, halo_method=config["run"]["halo_method"])
     exact, f = manufactured(op, p["modes"])
     rank0 = comm.Get_rank() == 0
+    ckdir = restart.checkpoint_directory(ck["dir"], o["path"])
+    plan = restart.plan(config, ckdir, SOLUTION_KEYS, comm, "poisson")
+    x0, start = None, 0
+    if plan.resume:
+        state = checkpoint.load(ckdir, {"x": decomp}, expect=plan.record)
+        x0, start = state["x"], int(state.step)
+        if rank0:
+            log.info("poisson: continuing from the iterate of iteration %d in %s", start, state.path)
+
+    def save(k: int, x: Any) -> None:
+        if ckdir is not None:
+            checkpoint.save(
+                ckdir, {"x": x}, start + k, comm=comm, keep=ck["keep"], config=dumps(config), solution=plan.record
+            )
+
+    stop = StopPoll(comm)  # agreed by all ranks within about a second, whatever the iteration time
+    stopped = {"at": None}
+
+    def every(k: int, rnorm: float, x: Any) -> bool:
+        if ck["every"] and k > 0 and k % ck["every"] == 0:
+            save(k, x)
+        if stop():
+            stopped["at"] = start + k
+            return True  # the solver returns with reason "callback"; the final save below checkpoints x
+        return False
+
     if rank0:
         log.info(
             "poisson: grid %s (%s) on %d ranks (dims %s), %s + %s preconditioner, rtol %g",
@@ -82,10 +132,16 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         )
     maxiter = s["maxiter"] or None
     if s["method"] == "jacobi":
-        x, info = jacobi(op, f, rtol=s["rtol"], maxiter=maxiter or 100_000, check_every=s["check_every"])
+        x, info = jacobi(
+            op, f, x0=x0, rtol=s["rtol"], maxiter=maxiter or 100_000, check_every=s["check_every"], callback=every
+        )
     else:
         solve = cg if s["method"] == "cg" else cg_pipelined
-        x, info = solve(op, f, rtol=s["rtol"], maxiter=maxiter, M=s["preconditioner"])
+        x, info = solve(op, f, x0=x0, rtol=s["rtol"], maxiter=maxiter, M=s["preconditioner"], callback=every)
+    save(info.iterations, x)
+    if stopped["at"] is not None and rank0:
+        saved = "output and checkpoint written" if ckdir is not None else "output written (checkpoints off)"
+        log.info("poisson: stop signal received: %s at iteration %d; stopping", saved, stopped["at"])
     err = x.copy()
     err.interior[...] -= exact.interior
     if all(decomp.periodic):  # the solution is unique only up to a constant
@@ -101,7 +157,9 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         "shape": list(shape),
         "method": s["method"],
         "preconditioner": s["preconditioner"],
-        "iterations": info.iterations,
+        "iterations": start + info.iterations,
+        "restarted_from": start,
+        "stopped_early": stopped["at"] is not None,
         "converged": info.converged,
         "reason": info.reason,
         "relative_residual": info.relative_residual,
@@ -126,17 +184,35 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
             summary["ms_per_iteration"],
         )
     if o["path"]:
-        _write(o, config, comm, info, x, err)
+        _write(o, config, comm, info, x, err, start, op)
         summary["output"] = o["path"]
     decomp.free()
     return summary
 
 
-def _write(o: dict[str, Any], config: dict[str, Any], comm: MPI.Comm, info: Any, x: Any, err: Any) -> None:
-    """Residual history and (optionally) the solution and error fields, after the timed solve."""
-    with Output(o["path"], comm, config=dumps(config), mode="w", flush_every=0) as out:
+def _write(
+    o: dict[str, Any], config: dict[str, Any], comm: MPI.Comm, info: Any, x: Any, err: Any, start: int, op: Any
+) -> None:
+    """Residual history (series axis ``iteration``) and, optionally, the static fields ``u`` and ``error``.
+
+    A continued solve (``start`` > 0) keeps the residuals up to its checkpoint's
+    iteration and appends its own from there (its iteration 0 is that one); the
+    fields are replaced by the continued solve's.
+    """
+    mode, keep = ("a", start + 1) if start else ("w", None)
+    title = f"hpcml poisson: -laplacian(u) = f on the unit {'square' if x.decomp.ndim == 2 else 'cube'}"
+    with Output(o["path"], comm, config=dumps(config), mode=mode, restart_step=keep, flush_every=0, title=title) as out:
         for it, r in zip(info.residual_iterations, info.residuals):
-            out.write_scalar("residual", float(r), step=int(it))
+            if start and it == 0:
+                continue
+            out.write_scalar(
+                "residual", float(r), step=start + int(it), axis="iteration", long_name="residual norm ||b - A x||"
+            )
         if o["fields"]:
-            out.write("u", x, step=info.iterations, units="1")
-            out.write("error", err, step=info.iterations, units="1")
+            names = ("y", "x") if x.decomp.ndim == 2 else ("z", "y", "x")
+            coords = {}
+            for name, n, h, per in zip(names, x.shape, op.spacing, x.decomp.periodic):
+                # the unknowns' positions: x_i = i h (periodic) or (i + 1) h (Dirichlet nodes eliminated)
+                coords[name] = ((np.arange(n) + (0 if per else 1)) * h, {"units": "1", "long_name": f"{name} (node)"})
+            out.write("u", x, units="1", long_name="solution", coords=coords)
+            out.write("error", err, units="1", long_name="error u - u_exact")

@@ -22,40 +22,47 @@ from typing import Any
 
 from mpi4py import MPI
 
-from hpcml.config import ConfigError, dumps
+from hpcml.apps import restart
+from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.nn import HaloConv2d, Sequential, TileDataset, Trainer, TrainGrid, generate_heat_pairs
+from hpcml.settings import CHOICES
 
-__all__ = ["build_model", "run"]
+__all__ = ["SOLUTION_KEYS", "build_model", "run", "validate_config"]
 
 log = logging.getLogger("hpcml.apps.train")
 
+#: Config values that determine the trained model (a checkpoint written with others is refused).
+#: Not: epochs (train longer), rank layout, bucket size, ZeRO, logging and checkpoint cadence.
+SOLUTION_KEYS = (
+    "grid.shape", "grid.periodic", "data.samples", "data.steps_ahead", "data.alpha", "data.cfl", "data.modes",
+    "data.seed", "model", "train.batch_size", "train.seed", "train.shuffle", "train.optimizer", "train.lr",
+    "train.momentum", "train.weight_decay", "train.accumulation",
+)  # fmt: skip
 
-def _validate(cfg: dict[str, Any], size: int) -> None:
+
+def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
+    """Check every train option (names in the message); with ``ranks``, the splits too. No MPI."""
     g, d, m, t = cfg["grid"], cfg["data"], cfg["model"], cfg["train"]
     if len(g["shape"]) != 2 or any(not isinstance(n, int) or n < 1 for n in g["shape"]):
         raise ConfigError(f"grid.shape must be two positive integers, got {g['shape']!r}")
     for key in ("periodic", "dims"):
         if len(g[key]) != 2:
             raise ConfigError(f"grid.{key} must have two entries, got {g[key]!r}")
-    if d["generate"] not in ("missing", "always", "never"):
-        raise ConfigError(f"data.generate must be missing, always or never, got {d['generate']!r}")
+    check_choice(cfg, "data.generate", ("missing", "always", "never"))
     if d["samples"] < 1 or d["steps_ahead"] < 0:
         raise ConfigError("data.samples must be >= 1 and data.steps_ahead >= 0")
     if not m["channels"] or any(not isinstance(c, int) or c < 1 for c in m["channels"]):
         raise ConfigError(f"model.channels must be a non-empty list of positive integers, got {m['channels']!r}")
     if m["kernel_size"] < 1 or m["kernel_size"] % 2 == 0:
         raise ConfigError(f"model.kernel_size must be odd and positive, got {m['kernel_size']}")
-    if m["activation"] not in ("tanh", "relu"):
-        raise ConfigError(f"model.activation must be tanh or relu, got {m['activation']!r}")
-    if m["conv"] not in ("im2col", "direct"):
-        raise ConfigError(f"model.conv must be im2col or direct, got {m['conv']!r}")
-    if m["dtype"] not in ("float64", "float32"):
-        raise ConfigError(f"model.dtype must be float64 or float32, got {m['dtype']!r}")
+    check_choice(cfg, "model.activation", ("tanh", "relu"))
+    check_choice(cfg, "model.conv", ("im2col", "direct"))
+    check_choice(cfg, "model.dtype", ("float64", "float32"))
+    check_choice(cfg, "train.optimizer", ("adam", "sgd"))
+    check_choice(cfg, "run.halo_method", CHOICES["halo_method"])
     dp = t["data_parallel"]
-    if dp < 1 or size % dp:
-        raise ConfigError(f"train.data_parallel={dp} must be a positive divisor of the {size} ranks")
-    if t["optimizer"] not in ("adam", "sgd"):
-        raise ConfigError(f"train.optimizer must be adam or sgd, got {t['optimizer']!r}")
+    if dp < 1 or (ranks is not None and ranks % dp):
+        raise ConfigError(f"train.data_parallel={dp} must be a positive divisor of the {ranks} ranks")
     for key in ("epochs", "batch_size", "accumulation", "log_every"):
         if t[key] < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {t[key]}")
@@ -87,9 +94,18 @@ def _dataset_exists(path: str, comm: MPI.Comm) -> bool:
 
 
 def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
-    """Run the training job described by ``config``; return a summary (same on every rank)."""
+    """Run the training job described by ``config``; return a summary (same on every rank).
+
+    The output file and the checkpoint folder are locked for the run.
+    """
     comm = MPI.COMM_WORLD if comm is None else comm
-    _validate(config, comm.Get_size())
+    validate_config(config, comm.Get_size())
+    o = config["output"]
+    ckdir = restart.checkpoint_directory(config["train"]["checkpoint_dir"], o["path"])
+    return restart.run_locked(comm, o["path"], ckdir, lambda: _run(config, comm))
+
+
+def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
     g, d, m, t, o = config["grid"], config["data"], config["model"], config["train"], config["output"]
     shape = tuple(g["shape"])
     rank0 = comm.Get_rank() == 0
@@ -119,6 +135,8 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
             )
     elif not _dataset_exists(d["path"], comm):
         raise ConfigError(f"data.path {d['path']!r} does not exist and data.generate = 'never'")
+    ckdir = restart.checkpoint_directory(t["checkpoint_dir"], o["path"])
+    plan = restart.plan(config, ckdir, SOLUTION_KEYS, comm, "train")
     dims = None if all(x == 0 for x in g["dims"]) else tuple(g["dims"])
     grid = TrainGrid(comm, t["data_parallel"], shape, dims=dims, periodic=tuple(g["periodic"]))
     dataset = TileDataset.from_hdf5(grid, d["path"], dtype=m["dtype"])
@@ -139,13 +157,14 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         accumulation=t["accumulation"],
         seed=t["seed"],
         shuffle=t["shuffle"],
-        checkpoint_dir=t["checkpoint_dir"] or None,
+        checkpoint_dir=ckdir,
         checkpoint_every=t["checkpoint_every"],
         output=o["path"] or None,
         config=text,
         log_every=t["log_every"],
+        solution=plan.record,
     )
-    resumed = bool(t["resume"] and t["checkpoint_dir"]) and trainer.resume()
+    resumed = plan.resume and trainer.resume()
     if rank0:
         log.info(
             "train: %d samples of %s on %d ranks = %d replica(s) x %d tile(s) (dims %s), %d parameters, optimizer %s%s",
@@ -176,6 +195,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         "resumed": resumed,
         "epochs": trainer.epoch,
         "steps": trainer.step,
+        "stopped_early": trainer.stopped_early,
         "loss_first": history[0] if history else float("nan"),
         "loss_final": history[-1] if history else float("nan"),
         "seconds": elapsed,

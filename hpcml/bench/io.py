@@ -11,7 +11,13 @@ h5py also ``mpio``, collective writes and collective MPI-IO reads, and
 * read: every snapshot back with ``hpcml.io.read`` onto the same decomposition,
   after the files' pages were dropped from the page cache
   (``posix_fadvise(DONTNEED)``; ``--cached`` skips that);
-* consolidate (``vds``, once): copying the series into one plain file.
+* consolidate (``vds``, once): copying the series into one plain file;
+* append (on all the job's ranks): the cost per output step of a long run that
+  keeps its output readable, ``--append-steps`` snapshots of a small
+  ``--append-shape`` field plus one scalar, ``Output.flush()`` after each: with
+  the main file replaced at every step (``flush_seconds=0``) and at the default
+  rate, against the peer each rank appending its block to its own plain h5py
+  file and flushing it (no global view, no coordinates, no crash safety).
 
 Baselines over the same bytes, in one process: the series written and read with
 plain ``h5py`` (one chunked dataset, same chunks), and ``numpy.save``/``numpy.load``
@@ -52,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement (best is reported)")
     parser.add_argument("--dir", default=".", help="where the scratch files go (removed afterwards)")
     parser.add_argument("--cached", action="store_true", help="read from the page cache (no eviction)")
+    parser.add_argument("--append-shape", default="256x256", help="field of the per-step append rows")
+    parser.add_argument("--append-steps", type=int, default=50, help="output steps of the append rows (0: none)")
 
 
 def _evict(paths: list[Path]) -> None:
@@ -151,6 +159,61 @@ def _series_rows(
     return rows
 
 
+def _append_rows(comm: MPI.Comm, args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
+    """Seconds per output step: hpcml.io with a flush per step (two rates) and plain per-rank h5py appends."""
+    shape = tuple(int(x) for x in args.append_shape.lower().split("x"))
+    steps = args.append_steps
+    d = CartDecomp(shape, comm)
+    u = DistArray.from_global(d, lambda i, j: i * 1.0 + j * 1e-4)
+    work = Path(comm.bcast(tempfile.mkdtemp(prefix="append-", dir=scratch) if comm.Get_rank() == 0 else None))
+
+    def clean() -> None:
+        if comm.Get_rank() == 0:
+            for p in work.iterdir():
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        comm.Barrier()
+
+    def hpcml_append(flush_seconds: float) -> Callable[[], None]:
+        def go() -> None:
+            with Output(work / "run.h5", comm, mode="w", flush_seconds=flush_seconds) as out:
+                for s in range(steps):
+                    out.write("u", u, step=s, time=0.1 * s)
+                    out.write_scalar("norm", 1.0, step=s, time=0.1 * s)
+                    out.flush()
+
+        return go
+
+    def h5py_append() -> None:
+        with h5py.File(work / f"plain-{comm.Get_rank()}.h5", "w") as f:
+            local = tuple(d.local_shape)
+            ds = f.create_dataset("u", shape=(0, *local), maxshape=(None, *local), chunks=(1, *local), dtype="f8")
+            sc = f.create_dataset("norm", shape=(0,), maxshape=(None,), chunks=(1024,), dtype="f8")
+            for s in range(steps):
+                ds.resize(s + 1, axis=0)
+                ds[s] = u.interior
+                sc.resize(s + 1, axis=0)
+                sc[s] = 1.0
+                f.flush()
+
+    rows = []
+    label = f"append {'x'.join(map(str, shape))} x {steps}"
+    for path, fn in (
+        ("h5py per rank, flush each step", h5py_append),
+        ("Output, main file every step", hpcml_append(0.0)),
+        ("Output, default (flush_seconds=5)", hpcml_append(5.0)),
+    ):
+        rows.append({"path": path, "ranks": comm.Get_size(), "op": label, "s": _best(comm, fn, args.repeat, clean)})
+    per_step_bytes = int(np.prod(shape)) * 8
+    for r in rows:
+        r["ms/step"] = 1e3 * r["s"] / steps
+        r["GB/s"] = per_step_bytes * steps / r["s"] / 1e9
+        r["x h5py append"] = r["s"] / rows[0]["s"]
+    d.free()
+    if comm.Get_rank() == 0:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
 def _baselines(shape: tuple[int, ...], args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
     """Single-process h5py and numpy.save over the same bytes (rank 0 only)."""
     field = np.fromfunction(lambda i, j: i * 1.0 + j * 1e-4, shape)
@@ -234,15 +297,22 @@ def run(args: argparse.Namespace) -> int:
             if sub != MPI.COMM_NULL:
                 sub.Free()
             comm.Barrier()
+        if args.append_steps > 0:
+            _reset_peak()
+            got = _append_rows(comm, args, scratch)
+            peak = comm.allreduce(peak_rss_mib(), op=MPI.MAX)
+            rows += [{**r, "peak MiB/rank": peak} for r in got]
     finally:
         if rank == 0:
             shutil.rmtree(scratch, ignore_errors=True)
     if rank == 0:
         limit = {r["op"]: r["GB/s"] for r in rows if r["path"] == "numpy.save"}
         for r in rows:
+            if r["op"].startswith("append"):
+                continue
             op = "write" if r["op"].startswith(("write", "consolidate")) else "read"
             r["x numpy"] = r["GB/s"] / limit[op] if limit.get(op) else float("nan")
-        cols = ["path", "ranks", "op", "s", "GB/s", "x numpy", "peak MiB/rank"]
+        cols = ["path", "ranks", "op", "s", "GB/s", "x numpy", "ms/step", "x h5py append", "peak MiB/rank"]
         gib = int(np.prod(shape)) * 8 * args.steps / 2**30
         notes = [
             f"Series of {args.steps} x {'x'.join(map(str, shape))} float64 ({gib:.2f} GiB); "
@@ -255,6 +325,8 @@ def run(args: argparse.Namespace) -> int:
             "mpio: collective writes and collective MPI-IO reads; mpio-indep: independent writes, each rank "
             "opening the file to read (the default of hpcml.io.read).",
             "x numpy: GB/s over numpy.save (write) or numpy.load (read) of the same bytes, one process.",
+            "append: the whole job; ms per output step (snapshot + scalar + flush) including open and close, "
+            "and the time over each rank appending to its own h5py file (x h5py append).",
             f"h5py {h5py.version.version} (HDF5 {h5py.version.hdf5_version}, mpi={h5py_has_mpi()}).",
             "peak MiB/rank: largest peak RSS of the ranks taking part, "
             + ("reset before each configuration." if resettable else "cumulative (could not reset it here)."),

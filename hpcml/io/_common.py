@@ -15,16 +15,20 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import h5py
 import numpy as np
-from mpi4py import MPI
+
+if TYPE_CHECKING:  # mpi4py.MPI is imported where it is used: reading files needs no MPI
+    from mpi4py import MPI
 
 T = TypeVar("T")
 
-#: Value of the root attribute ``format`` of every file hpcml.io writes.
-FORMAT = "hpcml-io-1"
+#: Value of the root attribute ``format`` of an output's main file.
+FORMAT = "hpcml-io-2"
+#: ... and of its data files (``NAME.d/...``).
+FORMAT_DATA = "hpcml-io-2-data"
 
 
 def h5py_has_mpi() -> bool:
@@ -34,6 +38,8 @@ def h5py_has_mpi() -> bool:
 
 def mpi_library() -> str:
     """First line of ``MPI.Get_library_version()`` (e.g. ``MPICH Version: 4.0.2``)."""
+    from mpi4py import MPI
+
     return " ".join(MPI.Get_library_version().splitlines()[0].split())
 
 
@@ -109,6 +115,8 @@ def _rebuild_error(name: str, msg: str) -> Exception:
 
 def agree(comm: MPI.Comm, ok: bool) -> bool:
     """``True`` on every rank iff ``ok`` is true on every rank."""
+    from mpi4py import MPI
+
     return bool(comm.allreduce(1 if ok else 0, op=MPI.MIN))
 
 

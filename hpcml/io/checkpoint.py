@@ -30,6 +30,7 @@ Errors
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -60,7 +61,7 @@ from hpcml.io._common import (
     root_call,
     write_box,
 )
-from hpcml.io.errors import CheckpointError
+from hpcml.io.errors import CheckpointError, CheckpointMismatchError
 from hpcml.io.progress import Progress
 
 __all__ = ["FORMAT", "Restored", "list_checkpoints", "load", "save"]
@@ -182,6 +183,7 @@ def save(
     comm: MPI.Comm | None = None,
     keep: int = 3,
     config: Any = None,
+    solution: Mapping[str, Any] | None = None,
     progress: bool | None = None,
 ) -> Path:
     """Write a checkpoint of ``state`` at ``step`` into directory ``path`` (collective).
@@ -202,6 +204,10 @@ def save(
         How many checkpoints to keep (older ones are deleted); ``0`` keeps all.
     config
         The run configuration (TOML text or mapping), stored as text.
+    solution
+        The configuration values that determine the solution (``{dotted key:
+        value}``, JSON-able), stored as the ``solution`` attribute; ``load(...,
+        expect=...)`` refuses a checkpoint whose record differs.
 
     Returns
     -------
@@ -237,6 +243,8 @@ def save(
     final = directory / checkpoint_name(step)
     tmp = directory / f".{checkpoint_name(step)}.tmp"
     prov = root_call(comm, lambda: _prepare_dir(directory, tmp, comm, config))
+    if solution is not None:
+        prov["solution"] = json.dumps(dict(solution), sort_keys=True)
     mpio = h5py_has_mpi()
     total = sum(v.data.nbytes for _, v in leaves if isinstance(v, DistArray))
     with Progress(total * comm.Get_size(), f"checkpoint {final.name} (approx.)", comm=comm, enabled=progress) as bar:
@@ -402,7 +410,30 @@ def _commit(tmp: Path, final: Path, keep: int) -> Path:
 # -- load ------------------------------------------------------------------------------------
 
 
-def _describe(file: Path) -> dict[str, Any]:
+def compare_solution(file: Path, recorded: Any, expect: Mapping[str, Any]) -> None:
+    """Raise :class:`CheckpointMismatchError` naming every key whose recorded value differs from ``expect``."""
+    want = json.loads(json.dumps(dict(expect), sort_keys=True))  # same normalisation as the stored record
+    if not isinstance(recorded, dict):
+        raise CheckpointMismatchError(
+            f"checkpoint {file} records no solution keys (written by an older hpcml or by hand), so it cannot "
+            f"be checked against this run ({', '.join(sorted(want))}); start fresh with run.restart = false",
+            str(file),
+        )
+    diffs = []
+    for key in sorted(want):
+        if key not in recorded:
+            diffs.append(f"{key} = (not recorded) there, {json.dumps(want[key])} now")
+        elif recorded[key] != want[key]:
+            diffs.append(f"{key} = {json.dumps(recorded[key])} there, {json.dumps(want[key])} now")
+    if diffs:
+        raise CheckpointMismatchError(
+            f"checkpoint {file} was written for another problem: {'; '.join(diffs)}. Restore those values to "
+            "resume it, or start fresh (run.restart = false) or in another checkpoint directory",
+            str(file),
+        )
+
+
+def _describe(file: Path, expect: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Rank 0: open and check one checkpoint; what every rank needs to read it."""
     try:
         f = h5py.File(file, "r")
@@ -416,6 +447,9 @@ def _describe(file: Path) -> dict[str, Any]:
                 raise CheckpointError(
                     f"checkpoint {file}: not an hpcml checkpoint (format attribute missing)", str(file)
                 )
+            if expect is not None:
+                raw = f.attrs.get("solution")
+                compare_solution(file, json.loads(as_str(raw)) if raw is not None else None, expect)
             leaves: list[dict[str, Any]] = []
 
             def visit(name: str, obj: Any) -> None:
@@ -592,6 +626,7 @@ def load(
     *,
     fallback: bool = True,
     verify: bool = True,
+    expect: Mapping[str, Any] | None = None,
     xp: Any = np,
 ) -> Restored:
     """Load the newest good checkpoint onto ``decomp`` (collective over ``decomp.comm``).
@@ -610,6 +645,11 @@ def load(
         reason) and try the next older checkpoint; ``False`` raises at once.
     verify
         Compare every dataset's checksum (no extra I/O; on by default).
+    expect
+        The solution record of this run (see ``save(solution=...)``): a
+        checkpoint recording other values for any of these keys, or none, raises
+        :class:`~hpcml.io.errors.CheckpointMismatchError` naming them, before any
+        data is read; it is never skipped for an older one.
     xp
         Array module of the restored fields.
 
@@ -623,6 +663,8 @@ def load(
     ------
     CheckpointError
         On every rank, naming the file(s) and the reasons, when none loads.
+    CheckpointMismatchError
+        On every rank, when ``expect`` differs from the newest readable checkpoint's record.
     """
     comm = (next(iter(decomp.values())) if isinstance(decomp, Mapping) else decomp).comm
     target = Path(path)
@@ -642,8 +684,10 @@ def load(
     for name in files:
         file = Path(name)
         try:
-            desc = root_call(comm, lambda file=file: _describe(file))
+            desc = root_call(comm, lambda file=file: _describe(file, expect))
             state, reason = _try_load(file, desc, decomp, comm, verify, xp)
+        except CheckpointMismatchError:
+            raise
         except CheckpointError as exc:
             state, reason = None, str(exc)
         if state is not None:

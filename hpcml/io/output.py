@@ -1,222 +1,135 @@
-"""Time-series output of distributed fields and scalars to HDF5.
+"""Time series (and static snapshots) of distributed fields and scalars in one HDF5 output.
 
-:class:`Output` appends snapshots of :class:`~hpcml.distarray.DistArray` fields to
-datasets shaped ``(nsteps, *global_shape)`` and scalar (or small replicated
-array) series to ``scalars/<name>``, with the layout of :mod:`hpcml.io.layout`.
-Two real write paths give the same file to a reader:
+:class:`Output` is the one interface; what varies lives beside it:
 
-``mpio``
-    h5py built against parallel HDF5: one shared file opened with
-    ``driver="mpio"``; every snapshot is one collective hyperslab write, HDF5
-    reading each rank's interior straight out of its ghosted buffer.
-``vds``
-    The ordinary h5py wheel: rank ``r`` writes its block to
-    ``NAME.d/rank-RRRRR.h5`` (a resizable dataset per field); rank 0 keeps
-    ``NAME.h5`` with the index, the scalars and, per field, an HDF5 virtual
-    dataset mapping every rank's block, so ``h5py.File("NAME.h5")["u"][...]`` is
-    the global array.  Source names are relative to ``NAME.h5``'s directory, so
-    the pair moves together.  The virtual datasets are rebuilt (rank 0, no
-    communication) every ``flush_every`` writes and on :meth:`Output.flush`.
-    ``consolidate=True`` copies everything into one plain ``NAME.h5`` on close.
+* :mod:`hpcml.io.writers` — how field blocks reach the data files: ``mpio``
+  (one shared file, collective MPI-IO) or ``vds`` (one file per rank);
+* :mod:`hpcml.io.mainfile` — the main file readers open (netCDF-4 compatible:
+  named dimensions, coordinate variables, CF attributes), always replaced
+  atomically;
+* :mod:`hpcml.io.vds` — the virtual datasets that join the blocks;
+* :mod:`hpcml.io.segments` — appending and restarts (what is kept, where new
+  data goes);
+* :mod:`hpcml.io.xdmf` and :mod:`hpcml.io.consolidate` — the ParaView sidecar
+  and the single-file copy.
 
-The path is chosen automatically (``mpio`` when h5py has MPI, unless the file
-being appended to already uses per-rank files), can be forced with
-``driver=`` or ``HPCML_IO_DRIVER``, is logged by rank 0 and recorded in the
-file's ``writer`` attribute.
-
-Appending across restarts (``mode="a"``, the default) extends every series.
-Each run that writes per-rank files adds a *segment*: new files under
-``NAME.d/`` (segment 0 directly, later ones in ``NAME.d/sKKKK/``), so a restart
-on a different rank count or decomposition never rewrites the files of earlier
-runs; the virtual dataset maps old snapshots to old files and new ones to new
-files.  A consolidated (plain) field being appended to in ``vds`` mode is moved
-to ``hpcml/base/<name>`` and mapped from the same file.  ``restart_step=S``
-first drops snapshots with step >= S (written after the checkpoint a job
-restarts from), so no step appears twice.
+Series axes
+    Every snapshot belongs to an entry of a *series axis*: ``time`` by default
+    (coordinate ``time`` with ``time_units``, plus the variable ``step``), or
+    any other name (``axis="iteration"``), whose coordinate is the step number.
+    Series written at the same step share the entry, so ``u(time, y, x)`` and
+    ``norm(time)`` line up; a series that skips an entry reads NaN there.
+Dimensions and coordinates
+    ``dims=`` names a field's axes (default ``x``; ``y, x``; ``z, y, x``);
+    ``coords=`` gives their coordinate values (default: the cell index) and
+    attributes (``units``, ``long_name``, CF ``axis``).  A dimension is defined
+    by its first use and must keep its length.  :meth:`Output.coordinate` adds
+    auxiliary coordinates (``theta`` along ``lat``).
+Crash safety
+    Data files are only appended to; the main file is rewritten whole under a
+    temporary name and renamed, after every rank has flushed its data.  That
+    happens when an entry is complete (the next one starts), on :meth:`flush`
+    and on :meth:`close`, so a crash leaves the last complete state readable.
+Path lock
+    The output path is locked (:mod:`hpcml.io.lock`) before anything is read or
+    deleted; another job writing it is refused.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-from dataclasses import dataclass, field
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import h5py
 import numpy as np
-from mpi4py import MPI
 
-from hpcml.io._common import (
-    FORMAT,
-    chunk_shape,
-    decomposition_record,
-    fsync_dir,
-    fsync_file,
-    h5py_has_mpi,
-    provenance,
-    root_call,
-    stem,
-    write_box,
-)
+from hpcml.io._common import decomposition_record, provenance, root_call, stem
 from hpcml.io.errors import OutputError
-from hpcml.io.layout import FIELD, INTERNAL, SCALAR, check_name, index_paths, inspect_file, scalar_path
-from hpcml.io.progress import Progress
+from hpcml.io.lock import PathLock
+from hpcml.io.mainfile import Axis, Coord, MainModel, Var, write_main
+from hpcml.io.segments import json_dumps, parts_dir, plan_session, remove_segments, segment_dir
+from hpcml.io.writers import DRIVERS, WRITERS, DataWriter, choose_driver
 
-__all__ = ["DRIVERS", "Output", "choose_driver", "consolidate"]
+__all__ = ["DRIVERS", "Output", "choose_driver"]
 
 log = logging.getLogger("hpcml.io")
 
-DRIVERS = ("auto", "mpio", "vds")
-_MANAGED_ATTRS = frozenset({"kind", "units", "nsteps", "step", "time", "decomposition"})
-_RANK_FILE = re.compile(r"^rank-\d{5,}\.h5$")
-_SEGMENT_DIR = re.compile(r"^s(\d{4,})$")
+_DEFAULT_DIMS = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
+_CF_AXIS = {"x": "X", "y": "Y", "z": "Z"}
 
 
-def choose_driver(requested: str = "auto") -> str:
-    """The write path for a new file: ``"mpio"`` if h5py has MPI, else ``"vds"``.
-
-    ``hpcml.settings.rc.io_driver`` (``HPCML_IO_DRIVER``) overrides ``"auto"``.  Asking for ``"mpio"`` without an
-    MPI-enabled h5py raises :class:`~hpcml.io.errors.OutputError`.
-    """
-    if requested == "auto":
-        from hpcml.settings import rc
-
-        requested = rc.io_driver
-    if requested not in DRIVERS:
-        raise ValueError(f"driver must be one of {DRIVERS}, got {requested!r}")
-    if requested == "mpio" and not h5py_has_mpi():
-        raise OutputError(
-            "driver='mpio' needs h5py built against parallel HDF5 (h5py.get_config().mpi is False); "
-            "see docs/io.md, or use driver='vds'"
-        )
-    if requested == "auto":
-        return "mpio" if h5py_has_mpi() else "vds"
-    return requested
+def default_dims(ndim: int) -> tuple[str, ...]:
+    """Dimension names of a field without ``dims=``: ``x``; ``y, x``; ``z, y, x``; else ``dim_K``."""
+    return _DEFAULT_DIMS.get(ndim, tuple(f"dim_{k}" for k in range(ndim)))
 
 
-@dataclass
-class _Series:
-    """What every rank knows about one series (kept identical on all ranks)."""
-
-    path: str
-    kind: str
-    shape: tuple[int, ...]
-    dtype: str
-    n: int = 0
-    units: str = ""
-    steps: list[int] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
-    attrs: dict[str, Any] = field(default_factory=dict)
-    # vds bookkeeping: mappings of earlier segments and this run's blocks.
-    old_maps: list[dict[str, Any]] = field(default_factory=list)
-    seg_t0: int = 0
-    seg_n: int = 0
-    blocks: list[tuple[tuple[int, ...], tuple[int, ...]]] | None = None
-    decomposition: dict[str, Any] | None = None
-    dirty: bool = False
+def _coord_spec(value: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """``values`` or ``(values, attrs)`` -> (1-D array, attrs)."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Mapping):
+        return np.asarray(value[0]), dict(value[1])
+    return np.asarray(value), {}
 
 
-def _nan_or_float(t: Any) -> float:
-    return float("nan") if t is None else float(t)
-
-
-def _keep_count(steps: list[int], restart_step: int | None) -> int:
-    """Snapshots to keep: those before the first with step >= ``restart_step``."""
-    if restart_step is None:
-        return len(steps)
-    for i, s in enumerate(steps):
-        if s >= restart_step:
-            return i
-    return len(steps)
-
-
-def _clip_maps(maps: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    """Mappings restricted to snapshots ``< n`` (those entirely past ``n`` dropped)."""
-    out = []
-    for m in maps:
-        c = min(m["count"][0], n - m["vstart"][0])
-        if c <= 0:
-            continue
-        out.append({**m, "count": [c, *m["count"][1:]]})
-    return out
-
-
-def _segment_dirs(parts: Path) -> list[int]:
-    """Segment numbers already present in ``NAME.d``."""
-    if not parts.is_dir():
-        return []
-    segs = set()
-    for p in parts.iterdir():
-        if p.is_file() and _RANK_FILE.match(p.name):
-            segs.add(0)
-        elif p.is_dir() and (m := _SEGMENT_DIR.match(p.name)):
-            segs.add(int(m.group(1)))
-    return sorted(segs)
-
-
-def _remove_parts(parts: Path) -> None:
-    """Delete the per-rank files hpcml wrote under ``NAME.d`` (and nothing else)."""
-    if not parts.is_dir():
-        return
-    for p in parts.iterdir():
-        if p.is_file() and _RANK_FILE.match(p.name):
-            p.unlink()
-        elif p.is_dir() and _SEGMENT_DIR.match(p.name):
-            for q in p.iterdir():
-                if q.is_file() and _RANK_FILE.match(q.name):
-                    q.unlink()
-            if not any(p.iterdir()):
-                p.rmdir()
-    if not any(parts.iterdir()):
-        parts.rmdir()
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"a series name must be a non-empty string without '/', got {name!r}")
+    return name
 
 
 class Output:
-    """Append-only HDF5 time series of distributed fields and scalars (collective).
+    """Append-only HDF5 output of distributed fields and scalar series (every method collective).
 
     Parameters
     ----------
     path
-        Output file, e.g. ``"run.h5"``; sidecars are ``run.xmf`` and ``run.d/``.
+        The main file, e.g. ``"run.h5"``; data files go to ``run.d/``, the
+        ParaView sidecar is ``run.xmf``.
     comm
-        Communicator of the writing ranks (``MPI.COMM_WORLD`` by default); every
-        method is collective over it.
+        Communicator of the writing ranks (``MPI.COMM_WORLD`` by default).
     config
-        The run's configuration, TOML text or a mapping (stored as TOML text in
-        the ``config`` attribute).
+        The run's configuration, TOML text or a mapping (root attribute ``config``).
     mode
-        ``"a"`` appends to an existing file (creating it if absent); ``"w"``
-        starts a new one, deleting an old file's per-rank parts.
+        ``"a"`` appends to an existing output (creating it if absent); ``"w"``
+        replaces it (the old one stays readable until the first flush).
     driver
-        ``"auto"``, ``"mpio"`` or ``"vds"`` (see the module docstring).
+        ``"auto"``, ``"mpio"`` or ``"vds"`` (:mod:`hpcml.io.writers`).
     consolidate
-        ``vds`` only: on :meth:`close`, copy everything into one plain
-        ``NAME.h5`` and delete ``NAME.d``.
+        On :meth:`close`, copy everything into one plain ``NAME.h5`` and delete ``NAME.d``.
     restart_step
-        When appending, first drop snapshots whose step is ``>= restart_step``.
+        When appending, first drop every series entry with step ``>= restart_step``.
     xdmf
-        Write the ``NAME.xmf`` sidecar on :meth:`flush` and :meth:`close`.
+        Keep the ``NAME.xmf`` sidecar up to date.
     flush_every
-        Make the file readable (index, virtual datasets, HDF5 flush) every this
-        many writes; ``0`` only on :meth:`flush`/:meth:`close`.
+        Make the file readable every this many completed series entries
+        (``0``: only on :meth:`flush`/:meth:`close`).
+    flush_seconds
+        Replace the main file at most this often (seconds of wall time; decided
+        by rank 0) on those occasions and on :meth:`flush`; :meth:`close` always
+        does.  Rewriting the main file costs ~10-200 ms (more with many series
+        and a loaded file system), so a job writing many small snapshots is not
+        slowed down; a crash loses at most the entries of the last interval
+        (``0``: every time, ``flush(force=True)``: now).
     collective
-        ``mpio`` only: collective MPI-IO transfers (the default); ``False`` lets
-        each rank write its hyperslab independently, which was 4x faster here
-        with ranks oversubscribing cores and a 2-D process grid (see docs/io.md).
+        ``mpio`` only: collective MPI-IO transfers (``False``: independent).
+    time_units
+        Units of the ``time`` axis (``"1"`` when not given).
+    title, attrs
+        Root attributes (CF ``title``; anything else JSON-free and small).
 
     Attributes
     ----------
     driver
-        The path taken: ``"mpio"`` or ``"vds"``.
+        The write path taken: ``"mpio"`` or ``"vds"``.
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
-        comm: MPI.Comm | None = None,
+        comm: Any = None,
         config: Any = None,
         *,
         mode: str = "a",
@@ -225,182 +138,79 @@ class Output:
         restart_step: int | None = None,
         xdmf: bool = True,
         flush_every: int = 1,
+        flush_seconds: float = 5.0,
         collective: bool = True,
+        time_units: str | None = None,
+        title: str | None = None,
+        attrs: Mapping[str, Any] | None = None,
     ) -> None:
         if mode not in ("a", "w"):
             raise ValueError(f"mode must be 'a' or 'w', got {mode!r}")
         if driver not in DRIVERS:
             raise ValueError(f"driver must be one of {DRIVERS}, got {driver!r}")
-        self.comm = MPI.COMM_WORLD if comm is None else comm
-        self.rank = self.comm.Get_rank()
-        self.size = self.comm.Get_size()
+        if comm is None:
+            from mpi4py import MPI
+
+            comm = MPI.COMM_WORLD
+        self.comm = comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.path = Path(path)
-        self.parts = Path(str(stem(self.path)) + ".d")
+        self.parts = parts_dir(self.path)
         self.xmf_path = stem(self.path).with_suffix(".xmf")
-        self.consolidate = bool(consolidate)
-        self.xdmf = bool(xdmf)
+        self.consolidate, self.xdmf = bool(consolidate), bool(xdmf)
         self.flush_every = int(flush_every)
-        self.collective = bool(collective)
-        self._writes = 0
+        self.flush_seconds = float(flush_seconds)
+        self._main_written = -float("inf")  # rank 0: when the main file was last replaced
+        self.time_units = time_units
         self._closed = False
-        self._main: h5py.File | None = None
-        self._rank_file: h5py.File | None = None
-        plan = root_call(self.comm, lambda: self._plan(mode, driver, restart_step, config))
-        self.driver: str = plan["driver"]
-        self._segment: int = plan["segment"]
-        self._prov: dict[str, Any] = plan["provenance"]
-        self._history: list[dict[str, Any]] = plan["history"]
-        self._series: dict[str, _Series] = {}
-        for key, s in plan["series"].items():
-            self._series[key] = _Series(
-                path=key,
-                kind=s["kind"],
-                shape=tuple(s["shape"]),
-                dtype=s["dtype"],
-                n=s["n"],
-                units=s["units"],
-                steps=s["steps"],
-                times=s["times"],
-                attrs=s.get("keep_attrs", {}),
-                old_maps=s.get("maps", []),
-                seg_t0=s["n"],
-                dirty=s["n"] != s["stored"] or "move_to_base" in s,
-            )
-        self._open(plan)
+        self._entries = 0
+        self._dirty = False
+        # Before anything is read or deleted: another job writing this path is refused here.
+        self._lock = PathLock(comm, files=[self.path]).acquire()
+        try:
+            prov = provenance(comm, config)
+            session = root_call(comm, lambda: self._plan(mode, driver, restart_step, prov, title, attrs))
+        except BaseException:
+            self._lock.release()
+            raise
+        self.driver: str = session["driver"]
+        self._stale: list[int] = session["stale"]
+        self.model: MainModel = session["model"] if self.rank != 0 else self._model_root
+        self._last: dict[str, int] = {name: v.n - 1 for name, v in self.model.vars.items()}
+        self._written: set[str] = set()
+        seg = segment_dir(self.parts, session["segment"])
+        self._writer: DataWriter = WRITERS[self.driver](self.path, seg, comm, collective)
         if self.rank == 0:
-            where = self.path if self.driver == "mpio" else f"{self.path} + {self._segment_dir()}/rank-*.h5"
             log.info(
-                "hpcml.io: %s %s through %s (%s)",
-                "appending to" if plan["existing"] else "writing",
-                where,
-                self.driver,
-                "h5py with MPI, collective writes" if self.driver == "mpio" else "per-rank files + virtual datasets",
+                "hpcml.io: %s %s (%s, data in %s)",
+                "appending to" if session["existing"] else "writing",
+                self.path,
+                "collective MPI-IO" if self.driver == "mpio" else "one file per rank",
+                seg,
             )
 
-    # -- planning (rank 0) ---------------------------------------------------------------
-    def _plan(self, mode: str, driver: str, restart_step: int | None, config: Any) -> dict[str, Any]:
-        info = None
-        if mode == "a" and self.path.exists():
-            try:
-                info = inspect_file(self.path, maps=True)
-            except OSError as exc:
-                raise OutputError(f"cannot append to {self.path}: not a readable HDF5 file ({exc})") from None
-            if info["attrs"].get("format") != FORMAT:
-                raise OutputError(f"cannot append to {self.path}: not an hpcml output file (no format={FORMAT!r})")
-        has_virtual = bool(info) and any(s["virtual"] for s in info["series"].values())
-        if driver == "auto" and has_virtual:
-            chosen = "vds"  # appending to per-rank files: keep that layout
-        else:
-            chosen = choose_driver(driver)
-        if chosen == "mpio" and has_virtual:
-            raise OutputError(
-                f"cannot append to {self.path} with driver='mpio': its fields are virtual datasets over "
-                f"{self.parts}/; append with driver='vds' or run hpcml.io.consolidate({str(self.path)!r}) first"
-            )
-        series: dict[str, Any] = {}
-        for key, found in (info or {"series": {}})["series"].items():
-            keep = _keep_count(found["steps"], restart_step)
-            s = {**found, "n": keep, "steps": found["steps"][:keep], "times": found["times"][:keep]}
-            # User attributes (origin, spacing, latitude, ...) survive the rebuild of a virtual dataset.
-            s["keep_attrs"] = {k: v for k, v in s["attrs"].items() if k not in _MANAGED_ATTRS}
-            if chosen == "vds" and s["kind"] == FIELD:
-                if s["virtual"]:
-                    if s.get("missing"):
-                        raise OutputError(
-                            f"cannot append to {self.path}: field {key!r} maps per-rank files that are missing: "
-                            f"{', '.join(s['missing'][:5])}"
-                        )
-                    s["maps"] = _clip_maps(s["maps"], keep)
-                else:  # plain (consolidated or mpio) data becomes segment "." of the new VDS
-                    base = f"/{INTERNAL}/base/{key}"
-                    s["maps"] = _clip_maps(
-                        [
-                            {
-                                "file": ".",
-                                "dset": base,
-                                "vstart": [0] * (1 + len(s["shape"])),
-                                "count": [s["stored"], *s["shape"]],
-                                "sstart": [0] * (1 + len(s["shape"])),
-                                "sshape": [s["stored"], *s["shape"]],
-                            }
-                        ],
-                        keep,
-                    )
-                    s["move_to_base"] = base
-            series[key] = s
-        history = list((info or {"attrs": {}})["attrs"].get("history") or [])
-        prov = provenance(self.comm, config)
-        keys = ("start_time", "hpcml_version", "mpi_library", "h5py_version", "hdf5_version", "ranks")
-        history.append({k: prov[k] for k in keys} | {"driver": chosen, "restart_step": restart_step})
-        if info:  # start_time stays the first run's; each run's own is in history
-            prov["start_time"] = info["attrs"].get("start_time", prov["start_time"])
-        segments = _segment_dirs(self.parts) if (info and chosen == "vds") else []
-        segment = (max(segments) + 1) if segments else 0
-        # Prepare the directory before anyone opens a rank file.
-        if mode == "w" or not info:
-            _remove_parts(self.parts)
-        if chosen == "vds":
-            self._segment = segment
-            self._segment_dir().mkdir(parents=True, exist_ok=True)
-        return {
-            "driver": chosen,
-            "segment": segment,
-            "series": series,
-            "existing": bool(info),
-            "provenance": prov,
-            "history": history,
-        }
+    # -- planning (rank 0) -----------------------------------------------------------------
+    def _plan(
+        self, mode: str, driver: str, restart_step: int | None, prov: dict[str, Any], title: Any, attrs: Any
+    ) -> dict[str, Any]:
+        s = plan_session(self.path, mode, driver, restart_step, prov, title)
+        if attrs:
+            s.model.attrs.update(dict(attrs))
+        self._model_root = s.model
+        self._old_maps = {k: list(v.maps) for k, v in s.model.vars.items() if v.kind == "field"}
+        # Other ranks get the model without the bulky parts (scalar values, mappings).
+        light = MainModel(
+            attrs={},
+            axes=s.model.axes,
+            coords=s.model.coords,
+            vars={
+                k: Var(v.name, v.kind, v.axis, v.dims, v.shape, v.dtype, dict(v.attrs), None, [], v.n)
+                for k, v in s.model.vars.items()
+            },
+        )
+        return {"driver": s.driver, "segment": s.segment, "existing": s.existing, "stale": s.stale, "model": light}
 
-    def _segment_dir(self) -> Path:
-        return self.parts if self._segment == 0 else self.parts / f"s{self._segment:04d}"
-
-    def _rank_path(self, rank: int) -> Path:
-        return self._segment_dir() / f"rank-{rank:05d}.h5"
-
-    def _relative(self, p: Path) -> str:
-        """Name of ``p`` relative to the main file's directory (as VDS sources store it)."""
-        return os.path.relpath(p, self.path.parent if str(self.path.parent) else ".")
-
-    # -- opening -------------------------------------------------------------------------
-    def _root_attrs(self) -> dict[str, Any]:
-        attrs = {k: v for k, v in self._prov.items()}
-        attrs["writer"] = self.driver
-        attrs["history"] = _json(self._history)
-        return attrs
-
-    def _open(self, plan: dict[str, Any]) -> None:
-        fresh = not plan["existing"]
-        if self.driver == "mpio":
-            self._main = h5py.File(self.path, "w" if fresh else "a", driver="mpio", comm=self.comm)
-            for k, v in self._root_attrs().items():
-                self._main.attrs[k] = v
-            for s in self._series.values():  # restart truncation, collectively
-                self._resize(s, s.n)
-            return
-        # vds: only rank 0 holds the main file; errors there reach every rank.
-        root_call(self.comm, lambda: self._open_main_vds(fresh, plan))
-
-    def _open_main_vds(self, fresh: bool, plan: dict[str, Any]) -> None:
-        self._main = h5py.File(self.path, "w" if fresh else "a")
-        for k, v in self._root_attrs().items():
-            self._main.attrs[k] = v
-        for key, s in plan["series"].items():
-            if "move_to_base" in s:
-                self._main.move(key, s["move_to_base"])
-            self._resize(self._series[key], self._series[key].n)
-
-    def _resize(self, s: _Series, n: int) -> None:
-        """Set the extent of a series' data (plain only) and index datasets to ``n``."""
-        f = self._main
-        assert f is not None
-        paths = list(index_paths(s.path))
-        if s.path in f and not f[s.path].is_virtual:
-            paths.append(s.path)
-        for p in paths:
-            if p in f and f[p].shape[0] != n:
-                f[p].resize(n, axis=0)
-
-    # -- writing -------------------------------------------------------------------------
+    # -- checks ----------------------------------------------------------------------------
     def _check(self, msg: str | None) -> None:
         """Raise on every rank if any rank found a problem (one allgather)."""
         msgs = self.comm.allgather(msg)
@@ -408,93 +218,231 @@ class Output:
             if m is not None:
                 raise OutputError(f"{self.path}: {m}" + (f" (on rank {r})" if self.size > 1 else ""))
 
+    def _live(self) -> None:
+        if self._closed:
+            raise OutputError(f"{self.path}: the Output is closed")
+
+    def _dims_problem(
+        self, what: str, dims: tuple[str, ...], shape: tuple[int, ...], coords: Mapping[str, Any] | None
+    ) -> str | None:
+        m = self.model
+        if len(dims) != len(shape):
+            return f"{what}: {len(dims)} dimension names {dims} for {len(shape)} axes"
+        if len(set(dims)) != len(dims):
+            return f"{what}: repeated dimension name in {dims}"
+        for d, n in zip(dims, shape):
+            if d in m.axes or d in m.vars or (d in m.coords and not m.coords[d].is_dim):
+                return f"{what}: {d!r} is already the name of a series axis or variable"
+            have = m.dim_size(d)
+            if have is not None and have != n:
+                return f"{what}: dimension {d!r} has length {have} in this file, got {n} (name the axes with dims=)"
+        for d, value in (coords or {}).items():
+            if d not in dims:
+                return f"{what}: coordinate {d!r} is not one of its dimensions {dims}"
+            values, _ = _coord_spec(value)
+            if values.ndim != 1 or values.shape[0] != shape[dims.index(d)]:
+                return f"{what}: coordinate {d!r} needs {shape[dims.index(d)]} values, got shape {values.shape}"
+        return None
+
+    def _var_problem(
+        self, what: str, name: str, kind: str, axis: str | None, dims: tuple, shape: tuple, dtype: str
+    ) -> str | None:
+        m = self.model
+        if name in m.axes or name in m.coords or name in m.names() - set(m.vars):
+            return f"{what}: {name!r} is already the name of an axis or coordinate"
+        v = m.vars.get(name)
+        if v is None:
+            return None
+        if (v.kind, v.axis, v.shape, v.dtype) != (kind, axis, shape, dtype) or v.dims != dims:
+            return (
+                f"{what}: the file holds {name!r} as a {v.kind} on axis {v.axis!r} with dims {v.dims}, "
+                f"shape {v.shape}, dtype {v.dtype}; got a {kind} on axis {axis!r} with dims {dims}, "
+                f"shape {shape}, dtype {dtype}"
+            )
+        return None
+
+    # -- dimensions and axes (identical on every rank) ------------------------------------------
+    def _define_dims(self, dims: tuple[str, ...], shape: tuple[int, ...], coords: Mapping[str, Any] | None) -> None:
+        for d, n in zip(dims, shape):
+            if d in self.model.coords:
+                continue
+            if coords and d in coords:
+                values, attrs = _coord_spec(coords[d])
+            else:
+                values, attrs = np.arange(n, dtype=np.float64), {"long_name": f"{d} index"}
+            attrs = {"long_name": d, **attrs}
+            if d in _CF_AXIS:
+                attrs.setdefault("axis", _CF_AXIS[d])
+            self.model.coords[d] = Coord(d, (d,), np.ascontiguousarray(values), attrs)
+            self._dirty = True
+
+    def coordinate(self, name: str, values: Any, dims: Sequence[str], **attrs: Any) -> None:
+        """Define an auxiliary coordinate ``name`` along existing ``dims`` (collective, rank 0's values)."""
+        self._live()
+        values = np.asarray(values)
+        msg = None
+        dims = tuple(dims)
+        if name in self.model.names() and name not in self.model.coords:
+            msg = f"coordinate {name!r}: the name is taken"
+        elif any(self.model.dim_size(d) is None for d in dims):
+            msg = f"coordinate {name!r}: dimensions {dims} must be defined first (by a write)"
+        elif values.shape != tuple(self.model.dim_size(d) for d in dims):
+            msg = f"coordinate {name!r}: shape {values.shape} does not match its dimensions {dims}"
+        self._check(msg)
+        self.model.coords[name] = Coord(name, dims, values, {"long_name": name, **attrs})
+        self._dirty = True
+
+    def _axis(self, name: str) -> Axis:
+        ax = self.model.axes.get(name)
+        if ax is None:
+            kind = "time" if name == "time" else "step"
+            ax = Axis(name, kind, units=(self.time_units or "1") if kind == "time" else "")
+            self.model.axes[name] = ax
+        return ax
+
+    def _slot(self, var: str, axis: str, step: int, time: float | None) -> tuple[int | None, str | None]:
+        """Entry of ``axis`` that a snapshot of ``var`` at ``step`` goes to (new entries appended)."""
+        ax = self.model.axes.get(axis)
+        if ax is None:
+            return -1, None
+        t = float("nan") if time is None else float(time)
+        for j in range(self._last.get(var, -1) + 1, ax.n):
+            if ax.steps[j] == step:
+                known = ax.times[j]
+                if not (np.isnan(known) or np.isnan(t) or known == t):
+                    return None, f"time {t} for step {step} differs from the {known} another series recorded"
+                return j, None
+        if ax.n and step < ax.steps[-1]:
+            return None, f"step {step} comes before the last entry of axis {axis!r} (step {ax.steps[-1]})"
+        return -1, None
+
+    def _enter(self, var: str, axis: str, step: int, time: float | None, slot: int) -> int:
+        ax = self._axis(axis)
+        if slot < 0:
+            if self._dirty and self.flush_every > 0 and ax.n and (self._entries + 1) % self.flush_every == 0:
+                self._sync()  # the previous entries are complete: make them readable
+            ax.steps.append(int(step))
+            ax.times.append(float("nan") if time is None else float(time))
+            self._entries += 1
+            slot = ax.n - 1
+        elif time is not None and np.isnan(ax.times[slot]):
+            ax.times[slot] = float(time)
+        self._last[var] = slot
+        for v in self.model.vars.values():  # every series on the axis spans all its entries
+            if v.axis == axis:
+                v.n = ax.n
+        self._dirty = True
+        return slot
+
+    def _series_args(self, step: Any, time: Any, axis: str) -> str | None:
+        if step is None:
+            return "time needs a step" if time is not None else None
+        if not isinstance(step, (int, np.integer)) or isinstance(step, bool):
+            return f"step must be an integer, got {step!r}"
+        if axis != "time" and time is not None:
+            return f"axis {axis!r} records step numbers only; pass time=None (or write on axis 'time')"
+        _check_name(axis)
+        return None
+
+    # -- writing ---------------------------------------------------------------------------
     def write(
         self,
         name: str,
         array: Any,
-        step: int,
+        step: int | None = None,
         time: float | None = None,
         *,
+        axis: str = "time",
         units: str | None = None,
-        attrs: dict[str, Any] | None = None,
+        long_name: str | None = None,
+        dims: Sequence[str] | None = None,
+        coords: Mapping[str, Any] | None = None,
+        attrs: Mapping[str, Any] | None = None,
     ) -> None:
-        """Append one snapshot of a distributed field (collective).
+        """Store a snapshot of a distributed field (collective); ghosts are not written.
 
         Parameters
         ----------
         name
-            Dataset name (``"u"``); its series is ``/name`` shaped ``(n, *global)``.
+            Variable name (``"u"``), at the file's root.
         array
-            The :class:`~hpcml.distarray.DistArray` (NumPy or CuPy); ghosts are not written.
+            The :class:`~hpcml.distarray.DistArray` (NumPy or CuPy).
         step, time
-            Simulation step and time of the snapshot (recorded in the index).
-        units
-            Units attribute (kept from the first write unless given again).
-        attrs
-            Extra field attributes, e.g. ``origin``/``spacing`` for the XDMF grid.
+            Series entry: simulation step and time.  ``step=None`` stores a
+            static field (no series axis; a later write replaces it).
+        axis
+            Series axis (``"time"``, or e.g. ``"iteration"``: step-valued).
+        units, long_name, attrs
+            Variable attributes (kept from earlier writes unless given again).
+        dims, coords
+            Dimension names and coordinate values (``values`` or ``(values,
+            attrs)`` per dimension); see the module docstring.
         """
         self._live()
-        check_name(name)
-        msg = None
+        _check_name(name)
         decomp = getattr(array, "decomp", None)
-        s = self._series.get(name)
+        msg = None
         if decomp is None or not hasattr(array, "interior"):
             msg = f"write({name!r}): expected a DistArray, got {type(array).__name__}"
         elif decomp.size != self.size:
             msg = f"write({name!r}): the array is decomposed over {decomp.size} ranks, the output over {self.size}"
-        elif s is not None and (s.kind != FIELD or s.shape != tuple(array.shape) or s.dtype != array.dtype.str):
-            msg = (
-                f"write({name!r}): the file holds a {s.kind} of shape {s.shape} and dtype {s.dtype}; "
-                f"got a field of shape {tuple(array.shape)} and dtype {array.dtype.str}"
+        shape = tuple(array.shape) if msg is None else ()
+        dtype = np.dtype(array.dtype).str if msg is None else ""
+        dims_t = tuple(dims) if dims is not None else default_dims(len(shape))
+        series_axis = None if step is None else axis
+        msg = msg or self._series_args(step, time, axis)
+        msg = msg or self._dims_problem(f"write({name!r})", dims_t, shape, coords)
+        msg = msg or self._var_problem(f"write({name!r})", name, "field", series_axis, dims_t, shape, dtype)
+        slot = None
+        if msg is None and step is not None:
+            slot, msg = self._slot(name, axis, int(step), time)
+        if (
+            msg is None
+            and name in self._written
+            and self._writer.fields[name].blocks[self.rank]
+            != (
+                tuple(decomp.start),
+                tuple(decomp.local_shape),
             )
-        elif s is not None and s.blocks is not None and s.blocks[self.rank] != (decomp.start, decomp.local_shape):
+        ):
             msg = f"write({name!r}): the decomposition changed within one Output session"
         self._check(msg)
-        if s is None:
-            s = _Series(path=name, kind=FIELD, shape=tuple(array.shape), dtype=array.dtype.str)
-            self._series[name] = s
-            self._create_series(s)
-        if units is not None:
-            s.units = str(units)
-        if attrs:
-            s.attrs.update(attrs)
-        s.decomposition = decomposition_record(decomp)
-        if self.driver == "mpio":
-            assert self._main is not None
-            dset = self._main[name]
-            dset.resize(s.n + 1, axis=0)
-            write_box(dset, decomp.start, array.data, decomp.interior, lead=(s.n,), collective=self.collective)
-        else:
-            self._write_rank_block(s, name, array)
-        self._append_index(s, step, time)
+        self._define_dims(dims_t, shape, coords)
+        var = self._var(name, "field", series_axis, dims_t, shape, dtype, units, long_name, attrs)
+        var.attrs["decomposition"] = json_dumps(decomposition_record(decomp))
+        if name not in self._written:
+            self._writer.create(name, array, series_axis is not None)
+            self._written.add(name)
+        pos = None if step is None else self._enter(name, axis, int(step), time, slot)
+        self._writer.append(name, array, pos)
+        self._dirty = True
 
-    def _write_rank_block(self, s: _Series, name: str, array: Any) -> None:
-        decomp = array.decomp
-        if s.blocks is None:
-            s.blocks = [tuple(map(tuple, b)) for b in self.comm.allgather((decomp.start, decomp.local_shape))]
-            s.seg_t0, s.seg_n = s.n, 0
-        if self._rank_file is None:
-            self._rank_file = h5py.File(self._rank_path(self.rank), "w")
-            self._rank_file.attrs["format"] = FORMAT
-            self._rank_file.attrs["rank"] = self.rank
-            self._rank_file.attrs["main_file"] = self.path.name
-        f = self._rank_file
-        if name not in f:
-            local = tuple(decomp.local_shape)
-            d = f.create_dataset(
-                name,
-                shape=(0, *local),
-                maxshape=(None, *local),
-                chunks=chunk_shape(local, array.dtype.itemsize),
-                dtype=array.dtype,
-            )
-            d.attrs["t0"] = s.seg_t0
-            d.attrs["start"] = list(decomp.start)
-            d.attrs["global_shape"] = list(decomp.shape)
-        d = f[name]
-        d.resize(s.seg_n + 1, axis=0)
-        write_box(d, (0,) * decomp.ndim, array.data, decomp.interior, lead=(s.seg_n,))
-        s.seg_n += 1
+    def _var(
+        self,
+        name: str,
+        kind: str,
+        axis: str | None,
+        dims: tuple[str, ...],
+        shape: tuple[int, ...],
+        dtype: str,
+        units: str | None,
+        long_name: str | None,
+        attrs: Mapping[str, Any] | None,
+    ) -> Var:
+        var = self.model.vars.get(name)
+        if var is None:
+            n = self._axis(axis).n if axis is not None else 0
+            var = Var(name, kind, axis, dims, shape, dtype, {"long_name": name, "units": ""}, None, [], n)
+            if kind == "scalar" and self.rank == 0:
+                var.values = np.full((n, *shape), np.nan if np.dtype(dtype).kind in "fc" else 0, dtype=dtype)
+            self.model.vars[name] = var
+        if units is not None:
+            var.attrs["units"] = str(units)
+        if long_name is not None:
+            var.attrs["long_name"] = str(long_name)
+        for k, v in (attrs or {}).items():
+            var.attrs[k] = v
+        return var
 
     def write_scalar(
         self,
@@ -503,214 +451,113 @@ class Output:
         step: int,
         time: float | None = None,
         *,
+        axis: str = "time",
         units: str | None = None,
+        long_name: str | None = None,
+        dims: Sequence[str] | None = None,
+        coords: Mapping[str, Any] | None = None,
     ) -> None:
-        """Append one value of a scalar time series ``scalars/<name>`` (collective).
+        """Append one value of a series ``name`` (collective; rank 0's value is stored).
 
-        ``value`` is a number or a small replicated array (e.g. a latitude profile
-        per step, shape fixed by the first write); rank 0's value is stored, so
-        pass a globally reduced quantity (``u.norm()``, a residual).
+        ``value`` is a number or a small replicated array (one value per
+        realization, a latitude profile); its shape is fixed by the first write,
+        its dimensions are named by ``dims`` (default ``NAME_dim0``, ...).  Pass
+        globally reduced quantities (``u.norm()``, a residual).
         """
         self._live()
-        check_name(name)
-        key = scalar_path(name)
+        _check_name(name)
         val = np.asarray(value)
-        if val.dtype.kind in "b":
+        if val.dtype.kind == "b":
             val = val.astype(np.int8)
-        s = self._series.get(key)
         msg = None
         if val.dtype.kind not in "iufc":
             msg = f"write_scalar({name!r}): value must be numeric, got {val.dtype}"
-        elif s is not None and s.shape != val.shape:
-            msg = f"write_scalar({name!r}): value shape {val.shape} differs from the series' {s.shape}"
+        msg = msg or (None if step is not None else f"write_scalar({name!r}): a series value needs a step")
+        msg = msg or self._series_args(step, time, axis)
+        dt = np.result_type(val.dtype, np.float64) if val.dtype.kind == "f" else val.dtype
+        dtype = np.dtype(dt).str
+        dims_t = tuple(dims) if dims is not None else tuple(f"{name}_dim{k}" for k in range(val.ndim))
+        msg = msg or self._dims_problem(f"write_scalar({name!r})", dims_t, val.shape, coords)
+        msg = msg or self._var_problem(f"write_scalar({name!r})", name, "scalar", axis, dims_t, val.shape, dtype)
+        slot = None
+        if msg is None:
+            slot, msg = self._slot(name, axis, int(step), time)
         self._check(msg)
-        if s is None:
-            dt = np.result_type(val.dtype, np.float64) if val.dtype.kind == "f" else val.dtype
-            s = _Series(path=key, kind=SCALAR, shape=val.shape, dtype=np.dtype(dt).str)
-            self._series[key] = s
-            self._create_series(s)
-        if units is not None:
-            s.units = str(units)
-        f = self._main
-        if f is not None:
-            dset = f[key]
-            dset.resize(s.n + 1, axis=0)
-            if self.rank == 0:
-                dset[s.n] = val
-        self._append_index(s, step, time)
+        self._define_dims(dims_t, val.shape, coords)
+        var = self._var(name, "scalar", axis, dims_t, val.shape, dtype, units, long_name, None)
+        pos = self._enter(name, axis, int(step), time, slot)
+        if self.rank == 0:
+            assert var.values is not None
+            if var.values.shape[0] < var.n:
+                pad = np.full((var.n - var.values.shape[0], *var.shape), np.nan if np.dtype(dtype).kind in "fc" else 0)
+                var.values = np.concatenate([var.values, pad.astype(dtype)])
+            var.values[pos] = val
 
-    def _create_series(self, s: _Series) -> None:
-        """Create a series' datasets (collective in mpio; rank 0 in vds)."""
-        f = self._main
-        if f is None:
-            return
-        step_p, time_p = index_paths(s.path)
-        f.create_dataset(step_p, shape=(0,), maxshape=(None,), chunks=(4096,), dtype="i8")
-        f.create_dataset(time_p, shape=(0,), maxshape=(None,), chunks=(4096,), dtype="f8")
-        if s.kind == SCALAR:
-            per = max(1, min(4096, (1 << 20) // max(1, int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize)))
-            f.create_dataset(
-                s.path, shape=(0, *s.shape), maxshape=(None, *s.shape), chunks=(per, *s.shape), dtype=s.dtype
-            )
-        elif self.driver == "mpio":
-            # fill_time="never": parallel HDF5 allocates chunks early and would
-            # otherwise write every snapshot twice (fill, then data).
-            f.create_dataset(
-                s.path,
-                shape=(0, *s.shape),
-                maxshape=(None, *s.shape),
-                chunks=chunk_shape(s.shape, np.dtype(s.dtype).itemsize),
-                dtype=s.dtype,
-                fill_time="never",
-            )
+    # -- making the file readable -------------------------------------------------------------
+    def _sync(self, force: bool = False) -> None:
+        """Flush every rank's data, then rank 0 rewrites the main file (and the sidecar) if due."""
+        self._writer.flush()
+        if self.driver == "vds":
+            self.comm.Barrier()  # every rank's data is with the OS before the main file points at it
 
-    def _append_index(self, s: _Series, step: int, time: float | None) -> None:
-        f = self._main
-        if f is not None:
-            step_p, time_p = index_paths(s.path)
-            for p in (step_p, time_p):
-                f[p].resize(s.n + 1, axis=0)
-            if self.rank == 0:
-                f[step_p][s.n] = int(step)
-                f[time_p][s.n] = _nan_or_float(time)
-        s.n += 1
-        s.steps.append(int(step))
-        s.times.append(_nan_or_float(time))
-        s.dirty = True
-        self._writes += 1
-        if self.flush_every > 0 and self._writes % self.flush_every == 0:
-            self._sync()
+        def due() -> bool:  # rank 0 decides (clocks differ between ranks), every rank learns it
+            if not (force or time.monotonic() - self._main_written >= self.flush_seconds):
+                return False
+            self._write_main()
+            self._main_written = time.monotonic()
+            return True
 
-    # -- making the file consistent ------------------------------------------------------------
-    def _series_attrs(self, s: _Series) -> dict[str, Any]:
-        attrs: dict[str, Any] = {"kind": s.kind, "units": s.units, "nsteps": s.n}
-        if s.n:
-            attrs["step"] = s.steps[-1]
-            attrs["time"] = s.times[-1]
-        if s.kind == FIELD and s.decomposition is not None:
-            attrs["decomposition"] = _json(s.decomposition)
-        for k, v in s.attrs.items():
-            attrs[k] = v
-        return attrs
+        if root_call(self.comm, due):
+            self._dirty = False
 
-    def _sync(self) -> None:
-        """Make everything written so far readable (collective)."""
-        if self.driver == "mpio":
-            assert self._main is not None
-            for s in self._series.values():
-                if s.dirty:
-                    for k, v in self._series_attrs(s).items():
-                        self._main[s.path].attrs[k] = v
-                    s.dirty = False
-            self._main.attrs["decomposition"] = self._decomposition_attr()
-            self._main.flush()
-            return
-        if self._rank_file is not None:
-            self._rank_file.flush()
-        root_call(self.comm, self._sync_vds_main)
-
-    def _decomposition_attr(self) -> str:
-        return _json(
-            {"ranks": self.size, "fields": {k: s.decomposition for k, s in self._series.items() if s.decomposition}}
-        )
-
-    def _sync_vds_main(self) -> None:
-        f = self._main
-        assert f is not None
-        for s in self._series.values():
-            if not s.dirty:
-                continue
-            if s.kind == FIELD:
-                self._build_vds(f, s)
-            for k, v in self._series_attrs(s).items():
-                f[s.path].attrs[k] = v
-            s.dirty = False
-        f.attrs["decomposition"] = self._decomposition_attr()
-        f.flush()
-
-    def _build_vds(self, f: h5py.File, s: _Series) -> None:
-        """(Re)create the virtual dataset of field ``s`` over all segments' files."""
-        layout = h5py.VirtualLayout(shape=(s.n, *s.shape), dtype=np.dtype(s.dtype))
-        for m in _clip_maps(s.old_maps, s.n):
-            src = h5py.VirtualSource(m["file"], m["dset"], shape=tuple(m["sshape"]))
-            layout[_box(m["vstart"], m["count"])] = src[_box(m["sstart"], m["count"])]
-        if s.blocks is not None and s.seg_n:
-            for r, (start, shape) in enumerate(s.blocks):
-                src = h5py.VirtualSource(self._relative(self._rank_path(r)), s.path, shape=(s.seg_n, *shape))
-                layout[_box((s.seg_t0, *start), (s.seg_n, *shape))] = src[
-                    _box((0,) * (1 + len(shape)), (s.seg_n, *shape))
-                ]
-        if s.path in f:
-            del f[s.path]
-        # NaN fill makes a hole (a missing rank file) visible instead of silent zeros.
-        fill = np.array(np.nan if np.dtype(s.dtype).kind in "fc" else 0, dtype=s.dtype)
-        f.create_virtual_dataset(s.path, layout, fillvalue=fill)
-
-    def _xdmf_fields(self) -> list[Any]:
-        from hpcml.io.xdmf import XdmfField
-
-        return [
-            XdmfField(
-                name=s.path,
-                shape=s.shape,
-                dtype=s.dtype,
-                times=list(s.times),
-                steps=list(s.steps),
-                origin=s.attrs.get("origin"),
-                spacing=s.attrs.get("spacing"),
-                units=s.units,
-            )
-            for s in self._series.values()
-            if s.kind == FIELD and s.n
-        ]
-
-    def _write_xdmf(self) -> None:
-        from hpcml.io.xdmf import write_xdmf
-
-        write_xdmf(self.xmf_path, self.path.name, self._xdmf_fields())
-
-    def flush(self) -> None:
-        """Make the file readable now: index, attributes, virtual datasets, XDMF (collective)."""
-        self._live()
-        self._sync()
+    def _write_main(self, durable: bool = False) -> None:
+        """Rank 0: the main file from the model, then the sidecar; stale data files go after."""
+        model = self._model_root
+        for name, var in model.vars.items():
+            if var.axis is not None:
+                var.n = model.axes[var.axis].n
+            if var.kind == "scalar" and var.values is not None and var.values.shape[0] < var.n:
+                fill = np.nan if np.dtype(var.dtype).kind in "fc" else 0
+                pad = np.full((var.n - var.values.shape[0], *var.shape), fill, dtype=var.dtype)
+                var.values = np.concatenate([var.values, pad])
+            if var.kind == "field" and name in self._written:
+                # A static field written in this session replaces the earlier one.
+                old = self._old_maps.get(name, []) if var.axis is not None else []
+                var.maps = old + self._writer.mappings(name)
+        write_main(self.path, model, durable=durable)
+        if self._stale:  # mode "w": the replaced output's data files go once the new main file is in place
+            remove_segments(self.parts, self._stale)
+            self._stale = []
         if self.xdmf:
-            root_call(self.comm, self._write_xdmf)
+            from hpcml.io.xdmf import write_xdmf_for_model
+
+            write_xdmf_for_model(self.xmf_path, self.path.name, model)
+
+    def flush(self, force: bool = False) -> None:
+        """Make everything written so far readable (collective; nothing to do if nothing changed).
+
+        The main file is replaced if ``flush_seconds`` have passed since it last
+        was, or with ``force``.
+        """
+        self._live()
+        if self._dirty:
+            self._sync(force)
 
     def close(self) -> None:
-        """Flush, close every file, and consolidate if asked (collective, idempotent)."""
+        """Flush, close the data files (fsync-ed), consolidate if asked, release the path (collective)."""
         if self._closed:
             return
-        self.flush()
-        self._closed = True
-        if self._rank_file is not None:
-            self._rank_file.close()
-            self._rank_file = None
-            fsync_file(self._rank_path(self.rank))  # the job may end (and the node go) right after
-        if self.driver == "mpio":
-            assert self._main is not None
-            self._main.close()
-            self._main = None
-            if self.rank == 0:
-                fsync_file(self.path)
-            self.comm.Barrier()
-            return
-        root_call(self.comm, self._close_main_vds)
-        # Every rank file is closed before anyone goes on: HDF5's file locks would
-        # otherwise make a reader (or the consolidation) see fill values for a
-        # block whose file another rank has not closed yet.
-        self.comm.Barrier()
-        if self.consolidate:
-            consolidate(self.path, remove_parts=True, comm=self.comm)
+        try:
+            self._closed = True
+            self._writer.close()  # flushed, fsync-ed and closed on every rank first
+            root_call(self.comm, lambda: self._write_main(durable=True))
+            if self.consolidate:
+                from hpcml.io.consolidate import consolidate
 
-    def _close_main_vds(self) -> None:
-        if self._main is not None:
-            self._main.close()
-            self._main = None
-        fsync_file(self.path)
-
-    def _live(self) -> None:
-        if self._closed:
-            raise OutputError(f"{self.path}: the Output is closed")
+                consolidate(self.path, remove_parts=True, comm=self.comm)
+        finally:
+            self._closed = True
+            self._lock.release()
 
     def __enter__(self) -> Output:
         return self
@@ -719,91 +566,12 @@ class Output:
         if et is None:
             self.close()
             return
-        # An exception may have hit only this rank: release what needs no collective call
-        # and let the runtime abort the job (a collective close could hang).
+        # An exception may have hit only this rank: release what needs no collective call and
+        # let the runtime abort the job (a collective close could hang).  The main file on disk
+        # is the last complete one.
         self._closed = True
-        if self._rank_file is not None:
-            self._rank_file.close()
-        if self.driver == "vds" and self._main is not None:
-            self._main.close()
+        self._writer.abandon()
+        self._lock.release()
 
     def __repr__(self) -> str:
-        return f"Output({str(self.path)!r}, driver={self.driver!r}, ranks={self.size}, series={list(self._series)})"
-
-
-def _box(start: Any, count: Any) -> tuple[slice, ...]:
-    return tuple(slice(int(a), int(a) + int(c)) for a, c in zip(start, count))
-
-
-def _json(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, separators=(",", ":"), default=lambda o: o.item() if hasattr(o, "item") else str(o))
-
-
-def consolidate(
-    path: str | os.PathLike[str],
-    *,
-    remove_parts: bool = True,
-    comm: MPI.Comm | None = None,
-    progress: bool | None = None,
-) -> Path:
-    """Copy an output file whose fields are virtual datasets into one plain file.
-
-    Writes ``NAME.h5`` anew (temporary name, fsync, rename), so a crash leaves the
-    original intact, then deletes ``NAME.d`` when ``remove_parts``.  Serial (call
-    on one process), or collective over ``comm`` with rank 0 doing the work.
-    """
-    if comm is not None:
-        return root_call(comm, lambda: consolidate(path, remove_parts=remove_parts, comm=None, progress=progress))
-    path = Path(path)
-    tmp = path.with_name(path.name + ".consolidate-tmp")
-    info = inspect_file(path, maps=True, index=False)
-    for key, s in info["series"].items():
-        if s.get("missing"):
-            raise OutputError(f"cannot consolidate {path}: {key!r} maps missing files {', '.join(s['missing'][:5])}")
-    total = sum(
-        int(np.prod(s["shape"])) * s["n"] * np.dtype(s["dtype"]).itemsize
-        for s in info["series"].values()
-        if s["virtual"]
-    )
-    with (
-        h5py.File(path, "r") as src,
-        h5py.File(tmp, "w") as dst,
-        Progress(total, f"consolidate {path.name}", enabled=progress) as bar,
-    ):
-        for k, v in src.attrs.items():
-            dst.attrs[k] = v
-        dst.attrs["writer"] = "consolidated"
-        for key, obj in src.items():
-            if key == INTERNAL:
-                continue  # only holds the sources of virtual datasets, materialised below
-            if isinstance(obj, h5py.Dataset) and obj.is_virtual:
-                _copy_plain(obj, dst, key, bar)
-            else:
-                src.copy(obj, dst, name=key)
-    fsync_file(tmp)
-    os.replace(tmp, path)
-    fsync_dir(path.parent if str(path.parent) else ".")
-    if remove_parts:
-        _remove_parts(Path(str(stem(path)) + ".d"))
-    return path
-
-
-def _copy_plain(obj: h5py.Dataset, dst: h5py.File, key: str, bar: Progress) -> None:
-    """Copy a (virtual) time-series dataset slab by slab into a plain chunked one."""
-    shape = obj.shape
-    chunks = chunk_shape(shape[1:], obj.dtype.itemsize) if len(shape) > 1 else None
-    d = dst.create_dataset(key, shape=shape, maxshape=(None, *shape[1:]), chunks=chunks, dtype=obj.dtype)
-    for k, v in obj.attrs.items():
-        d.attrs[k] = v
-    row_bytes = int(np.prod(shape[2:], dtype=np.int64)) * obj.dtype.itemsize if len(shape) > 1 else obj.dtype.itemsize
-    rows = max(1, (64 * 2**20) // max(1, row_bytes))  # ~64 MiB slabs bound memory
-    for i in range(shape[0]):
-        if len(shape) == 1:
-            d[i] = obj[i]
-            continue
-        for a in range(0, shape[1], rows):
-            block = obj[i, a : a + rows]
-            d[i, a : a + rows] = block
-            bar.update(block.nbytes)
+        return f"Output({str(self.path)!r}, driver={self.driver!r}, ranks={self.size}, vars={list(self.model.vars)})"

@@ -22,9 +22,23 @@ from hpcml.decomp import CartDecomp
 from hpcml.distarray import DistArray, check_dtype
 from hpcml.io._common import as_str, h5py_has_mpi, open_h5, read_box, root_call
 from hpcml.io.errors import OutputError
-from hpcml.io.layout import index_paths, inspect_file, missing_sources, scalar_path
+from hpcml.io.layout import inspect_file
+from hpcml.io.mainfile import AXIS_OF, STEPS_OF
+from hpcml.io.vds import mappings_of, missing_sources
 
 __all__ = ["read", "read_scalar", "series"]
+
+
+def _axis_values(f: h5py.File, dset: h5py.Dataset) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Steps and times of a series variable (from its series axis), ``None`` if it has none."""
+    axis = as_str(dset.attrs.get(AXIS_OF, ""))
+    if not axis or axis not in f:
+        return None, None
+    coord = f[axis]
+    steps_name = as_str(coord.attrs.get(STEPS_OF, ""))
+    if steps_name:  # a time axis: times here, steps in their own variable
+        return f[steps_name][...], coord[...]
+    return coord[...], None
 
 
 def _locate(path: str, name: str, shape: tuple[int, ...], step: int | None, index: int | None) -> dict[str, Any]:
@@ -49,8 +63,7 @@ def _locate(path: str, name: str, shape: tuple[int, ...], step: int | None, inde
             lead: tuple[int, ...] = ()
             info = {"step": None, "time": None}
         elif dset.ndim == nd + 1 and tuple(dset.shape[1:]) == tuple(shape):
-            step_p, time_p = index_paths(name)
-            steps = f[step_p][...] if step_p in f else None
+            steps, times = _axis_values(f, dset)
             n = dset.shape[0] if steps is None else min(dset.shape[0], steps.shape[0])
             if index is not None:
                 i = int(index)
@@ -69,7 +82,7 @@ def _locate(path: str, name: str, shape: tuple[int, ...], step: int | None, inde
             lead = (i,)
             info = {
                 "step": int(steps[i]) if steps is not None else None,
-                "time": float(f[time_p][i]) if time_p in f else None,
+                "time": float(times[i]) if times is not None else None,
             }
         else:
             raise OutputError(
@@ -77,7 +90,7 @@ def _locate(path: str, name: str, shape: tuple[int, ...], step: int | None, inde
                 f"global shape {tuple(shape)} nor a time series of it"
             )
         virtual = bool(dset.is_virtual)
-        if virtual and (missing := missing_sources(path, dset)):
+        if virtual and (missing := missing_sources(path, mappings_of(dset))):
             raise OutputError(
                 f"{path}:/{name} is a virtual dataset whose source files are missing: {', '.join(missing[:5])}"
             )
@@ -136,28 +149,26 @@ def read(
 
 
 def series(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
-    """Index of a series (serial): ``{"steps", "times", "n", "shape", "dtype", "units"}``.
-
-    ``name`` is a field name or ``scalars/<name>``.
-    """
+    """Index of a series (serial): ``{"steps", "times", "n", "shape", "dtype", "units", "axis", "dims"}``."""
     info = inspect_file(path)
-    key = name if name in info["series"] else scalar_path(name)
-    if key not in info["series"]:
-        raise KeyError(f"{path}: no series {name!r} (series: {', '.join(info['series']) or 'none'})")
-    s = info["series"][key]
-    return {k: s[k] for k in ("steps", "times", "n", "shape", "dtype", "units")}
+    if name not in info["series"]:
+        raise KeyError(f"{path}: no series {name!r} (variables: {', '.join(info['series']) or 'none'})")
+    s = info["series"][name]
+    return {k: s[k] for k in ("steps", "times", "n", "shape", "dtype", "units", "axis", "dims")}
 
 
 def read_scalar(path: str | os.PathLike[str], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(steps, times, values)`` of scalar series ``name`` (serial)."""
-    key = scalar_path(name)
+    """``(steps, times, values)`` of series ``name`` (serial; times are NaN on a step axis)."""
     with h5py.File(path, "r") as f:
-        if key not in f:
-            have = ", ".join(f["scalars"].keys()) if "scalars" in f else "none"
-            raise KeyError(f"{path}: no scalar series {name!r} (scalars: {have})")
-        step_p, time_p = index_paths(key)
-        n = min(f[key].shape[0], f[step_p].shape[0])
-        return f[step_p][:n], f[time_p][:n], f[key][:n]
+        if name not in f or as_str(f[name].attrs.get("hpcml_kind", "")) != "scalar":
+            have = [k for k, v in f.items() if as_str(v.attrs.get("hpcml_kind", "")) == "scalar"]
+            raise KeyError(f"{path}: no scalar series {name!r} (scalar series: {', '.join(have) or 'none'})")
+        dset = f[name]
+        steps, times = _axis_values(f, dset)
+        values = dset[...]
+        steps = np.arange(values.shape[0]) if steps is None else steps
+        times = np.full(values.shape[0], np.nan) if times is None else times
+        return steps, times, values
 
 
 def field_units(path: str | os.PathLike[str], name: str) -> str:

@@ -10,6 +10,11 @@
 * :func:`cg`, :func:`cg_pipelined` -- (Jacobi-preconditioned) conjugate
   gradients with residual history in a :class:`SolveInfo`; the pipelined
   variant hides its single ``Iallreduce`` behind the product.
+* :func:`gmres`, :func:`bicgstab` -- right-preconditioned Krylov solvers for
+  non-symmetric systems, with the ``SolveInfo`` and callback of ``cg``.
+* Preconditioners (``M=``): ``"jacobi"``, ``"block-ilu"`` (:class:`BlockILU`),
+  :class:`Multigrid` (geometric, for ``PoissonOperator``), or any object with
+  ``apply(r, z)``.
 * :class:`DistMatrix`, :func:`summa` -- dense matrices block-distributed on a
   2-D process grid and their SUMMA product.
 
@@ -18,18 +23,26 @@ See ``docs/solvers.md``.
 
 from hpcml.linalg.cg import NotSPDError, SolveInfo, cg, cg_pipelined, check_symmetric
 from hpcml.linalg.csr import DistCSR
+from hpcml.linalg.krylov import bicgstab, gmres
+from hpcml.linalg.multigrid import Multigrid
 from hpcml.linalg.poisson import PoissonOperator, jacobi, manufactured, poisson_matrix
+from hpcml.linalg.precond import BlockILU, Jacobi
 from hpcml.linalg.summa import DistMatrix, summa
 
 __all__ = [
+    "BlockILU",
     "DistCSR",
     "DistMatrix",
     "NotSPDError",
     "PoissonOperator",
+    "Jacobi",
+    "Multigrid",
     "SolveInfo",
+    "bicgstab",
     "cg",
     "cg_pipelined",
     "check_symmetric",
+    "gmres",
     "jacobi",
     "manufactured",
     "poisson_matrix",

@@ -39,7 +39,7 @@ from mpi4py import MPI
 from hpcml.distarray import DistArray
 from hpcml.linalg import _kernels
 from hpcml.linalg.csr import DistCSR
-from hpcml.linalg.vector import Layout, allreduce_sum, raise_if_any, solve_vectors
+from hpcml.linalg.vector import Layout, allreduce_sum, solve_vectors
 
 __all__ = ["NotSPDError", "SolveInfo", "cg", "cg_pipelined", "check_symmetric"]
 
@@ -156,37 +156,30 @@ def _prepare(
     x0: DistArray | None,
     M: Any,  # noqa: N803
     check_symmetry: bool,
-) -> tuple[Layout, DistArray, DistArray, np.ndarray | None]:
+) -> tuple[Layout, DistArray, DistArray, Any]:
     """Validate everything before the first iteration; all ranks reach the same verdict."""
+    from hpcml.linalg.precond import make_preconditioner
+
     layout = _layout(A)
     b, x = solve_vectors(layout, b, x0)
-    dinv = _jacobi_inverse(A, layout, M)
+    pre = make_preconditioner(M, A, layout, spd=True)
     if check_symmetry and getattr(A, "symmetric", False) is not True:
         check_symmetric(A)
-    return layout, b, x, dinv
+    return layout, b, x, pre
 
 
-def _jacobi_inverse(A: Any, layout: Layout, M: Any) -> np.ndarray | None:  # noqa: N803
-    """Flat inverse diagonal for ``M="jacobi"``; ``None`` for no preconditioner."""
-    if M is None or (isinstance(M, str) and M.lower() == "none"):
-        return None
-    if not (isinstance(M, str) and M.lower() == "jacobi"):
-        raise ValueError(f"M must be None, 'none' or 'jacobi', got {M!r}")
-    d = layout.adopt(A.diagonal(), "diagonal")
-    own = d.interior
-    bad = np.flatnonzero(~(own > 0).ravel())
-    msg = None
-    if bad.size:
-        idx = np.unravel_index(int(bad[0]), own.shape)
-        where = tuple(int(s + i) for s, i in zip(layout.decomp.start, idx))
-        msg = (
-            f"Jacobi preconditioner: diagonal entry {float(own[idx])!r} at global index {where} is not positive, "
-            "so A is not symmetric positive definite"
-        )
-    raise_if_any(layout.comm, msg, NotSPDError)
-    inv = layout.zeros()
-    inv.interior[...] = 1.0 / own
-    return layout.flat(inv)
+def _jacobi_inverse(pre: Any, solver: str | None = None) -> np.ndarray | None:
+    """The flat inverse diagonal of a Jacobi preconditioner (fused into the sweeps), else ``None``.
+
+    With ``solver`` set, any other preconditioner is refused (pipelined CG fuses Jacobi only).
+    """
+    from hpcml.linalg.precond import Jacobi
+
+    if isinstance(pre, Jacobi):
+        return pre.dinv
+    if pre is not None and solver is not None:
+        raise ValueError(f"{solver} takes M=None or 'jacobi'; use cg() for other preconditioners")
+    return None
 
 
 def check_symmetric(A: Any, rtol: float = 1e-10) -> None:  # noqa: N803
@@ -350,7 +343,11 @@ def cg(
     maxiter
         Iteration limit; default ``10 * N`` (SciPy's).
     M
-        ``None`` or ``"jacobi"`` (diagonal scaling; needs a positive diagonal).
+        ``None``, ``"jacobi"`` (diagonal scaling; needs a positive diagonal,
+        fused into the sweeps), ``"block-ilu"``, a
+        :class:`~hpcml.linalg.multigrid.Multigrid`, or any symmetric positive
+        definite preconditioner object with ``apply(r, z)``
+        (:mod:`hpcml.linalg.precond`).
     callback
         ``callback(k, residual_norm, x)`` after iteration ``k`` on every rank;
         returning True stops the solve (``reason="callback"``).
@@ -376,7 +373,9 @@ def cg(
         On every rank, for NaN/inf in ``b`` or ``x0`` and for vectors on another
         global shape or process grid, before any iteration.
     """
-    layout, b, x, dinv = _prepare(A, b, x0, M, check_symmetry)
+    layout, b, x, pre = _prepare(A, b, x0, M, check_symmetry)
+    dinv = _jacobi_inverse(pre)
+    general = pre if dinv is None else None  # any other M: z = M^-1 r stored, one more vector
     comm, runs, flat = layout.comm, layout.runs, layout.flat
     n_global = math.prod(layout.decomp.shape)
     maxiter = 10 * n_global if maxiter is None else int(maxiter)
@@ -385,29 +384,35 @@ def cg(
     t0, ex0, mv0 = time.perf_counter(), _exchange_seconds(A), _matvecs(A)
 
     r, p, q = layout.zeros(), layout.zeros(), layout.zeros()
-    if x0 is None:
-        rz, rr = _kernels.residual_runs(runs, flat(b), flat(q), flat(r), dinv)  # r = b - 0
-    else:
+    z = layout.zeros() if general is not None else r  # with Jacobi, z = D^-1 r is never stored
+
+    def precondition(rz: float) -> float:
+        """Local ``r.z`` after ``z = M^-1 r`` (a general M); the fused value otherwise."""
+        if general is None:
+            return rz
+        general.apply(r, z)
+        return layout.dot(r, z)
+
+    if x0 is not None:
         A.matvec(x, q)
-        rz, rr = _kernels.residual_runs(runs, flat(b), flat(q), flat(r), dinv)
+    rz, rr = _kernels.residual_runs(runs, flat(b), flat(q), flat(r), dinv)  # r = b - A x0 (q = 0 for x0 = 0)
     bb = layout.dot(b, b)
-    bnorm2, rz, rr = allreduce_sum(comm, bb, rz, rr)
+    bnorm2, rz, rr = allreduce_sum(comm, bb, precondition(rz), rr)
     history, done = _begin(info, x, bnorm2, rr, rtol, atol)
     if not done:
-        _kernels.cg_direction_runs(runs, flat(p), flat(r), dinv, 0.0)  # p = z
+        _kernels.cg_direction_runs(runs, flat(p), flat(z), dinv, 0.0)  # p = z
         for k in range(1, maxiter + 1):
             pq = allreduce_sum(comm, matvec_dot(p, q))[0]
             if not pq > 0:
                 raise _not_spd("p.Ap", pq, k)
             alpha = rz / pq
-            rz_new, rr = allreduce_sum(
-                comm, *_kernels.cg_update_runs(runs, flat(x), flat(p), flat(r), flat(q), dinv, alpha)
-            )
+            rz_new, rr = _kernels.cg_update_runs(runs, flat(x), flat(p), flat(r), flat(q), dinv, alpha)
+            rz_new, rr = allreduce_sum(comm, precondition(rz_new), rr)
             if _after_iteration(info, history, k, math.sqrt(rr), rtol, atol, callback, x):
                 break
             if not rz_new > 0:
                 raise _not_spd("r.M^-1 r", rz_new, k)
-            _kernels.cg_direction_runs(runs, flat(p), flat(r), dinv, rz_new / rz)
+            _kernels.cg_direction_runs(runs, flat(p), flat(z), dinv, rz_new / rz)
             rz = rz_new
     finalize_info(A, info, layout, b, x, history, t0, ex0, mv0, true_residual)
     return x, info
@@ -461,7 +466,8 @@ def cg_pipelined(
     :class:`NotSPDError`; positive restarts the pipeline from the true residual
     (``info.restarts``).
     """
-    layout, b, x, dinv = _prepare(A, b, x0, M, check_symmetry)
+    layout, b, x, pre = _prepare(A, b, x0, M, check_symmetry)
+    dinv = _jacobi_inverse(pre, "cg_pipelined")
     comm, runs, flat = layout.comm, layout.runs, layout.flat
     maxiter = 10 * math.prod(layout.decomp.shape) if maxiter is None else int(maxiter)
     info = SolveInfo("cg_pipelined")

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from hpcml.backend import array_module
 from hpcml.nn.grid import TrainGrid
 from hpcml.nn.layers import Parameter, Sequential
 from hpcml.nn.optim import Optimizer, make_optimizer
@@ -106,7 +107,7 @@ class DataParallel:
             raise ValueError(f"DataParallel: parameters must be float32 or float64, got {self.dtype}")
         # Predefined types: reductions (MPI_SUM) are not defined on user (dup) datatypes.
         self.mpi_type = _MPI_TYPES[self.dtype.char]
-        self.xp = _xp(params[0].data)
+        self.xp = array_module(params[0].data)
         if self.xp is not np:
             from hpcml.cudaaware import cuda_aware_mpi
 
@@ -442,9 +443,3 @@ def _first_difference(a: Any, b: Any) -> str:
 
 def _to_host(a: Any) -> np.ndarray:
     return a if isinstance(a, np.ndarray) else a.get()
-
-
-def _xp(a: Any) -> Any:
-    from hpcml.backend import array_module
-
-    return array_module(a)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from hpcml.backend import array_module
 from hpcml.decomp import CartDecomp
 from hpcml.halo import HaloExchange, get_plan
 
@@ -85,6 +86,42 @@ class TrainGrid:
         self.decomp = CartDecomp(tuple(shape), self.spatial_comm, dims=dims, periodic=periodic, halo=0)
         self.ndim = self.decomp.ndim
         self._stacked: dict[Any, CartDecomp] = {}
+        self._owns_comms = True
+        self._coarse: dict[tuple[int, ...], TrainGrid] = {}
+
+    def coarsened(self, factor: int | Sequence[int]) -> TrainGrid:
+        """The same process grid over the field subsampled by ``factor`` (after a pool or a strided conv).
+
+        Every tile's extent must be a multiple of ``factor`` along its axis, so
+        the coarse tiles are the fine tiles divided by it.  Shares this grid's
+        communicators (collective: builds one decomposition).
+        """
+        nd = self.ndim
+        f = (int(factor),) * nd if isinstance(factor, (int, np.integer)) else tuple(int(v) for v in factor)
+        if len(f) != nd or min(f) < 1:
+            raise ValueError(f"factor must be one positive int or {nd} of them, got {factor!r}")
+        for d, s in enumerate(f):
+            n, p = self.decomp.shape[d], self.decomp.dims[d]
+            if s > 1 and n % (p * s):  # tile sizes differ by at most one, so all are multiples of s only if equal
+                raise ValueError(
+                    f"cannot coarsen axis {d} by {s}: {n} cells over {p} ranks are not tiles of a multiple of {s}"
+                )
+        if f in self._coarse:
+            return self._coarse[f]
+        out = object.__new__(TrainGrid)
+        out.__dict__.update(self.__dict__)
+        out.decomp = CartDecomp(
+            tuple(n // s for n, s in zip(self.decomp.shape, f)),
+            self.spatial_comm,
+            dims=self.decomp.dims,
+            periodic=self.decomp.periodic,
+            halo=0,
+        )
+        out._stacked = {}
+        out._coarse = {}
+        out._owns_comms = False
+        self._coarse[f] = out  # cached, and freed with this grid
+        return out
 
     @property
     def local_shape(self) -> tuple[int, ...]:
@@ -128,11 +165,16 @@ class TrainGrid:
         return d
 
     def free(self) -> None:
-        """Release the communicators (collective)."""
+        """Release the communicators (collective), and those of the grids :meth:`coarsened` made."""
+        for g in self._coarse.values():
+            g.free()
+        self._coarse.clear()
         for d in self._stacked.values():
             d.free()
         self._stacked.clear()
         self.decomp.free()
+        if not self._owns_comms:  # a coarsened view: the comms belong to the grid it came from
+            return
         for c in (self.spatial_comm, self.data_comm):
             if c != MPI.COMM_NULL:
                 c.Free()
@@ -182,7 +224,7 @@ class HaloOp:
     def _plan(self, x: Any) -> tuple[HaloExchange, tuple[slice, ...]]:
         n, c = x.shape[0], x.shape[-1]
         d = self.grid.stacked(n, c, self.halo, self.periodic)
-        plan = get_plan(d, x.dtype, _xp(x), self.method, corners=True, order="C")
+        plan = get_plan(d, x.dtype, array_module(x), self.method, corners=True, order="C")
         return plan, d.interior
 
     def ghosted_shape(self, x_shape: Sequence[int]) -> tuple[int, ...]:
@@ -204,7 +246,7 @@ class HaloOp:
         """
         t0 = time.perf_counter()
         self._check(x)
-        xp = _xp(x)
+        xp = array_module(x)
         gshape = self.ghosted_shape(x.shape)
         if out is None or tuple(out.shape) != gshape or out.dtype != x.dtype:
             out = xp.zeros(gshape, dtype=x.dtype)  # zero ghosts = zero padding at the global edge
@@ -234,7 +276,7 @@ class HaloOp:
         d = self.grid.stacked(n, c, self.halo, self.periodic)
         if tuple(g.shape) != d.ghosted_shape:
             raise ValueError(f"adjoint: gradient shape {tuple(g.shape)} != ghosted shape {d.ghosted_shape}")
-        plan = get_plan(d, g.dtype, _xp(g), self.method, corners=True, order="C")
+        plan = get_plan(d, g.dtype, array_module(g), self.method, corners=True, order="C")
         plan.adjoint(g)
         out = g[d.interior].copy()
         self.seconds += time.perf_counter() - t0
@@ -246,12 +288,6 @@ class HaloOp:
             raise ValueError(
                 f"expected a channels-last tile of shape (N, {', '.join(map(str, want))}, C), got {tuple(x.shape)}"
             )
-
-
-def _xp(a: Any) -> Any:
-    from hpcml.backend import array_module
-
-    return array_module(a)
 
 
 def as_periodic(value: Any, ndim: int, default: Sequence[bool]) -> tuple[bool, ...]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from hpcml.backend import array_module
 from hpcml.kernels.gemm import gemm
 from hpcml.nn.grid import HaloOp, TrainGrid, as_periodic
 
@@ -128,7 +129,7 @@ def affine(x: Any, w: Any, b: Any, activation: str | None, epilogue: str = "auto
     (float32) / 67 ms (float64), GEMM + ufuncs 21 / 45 ms, GEMM alone 18 / 40 ms —
     NumPy's SIMD ``tanh`` beats the kernel's scalar epilogue loop.
     """
-    if epilogue == "fused" or (epilogue == "auto" and _xp(x) is not np):
+    if epilogue == "fused" or (epilogue == "auto" and array_module(x) is not np):
         return gemm(x, w, bias=b, activation=activation)
     y = gemm(x, w)
     if b is not None:
@@ -232,7 +233,7 @@ class Tanh(Layer):
 
     def forward(self, x: Any) -> Any:
         """Elementwise tanh."""
-        xp = _xp(x)
+        xp = array_module(x)
         self._y = xp.tanh(x)
         return self._y
 
@@ -365,7 +366,7 @@ class HaloConv(Layer):
         cin, cout, ntap = self.in_channels, self.out_channels, len(self.taps)
         wmat = self.weight.data.reshape(ntap * cin, cout)
         b = self.bias.data if self.bias is not None else None
-        xp = _xp(x)
+        xp = array_module(x)
         if self.method == "direct":
             from hpcml.nn import _direct
 
@@ -408,7 +409,7 @@ class HaloConv(Layer):
         gemm(cols.T, dz2, C=_view(self.weight.grad, (ntap * cin, cout)), beta=1.0)
         if not need_dx:
             return None
-        xp = _xp(dy)
+        xp = array_module(dy)
         gshape = self.exchange.ghosted_shape((*dy.shape[:-1], cin))
         if self._dxg is None or tuple(self._dxg.shape) != gshape or self._dxg.dtype != dy.dtype:
             self._dxg = xp.empty(gshape, dtype=dy.dtype)
@@ -522,9 +523,3 @@ def _view(a: Any, shape: tuple[int, ...]) -> Any:
     v = a.view()
     v.shape = shape  # raises instead of silently copying a non-contiguous gradient
     return v
-
-
-def _xp(a: Any) -> Any:
-    from hpcml.backend import array_module
-
-    return array_module(a)

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from hpcml.backend import array_module
 from hpcml.nn.layers import Parameter
 
 __all__ = ["OPTIMIZERS", "SGD", "Adam", "Optimizer", "make_optimizer"]
@@ -159,6 +160,4 @@ def make_optimizer(kind: str, params: Sequence[Parameter], **hyper: Any) -> Opti
 
 
 def _sqrt(a: Any) -> Any:
-    from hpcml.backend import array_module
-
     return array_module(a).sqrt(a)

@@ -23,9 +23,9 @@ __all__ = ["LossWriter", "load_checkpoint", "read_tiles", "save_checkpoint", "se
 
 
 def write_fields(output: Any, fields: Mapping[str, DistArray], step: int) -> None:
-    """Append one snapshot of every field to an open :class:`hpcml.io.Output`."""
+    """Append sample ``step`` of every field to an open :class:`hpcml.io.Output` (series axis ``sample``)."""
     for name, arr in fields.items():
-        output.write(name, arr, step=step)
+        output.write(name, arr, step=step, axis="sample")
 
 
 def open_output(path: str | os.PathLike[str], comm: MPI.Comm, config: Any = None, **kw: Any) -> Any:
@@ -105,7 +105,7 @@ class LossWriter:
             self.pending.clear()
             return
         for step, loss in self.pending:
-            self.out.write_scalar("loss", loss, step)
+            self.out.write_scalar("loss", loss, step, axis="iteration", long_name="training loss (mean squared error)")
         self.pending.clear()
         self.out.flush()
 
@@ -118,23 +118,32 @@ class LossWriter:
 
 
 def save_checkpoint(
-    path: str | os.PathLike[str], state: Mapping[str, Any], step: int, comm: MPI.Comm, config: Any = None, keep: int = 3
+    path: str | os.PathLike[str],
+    state: Mapping[str, Any],
+    step: int,
+    comm: MPI.Comm,
+    config: Any = None,
+    keep: int = 3,
+    solution: Mapping[str, Any] | None = None,
 ) -> Any:
     """Write ``state`` (replicated arrays and scalars) as checkpoint ``step`` in directory ``path``."""
     from hpcml.io import checkpoint
 
-    return checkpoint.save(path, state, step, comm=comm, config=config, keep=keep, progress=False)
+    return checkpoint.save(path, state, step, comm=comm, config=config, keep=keep, solution=solution, progress=False)
 
 
-def load_checkpoint(path: str | os.PathLike[str], comm: MPI.Comm) -> Any:
-    """Newest good checkpoint in ``path`` (a nested dict with ``.step``); any rank count."""
+def load_checkpoint(path: str | os.PathLike[str], comm: MPI.Comm, expect: Mapping[str, Any] | None = None) -> Any:
+    """Newest good checkpoint in ``path`` (a nested dict with ``.step``); any rank count.
+
+    ``expect``: the run's solution record; a checkpoint of another problem is refused.
+    """
     from hpcml.io import checkpoint
 
     # The state holds replicated arrays only; a one-cell-per-rank decomposition
     # just names the communicator the load is collective over.
     d = CartDecomp((comm.Get_size(),), comm, halo=0)
     try:
-        return checkpoint.load(path, d)
+        return checkpoint.load(path, d, expect=expect)
     finally:
         d.free()
 

@@ -35,7 +35,7 @@ from hpcml.nn.ddp import DataParallel, build_optimizer
 from hpcml.nn.grid import TrainGrid
 from hpcml.nn.layers import HaloConv, Sequential
 from hpcml.nn.losses import mse_loss
-from hpcml.runtime import stop_requested
+from hpcml.runtime import StopPoll
 
 __all__ = ["Trainer"]
 
@@ -70,6 +70,9 @@ class Trainer:
         the configuration stored with it.
     log_every
         Log a progress line (rank 0) every this many steps.
+    solution
+        The configuration values that determine the model (stored with every
+        checkpoint; :meth:`resume` refuses a checkpoint recording others).
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class Trainer:
         output: str | os.PathLike[str] | None = None,
         config: Any = None,
         log_every: int = 10,
+        solution: dict[str, Any] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -114,9 +118,11 @@ class Trainer:
         self.output = output
         self.config = config
         self.log_every = max(1, int(log_every))
+        self.solution = solution
         self.epoch = 0
         self.batch_in_epoch = 0
         self.step = 0
+        self.stopped_early = False  # set by fit() when a stop signal ended it
         self.history: list[float] = []
         self.out_channels = int(dataset.targets.shape[-1])
         self.compute_seconds = 0.0
@@ -172,10 +178,16 @@ class Trainer:
         """Train until ``epochs`` epochs (or ``max_steps`` steps in total) are done; return the loss history."""
         rank0 = self.comm.Get_rank() == 0
         if self._writer is None:
-            # steps <= self.step are in the checkpoint; anything later was written after it
-            restart = self.step + 1 if self.step > 0 else None
+            # A resumed run rewrites the loss series from the checkpoint's history (steps
+            # 1..step; whatever the file held, e.g. values written after the checkpoint or
+            # nothing at all), then appends: the series is always the whole curve.
+            restart = 1 if self.step > 0 else None
             self._writer = storage.LossWriter(self.output, self.comm, self.config, restart_step=restart)
+            for i, value in enumerate(self.history[: self.step]):
+                self._writer.add(i + 1, value)
         stopped = False
+        self.stopped_early = False
+        stop = StopPoll(self.comm)  # agreed by all ranks within about a second, whatever the step time
         try:
             while self.epoch < epochs and not stopped:
                 batches = self.batches(self.epoch)
@@ -189,22 +201,21 @@ class Trainer:
                     self.step += 1
                     self.history.append(loss)
                     self._writer.add(self.step, loss)
-                    if self.step % self.log_every == 0:
+                    if self.step % self.log_every == 0 and rank0:
+                        log.info(
+                            "train: epoch %d  step %d  batch %d/%d  loss %.6e",
+                            self.epoch + 1,
+                            self.step,
+                            self.batch_in_epoch,
+                            len(batches),
+                            loss,
+                        )
+                    if stop():
                         if rank0:
-                            log.info(
-                                "train: epoch %d  step %d  batch %d/%d  loss %.6e",
-                                self.epoch + 1,
-                                self.step,
-                                self.batch_in_epoch,
-                                len(batches),
-                                loss,
-                            )
-                        if stop_requested(self.comm):
-                            if rank0:
-                                log.info("train: stop signal: checkpointing at step %d and stopping", self.step)
-                            self.checkpoint()
-                            stopped = True
-                            break
+                            log.info("train: stop signal: checkpointing at step %d and stopping", self.step)
+                        self.checkpoint()
+                        stopped = self.stopped_early = True
+                        break
                     if self.checkpoint_every and self.step % self.checkpoint_every == 0:
                         self.checkpoint()
                 if stopped:
@@ -255,7 +266,13 @@ class Trainer:
         if self._writer is not None:
             self._writer.flush()
         return storage.save_checkpoint(
-            self.checkpoint_dir, self.state(), self.step, self.comm, config=self.config, keep=self.keep
+            self.checkpoint_dir,
+            self.state(),
+            self.step,
+            self.comm,
+            config=self.config,
+            keep=self.keep,
+            solution=self.solution,
         )
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -276,7 +293,7 @@ class Trainer:
         path = path or self.checkpoint_dir
         if not storage.has_checkpoint(path, self.comm):
             return False
-        state = storage.load_checkpoint(path, self.comm)
+        state = storage.load_checkpoint(path, self.comm, expect=self.solution)
         self.load_state(state)
         if self.comm.Get_rank() == 0:
             log.info("train: resumed from %s at epoch %d, step %d", state.path, self.epoch, self.step)

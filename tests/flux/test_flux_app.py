@@ -20,9 +20,10 @@ def test_default_job_outputs(tmp_path):
         br = fh["br"]
         assert br.shape == (3, 2, 181, 360)  # t = 0, 12, 24 h
         assert np.all(np.isfinite(br[...]))
-        assert list(br.attrs["realization"]) == [1, 2] and len(br.attrs["phi"]) == 360
-        assert fh["scalars/butterfly"].shape == (3, 181)
-        assert len(fh["scalars/butterfly"].attrs["latitude"]) == 181
+        assert list(fh["realization"][...]) == [1, 2] and len(fh["phi"]) == len(fh["lon"]) == 360
+        assert list(fh["time"][...]) == [0.0, 12.0, 24.0] and fh["time"].attrs["units"] == "hours"
+        assert fh["lat"][0] == 90.0 and fh["lat"][-1] == -90.0  # HipFT's theta runs from the north pole
+        assert fh["butterfly"].shape == (3, 2, 181) and fh["flux_positive"].shape == (3, 2)
     for name in ("hipft_brmap_initial.h5", "hipft_brmap_final.h5", "hipft_history_sol_r000002.out"):
         assert (tmp_path / name).is_file()
     with h5py.File(tmp_path / "hipft_brmap_final.h5") as fh:
@@ -30,19 +31,21 @@ def test_default_job_outputs(tmp_path):
         np.testing.assert_array_equal(fh["Data"][:, :, 0], fh["Data"][:, :, -1])
 
 
-def test_analyze_draws_the_butterfly(tmp_path):
+def test_analyze_draws_the_flux_figures(tmp_path):
+    from hpcml.apps import plotter
     from hpcml.io.analyze import plot
 
     cfg = load_config(None, ["app=flux", "time.end=12.0", "output.map_cadence=6.0"])
     cfg["output"]["directory"] = str(tmp_path)
     run(cfg, MPI.COMM_SELF)
-    written = [p.name for p in plot(tmp_path / "flux_maps.h5", tmp_path / "plots")]
-    assert "flux_maps-butterfly.png" in written and "flux_maps-br.png" in written
+    written, _ = plot(tmp_path / "flux_maps.h5", tmp_path / "plots", plotter)
+    names = {p.name for p in written}
+    assert {"flux_maps-butterfly.png", "flux_maps-br.png", "flux_maps-history.png"} <= names
 
 
 def test_bad_namelist_is_reported_once(tmp_path):
     """``hpcml run --hipft`` on 3 ranks: rank 0 checks the namelist, the error is printed once."""
-    from helpers import run_mpi
+    from hpcml.testing import run_mpi
 
     nml = tmp_path / "hipft.in"
     nml.write_text('&hipft_input_parameters\n validation_run = 1\n advance_flow = "false"\n n_realizations = 2.7\n/\n')

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from fluxcheck import SUITE
@@ -46,14 +45,15 @@ def test_hipft_exe_must_be_executable(monkeypatch, tmp_path):
     assert hipft_executables() == {}
 
 
-def test_quick_bench_writes_its_table(tmp_path):
-    """One short case, hpcml only (HipFT when HIPFT_EXE names a build): JSON and Markdown written."""
-    from helpers import run_mpi
+def test_quick_bench_writes_its_table(tmp_path, monkeypatch):
+    """One short case, hpcml only (no HipFT build named): JSON and Markdown written."""
+    from hpcml.testing import run_mpi
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HIPFT_EXE")}
+    monkeypatch.delenv("HIPFT_EXE", raising=False)
+    monkeypatch.delenv("HIPFT_EXE_2T", raising=False)
     args = ["-m", "hpcml.cli", "bench", "flux", "--cases", "advect_gaussians_phi", "--configs", "1x1", "--end", "6",
             "--no-compile", "--suite", str(SUITE), "--out", str(tmp_path)]  # fmt: skip
-    res = run_mpi(1, args, timeout=600, env=env)
+    res = run_mpi(1, args, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     rec = json.loads((tmp_path / "flux.json").read_text())
     row = rec["rows"][0]

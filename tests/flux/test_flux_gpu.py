@@ -92,8 +92,8 @@ def _all_inputs(folder: Path) -> dict:
         " flow_attenuate = .true.\n flow_attenuate_values = 300.0, 600.0\n advance_diffusion = .true.\n"
         " diffusion_coef_constants = 20.0, 60.0\n diffusion_coef_filename = 'd.h5'\n diffusion_coef_grid = .true.\n"
         " advance_source = .true.\n source_from_file = .true.\n source_filename = 's.h5'\n"
-        " source_rfe_model = 1\n source_rfe_total_unsigned_flux_per_hour = 5.0\n source_rfe_lifetime = 0.5\n"
-        " source_rfe_seed = 7\n/\n"
+        " source_rfe_model = 1\n source_rfe_total_unsigned_flux_per_hour = 5.0\n"
+        " source_rfe_lifetime = 0.5\n source_rfe_seed = 7\n/\n"
     )
     return config_from_hipft(nml)
 

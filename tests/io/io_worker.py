@@ -56,8 +56,45 @@ def cmd_write(a: argparse.Namespace) -> None:
             u = DistArray.from_global(d, field_value(shape, step))
             out.write("u", u, step=step, time=0.5 * step, units="K")
             out.write_scalar("norm", u.norm(), step=step, time=0.5 * step)
+            time.sleep(a.sleep)
         if comm.Get_rank() == 0:
             print("driver", out.driver)
+
+
+def cmd_crash(a: argparse.Namespace) -> None:
+    """Write ``nsteps`` snapshots, then die (SIGKILL on rank ``--rank``) in the middle of the next one.
+
+    ``--where data``: after that rank's block is in its data file, before the main file is
+    rewritten; ``--where main``: on rank 0, the new main file written but not yet renamed.
+    ``--sleep`` seconds between snapshots (to let a second job find this one running).
+    """
+    from hpcml.io import Output, mainfile
+
+    shape = shape_of(a.shape)
+    d = CartDecomp(shape, comm)
+
+    def die(*args, **kwargs):
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with Output(a.path, comm, mode=a.mode, driver=a.driver, flush_seconds=0) as out:  # every step readable
+        for step in range(a.first, a.first + a.nsteps + 1):
+            if step == a.first + a.nsteps and comm.Get_rank() == a.rank:
+                if a.where == "data":
+
+                    def write_then_die(*args, original=out._writer._write, **kwargs):
+                        original(*args, **kwargs)
+                        out._writer.flush()
+                        die()
+
+                    out._writer._write = write_then_die
+                else:
+                    mainfile.os.replace = die
+            u = DistArray.from_global(d, field_value(shape, step))
+            out.write("u", u, step=step, time=0.5 * step, units="K")
+            out.write_scalar("norm", float(step), step=step, time=0.5 * step)
+            out.flush()
+            time.sleep(a.sleep)
 
 
 def cmd_check(a: argparse.Namespace) -> None:
@@ -149,6 +186,17 @@ def main(argv: list[str]) -> None:
     w.add_argument("--dims")
     w.add_argument("--consolidate", action="store_true")
     w.add_argument("--restart-step", type=int)
+    w.add_argument("--sleep", type=float, default=0.0)
+    k = sub.add_parser("crash")
+    k.add_argument("path")
+    k.add_argument("driver")
+    k.add_argument("shape")
+    k.add_argument("nsteps", type=int)
+    k.add_argument("--first", type=int, default=0)
+    k.add_argument("--mode", default="a")
+    k.add_argument("--rank", type=int, default=0)
+    k.add_argument("--where", choices=["data", "main"], default="data")
+    k.add_argument("--sleep", type=float, default=0.0)
     c = sub.add_parser("check")
     c.add_argument("paths", help="comma-separated files")
     c.add_argument("shape")
@@ -164,6 +212,7 @@ def main(argv: list[str]) -> None:
     {
         "write": cmd_write,
         "check": cmd_check,
+        "crash": cmd_crash,
         "ckpt-save": cmd_ckpt_save,
         "ckpt-load": cmd_ckpt_load,
         "ckpt-crash": cmd_ckpt_crash,

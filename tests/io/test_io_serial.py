@@ -74,29 +74,30 @@ def test_checksum_detects_any_flipped_byte_and_swaps():
 
 @pytest.fixture
 def run_file(tmp_path):
-    """A 1-rank output: 2-D field u, 3-D field w, scalars, butterfly profile, br field."""
+    """A 1-rank output: 2-D field u, 3-D field w, a signed (lat, lon) field br, scalars, a profile series."""
     comm = MPI.COMM_WORLD
     path = tmp_path / "run.h5"
     d2 = CartDecomp((12, 10), comm)
     d3 = CartDecomp((4, 5, 6), comm)
     dbr = CartDecomp((9, 16), comm, periodic=(False, True))
-    lat = np.linspace(-80, 80, 9)
-    with Output(path, comm, config="[grid]\nn = 12\n", mode="w") as out:
+    lat = np.linspace(80, -80, 9)  # north first, as a colatitude grid stores it
+    lon = np.arange(16) * 22.5
+    geo = {"lat": (lat, {"units": "degrees_north", "axis": "Y"}), "lon": (lon, {"units": "degrees_east", "axis": "X"})}
+    cube = {
+        n: (np.arange(k) * 0.5, {"axis": a, "units": "m"}) for n, k, a in (("k", 4, "Z"), ("j", 5, "Y"), ("i", 6, "X"))
+    }
+    with Output(path, comm, config="[grid]\nn = 12\n", mode="w", time_units="s") as out:
         for step in range(4):
             t = 0.25 * step
-            out.write(
-                "u",
-                DistArray.from_global(d2, field_value((12, 10), step)),
-                step=step,
-                time=t,
-                units="K",
-                attrs={"spacing": [0.5, 0.5]},
-            )
-            out.write("w", DistArray.from_global(d3, field_value((4, 5, 6), step)), step=step, time=t)
+            u = DistArray.from_global(d2, field_value((12, 10), step))
+            out.write("u", u, step=step, time=t, units="K", coords={"x": (np.arange(10) * 0.5, {"units": "m"})})
+            w = DistArray.from_global(d3, field_value((4, 5, 6), step))
+            out.write("w", w, step=step, time=t, dims=("k", "j", "i"), coords=cube)
             br = DistArray.from_global(dbr, lambda i, j, s=step: np.sin(np.radians(lat[i])) * np.cos(s + 0 * j))
-            out.write("br", br, step=step, time=t, units="G", attrs={"latitude": lat})
+            out.write("br", br, step=step, time=t, units="G", dims=("lat", "lon"), coords=geo)
             out.write_scalar("total_flux", 1e3 * 10.0**-step, step=step, time=t, units="Mx")
-            out.write_scalar("butterfly", np.sin(np.radians(lat)) * np.cos(step), step=step, time=t)
+            out.write_scalar("flat", 0.0, step=step, time=t)
+            out.write_scalar("butterfly", np.sin(np.radians(lat)) * np.cos(step), step=step, time=t, dims=("lat",))
     return path
 
 
@@ -122,22 +123,23 @@ def test_xdmf_parses_and_references_existing_datasets(run_file):
                     seen.add(dset)
                     ds = f[dset]
                     assert src.get("Dimensions") == " ".join(map(str, ds.shape))
-                    assert topo.get("Dimensions") == " ".join(map(str, ds.shape[1:]))
+                    want = ds.shape[1:] if ds.ndim == 4 else (1, *ds.shape[1:])  # 2-D fields are one layer
+                    assert topo.get("Dimensions") == " ".join(map(str, want))
                     assert int(slab.text.split()[0]) == i < ds.shape[0]
-    assert seen == {"/u", "/w", "/br"}  # 2-D and 3-D fields; scalars are not grids
+    assert seen == {"/u", "/w", "/br"}  # 2-D and 3-D fields; scalar series are not grids
 
 
 def test_read_and_consolidate_in_process(run_file):
     d = CartDecomp((12, 10), MPI.COMM_WORLD)
     u = read(run_file, "u", d, step=2)
     np.testing.assert_array_equal(u.interior, global_value((12, 10), 2))
-    if not h5py_has_mpi():
-        consolidate(run_file)
-        assert not run_file.with_name("run.d").exists()
-        with h5py.File(run_file) as f:
-            assert not f["u"].is_virtual and f.attrs["writer"] == "consolidated"
-            np.testing.assert_array_equal(f["u"][3], global_value((12, 10), 3))
-            assert f["u"].attrs["units"] == "K"
+    consolidate(run_file)
+    assert not run_file.with_name("run.d").exists()
+    with h5py.File(run_file) as f:
+        assert not f["u"].is_virtual and f.attrs["writer"] == "consolidated"
+        np.testing.assert_array_equal(f["u"][3], global_value((12, 10), 3))
+        assert f["u"].attrs["units"] == "K" and list(f["step"][...]) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(read(run_file, "u", d, step=2).interior, global_value((12, 10), 2))
 
 
 def test_analyze_writes_pngs_and_json(run_file, tmp_path, capsys):
@@ -146,36 +148,71 @@ def test_analyze_writes_pngs_and_json(run_file, tmp_path, capsys):
     parser = __import__("argparse").ArgumentParser()
     analyze.add_arguments(parser)
     outdir = tmp_path / "plots"
-    assert analyze.run(parser.parse_args([str(run_file), "--outdir", str(outdir), "--json"])) == 0
+    assert analyze.run(parser.parse_args([str(run_file), "--out", str(outdir), "--json"])) == 0
     summary = json.loads(capsys.readouterr().out)
     names = {p.split("/")[-1] for p in summary["plots"]}
-    # The butterfly profile series is drawn as the diagram, not as a scalar line.
-    assert names == {"run-u.png", "run-w.png", "run-br.png", "run-scalar-total_flux.png", "run-butterfly.png"}
+    # One figure for the 0-D series; the profile series is drawn as a diagram, not as lines.
+    assert names == {"run-u.png", "run-w.png", "run-br.png", "run-series.png", "run-butterfly.png"}
+    assert summary["constant"] == ["flat"]  # listed, not drawn
     for p in summary["plots"]:
         data = open(p, "rb").read()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
-    by_path = {d["path"]: d for d in summary["datasets"]}
-    assert by_path["u"]["nsteps"] == 4 and by_path["u"]["units"] == "K" and by_path["u"]["steps"] == [0, 3]
-    assert by_path["scalars/total_flux"]["time"] == [0.0, 0.75]
+    by_name = {v["name"]: v for v in summary["variables"]}
+    assert by_name["u"]["entries"] == 4 and by_name["u"]["units"] == "K" and by_name["u"]["steps"] == [0, 3]
+    assert by_name["u"]["dims"] == ["time", "y", "x"] and by_name["total_flux"]["time"] == [0.0, 0.75]
     assert summary["config"].startswith("[grid]")
-    # Text mode, no plots.
-    assert analyze.run(parser.parse_args([str(run_file), "--no-plots"])) == 0
+    # Default: the figures go next to the file.
+    assert analyze.run(parser.parse_args([str(run_file)])) == 0
+    assert (run_file.parent / "run-u.png").is_file()
     text = capsys.readouterr().out
-    assert "u" in text and "4 step(s)" in text and "writer" in text
+    assert "u" in text and "steps 0..3" in text and "writer" in text
     assert analyze.run(parser.parse_args([str(tmp_path / "missing.h5")])) == 2
 
 
-def test_analyze_butterfly_from_field_only(tmp_path):
+def test_figures_are_labelled_north_up_and_symmetric(run_file, tmp_path):
+    """Inspect the matplotlib objects: axis labels with units, north up, colour limits symmetric about 0."""
     from hpcml.io import analyze
 
-    comm = MPI.COMM_WORLD
-    d = CartDecomp((9, 8), comm)
-    path = tmp_path / "flux.h5"
-    with Output(path, comm, mode="w") as out:
-        for s in range(3):
-            out.write("br", DistArray.from_global(d, field_value((9, 8), s)), step=s)
-    written = analyze.plot(path, tmp_path / "p")
-    assert (tmp_path / "p" / "flux-butterfly.png") in written
+    plt = analyze._pyplot()
+    info = analyze.inspect_file(run_file)
+    with h5py.File(run_file) as f:
+        ctx = analyze.PlotContext(run_file, f, info, tmp_path, plt)
+        fig, ax = plt.subplots()
+        data = f["br"][-1]
+        mesh = analyze.draw_map(ctx, ax, data, "lon", "lat", "br")
+        assert ax.get_xlabel() == "lon [degrees_east]" and ax.get_ylabel() == "lat [degrees_north]"
+        lo, hi = mesh.get_clim()
+        assert lo == -hi and hi > 0 and mesh.get_cmap().name == "RdBu_r"
+        y0, y1 = ax.get_ylim()
+        assert y1 > y0  # latitude grows upwards although the rows run north to south
+        # The row drawn at the top holds the northernmost data (80 N): sin(80 deg) cos(3) < 0 there.
+        coords = mesh.get_coordinates()
+        top = np.argmax(coords[:, 0, 1])
+        assert coords[top, 0, 1] > 75 and np.sign(mesh.get_array().reshape(data.shape)[min(top, 8), 0]) == np.sign(
+            data[0, 0]
+        )
+        plt.close(fig)
+
+
+def test_analyze_without_matplotlib_prints_the_summary_and_a_hint(run_file, capsys, monkeypatch):
+    import builtins
+
+    from hpcml.io import analyze
+
+    real = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    parser = __import__("argparse").ArgumentParser()
+    analyze.add_arguments(parser)
+    assert analyze.run(parser.parse_args([str(run_file)])) == 0
+    out, err = capsys.readouterr()
+    assert "pip install 'hpcml[plot]'" in err and "--no-plots" in err
+    assert "variables:" in out and "total_flux" in out
 
 
 # -- small pieces ------------------------------------------------------------------------------
@@ -204,13 +241,15 @@ def test_progress_bar_on_tty_and_lines_otherwise(caplog):
 
 
 def test_names_and_driver_choice(monkeypatch):
-    for bad in ("", "a/b", "scalars", "index", "hpcml"):
+    for bad in ("", "a/b", ".", ".."):
         with pytest.raises(ValueError):
             check_name(bad)
     assert check_name("u") == "u"
     assert choose_driver("vds") == "vds"
     assert choose_driver() == ("mpio" if h5py_has_mpi() else "vds")
-    monkeypatch.setenv("HPCML_IO_DRIVER", "vds")
+    from hpcml.settings import rc
+
+    monkeypatch.setattr(rc, "io_driver", "vds")  # what HPCML_IO_DRIVER=vds sets
     assert choose_driver() == "vds"
     if not h5py_has_mpi():
         with pytest.raises(OutputError, match="parallel HDF5"):
@@ -222,7 +261,7 @@ def test_append_to_foreign_or_broken_file_is_refused(tmp_path):
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
         f["x"] = np.zeros(3)
-    with pytest.raises(OutputError, match="not an hpcml output file"):
+    with pytest.raises(OutputError, match="not an hpcml output of this version"):
         Output(foreign, comm)
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"garbage")
@@ -238,7 +277,7 @@ def test_hpcml_analyze_command(run_file, tmp_path):
 
     out = tmp_path / "cli-plots"
     proc = subprocess.run(
-        [sys.executable, "-m", "hpcml.cli", "analyze", str(run_file), "--json", "--outdir", str(out)],
+        [sys.executable, "-m", "hpcml.cli", "analyze", str(run_file), "--json", "--outdir", str(out)],  # old spelling
         capture_output=True,
         text=True,
         timeout=120,
@@ -253,12 +292,13 @@ def test_append_keeps_user_attributes(run_file):
     comm = MPI.COMM_WORLD
     d = CartDecomp((9, 16), comm, periodic=(False, True))
     with Output(run_file, comm) as out:  # mode="a"
-        out.write("br", DistArray.zeros(d), step=4, time=1.0)
+        out.write("br", DistArray.zeros(d), step=4, time=1.0, dims=("lat", "lon"))
     with h5py.File(run_file) as f:
-        assert f["br"].shape[0] == 5 and f["br"].attrs["units"] == "G"
-        np.testing.assert_allclose(f["br"].attrs["latitude"], np.linspace(-80, 80, 9))
-        np.testing.assert_allclose(f["u"].attrs["spacing"], [0.5, 0.5])
-        assert len(json.loads(f.attrs["history"])) == 2
+        assert f["br"].shape[0] == 5 and f["br"].attrs["units"] == "G" and f["u"].shape[0] == 5
+        assert np.isnan(f["u"][4]).all() and f["u"].attrs["units"] == "K"  # u skipped the new entry
+        np.testing.assert_allclose(f["lat"][...], np.linspace(80, -80, 9))
+        assert f["lat"].attrs["units"] == "degrees_north" and f["time"].attrs["units"] == "s"
+        assert len(json.loads(f.attrs["hpcml_provenance"])) == 2 and len(f.attrs["history"].splitlines()) == 2
 
 
 @pytest.mark.parametrize(("saved", "loaded"), [(2, 1), (1, 3), (2, 2), (0, 1)])

@@ -5,6 +5,6 @@
 ``sim/`` in a subprocess with it set.
 """
 
-from hpcml.kernels._dispatch import simulator_enabled
+from hpcml.backend import simulator_enabled
 
 collect_ignore = [] if simulator_enabled() else ["sim"]

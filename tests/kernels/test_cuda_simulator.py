@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hpcml.kernels._dispatch import simulator_enabled
+
+from hpcml.backend import simulator_enabled
 
 SIM_DIR = Path(__file__).parent / "sim"
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from helpers import assert_all
 from mpi4py import MPI
 
 from hpcml.apps import train as train_app
 from hpcml.config import ConfigError, default_config, load_config
 from hpcml.io import read_scalar
 from hpcml.nn import TileDataset, TrainGrid, generate_heat_pairs
+from hpcml.testing import assert_all
 
 
 def euler_heat(u, steps, cy, cx):
@@ -75,6 +75,7 @@ def test_train_app_loss_series_and_resume(comm, shared_tmp):
     if sub != MPI.COMM_NULL:
         cfg2 = small_config(shared_tmp, data_parallel=1, zero=False)
         cfg2["train"]["epochs"] = 4
+        cfg2["run"]["restart"] = True
         s2 = train_app.run(cfg2, sub)
         sub.Free()
     s2 = comm.bcast(s2, root=0)

@@ -8,16 +8,45 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-from mpi4py import MPI
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hpcml.apps.flux.namelist import config_from_hipft
-from hpcml.apps.flux.solver import FluxSolver
+from hpcml.config import ConfigError
 
-__all__ = ["FluxSolver", "config_from_hipft", "run"]
+if TYPE_CHECKING:  # the solver (MPI, Numba) loads on first use: hpcml.apps.flux.plots needs neither
+    from mpi4py import MPI
+
+    from hpcml.apps.flux.solver import FluxSolver
+
+__all__ = ["FluxSolver", "config_from_hipft", "run", "validate_config"]
 
 log = logging.getLogger("hpcml.apps.flux")
+
+
+def validate_config(config: dict[str, Any], ranks: int | None = None) -> None:
+    """Check every flux option (names in the message) without MPI, before the first collective.
+
+    The map file and the rank layout are checked again, with their data, when the solver
+    is built (still before any collective).
+    """
+    from hpcml.apps.flux.params import Params
+    from hpcml.config import check_choice
+    from hpcml.settings import CHOICES
+
+    Params(config)
+    check_choice(config, "decomposition.halo_method", CHOICES["halo_method"])
+    grid = config["grid"]
+    if grid["map"] and not Path(grid["map"]).is_file():
+        raise ConfigError(f"grid.map file {grid['map']!r} does not exist")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FluxSolver":
+        from hpcml.apps.flux.solver import FluxSolver
+
+        return FluxSolver
+    raise AttributeError(f"module 'hpcml.apps.flux' has no attribute {name!r}")
 
 
 def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
@@ -27,8 +56,15 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     grid) run on every rank before the first collective call, so bad input raises
     the same :class:`~hpcml.config.ConfigError` everywhere.
     """
+    from mpi4py import MPI
+
+    from hpcml.apps.flux.solver import FluxSolver
+    from hpcml.io.lock import hold
+
     comm = MPI.COMM_WORLD if comm is None else comm
     solver = FluxSolver(config, comm)
+    # The output folder (maps, histories, checkpoints) is this job's until it ends.
+    lock = hold(comm, folders=[config["output"]["directory"]])
     if comm.Get_rank() == 0:
         g, lay = solver.grid, solver.lay
         log.info(
@@ -40,6 +76,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
         summary = solver.run()
     finally:
         solver.lay.free()
+        lock.release()
     if comm.Get_rank() == 0:
         log.info(
             "flux: %d steps to t = %.6g h in %.2f s (advection %.2f s, diffusion %.2f s, analysis %.2f s)",

@@ -1,12 +1,13 @@
 """Map time series (hpcml.io), HipFT-format map files, checkpoints and restart.
 
-The map series goes through :class:`hpcml.io.Output` as one field ``br`` of global
-shape ``(n_realizations, N_t, N_f - 1)`` (the unique longitude columns, the last
-one being the 0 = 2 pi seam), with coordinate attributes ``theta``, ``phi``,
-``latitude`` and ``realization``.  Scalar series hold realization 1's fluxes and
-dipoles (every realization's are in the history files) and ``butterfly``, its
-longitude-averaged B_r per theta row, which ``hpcml analyze`` draws as a
-butterfly diagram.
+The map series goes through :class:`hpcml.io.Output` as one field ``br`` with
+dimensions ``(time, realization, lat, lon)``: ``lat``/``lon`` in degrees (north
+first, as HipFT's theta grid runs from the north pole), the unique longitude
+columns (the last is the 0 = 360 degree seam), with the auxiliary coordinates
+``theta``/``phi`` in radians.  Per-realization series along ``time``: the
+fluxes, dipoles and extrema of the history files and ``butterfly``, each
+realization's longitude-averaged B_r per latitude, which the flux plots draw as
+a butterfly diagram (``hpcml analyze``).
 """
 
 from __future__ import annotations
@@ -28,22 +29,23 @@ __all__ = ["MapWriter", "load_checkpoint", "save_checkpoint", "write_hipft_map"]
 
 log = logging.getLogger("hpcml.apps.flux")
 
+# (name, column of a history row without STEP/TIME, units, long name)
 _SCALARS = (
-    ("flux_positive", 3, "Mx"),
-    ("flux_negative", 4, "Mx"),
-    ("npole_flux_positive", 5, "Mx"),
-    ("npole_flux_negative", 6, "Mx"),
-    ("spole_flux_positive", 7, "Mx"),
-    ("spole_flux_negative", 8, "Mx"),
-    ("eq_dipole", 11, "G"),
-    ("ax_dipole", 12, "G"),
-    ("br_max", 1, "G"),
-    ("br_min", 0, "G"),
+    ("flux_positive", 3, "Mx", "positive magnetic flux"),
+    ("flux_negative", 4, "Mx", "negative magnetic flux"),
+    ("npole_flux_positive", 5, "Mx", "positive flux of the north polar cap"),
+    ("npole_flux_negative", 6, "Mx", "negative flux of the north polar cap"),
+    ("spole_flux_positive", 7, "Mx", "positive flux of the south polar cap"),
+    ("spole_flux_negative", 8, "Mx", "negative flux of the south polar cap"),
+    ("eq_dipole", 11, "G", "equatorial dipole strength"),
+    ("ax_dipole", 12, "G", "axial dipole strength"),
+    ("br_max", 1, "G", "largest B_r"),
+    ("br_min", 0, "G", "smallest B_r"),
 )
 
 
 class MapWriter:
-    """The ``br`` series and scalar series of one run (collective over the world)."""
+    """The ``br`` series and the per-realization series of one run (collective over the world)."""
 
     def __init__(self, s: FluxSolver, path: Path, restart_step: int | None = None) -> None:
         from hpcml.io import Output
@@ -53,63 +55,93 @@ class MapWriter:
         cfg = s.cfg
         self.dtype = np.float32 if cfg["output"]["single_precision"] else np.float64
         self.out = Output(
-            path, s.world, config=cfg, mode="a" if restart_step is not None else "w", restart_step=restart_step
+            path,
+            s.world,
+            config=cfg,
+            mode="a" if restart_step is not None else "w",
+            restart_step=restart_step,
+            time_units="hours",
+            title="hpcml flux: surface flux transport on the sphere (HipFT model)",
         )
         g = s.grid
-        t = g.t[1 : g.Nt + 1]
-        self.attrs = {
-            "theta": t,
-            "phi": g.p[2 : g.M],
-            "latitude": 90.0 - np.degrees(t),
-            "realization": np.arange(1, s.prm.n_real + 1, dtype=np.int64),
-            "layout": "(realization, theta, phi); phi = unique columns p_2..p_Nf (the last is the seam 0 = 2pi)",
-            "butterfly": 1,
+        self.theta = g.t[1 : g.Nt + 1]
+        self.phi = g.p[2 : g.M]
+        self.coords = {
+            "realization": (np.arange(1, s.prm.n_real + 1, dtype=np.int64), {"long_name": "realization"}),
+            "lat": (
+                90.0 - np.degrees(self.theta),
+                {"units": "degrees_north", "long_name": "latitude", "standard_name": "latitude", "axis": "Y"},
+            ),
+            "lon": (
+                np.degrees(self.phi),
+                {"units": "degrees_east", "long_name": "longitude", "standard_name": "longitude", "axis": "X"},
+            ),
         }
         self.count = 0
 
     def write(self, step: int, time: float, rows: np.ndarray | None) -> None:
-        """Append the field (and the scalar series from history values ``rows``) (collective)."""
+        """Append the field and the series from history values ``rows`` ``(n_real, 14)`` (collective)."""
         s = self.s
         wd = s.lay.world_decomp
-        if self.dtype == np.float64:
-            da = DistArray(wd, s.host_data())
-        else:
-            da = DistArray(wd, s.host_data().astype(self.dtype))
-        self.out.write("br", da, step, time, units="G", attrs=self.attrs if self.count == 0 else None)
-        vals = rows[0] if rows is not None else np.zeros(14)  # rank 0's values are the ones stored
-        for name, col, units in _SCALARS:
-            self.out.write_scalar(name, float(vals[col]), step, time, units=units)
-        self.out.write_scalar("butterfly", butterfly_profile(s), step, time, units="G")
+        host = s.host_data()  # the field on the host (a copy from the GPU when it lives there)
+        data = host if self.dtype == np.float64 else host.astype(self.dtype)
+        self.out.write(
+            "br",
+            DistArray(wd, data),
+            step,
+            time,
+            units="G",
+            long_name="radial magnetic field B_r",
+            dims=("realization", "lat", "lon"),
+            coords=self.coords,
+            attrs={"comment": "lon: the unique longitude columns; the last is the 0 = 360 degree seam"},
+        )
+        if self.count == 0:
+            self.out.coordinate("theta", self.theta, ("lat",), units="radian", long_name="colatitude")
+            self.out.coordinate("phi", self.phi, ("lon",), units="radian", long_name="longitude")
+        vals = rows if rows is not None else np.zeros((s.prm.n_real, 14))  # rank 0's values are the ones stored
+        for name, col, units, long_name in _SCALARS:
+            self.out.write_scalar(
+                name, vals[:, col], step, time, units=units, long_name=long_name, dims=("realization",)
+            )
+        self.out.write_scalar(
+            "butterfly",
+            butterfly_profiles(s),
+            step,
+            time,
+            units="G",
+            long_name="longitude-averaged B_r",
+            dims=("realization", "lat"),
+        )
+        self.out.flush()
         self.count += 1
 
     def close(self) -> None:
-        """Close the series; add the latitude axis to ``scalars/butterfly`` (rank 0)."""
+        """Close the series (collective)."""
         self.out.close()
-        if self.s.rank0:
-            import h5py
-
-            with h5py.File(self.path, "a") as fh:
-                if "scalars/butterfly" in fh:
-                    fh["scalars/butterfly"].attrs["latitude"] = self.attrs["latitude"]
-                    fh["scalars/butterfly"].attrs["realization"] = 1
-        self.s.world.Barrier()
 
 
-def butterfly_profile(s: FluxSolver) -> np.ndarray:
-    """Longitude mean of realization 1's B_r per theta row, on world rank 0 (replicated value).
+def butterfly_profiles(s: FluxSolver) -> np.ndarray:
+    """Longitude mean of every realization's B_r per theta row ``(n_real, N_t)``, on world rank 0.
 
-    Every rank holding realization 1 contributes ``sum_k f dp_k`` over its columns;
-    rank 0 adds the parts with ``math.fsum`` (independent of the split).
+    Every rank holding realization ``r`` contributes ``sum_k f dp_k`` over its
+    columns; rank 0 adds the terms of each row with ``math.fsum``, so the value
+    does not depend on the split.  One realization is gathered at a time (rank 0
+    holds one map's terms, never the ensemble).
     """
     lay = s.lay
-    part = None
-    if lay.r_start == 0:
-        dp = s.geo["dp"][lay.c0 : lay.c1]
-        rows = s.host_data()[0, lay.i0 : lay.i1, lay.c0 : lay.c1] * dp[None, :]
-        part = (lay.t0, rows)
-    parts = s.world.gather(part, root=0)
-    prof = np.zeros(s.grid.Nt)
-    if parts is not None:
+    out = np.zeros((s.prm.n_real, s.grid.Nt))
+    dp = s.geo["dp"][lay.c0 : lay.c1]
+    host = s.host_data()
+    nr_local = host.shape[0]
+    for r in range(s.prm.n_real):
+        part = None
+        if lay.r_start <= r < lay.r_start + nr_local:
+            rows = host[r - lay.r_start, lay.i0 : lay.i1, lay.c0 : lay.c1] * dp[None, :]
+            part = (lay.t0, rows)
+        parts = s.world.gather(part, root=0)
+        if parts is None:
+            continue
         terms: list[list[float]] = [[] for _ in range(s.grid.Nt)]
         for item in parts:
             if item is None:
@@ -117,8 +149,8 @@ def butterfly_profile(s: FluxSolver) -> np.ndarray:
             t0, rows = item
             for i in range(rows.shape[0]):
                 terms[t0 + i].extend(rows[i].tolist())
-        prof = np.array([math.fsum(t) for t in terms]) * TWOPI_INV
-    return prof
+        out[r] = np.array([math.fsum(t) for t in terms]) * TWOPI_INV
+    return out
 
 
 def _file_field(field: np.ndarray) -> np.ndarray:
@@ -161,18 +193,23 @@ def save_checkpoint(s: FluxSolver, directory: Path) -> Path:
             "next_map_time": float(s.next_map_time) if s.next_map_time is not None else -1.0,
             "next_ckpt_time": float(s.next_ckpt_time) if s.next_ckpt_time is not None else -1.0,
             "maps_written": int(s.maps_written),
+            "map_step": int(s.map_step),
         },
         "sources": s.sources.state() if s.sources is not None else {},
         "assimilation": s.assim.state() if s.assim is not None else {},
     }
-    return checkpoint.save(directory, state, s.step, time=s.time, comm=s.world, config=s.cfg)
+    return checkpoint.save(directory, state, s.step, time=s.time, comm=s.world, config=s.cfg, solution=s.solution)
 
 
-def load_checkpoint(s: FluxSolver, path: str | Path) -> None:
-    """Restore the field and loop state from a checkpoint (file or directory), on any rank count."""
+def load_checkpoint(s: FluxSolver, path: str | Path, expect: dict[str, Any] | None = None) -> Path:
+    """Restore the field and loop state from a checkpoint (file or directory), on any rank count.
+
+    ``expect`` is the run's solution record (a checkpoint of another problem is
+    refused, naming the keys).  Returns the file loaded.
+    """
     from hpcml.io import checkpoint
 
-    got = checkpoint.load(path, s.lay.world_decomp)
+    got = checkpoint.load(path, s.lay.world_decomp, expect=expect)
     br = got["br"]
     if tuple(br.shape) != tuple(s.lay.world_decomp.shape):
         raise ValueError(
@@ -190,6 +227,7 @@ def load_checkpoint(s: FluxSolver, path: str | Path) -> None:
     nc = float(loop["next_ckpt_time"])
     s.next_ckpt_time = None if nc < 0 else nc
     s.maps_written = int(loop["maps_written"])
+    s.map_step = int(loop.get("map_step", -1))
     if s.sources is not None and got.get("sources"):
         s.sources.restore(got["sources"])
     if s.assim is not None and got.get("assimilation"):
@@ -197,3 +235,4 @@ def load_checkpoint(s: FluxSolver, path: str | Path) -> None:
     s.dt_flag = True
     if s.flows is not None:
         s.flows.needs_update = True
+    return got.path

@@ -163,8 +163,6 @@ class Params:
             raise ConfigError(
                 f"output.pole_flux_lat_limit must be in [0, 90] degrees, got {out['pole_flux_lat_limit']}"
             )
-        if out["restart"] and not Path(out["restart"]).is_file():
-            raise ConfigError(f"output.restart file {out['restart']!r} does not exist")
         self.strang = c["splitting"]["strang"]
         dims = c["decomposition"]["dims"]
         if len(dims) != 2 or not all(isinstance(d, int) for d in dims):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from hpcml.apps import restart
 from hpcml.apps.flux.advection import Advection
 from hpcml.apps.flux.assimilation import Assimilation, check_maps
 from hpcml.apps.flux.device import DeviceField, backend_name, resolve_device
@@ -32,10 +33,18 @@ from hpcml.apps.flux.layout import Layout, choose_split
 from hpcml.apps.flux.params import Params
 from hpcml.apps.flux.sources import Sources
 from hpcml.config import ConfigError
+from hpcml.jit import work_clock
 
-__all__ = ["FluxSolver"]
+__all__ = ["SOLUTION_KEYS", "FluxSolver"]
 
 log = logging.getLogger("hpcml.apps.flux")
+
+#: Config values that determine the solution (a checkpoint written with others is refused).
+#: The map cadence is one: steps are cut to land on map times.
+SOLUTION_KEYS = (
+    "grid", "initial", "time.start", "time.dt_max", "realizations", "flow", "diffusion", "source",
+    "assimilation", "splitting", "output.map_cadence",
+)  # fmt: skip
 
 
 class FluxSolver:
@@ -109,6 +118,9 @@ class FluxSolver:
         self.next_map_time: float | None = None
         self.next_ckpt_time: float | None = None
         self.maps_written = 0
+        self.map_step = -1  # step of the last initial/cadence map (restarts rewrite it)
+        self.restarted_from = 0
+        self.solution: dict[str, Any] = {}
         self.stopped_early = False
         self.sources = Sources(self) if prm.advance_source else None
         self.assim = Assimilation(self) if prm.assimilate else None
@@ -243,14 +255,14 @@ class FluxSolver:
             return
         if not force and not self._history_due(t):
             return
-        t0, c0 = _time.perf_counter(), _time.process_time()
+        t0, c0 = work_clock(), _time.process_time()
         rows = self.diag.compute(t)
         self.hist_rows += 1
         if rows is not None:
             if self.history is not None:
                 reals, ints = self._num_values(cycles_override)
                 self.history.add(self.step, t, rows, reals, ints)
-        self.timers["analysis"] += _time.perf_counter() - t0
+        self.timers["analysis"] += work_clock() - t0
         self.cpu["analysis"] += _time.process_time() - c0
 
     # -- time step --------------------------------------------------------------------------
@@ -283,10 +295,10 @@ class FluxSolver:
         """One step of the main loop (flows, time step, transport, history)."""
         prm = self.prm
         if self.flows is not None and self.flows.needs_update:
-            t0, c0 = _time.perf_counter(), _time.process_time()
+            t0, c0 = work_clock(), _time.process_time()
             self.flows.rebuild()
             self.dt_flag = True
-            self.timers["flows"] += _time.perf_counter() - t0
+            self.timers["flows"] += work_clock() - t0
             self.cpu["flows"] += _time.process_time() - c0
         if self.sources is not None:
             self.sources.update(self.time)
@@ -317,57 +329,65 @@ class FluxSolver:
     def _advect(self, dt: float) -> None:
         if self.adv is None:
             return
-        t0, c0 = _time.perf_counter(), _time.process_time()
+        t0, c0 = work_clock(), _time.process_time()
         self.adv.advance(dt)
         self.dt_adv_used = dt
-        self.timers["advection"] += _time.perf_counter() - t0
+        self.timers["advection"] += work_clock() - t0
         self.cpu["advection"] += _time.process_time() - c0
 
     def _diffuse(self, dt: float, t_step: float, sub_rows: bool) -> None:
         if self.diff is None:
             return
-        t0, c0 = _time.perf_counter(), _time.process_time()
+        t0, c0 = work_clock(), _time.process_time()
         cb = None
         if sub_rows:
 
             def cb(t: float, est: int) -> None:
-                ta, ca = _time.perf_counter(), _time.process_time()
+                ta, ca = work_clock(), _time.process_time()
                 self.write_history(t, cycles_override=est)
                 nonlocal t0, c0
-                t0 += _time.perf_counter() - ta  # analysis time is not diffusion time
+                t0 += work_clock() - ta  # analysis time is not diffusion time
                 c0 += _time.process_time() - ca
 
         self.diff.advance(dt, t_step, cb)
-        self.timers["diffusion"] += _time.perf_counter() - t0
+        self.timers["diffusion"] += work_clock() - t0
         self.cpu["diffusion"] += _time.process_time() - c0
 
     def run(self) -> dict[str, Any]:
         """Run to ``time.end`` with every output the config asks for; summary (same on every rank)."""
         from hpcml.apps.flux.output import MapWriter, load_checkpoint, save_checkpoint
-        from hpcml.runtime import stop_requested
+        from hpcml.runtime import StopPoll
 
         prm, out = self.prm, self.cfg["output"]
         outdir = Path(out["directory"])
         if self.rank0:
             outdir.mkdir(parents=True, exist_ok=True)
         self.world.Barrier()
-        restarted = bool(out["restart"])
         mcad, ccad = out["map_cadence"], out["checkpoint_cadence"]
         self.next_map_time = prm.t_start + mcad if mcad > 0 else None
         self.next_ckpt_time = prm.t_start + ccad if ccad > 0 and out["checkpoint"] else None
         self.maps_written = 0
+        self.map_step = -1
+        ckdir = outdir / out["checkpoint"] if out["checkpoint"] else None
+        plan = restart.plan(self.cfg, ckdir, SOLUTION_KEYS, self.world, "flux")
+        self.solution = plan.record
+        restarted = plan.resume
+        self.restarted_from = 0
         if restarted:
-            load_checkpoint(self, out["restart"])
+            got = load_checkpoint(self, ckdir, expect=plan.record)
+            self.restarted_from = self.step
             if self.rank0:
-                log.info("flux: restarted from %s at step %d, time %.6g h", out["restart"], self.step, self.time)
+                log.info("flux: restarted from %s at step %d, time %.6g h", got, self.step, self.time)
         if self.rank0 and out["history"]:
             self.history = HistoryWriter(outdir, prm.n_real, append=restarted)
             if restarted:
                 self.history.truncate(self.step, self.time)
         maps = None
         if out["maps"]:
-            maps = MapWriter(self, outdir / out["maps"], restart_step=self.step + 1 if restarted else None)
-        ckdir = outdir / out["checkpoint"] if out["checkpoint"] else None
+            # A resumed run drops the maps written at or after its checkpoint's step (a stop
+            # between map times writes one off-cadence map) and rewrites the checkpoint's own
+            # map if it was a cadence (or the final) map: the series equals an uninterrupted run's.
+            maps = MapWriter(self, outdir / out["maps"], restart_step=self.step if restarted else None)
         if not restarted:
             if self.assim is not None and self.assim.next_time == self.time:
                 self.assim.apply()  # a map at the start time is assimilated before the first step
@@ -375,32 +395,37 @@ class FluxSolver:
             if maps is not None:
                 maps.write(self.step, self.time, self._rows())
             self.maps_written = 1
+            self.map_step = self.step
             if out["hipft_maps"]:
                 self._hipft_map(outdir / f"{out['hipft_root']}_initial.h5")
+        elif maps is not None and (self.map_step == self.step or self.time >= prm.t_end):
+            maps.write(self.step, self.time, self._rows())
         self.stopped_early = False
+        stop = StopPoll(self.world)  # agreed by all ranks within about a second, whatever the step time
         last_map_time = self.time
-        t0 = _time.perf_counter()
+        t0 = work_clock()
         while self.time < prm.t_end:
             self.step_once()
             if self.next_map_time is not None and self.time >= self.next_map_time:
                 if maps is not None:
-                    t1 = _time.perf_counter()
+                    t1 = work_clock()
                     maps.write(self.step, self.time, self._rows())
-                    self.timers["output"] += _time.perf_counter() - t1
+                    self.timers["output"] += work_clock() - t1
                     last_map_time = self.time
                 self.maps_written += 1
+                self.map_step = self.step
                 self.next_map_time = prm.t_start + self.maps_written * mcad
             if self.next_ckpt_time is not None and self.time >= self.next_ckpt_time and self.time < prm.t_end:
                 save_checkpoint(self, ckdir)
                 self.next_ckpt_time += ccad
-            if self.time < prm.t_end and stop_requested(self.world):
+            if self.time < prm.t_end and stop():
                 if self.rank0:
                     log.info("flux: stop signal: checkpointing at step %d, time %.6g h", self.step, self.time)
                 self.stopped_early = True
                 break
-        wall = self.world.allreduce(_time.perf_counter() - t0, op=MPI.MAX)
+        wall = self.world.allreduce(work_clock() - t0, op=MPI.MAX)
         rows = self._rows()
-        t1 = _time.perf_counter()
+        t1 = work_clock()
         if maps is not None:
             if last_map_time != self.time:
                 maps.write(self.step, self.time, rows)
@@ -412,7 +437,7 @@ class FluxSolver:
             ckpt = save_checkpoint(self, ckdir)
         if self.history is not None:
             self.history.flush()
-        self.timers["output"] += _time.perf_counter() - t1
+        self.timers["output"] += work_clock() - t1
         return self._summary(wall, rows, outdir, maps, ckpt)
 
     def _rows(self) -> np.ndarray | None:
@@ -438,6 +463,7 @@ class FluxSolver:
             "grid": [self.grid.Nt, self.grid.Nf],
             "realizations": self.prm.n_real,
             "steps": self.step,
+            "restarted_from": self.restarted_from,
             "time": self.time,
             "stopped_early": self.stopped_early,
             "seconds": wall,

@@ -120,7 +120,8 @@ def source_map(n: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def namelist(body: str, comment: str) -> str:
     lines = ["&hipft_input_parameters"] + ["  " + ln for ln in textwrap.dedent(body).strip().splitlines()] + ["/"]
-    return "\n".join(lines) + "\n!\n" + "\n".join("! " + ln for ln in textwrap.dedent(comment).strip().splitlines()) + "\n"
+    notes = "\n".join("! " + ln for ln in textwrap.dedent(comment).strip().splitlines())
+    return "\n".join(lines) + "\n!\n" + notes + "\n"
 
 
 FLOW_TIMES_JD = (0.0, 0.25, 0.5, 0.75)  # flows every 6 hours; the list cycles after the last

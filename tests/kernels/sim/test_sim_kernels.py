@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sps
 from hpcml.kernels import blas1, gemm, gemv, jacobi_step, laplacian, sell_from_csr, spmv
-from hpcml.kernels._dispatch import simulator_enabled
+
+from hpcml.backend import simulator_enabled
 
 pytestmark = pytest.mark.skipif(
     not simulator_enabled(), reason="needs NUMBA_ENABLE_CUDASIM=1 (tests/kernels/test_cuda_simulator.py sets it)"

@@ -75,14 +75,14 @@ def test_pack_numba_device_arrays(case):
     """StridedBlock on Numba-CUDA device arrays (simulated): device in, device out, CPU bytes."""
     from numba import cuda
 
-    from hpcml.devices import is_numba_device_array
+    from hpcml.backend import array_module
 
     a, sl = case
     sb = StridedBlock.from_view(a, sl)
     d = cuda.to_device(a)
     assert StridedBlock.from_view(d, sl) == sb
     packed = sb.pack(d)
-    assert is_numba_device_array(packed)
+    assert array_module(packed) is cuda
     assert np.array_equal(packed.copy_to_host()[: sb.nbytes], sb.pack(a))
     e = cuda.to_device(np.zeros_like(a))
     sb.unpack(packed, e)

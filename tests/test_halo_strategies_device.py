@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import SENTINEL, assert_all, draw_halo_case, expected_ghosted, global_field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mpi4py import MPI
 
 from hpcml import CartDecomp
-from hpcml.devices import is_numba_device_array, module_of
+from hpcml.backend import array_module, is_device_array
 from hpcml.halo import HaloExchange, get_plan, plan_for
+from hpcml.testing import SENTINEL, assert_all, expected_ghosted, global_field, halo_case
 
 pytestmark = [pytest.mark.mpi, pytest.mark.numba_cuda]
 
@@ -40,7 +40,7 @@ def _check(comm, shape, periodic, halo, method, corners=True, order="C"):
     d = CartDecomp(shape, comm, periodic=periodic, halo=halo)
     host = _host_field(d, shape, order)
     dev = cuda.to_device(host)
-    assert is_numba_device_array(dev) and module_of(dev) is cuda
+    assert is_device_array(dev) and array_module(dev) is cuda
     plan = plan_for(dev, d, method=method, corners=corners)
     assert plan.method == method and plan.order == order
     plan.exchange(dev)
@@ -58,7 +58,7 @@ def _check(comm, shape, periodic, halo, method, corners=True, order="C"):
 @settings(max_examples=8)
 @given(data=st.data())
 def test_device_halo_matches_reference(comm, method, data):
-    shape, periodic, halo, corners = draw_halo_case(data, comm.size, max_halo=2, extra=(4, 2))
+    shape, periodic, halo, corners = data.draw(halo_case(comm.size, max_halo=2, extra=(4, 2)))
     _check(comm, shape, periodic, halo, method, corners)
 
 
@@ -108,4 +108,25 @@ def test_device_plan_rejects_host_and_wrong_layout(comm):
         plan.exchange(cuda.to_device(np.zeros(d.ghosted_shape, order="F")))
     with pytest.raises(ValueError, match="does not apply"):
         HaloExchange(d, "f8", cuda, "pack")
+    d.free()
+
+
+def test_distarray_takes_numba_device_arrays(comm):
+    """``DistArray`` accepts what the halo plans accept: exchange, reductions and gather on a Numba-CUDA array."""
+    from numba import cuda
+
+    from hpcml import DistArray
+
+    shape = (9, 7)
+    d = CartDecomp(shape, comm, periodic=(True, False), halo=1)
+    u = DistArray(d, cuda.to_device(_host_field(d, shape)))
+    assert u.xp is cuda and u.order == "C"
+    u.exchange_halos()
+    ref = expected_ghosted(global_field(shape), d)
+    g = global_field(shape)
+    ok = np.array_equal(u.data.copy_to_host(), ref)
+    ok &= u.sum() == g.sum() and u.max() == g.max() and np.isclose(u.norm(), np.linalg.norm(g))
+    full = u.gather(root=0)
+    ok &= full is None if comm.rank else np.array_equal(full, g)
+    assert_all(comm, bool(ok), "DistArray on a Numba-CUDA array")
     d.free()

@@ -1,0 +1,106 @@
+"""``hpcml.jit``: one compile per node for cached kernels, compile time counted once and kept apart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+KERNELS = textwrap.dedent(
+    """
+    import json, sys, time
+    from numba import njit
+    from hpcml import jit
+
+    jit.install()
+
+    @njit
+    def inner(x):
+        return x + 1.0
+
+    @njit(cache=True)
+    def outer(x):
+        return inner(x) * 2.0
+
+    t0, w0 = time.perf_counter(), jit.work_clock()
+    value = outer(1.0)
+    wall, work = time.perf_counter() - t0, jit.work_clock() - w0
+    print(json.dumps({"value": value, "wall": wall, "work": work, "compile": jit.compile_seconds(),
+                      "compiles": jit._STATE["compiles"]}))
+    """
+)
+
+
+def _run(tmp_path, cache) -> dict:
+    script = tmp_path / "kernels_under_test.py"
+    script.write_text(KERNELS)
+    env = {"NUMBA_CACHE_DIR": str(cache), "PATH": "/usr/bin:/bin"}
+    res = subprocess.run(
+        [sys.executable, str(script)], check=False, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_compile_then_load_from_cache(tmp_path):
+    cache = tmp_path / "cache"
+    first = _run(tmp_path, cache)
+    assert first["value"] == 4.0 and first["compiles"] == 1
+    # nested compiles (the uncached callee inside the cached caller) are counted once:
+    # compile time never exceeds the wall time, and the work clock stood still meanwhile
+    assert 0 < first["compile"] <= first["wall"] + 1e-6
+    assert first["work"] == pytest.approx(first["wall"] - first["compile"], abs=0.05)
+    second = _run(tmp_path, cache)
+    assert second["value"] == 4.0 and second["compiles"] == 0, "the second process loads the cached kernel"
+
+
+def test_compile_lock_is_reentrant(tmp_path, monkeypatch):
+    from hpcml import jit
+
+    monkeypatch.setattr(jit, "_lock_path", lambda: tmp_path / "lock")
+    with jit.compile_lock():
+        with jit.compile_lock():  # a kernel compiled while compiling its caller
+            pass
+    assert (tmp_path / "lock").exists()
+
+
+PRANGE = textwrap.dedent(
+    """
+    import json
+    import numba
+    import numpy as np
+    from numba import prange
+    from hpcml.jit import kernel
+
+    @kernel(error_model="numpy")
+    def total(x):
+        s = 0.0
+        for i in prange(x.shape[0]):
+            s += x[i]
+        return s
+
+    numba.set_num_threads(int(__import__("sys").argv[1]))
+    x = np.arange(1000.0)
+    print(json.dumps({"sum": total(x), "variants": sorted(str(k) for k in total._variants)}))
+    """
+)
+
+
+@pytest.mark.parametrize("threads, variant", [(1, "False"), (2, "True")])
+def test_kernel_compiles_only_the_variant_it_runs(tmp_path, threads, variant):
+    script = tmp_path / "prange_kernel.py"
+    script.write_text(PRANGE)
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"}
+    res = subprocess.run(
+        [sys.executable, str(script), str(threads)], check=False, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["sum"] == 499500.0
+    assert out["variants"] == [variant]
+    # the two variants are cached under different names
+    names = {p.name.split("-")[0] for p in (tmp_path / "cache").rglob("*.nbi")}
+    assert any(n.endswith("total__serial") for n in names) == (threads == 1), names
