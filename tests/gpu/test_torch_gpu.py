@@ -13,10 +13,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from helpers import assert_all  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import hpcml.torch as ht  # noqa: E402
+from hpcml.testing import assert_all  # noqa: E402
 from hpcml.torch.tensors import as_array  # noqa: E402
 
 pytestmark = [pytest.mark.gpu]

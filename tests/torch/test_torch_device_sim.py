@@ -14,11 +14,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from helpers import assert_all
 from mpi4py import MPI
 
 from hpcml.backend import simulator_enabled
 from hpcml.nn.grid import TrainGrid
+from hpcml.testing import assert_all
 from hpcml.torch.exchange import add_ghosts, fill_ghosts
 
 
