@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from hpcml.runtime import comm_or_world
+
 __all__ = ["CartDecomp", "block_range", "choose_dims", "halo_cells_per_step", "largest_valid_size"]
 
 
@@ -179,7 +181,7 @@ class CartDecomp:
         periodic: bool | Sequence[bool] = False,
         halo: int | Sequence[int] = 1,
     ) -> None:
-        comm = MPI.COMM_WORLD if comm is None else comm
+        comm = comm_or_world(comm)
         shape_t = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
         ndim = len(shape_t)
         if ndim == 0:

@@ -291,10 +291,12 @@ def flow_fill(vt, vp, vt_prof, vp_prof, vt_base, vp_base, has_base, th, attenuat
     ``vt_prof[r, i]`` / ``vp_prof[r, i]`` hold the model flows on every local row; with
     ``has_base`` the longitude-dependent flows ``vt_base[i, c]`` / ``vp_base[i, c]`` (the
     same for every realization: flow files, tilted rigid rotation) are added.
-    ``th = tanh(|f| / B0)`` per cell (computed by the caller).  Attenuation multiplies
-    ``v_theta`` on owned face rows ``att_t_lo..att_t_hi-1`` (faces 2..nt-1) and
-    ``v_phi`` on owned rows by ``1 - max(th)`` of the two cells sharing the face, which
-    equals HipFT's ``1 - tanh(max|f| / B0)`` bit for bit (tanh and scaling are monotone).
+    ``th = exp(-2 |f| / B0)`` per cell (computed by the caller with NumPy's SIMD ``exp``).
+    Attenuation multiplies ``v_theta`` on owned face rows ``att_t_lo..att_t_hi-1`` (faces
+    2..nt-1) and ``v_phi`` on owned rows by HipFT's ``1 - tanh(max|f| / B0)``, evaluated as
+    ``2 e / (1 + e)`` with ``e = min(th)`` of the two cells sharing the face (``exp`` is
+    monotone): one ``exp`` per cell instead of a ``tanh`` per face, and no cancellation
+    where the flow is strongly attenuated.  It differs from HipFT's factor by rounding.
     """
     nr, ny, nx = vt.shape
     ncol = c1 - c0
@@ -321,11 +323,13 @@ def flow_fill(vt, vp, vt_prof, vp_prof, vt_base, vp_base, has_base, th, attenuat
                 tn = th[r, i - 1, c0:c1]
                 o = vt[r, i, c0:c1]
                 for k in range(ncol):
-                    o[k] = o[k] * (1.0 - max(tn[k], t0[k]))
+                    e = min(tn[k], t0[k])
+                    o[k] = o[k] * (2.0 * e / (1.0 + e))
             tw = th[r, i, c0 - 1 : c1 - 1]
             o = vp[r, i, c0:c1]
             for k in range(ncol):
-                o[k] = o[k] * (1.0 - max(tw[k], t0[k]))
+                e = min(tw[k], t0[k])
+                o[k] = o[k] * (2.0 * e / (1.0 + e))
 
 
 @kernel(cache=True, error_model="numpy")
@@ -346,13 +350,26 @@ def lf_alpha(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1):
         lo = max(1, j - 2) - j
         hi = min(nt, j + 3) - j
         o = at[r, i, c0:c1]
-        v = vt[r, i + lo, c0:c1]
-        for k in range(ncol):
-            o[k] = abs(v[k])
-        for d in range(lo + 1, hi + 1):
-            v = vt[r, i + d, c0:c1]
+        if lo == -2 and hi == 3:  # every row but the four next to the poles: one pass over six rows
+            v0 = vt[r, i - 2, c0:c1]
+            v1 = vt[r, i - 1, c0:c1]
+            v2 = vt[r, i, c0:c1]
+            v3 = vt[r, i + 1, c0:c1]
+            v4 = vt[r, i + 2, c0:c1]
+            v5 = vt[r, i + 3, c0:c1]
             for k in range(ncol):
-                o[k] = max(o[k], abs(v[k]))
+                m01 = max(abs(v0[k]), abs(v1[k]))
+                m23 = max(abs(v2[k]), abs(v3[k]))
+                m45 = max(abs(v4[k]), abs(v5[k]))
+                o[k] = max(m01, m23, m45)
+        else:
+            v = vt[r, i + lo, c0:c1]
+            for k in range(ncol):
+                o[k] = abs(v[k])
+            for d in range(lo + 1, hi + 1):
+                v = vt[r, i + d, c0:c1]
+                for k in range(ncol):
+                    o[k] = max(o[k], abs(v[k]))
         o = ap[r, i, c0:c1]
         if j >= 2 and j <= nrows - 1:
             m2 = np.empty(ncol + 5)  # max(|v_k|, |v_k+1|) for faces c0-2..c1+2

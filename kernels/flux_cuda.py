@@ -215,11 +215,14 @@ def _kernels() -> dict[str, Any]:
             a = vt_base[i, c] + a
             b = vp_base[i, c] + b
         if attenuate and i >= i0 and i < i1 and c >= c0 and c < c1:
+            # 1 - tanh(max|f| / B0) = 2 e / (1 + e), e = min of exp(-2 |f| / B0) (see kernels.flux.flow_fill)
             inv = inv_b0[r]
-            t0 = math.tanh(abs(f[r, i, c]) * inv)
+            e0 = math.exp((abs(f[r, i, c]) * inv) * -2.0)
             if i >= att_lo and i < att_hi:
-                a = a * (1.0 - max(math.tanh(abs(f[r, i - 1, c]) * inv), t0))
-            b = b * (1.0 - max(math.tanh(abs(f[r, i, c - 1]) * inv), t0))
+                e = min(math.exp((abs(f[r, i - 1, c]) * inv) * -2.0), e0)
+                a = a * (2.0 * e / (1.0 + e))
+            e = min(math.exp((abs(f[r, i, c - 1]) * inv) * -2.0), e0)
+            b = b * (2.0 * e / (1.0 + e))
         vt[r, i, c] = a
         vp[r, i, c] = b
 

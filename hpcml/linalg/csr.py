@@ -34,6 +34,7 @@ from hpcml.distarray import DistArray
 from hpcml.kernels.spmv import csr_plan, csr_rows
 from hpcml.linalg import _kernels
 from hpcml.linalg.vector import Layout, distribute, raise_if_any
+from hpcml.runtime import comm_or_world
 
 __all__ = ["DistCSR"]
 
@@ -171,7 +172,7 @@ class DistCSR:
             range, bad dtype), the ranks disagree on ``ncols`` or dtype, the row
             counts do not follow the block layout, or ``col_decomp`` does not fit.
         """
-        comm = MPI.COMM_WORLD if comm is None else comm
+        comm = comm_or_world(comm)
         mat, err = _local_csr(rows)
         raise_if_any(comm, err)
         assert mat is not None
@@ -224,7 +225,7 @@ class DistCSR:
             On every rank when the root's matrix is missing, not sparse, not
             2-D, of a non-float dtype, or has fewer rows than there are ranks.
         """
-        comm = MPI.COMM_WORLD if comm is None else comm
+        comm = comm_or_world(comm)
         size, rank = comm.Get_size(), comm.Get_rank()
         if not 0 <= root < size:
             raise ValueError(f"root={root} is not a rank of a {size}-rank communicator")

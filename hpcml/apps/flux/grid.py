@@ -334,9 +334,6 @@ class SphereGrid:
         self.p_rep = prep
 
     # -- convenience ----------------------------------------------------------------------
-    def unique_cols(self) -> np.ndarray:
-        """HipFT column indices ``2..M-1`` of the stored (unique) longitude columns."""
-        return np.arange(2, self.M)
 
     def face_col(self, k: np.ndarray | int) -> Any:
         """Map any phi face index to its representative in ``2..M-1`` (face M is face 2)."""

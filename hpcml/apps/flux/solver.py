@@ -34,6 +34,7 @@ from hpcml.apps.flux.params import Params
 from hpcml.apps.flux.sources import Sources
 from hpcml.config import ConfigError
 from hpcml.jit import work_clock
+from hpcml.runtime import comm_or_world
 
 __all__ = ["SOLUTION_KEYS", "FluxSolver"]
 
@@ -60,7 +61,7 @@ class FluxSolver:
 
     def __init__(self, config: dict[str, Any], comm: MPI.Comm | None = None) -> None:
         self.cfg = config
-        self.world = MPI.COMM_WORLD if comm is None else comm
+        self.world = comm_or_world(comm)
         self.prm = prm = Params(config)
         self.map_info = None
         if prm.map_path:
