@@ -109,6 +109,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from mpi4py import MPI
 
     info = collect_info()
+    if args.grid:
+        info["process_grid"] = _describe_grid(args.grid, args.halo, MPI.COMM_WORLD.Get_size())
     if MPI.COMM_WORLD.Get_rank() != 0:
         return 0
     if args.json:
@@ -124,6 +126,20 @@ def cmd_info(args: argparse.Namespace) -> int:
         gpu = "-" if r["gpu"] is None else r["gpu"]
         print(f"  rank {r['rank']:>4}  host {r['host']}  threads {r['threads']}  gpu {gpu}")
     return 0
+
+
+def _describe_grid(spec: str, halo: int, size: int) -> str:
+    """The process grid ``CartDecomp`` chooses for a global shape ``spec`` (``512x1024``) on ``size`` ranks."""
+    from hpcml.decomp import choose_dims, halo_cells_per_step, largest_valid_size
+
+    shape = tuple(int(x) for x in spec.lower().split("x"))
+    dims = choose_dims(shape, size, halo)
+    if dims is None:
+        best = largest_valid_size(shape, size, halo)
+        limit = f"at most {best[0]} ranks (dims {'x'.join(map(str, best[1]))})" if best else "none"
+        return f"no valid grid for {spec} with halo {halo} on {size} ranks; {limit}"
+    cells = halo_cells_per_step(shape, dims, (halo,) * len(shape), (False,) * len(shape))
+    return f"{'x'.join(map(str, dims))} for {spec}, halo {halo} ({cells} ghost cells per exchange, busiest rank)"
 
 
 # -- run -------------------------------------------------------------------------------------
@@ -409,6 +425,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     p = sub.add_parser("info", parents=[common], help="versions, MPI, ranks, threads and GPUs of this launch")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--grid", metavar="SHAPE", help="also show the process grid chosen for this global shape, e.g. 512x1024"
+    )
+    p.add_argument("--halo", type=int, default=1, help="halo width for --grid (default 1)")
     p.set_defaults(func=cmd_info)
     _add_run(sub, common)
     _add_bench(sub, common, argv)

@@ -164,12 +164,6 @@ class StridedBlock:
                 return w
         return 1  # pragma: no cover - w=1 always divides
 
-    def in_words(self, w: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """``(start, counts, strides)`` converted to ``w``-byte words (int64 arrays)."""
-        if w == self._word:
-            return self._words
-        return self._in_words(w)
-
     @cached_property
     def _words(self) -> tuple[int, np.ndarray, np.ndarray]:
         return self._in_words(self._word)

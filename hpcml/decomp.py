@@ -11,13 +11,16 @@ message instead of hanging in ``Create_cart``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from mpi4py import MPI
 
-__all__ = ["CartDecomp", "block_range"]
+from hpcml.runtime import comm_or_world
+
+__all__ = ["CartDecomp", "block_range", "choose_dims", "halo_cells_per_step", "largest_valid_size"]
 
 
 def block_range(n: int, parts: int, index: int) -> tuple[int, int]:
@@ -28,6 +31,85 @@ def block_range(n: int, parts: int, index: int) -> tuple[int, int]:
     base, extra = divmod(n, parts)
     start = index * base + min(index, extra)
     return start, base + (1 if index < extra else 0)
+
+
+def halo_cells_per_step(
+    shape: Sequence[int], dims: Sequence[int], halo: Sequence[int], periodic: Sequence[bool]
+) -> int:
+    """Ghost cells the busiest rank receives from other ranks per exchange on process grid ``dims``.
+
+    Per split dimension ``d``: ``halo[d]`` layers across the largest block's extent in
+    the other dimensions, on one side (two ranks, not periodic) or both.  Dimensions
+    held whole by one rank cost nothing here (a periodic one is a local copy).
+    """
+    big = [-(-n // p) for n, p in zip(shape, dims)]
+    total = 0
+    for d, p in enumerate(dims):
+        if p == 1 or halo[d] == 0:
+            continue
+        sides = 2 if (periodic[d] or p > 2) else 1
+        total += sides * halo[d] * math.prod(big[:d] + big[d + 1 :])
+    return total
+
+
+def _factorizations(size: int, caps: Sequence[int], fixed: Sequence[int]) -> Iterator[tuple[int, ...]]:
+    """Ordered factorizations of ``size`` with ``p[d] <= caps[d]`` and ``p[d] == fixed[d]`` where fixed is non-zero."""
+    if not caps:
+        if size == 1:
+            yield ()
+        return
+    options = [fixed[0]] if fixed[0] else [p for p in range(1, min(size, caps[0]) + 1) if size % p == 0]
+    for p in options:
+        if p <= caps[0] and size % p == 0:
+            for rest in _factorizations(size // p, caps[1:], fixed[1:]):
+                yield (p, *rest)
+
+
+def _caps(shape: Sequence[int], halo: Sequence[int]) -> list[int]:
+    """Most ranks along each dimension: every block at least ``max(halo, 1)`` cells wide."""
+    return [n // max(h, 1) for n, h in zip(shape, halo)]
+
+
+def choose_dims(
+    shape: Sequence[int],
+    size: int,
+    halo: int | Sequence[int] = 1,
+    periodic: bool | Sequence[bool] = False,
+    dims: Sequence[int] | None = None,
+) -> tuple[int, ...] | None:
+    """The process grid for ``size`` ranks that exchanges the fewest halo cells, as PETSc's DMDA does.
+
+    Among the factorisations of ``size`` (keeping the non-zero entries of ``dims``)
+    whose every block is at least as wide as the halo (and one cell), the one with the
+    least :func:`halo_cells_per_step`; ties go to the grid that splits slower (C-order
+    outer) dimensions, whose faces are contiguous.  ``None`` when no grid is valid.
+    Unlike ``MPI.Compute_dims`` this looks at the shape: a (9, 11, 6) field with halo 2
+    on 5 ranks gets (1, 5, 1), and a 4096 x 256 field on 8 ranks gets (8, 1).
+    """
+    ndim = len(shape)
+    halo_t = _as_tuple(halo, ndim, "halo", int)
+    periodic_t = _as_tuple(periodic, ndim, "periodic", bool)
+    fixed = [0] * ndim if dims is None else [int(x) for x in dims]
+    best: tuple[tuple[int, tuple[int, ...]], tuple[int, ...]] | None = None
+    for cand in _factorizations(size, _caps(shape, halo_t), fixed):
+        key = (halo_cells_per_step(shape, cand, halo_t, periodic_t), tuple(-p for p in cand))
+        if best is None or key < best[0]:
+            best = (key, cand)
+    return None if best is None else best[1]
+
+
+def largest_valid_size(
+    shape: Sequence[int], size: int, halo: int | Sequence[int] = 1
+) -> tuple[int, tuple[int, ...]] | None:
+    """The largest rank count ``<= size`` with a valid process grid for ``shape``, and that grid (or ``None``)."""
+    halo_t = _as_tuple(halo, len(shape), "halo", int)
+    if any(n < h for n, h in zip(shape, halo_t)):
+        return None
+    for n in range(min(size, math.prod(_caps(shape, halo_t))), 0, -1):
+        dims = choose_dims(shape, n, halo_t)
+        if dims is not None:
+            return n, dims
+    return None  # pragma: no cover - one rank always fits once the shape covers the halo
 
 
 def _as_tuple(value: Any, ndim: int, name: str, kind: type) -> tuple:
@@ -42,6 +124,20 @@ def _as_tuple(value: Any, ndim: int, name: str, kind: type) -> tuple:
     return tuple(kind(v) for v in items)
 
 
+def _advice(shape: tuple[int, ...], size: int, halo: tuple[int, ...], periodic: tuple[bool, ...]) -> str:
+    """What would work: a valid grid for these ranks, or the largest rank count that has one."""
+    dims = choose_dims(shape, size, halo, periodic)
+    if dims is not None:
+        return f"dims={dims} works on {size} ranks (or pass dims=None to let hpcml choose)"
+    best = largest_valid_size(shape, size, halo)
+    if best is None:
+        return "the grid is narrower than the halo even on one rank"
+    return (
+        f"at most {best[0]} ranks can hold this grid (dims={best[1]}); "
+        "use fewer ranks, a larger grid or a narrower halo"
+    )
+
+
 class CartDecomp:
     """Block decomposition of a global grid ``shape`` over the ranks of ``comm``.
 
@@ -52,8 +148,10 @@ class CartDecomp:
     comm
         Communicator to decompose over (``MPI.COMM_WORLD`` by default).
     dims
-        Ranks per dimension.  ``None`` (or zeros) lets ``MPI.Compute_dims`` choose;
-        a full tuple must multiply to ``comm.size``.
+        Ranks per dimension.  ``None`` (or zeros) lets :func:`choose_dims` choose from
+        the shape: the grid exchanging the fewest halo cells per step with every block
+        at least the halo wide (PETSc DMDA's rule); a full tuple must multiply to
+        ``comm.size``.
     periodic
         One bool for all dimensions or one per dimension.
     halo
@@ -70,7 +168,8 @@ class CartDecomp:
     ------
     ValueError
         On every rank, before any communication, for non-positive sizes, a wrong
-        ``dims`` product, or a block narrower than the halo.  Arguments that differ
+        ``dims`` product, or a block narrower than the halo (naming a grid that works,
+        or the largest rank count that has one).  Arguments that differ
         between ranks are detected by one ``allgather`` and raise on every rank.
     """
 
@@ -82,7 +181,7 @@ class CartDecomp:
         periodic: bool | Sequence[bool] = False,
         halo: int | Sequence[int] = 1,
     ) -> None:
-        comm = MPI.COMM_WORLD if comm is None else comm
+        comm = comm_or_world(comm)
         shape_t = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
         ndim = len(shape_t)
         if ndim == 0:
@@ -90,23 +189,22 @@ class CartDecomp:
         if any(s <= 0 for s in shape_t):
             raise ValueError(f"grid sizes must be positive, got shape={shape_t}")
         size = comm.Get_size()
-        dims_t = self._resolve_dims(dims, ndim, size)
         periodic_t = _as_tuple(periodic, ndim, "periodic", bool)
         halo_t = _as_tuple(halo, ndim, "halo", int)
         if any(h < 0 for h in halo_t):
             raise ValueError(f"halo widths must be >= 0, got {halo_t}")
+        dims_t = self._resolve_dims(dims, shape_t, size, halo_t, periodic_t)
         for d in range(ndim):
             smallest = shape_t[d] // dims_t[d]
             if smallest == 0:
                 raise ValueError(
                     f"dimension {d}: {shape_t[d]} cells cannot be split over {dims_t[d]} ranks "
-                    f"(dims={dims_t}); use fewer ranks or a larger grid"
+                    f"(dims={dims_t}); {_advice(shape_t, size, halo_t, periodic_t)}"
                 )
             if smallest < halo_t[d]:
                 raise ValueError(
                     f"dimension {d}: smallest block has {smallest} cells, narrower than the halo "
-                    f"width {halo_t[d]} (shape={shape_t}, dims={dims_t}); use fewer ranks along "
-                    f"this dimension or a narrower halo"
+                    f"width {halo_t[d]} (shape={shape_t}, dims={dims_t}); {_advice(shape_t, size, halo_t, periodic_t)}"
                 )
         # One cheap collective proves every rank passed the same arguments; a
         # mismatch would otherwise deadlock or corrupt data later.
@@ -138,24 +236,46 @@ class CartDecomp:
         self._plans: dict[Any, Any] = {}
 
     @staticmethod
-    def _resolve_dims(dims: Sequence[int] | None, ndim: int, size: int) -> tuple[int, ...]:
-        if dims is None:
-            return tuple(MPI.Compute_dims(size, ndim))
-        dims_l = [int(x) for x in dims]
+    def _resolve_dims(
+        dims: Sequence[int] | None,
+        shape: tuple[int, ...],
+        size: int,
+        halo: tuple[int, ...],
+        periodic: tuple[bool, ...],
+    ) -> tuple[int, ...]:
+        ndim = len(shape)
+        dims_l = [0] * ndim if dims is None else [int(x) for x in dims]
         if len(dims_l) != ndim:
             raise ValueError(f"dims={tuple(dims_l)} has {len(dims_l)} entries for a {ndim}-D grid")
         if any(x < 0 for x in dims_l):
             raise ValueError(f"dims entries must be >= 0 (0 = choose), got {tuple(dims_l)}")
-        fixed = int(np.prod([x for x in dims_l if x > 0])) if any(dims_l) else 1
-        if 0 in dims_l:
-            if size % fixed:
-                raise ValueError(f"dims={tuple(dims_l)}: fixed entries do not divide {size} ranks")
-            return tuple(MPI.Compute_dims(size, dims_l))
-        if fixed != size:
-            raise ValueError(f"dims={tuple(dims_l)} multiplies to {fixed} but the communicator has {size} ranks")
-        return tuple(dims_l)
+        fixed = math.prod(x for x in dims_l if x > 0)
+        if 0 not in dims_l:
+            if fixed != size:
+                raise ValueError(f"dims={tuple(dims_l)} multiplies to {fixed} but the communicator has {size} ranks")
+            return tuple(dims_l)
+        if size % fixed:
+            raise ValueError(f"dims={tuple(dims_l)}: fixed entries do not divide {size} ranks")
+        chosen = choose_dims(shape, size, halo, periodic, dims_l)
+        if chosen is None:
+            raise ValueError(
+                f"every process grid of {size} ranks{'' if dims is None else f' with dims={tuple(dims_l)}'} has "
+                f"blocks narrower than the halo or empty (shape={shape}, halo={halo}); "
+                f"{_advice(shape, size, halo, periodic)}"
+            )
+        return chosen
 
     # -- queries -----------------------------------------------------------------------
+    def describe(self) -> str:
+        """One line for logs: global shape, process grid, largest block, halo cells per step."""
+        big = tuple(-(-n // p) for n, p in zip(self.shape, self.dims))
+        cells = halo_cells_per_step(self.shape, self.dims, self.halo, self.periodic)
+        return (
+            f"grid {'x'.join(map(str, self.shape))} on {self.size} rank(s): process grid "
+            f"{'x'.join(map(str, self.dims))}, blocks up to {'x'.join(map(str, big))}, halo {self.halo}, "
+            f"{cells} ghost cells received per exchange by the busiest rank"
+        )
+
     def block(self, coords: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """``(start, local_shape)`` of the block at process-grid ``coords``."""
         pairs = [block_range(self.shape[d], self.dims[d], int(coords[d])) for d in range(self.ndim)]

@@ -18,6 +18,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcml.decomp import CartDecomp, block_range
+from hpcml.runtime import comm_or_world
 
 __all__ = ["BlockDecomp", "cuts", "layout_key"]
 
@@ -77,7 +78,7 @@ class BlockDecomp(CartDecomp):
                 raise ValueError(f"dimension {d}: block of {min(per)} cells is narrower than the halo {halo_t[d]}")
         shape = tuple(sum(per) for per in sizes_t)
         dims = tuple(len(per) for per in sizes_t)
-        comm = MPI.COMM_WORLD if comm is None else comm
+        comm = comm_or_world(comm)
         # The base class checks shape, dims and periodicity across ranks; the sizes are checked here.
         super().__init__(shape, comm, dims=dims, periodic=periodic, halo=0)
         everyone = comm.allgather(sizes_t)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["JobRequest", "JobScriptError", "parse_time", "render"]
@@ -178,8 +177,3 @@ def render(req: JobRequest) -> str:
     """Validate ``req`` and return the script text."""
     req.validate()
     return _slurm(req) if req.scheduler == "slurm" else _mpirun(req)
-
-
-def from_args(command: Sequence[str], **kwargs: object) -> JobRequest:
-    """Build a request from CLI values (``command`` is what follows ``--``)."""
-    return JobRequest(command=list(command), **kwargs)  # type: ignore[arg-type]

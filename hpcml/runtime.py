@@ -30,6 +30,7 @@ __all__ = [
     "StopPoll",
     "abort_on_error",
     "check_launcher",
+    "comm_or_world",
     "detect_launcher",
     "init",
     "install_stop_handlers",
@@ -42,6 +43,19 @@ __all__ = [
 log = logging.getLogger("hpcml")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def comm_or_world(comm: MPI.Comm | None = None) -> MPI.Comm:
+    """``comm``, or ``MPI.COMM_WORLD`` when it is ``None`` (the default of every ``comm=`` argument).
+
+    ``mpi4py.MPI`` is imported only when the world communicator is needed, so
+    callers that receive a communicator never initialise MPI here.
+    """
+    if comm is not None:
+        return comm
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
 
 
 class LaunchError(RuntimeError):
@@ -158,7 +172,7 @@ def init(comm: MPI.Comm | None = None, threads: int | None = None, force: bool =
 
     jit.install()  # one compile per node, compile time kept apart
 
-    comm = MPI.COMM_WORLD if comm is None else comm
+    comm = comm_or_world(comm)
     check_launcher(comm.Get_size())
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     local_rank, local_size = local.Get_rank(), local.Get_size()

@@ -10,12 +10,13 @@ from .blas1 import axpy, copy, dot, nrm2, scal
 from .gemm import gemm
 from .gemv import gemv
 from .spmv import SellMatrix, sell_from_csr, spmv
-from .stencil import jacobi_step, laplacian, region_boxes
+from .stencil import diffusion_step, jacobi_step, laplacian, region_boxes
 
 __all__ = [
     "SellMatrix",
     "axpy",
     "copy",
+    "diffusion_step",
     "dot",
     "gemm",
     "gemv",

@@ -8,10 +8,12 @@ The semantics are SciPy's: rows may be empty, column indices may be unsorted
 and repeated (duplicates are summed), ``indptr``/``indices`` may be int32 or
 int64 (independently).  As in BLAS, ``beta == 0`` means ``y`` is not read.
 
-CPU: a Numba kernel parallel over row blocks of equal nonzero count (balanced
-for skewed row lengths); it checks each row's ``indptr`` pair on the fly and
-raises ``IndexError`` rather than read outside ``indices``/``data``; column
-indices are checked with ``check=True``.  GPU: cuSPARSE through CuPy (``method="auto"``), our Numba-CUDA
+CPU: a Numba kernel over row blocks of equal nonzero count (balanced for skewed
+row lengths; one thread runs without a parallel region).  The blocks come from a
+:class:`CsrPlan` cached per matrix structure, built once with a check of
+``indptr`` (``IndexError`` rather than a read outside ``indices``/``data``), so
+the row loop itself is branch-free; column indices are trusted as SciPy trusts
+them, and checked with ``check=True``.  GPU: cuSPARSE through CuPy (``method="auto"``), our Numba-CUDA
 one-thread-per-row CSR kernel (``method="csr"``), or the SELL-C-sigma kernel
 (pass a :class:`SellMatrix`), whose column-major slices make neighbouring
 threads read neighbouring addresses.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections import OrderedDict
 from typing import Any
 
 import numba
@@ -42,7 +45,7 @@ from ._common import (
     launch,
 )
 
-__all__ = ["SellMatrix", "sell_from_csr", "spmv"]
+__all__ = ["CsrPlan", "SellMatrix", "csr_plan", "csr_rows", "sell_from_csr", "spmv"]
 
 # row blocks per thread: equal-nnz blocks, a few per thread so that a slow
 # thread (shared core, NUMA) does not hold the others up much
@@ -188,32 +191,39 @@ def _csr_parts(A: Any) -> tuple[Any, Any, Any, tuple[int, int], bool]:
 # ---------------------------------------------------------------- Numba CPU ---
 
 
-@njit(parallel=True, cache=True, fastmath=FM_REDUCE)
-def _csr_cpu(indptr, indices, data, x, y, alpha, beta, zero, bounds, bad):  # pragma: no cover - compiled
-    # Row slices start at 0 and column indices are used as unsigned: that
-    # drops Numba's negative-index wraparound from the gather (measured
-    # 1.3-1.5x faster).  A bad indptr pair is caught here (cheap, per row); the
-    # column indices are checked by _check_columns only on request, because a
-    # compare per nonzero in this loop measured 1.5-2x slower.
-    nnz = indices.shape[0]
+@njit(cache=True, nogil=True)
+def _csr_rows(indptr, indices, data, x, y, r0, r1, alpha, beta, zero, mode, xd):  # pragma: no cover - compiled
+    # Rows r0..r1 of a trusted CSR matrix (structure validated when its plan was built).
+    # Each row starts where the previous one ended (one indptr load per row), the
+    # gather index is read as unsigned (no wraparound test) and the inner loop has no
+    # branch and no reassociation: rows of a few entries gain nothing from vector
+    # remainder code.  ``mode``: 0 y = s, 1 y = alpha s, 2 y = alpha s + beta y.
+    # With ``xd`` (an array, not None) the dot product sum(xd * y) is returned too.
+    t = 0.0
+    hi = np.int64(indptr[r0])
+    for i in range(r0, r1):
+        lo = hi
+        hi = np.int64(indptr[i + 1])
+        s = zero
+        for k in range(lo, hi):
+            s += data[k] * x[np.uint64(indices[k])]
+        if mode == 0:
+            y[i] = s
+        elif mode == 1:
+            y[i] = alpha * s
+        else:
+            y[i] = alpha * s + beta * y[i]
+        if xd is not None:
+            t += np.float64(xd[i]) * np.float64(y[i])
+    return t
+
+
+@njit(parallel=True, cache=True)
+def _csr_blocks(indptr, indices, data, x, y, bounds, alpha, beta, zero, mode, xd):  # pragma: no cover - compiled
+    t = 0.0
     for c in prange(bounds.shape[0] - 1):
-        nbad = 0
-        for i in range(bounds[c], bounds[c + 1]):
-            lo = indptr[i]
-            hi = indptr[i + 1]
-            if lo < 0 or hi < lo or hi > nnz:
-                nbad += 1
-                hi = lo
-            ind = indices[lo:hi]
-            d = data[lo:hi]
-            s = zero
-            for k in range(hi - lo):
-                s += d[k] * x[np.uint64(ind[k])]
-            if beta == zero:
-                y[i] = alpha * s
-            else:
-                y[i] = alpha * s + beta * y[i]
-        bad[c] = nbad
+        t += _csr_rows(indptr, indices, data, x, y, bounds[c], bounds[c + 1], alpha, beta, zero, mode, xd)
+    return t
 
 
 @njit(parallel=True, cache=True)
@@ -287,16 +297,112 @@ def _cuda_kernels() -> dict[str, Any]:
 # ------------------------------------------------------------------ public ---
 
 
-def _row_blocks(indptr: np.ndarray, nrows: int) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class CsrPlan:
+    """What :func:`spmv` derives from a CSR matrix's structure once and reuses: cached per matrix.
+
+    Attributes
+    ----------
+    bounds : int64 (nblocks + 1,)
+        Row blocks of about equal nonzero count, a few per Numba thread (balanced
+        for skewed row lengths).
+    threads : int
+        Numba threads the blocks were cut for (one thread: no parallel region).
+    index_bytes : int
+        Width of the column indices (4 for SciPy's int32, 8 for int64).
+    first, last : int
+        ``indptr[0]`` and ``indptr[nrows]`` when the plan was built (a cheap sign
+        that the pattern changed in place).
+    """
+
+    bounds: np.ndarray
+    threads: int
+    index_bytes: int
+    first: int
+    last: int
+
+
+#: plans of the matrices seen last, keyed by where their structure lives
+_PLANS: OrderedDict[tuple[Any, ...], CsrPlan] = OrderedDict()
+_MAX_PLANS = 16
+
+
+def _address(a: np.ndarray) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
+def csr_plan(indptr: np.ndarray, indices: np.ndarray, nrows: int, *, rebuild: bool = False) -> CsrPlan:
+    """The cached :class:`CsrPlan` of a host CSR structure, built (and validated) on first use.
+
+    The key is where ``indptr`` and ``indices`` live, their lengths and index types
+    and the Numba thread count; a plan whose first or last row pointer no longer
+    matches is rebuilt.  So a matrix whose *values* change keeps its plan, and one
+    whose pattern changes (new arrays, or ``eliminate_zeros`` changing the nonzero
+    count in place) gets a new one.  Building checks that ``indptr`` starts at a
+    non-negative offset, never decreases and ends inside ``indices``, which is what
+    lets the row kernel run without checks.
+
+    Raises
+    ------
+    IndexError
+        For a malformed ``indptr``.
+    """
+    threads = numba.get_num_threads()
+    key = (_address(indptr), indptr.dtype.char, nrows, _address(indices), indices.dtype.char, indices.shape[0], threads)
+    plan = _PLANS.get(key)
+    first, last = (int(indptr[0]), int(indptr[nrows])) if nrows else (0, 0)
+    if plan is not None and not rebuild and (plan.first, plan.last) == (first, last):
+        _PLANS.move_to_end(key)
+        return plan
+    if nrows and (first < 0 or last > indices.shape[0] or bool((np.diff(indptr) < 0).any())):
+        raise IndexError(
+            f"malformed CSR matrix: indptr must start >= 0, never decrease and end <= {indices.shape[0]} "
+            f"(the length of indices); it runs from {first} to {last}"
+        )
+    plan = CsrPlan(_row_blocks(indptr, nrows, threads), threads, indices.dtype.itemsize, first, last)
+    _PLANS[key] = plan
+    while len(_PLANS) > _MAX_PLANS:
+        _PLANS.popitem(last=False)
+    return plan
+
+
+def _row_blocks(indptr: np.ndarray, nrows: int, threads: int) -> np.ndarray:
     """Row boundaries of blocks holding about equal numbers of nonzeros."""
-    nblk = max(1, min(nrows, numba.get_num_threads() * _BLOCKS_PER_THREAD))
-    nnz = int(indptr[-1]) if nrows else 0
+    nblk = max(1, min(nrows, threads * _BLOCKS_PER_THREAD))
+    start = int(indptr[0]) if nrows else 0
+    nnz = (int(indptr[nrows]) - start) if nrows else 0
     # targets in indptr's own dtype: a float or wider key array would make
     # searchsorted convert all of indptr (measured 10 ms for 4 M rows)
-    targets = (np.arange(nblk + 1, dtype=np.int64) * nnz // nblk).astype(indptr.dtype)
-    bounds = np.searchsorted(indptr, targets, side="left").astype(np.int64)
+    targets = (start + np.arange(nblk + 1, dtype=np.int64) * nnz // nblk).astype(indptr.dtype)
+    bounds = np.searchsorted(indptr[: nrows + 1], targets, side="left").astype(np.int64)
     bounds[0], bounds[-1] = 0, nrows
     return np.clip(np.maximum.accumulate(bounds), 0, nrows)
+
+
+def csr_rows(
+    plan: CsrPlan,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    alpha: Any = 1.0,
+    beta: Any = 0.0,
+    xd: np.ndarray | None = None,
+) -> float:
+    """``y <- alpha A x + beta y`` on the host with a plan from :func:`csr_plan`; no checks.
+
+    The trusted path under :func:`spmv` and :class:`hpcml.linalg.DistCSR`.  With
+    ``xd`` the local dot product ``sum(xd * y)`` is fused into the row loop and
+    returned (0.0 otherwise).
+    """
+    dt = data.dtype.type
+    mode = 0 if (alpha == 1 and beta == 0) else (1 if beta == 0 else 2)
+    a, b = dt(alpha), dt(beta)
+    nrows = plan.bounds[-1]
+    if plan.threads == 1 or plan.bounds.shape[0] <= 2:
+        return float(_csr_rows(indptr, indices, data, x, y, 0, nrows, a, b, dt(0), mode, xd))
+    return float(_csr_blocks(indptr, indices, data, x, y, plan.bounds, a, b, dt(0), mode, xd))
 
 
 def spmv(
@@ -327,10 +433,11 @@ def spmv(
         A :class:`SellMatrix` always runs the SELL kernel.
     backend : {None, "cpu", "gpu", "sim"}
     check : bool
-        Validate every column index first (one extra pass over ``indices``).
-        Without it column indices are trusted, as SciPy's own product trusts
-        them; ``indptr`` is always checked on the CPU, so a bad row pointer
-        never reads outside ``indices``/``data``.
+        Validate every column index first (one extra pass over ``indices``) and
+        rebuild the matrix's plan.  Without it column indices are trusted, as
+        SciPy's own product trusts them; ``indptr`` is checked on the CPU when the
+        plan is built (first use of a structure), so a bad row pointer never
+        reads outside ``indices``/``data``.
 
     Raises
     ------
@@ -339,8 +446,8 @@ def spmv(
     ValueError
         Inconsistent shapes.
     IndexError
-        With ``check=True``: a column index outside ``[0, ncols)``; on the CPU
-        kernel: an ``indptr`` pair outside ``[0, nnz]`` or decreasing.
+        With ``check=True``: a column index outside ``[0, ncols)``; on the CPU:
+        an ``indptr`` outside ``[0, nnz]`` or decreasing.
     """
     check_method(method, ("auto", "csr", "library"))
     sell = isinstance(A, SellMatrix)
@@ -397,14 +504,8 @@ def spmv(
         y[...] = alpha * t if beta == 0 else alpha * t + beta * y
         return y
     if b == "cpu":
-        bounds = _row_blocks(np.asarray(indptr), shape[0])
-        bad = np.zeros(bounds.shape[0] - 1, dtype=np.int64)
-        _csr_cpu(indptr, indices, data, x, y, alpha, beta, dt.type(0), bounds, bad)
-        if bad.any():
-            raise IndexError(
-                f"malformed CSR matrix: {int(bad.sum())} rows have an indptr pair "
-                f"outside [0, {indices.shape[0]}] or decreasing"
-            )
+        plan = csr_plan(indptr, indices, shape[0], rebuild=check)
+        csr_rows(plan, indptr, indices, data, x, y, alpha, beta)
         return y
     launch(_cuda_kernels()["csr"], grid_1d(shape[0]), CUDA_BLOCK, b, indptr, indices, data, x, y, alpha, beta)
     return y

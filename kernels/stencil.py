@@ -21,6 +21,8 @@ Operators:
   ``sum_d (u[i+e_d] - 2 u[i] + u[i-e_d]) / h_d^2``.
 * 9-point (2-D, equal spacing): the isotropic compact Laplacian
   ``(1/(6 h^2)) [[1, 4, 1], [4, -20, 4], [1, 4, 1]]`` (reads corner ghosts).
+* Explicit diffusion (heat) step: ``out = u + sum_d c_d (u[i+e_d] - 2 u[i] + u[i-e_d])``
+  with ``c_d = alpha dt / h_d^2`` (the 5/7-point operator, fused into one pass).
 * Jacobi step for ``-lap(u) = f``:
   ``out = (sum_d (u[i+e_d] + u[i-e_d]) / h_d^2 + f[i]) / (sum_d 2 / h_d^2)``.
 
@@ -42,7 +44,7 @@ from hpcml.backend import resolve_backend
 
 from ._common import FM_CONTRACT, check_same_dtype, check_writeable, launch, spacing_tuple
 
-__all__ = ["REGIONS", "jacobi_step", "laplacian", "region_boxes"]
+__all__ = ["REGIONS", "diffusion_step", "jacobi_step", "laplacian", "region_boxes"]
 
 REGIONS = ("all", "interior", "boundary")
 
@@ -381,4 +383,57 @@ def jacobi_step(
             cpu(u, f, out, *itertools.chain.from_iterable(zip(*box)), *coefs)
         else:
             _cuda_run(name, b, box, (u, f, out), coefs)
+    return result
+
+
+def diffusion_step(
+    u: Any,
+    out: Any,
+    coefs: float | tuple[float, ...],
+    *,
+    halo: int = 1,
+    region: str = "all",
+    backend: str | None = None,
+) -> Any:
+    """One explicit Euler step of ``du/dt = alpha lap(u)``, written into the interior of ``out``; return ``out``.
+
+    ``out[i] = u[i] + sum_d c_d (u[i+e_d] - 2 u[i] + u[i-e_d])`` with the 5-point
+    (2-D) or 7-point (3-D) operator, computed in one pass as
+    ``(1 - 2 sum_d c_d) u[i] + sum_d c_d (u[i+e_d] + u[i-e_d])``.
+
+    Parameters
+    ----------
+    u : array, 2-D or 3-D, float32/float64, with ``halo`` ghost layers
+    out : array, same shape and dtype, not overlapping ``u``; ghosts untouched
+    coefs : float or tuple of floats
+        ``c_d = alpha dt / h_d^2`` per axis (one value for all axes).  Stable for
+        ``sum_d c_d <= 1/2``; not checked here (the caller owns the time step).
+    halo : int >= 1
+    region : {"all", "interior", "boundary"}
+        As for :func:`laplacian`: ``"interior"`` reads no ghost, so it overlaps a
+        halo exchange.
+    backend : {None, "cpu", "gpu", "sim"}
+
+    Raises
+    ------
+    TypeError
+        Mixed devices or dtypes.
+    ValueError
+        Bad shapes, coefficients, halo or region; ``out`` overlapping ``u``.
+    """
+    b, dt = _check_grid(u, out, None, halo, backend)
+    nd = u.ndim
+    cs = (float(coefs),) * nd if np.ndim(coefs) == 0 else tuple(float(c) for c in coefs)
+    if len(cs) != nd or not all(np.isfinite(c) and c >= 0 for c in cs):
+        raise ValueError(f"coefs must be {nd} finite values >= 0, got {coefs!r}")
+    result = out
+    u, out, _, cs = _c_order(u, out, None, cs)
+    name = "lap5" if nd == 2 else "lap7"
+    cpu = _lap5_cpu if nd == 2 else _lap7_cpu
+    weights = tuple(dt.type(c) for c in (*cs, 1.0 - 2.0 * sum(cs)))
+    for box in region_boxes(u.shape, halo, region):
+        if b == "cpu":
+            cpu(u, out, *itertools.chain.from_iterable(zip(*box)), *weights)
+        else:
+            _cuda_run(name, b, box, (u, out), weights)
     return result

@@ -29,9 +29,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import MPIEXEC
 
 from hpcml.io.lock import PathLock
+from hpcml.testing import MPIEXEC
 
 HPCML = [sys.executable, "-m", "hpcml.cli", "run", "--json"]
 

@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pytest
 import tomllib
-from helpers import run_mpi
 
 from hpcml.config import ConfigError, default_config, dumps, load_config, parse_override
+from hpcml.testing import run_mpi
 
 
 def test_defaults_and_overrides(tmp_path):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_all
 from hypothesis import given
 from hypothesis import strategies as st
 from mpi4py import MPI
 
 from hpcml.decomp import CartDecomp, block_range
+from hpcml.testing import assert_all
 
 
 @given(n=st.integers(1, 500), parts=st.integers(1, 40))
@@ -83,3 +83,66 @@ def test_owner_out_of_range():
     with pytest.raises(IndexError):
         d.owner((5, 0))
     assert d.owner((4, 4)) == 0
+
+
+def _brute_force_best(shape, size, halo, periodic):
+    """Every ordered factorisation, scored independently of hpcml's enumeration."""
+    import itertools
+
+    best = None
+    for dims in itertools.product(range(1, size + 1), repeat=len(shape)):
+        if int(np.prod(dims)) != size or any(n // p < max(h, 1) for n, p, h in zip(shape, dims, halo)):
+            continue
+        big = [-(-n // p) for n, p in zip(shape, dims)]
+        cost = 0
+        for d, p in enumerate(dims):
+            if p > 1 and halo[d]:
+                other = int(np.prod([b for e, b in enumerate(big) if e != d]))
+                cost += (2 if periodic[d] or p > 2 else 1) * halo[d] * other
+        key = (cost, tuple(-p for p in dims))
+        if best is None or key < best[0]:
+            best = (key, dims)
+    return None if best is None else best[1]
+
+
+@given(
+    shape=st.lists(st.integers(1, 40), min_size=1, max_size=3),
+    size=st.integers(1, 24),
+    halo=st.integers(0, 3),
+    periodic=st.booleans(),
+)
+def test_choose_dims_is_the_least_halo_grid(shape, size, halo, periodic):
+    from hpcml.decomp import choose_dims
+
+    nd = len(shape)
+    assert choose_dims(shape, size, halo, periodic) == _brute_force_best(shape, size, (halo,) * nd, (periodic,) * nd)
+
+
+def test_choose_dims_looks_at_the_shape():
+    from hpcml.decomp import choose_dims, largest_valid_size
+
+    assert choose_dims((9, 11, 6), 5, halo=2) == (1, 5, 1)  # MPI.Compute_dims gives the invalid (5, 1, 1)
+    assert choose_dims((4096, 256), 8) == (8, 1)  # an elongated field is cut across its long side
+    assert choose_dims((4096, 4096), 2) == (2, 1)  # ties: contiguous faces (split the slowest axis)
+    assert choose_dims((512, 512, 512), 8) == (2, 2, 2)
+    assert choose_dims((12, 12), 6, dims=(3, 0)) == (3, 2)  # fixed entries are kept
+    assert choose_dims((3, 3), 4, halo=2) is None
+    assert largest_valid_size((3, 3), 4, halo=2) == (1, (1, 1))
+    assert largest_valid_size((8, 3), 7, halo=2) == (4, (4, 1))
+    assert largest_valid_size((1, 5), 4, halo=2) is None
+
+
+@pytest.mark.mpi
+def test_default_grid_fits_the_shape(comm):
+    """Shapes where MPI.Compute_dims's grid is refused get a valid grid; a hopeless one names the limit."""
+    n = comm.size
+    d = CartDecomp((2 * n + 1, 2, 3), comm, halo=2)  # only dimension 0 can be split
+    assert d.dims == (n, 1, 1)
+    assert "process grid" in d.describe() and f"on {n} rank(s)" in d.describe()
+    assert all(b >= 2 for b in d.local_shape)
+    d.free()
+    if n > 1:
+        with pytest.raises(ValueError, match=r"at most 1 ranks can hold this grid \(dims=\(1, 1\)\)"):
+            CartDecomp((3, 3), comm, halo=2)
+        with pytest.raises(ValueError, match=r"dims=\(1, .*\) works on"):
+            CartDecomp((1, 4 * n), comm, dims=(n, 1), halo=1)

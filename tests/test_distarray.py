@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_all, field_fn, global_field
 from hypothesis import given
 from hypothesis import strategies as st
 from mpi4py import MPI
 
 from hpcml import CartDecomp, DistArray
+from hpcml.testing import assert_all, field_fn, global_field
 
 DTYPES = ["f4", "f8", "c16", "i8"]
 

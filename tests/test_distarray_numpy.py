@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_all
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mpi4py import MPI
 
 from hpcml import CartDecomp, DistArray
 from hpcml.decomp_blocks import BlockDecomp
+from hpcml.testing import assert_all
 
 DTYPES = ["f8", "f4", "c16", "i8", "i4"]
 

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from helpers import MPIEXEC, run_mpi
 
 from hpcml.halo_model import HaloModel, load_model
+from hpcml.testing import MPIEXEC, run_mpi
 
 TABLE = {
     "cpu": [

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import SENTINEL, assert_all, expected_ghosted, field_fn, global_field
 from mpi4py import MPI
 
 from hpcml import CartDecomp, DistArray
 from hpcml.halo import HaloExchange, choose_method, methods, register_strategy, unregister_strategy
 from hpcml.halo_layout import HaloLayout
 from hpcml.halo_strategies import REGISTRY, HaloStrategy
+from hpcml.testing import SENTINEL, assert_all, expected_ghosted, field_fn, global_field
 
 
 class CopytoStrategy(HaloStrategy):

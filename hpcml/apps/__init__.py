@@ -10,6 +10,7 @@ ships its defaults as ``hpcml/defaults/<app>.toml``.  This package imports no MP
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,10 @@ def grid_decomp(grid: Mapping[str, Any], comm: MPI.Comm, halo: int = 1) -> CartD
 
     shape = tuple(grid["shape"])
     dims = None if all(x == 0 for x in grid["dims"]) else tuple(grid["dims"])
-    return CartDecomp(shape, comm, dims=dims, periodic=tuple(grid["periodic"]), halo=halo)
+    decomp = CartDecomp(shape, comm, dims=dims, periodic=tuple(grid["periodic"]), halo=halo)
+    if decomp.rank == 0:
+        logging.getLogger("hpcml.apps").info("%s", decomp.describe())
+    return decomp
 
 
 APPS: dict[str, str] = {

@@ -23,8 +23,9 @@ from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.distarray import DistArray
 from hpcml.io import Output, checkpoint
 from hpcml.jit import work_clock
-from hpcml.runtime import StopPoll
+from hpcml.runtime import StopPoll, comm_or_world
 from hpcml.settings import CHOICES
+from hpcml.stepping import diffusion_step
 
 HALO_METHODS = CHOICES["halo_method"]
 
@@ -83,34 +84,6 @@ def exact_amplitude(cfg: dict[str, Any], steps: int) -> float:
     return (1.0 + _dt(cfg, shape) * cfg["heat"]["alpha"] * lam) ** steps
 
 
-def _update(u: np.ndarray, out: np.ndarray, cy: float, cx: float, rows: slice, cols: slice) -> None:
-    """Euler step ``out = u + cy*d2u/dy2 + cx*d2u/dx2`` on the ghosted index box rows x cols."""
-    r0, r1, c0, c1 = rows.start, rows.stop, cols.start, cols.stop
-    if r0 >= r1 or c0 >= c1:
-        return
-    c = u[r0:r1, c0:c1]
-    out[r0:r1, c0:c1] = (
-        c
-        + cy * (u[r0 - 1 : r1 - 1, c0:c1] - 2.0 * c + u[r0 + 1 : r1 + 1, c0:c1])
-        + cx * (u[r0:r1, c0 - 1 : c1 - 1] - 2.0 * c + u[r0:r1, c0 + 1 : c1 + 1])
-    )
-
-
-def _step(u: DistArray, out: DistArray, cy: float, cx: float, method: str) -> None:
-    ny, nx = u.decomp.local_shape
-    req = u.start_exchange(method=method, corners=False)
-    # Cells whose stencil stays inside the owned block, while the halos travel.
-    _update(u.data, out.data, cy, cx, slice(2, ny), slice(2, nx))
-    req.wait()
-    # The ring of owned cells next to the ghosts.
-    _update(u.data, out.data, cy, cx, slice(1, 2), slice(1, nx + 1))
-    if ny > 1:
-        _update(u.data, out.data, cy, cx, slice(ny, ny + 1), slice(1, nx + 1))
-    _update(u.data, out.data, cy, cx, slice(2, ny), slice(1, 2))
-    if nx > 1:
-        _update(u.data, out.data, cy, cx, slice(2, ny), slice(nx, nx + 1))
-
-
 def _amplitude(u: DistArray, cfg: dict[str, Any]) -> float:
     """Projection of ``u - 1`` on the initial sine mode (global reduction)."""
     shape = u.shape
@@ -133,7 +106,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     (on any rank count) with a bit-identical result.  The output file and the
     checkpoint folder are locked for the run (another job using them is refused).
     """
-    comm = MPI.COMM_WORLD if comm is None else comm
+    comm = comm_or_world(comm)
     validate_config(config, comm.Get_size())
     o = config["output"]
     ckdir = restart.checkpoint_directory(config["checkpoint"]["dir"], o["path"])
@@ -197,7 +170,7 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
     stop = StopPoll(comm)  # agreed by all ranks within about a second, whatever the step time
     t0 = work_clock()  # stops while kernels compile: compile time is reported apart
     for n in range(start + 1, h["steps"] + 1):
-        _step(u, un, cy, cx, method)
+        diffusion_step(u, un, (cy, cx), method)
         u, un = un, u
         stopping = n < h["steps"] and stop()
         if n % o["every"] == 0 or n == h["steps"] or stopping:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -323,18 +322,6 @@ def checksum(array: np.ndarray) -> str:
 def allreduce_checksum(comm: MPI.Comm, part: tuple[int, int]) -> str:
     """Combine every rank's ``(A, B)`` terms into the array's checksum (collective)."""
     return checksum_combine(comm.allgather(part))
-
-
-def decode_json_attr(value: Any, default: Any = None) -> Any:
-    """Parse a JSON string attribute (bytes or str); ``default`` when absent or invalid."""
-    if value is None:
-        return default
-    if isinstance(value, bytes):
-        value = value.decode()
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return default
 
 
 def as_str(value: Any) -> str:

@@ -63,6 +63,7 @@ from hpcml.io._common import (
 )
 from hpcml.io.errors import CheckpointError, CheckpointMismatchError
 from hpcml.io.progress import Progress
+from hpcml.runtime import comm_or_world
 
 __all__ = ["FORMAT", "Restored", "list_checkpoints", "load", "save"]
 
@@ -214,7 +215,7 @@ def save(
     Path
         The checkpoint file.
     """
-    comm = MPI.COMM_WORLD if comm is None else comm
+    comm = comm_or_world(comm)
     rank = comm.Get_rank()
     leaves = list(_leaves(state))
     error = None

@@ -53,6 +53,7 @@ from hpcml.io.lock import PathLock
 from hpcml.io.mainfile import Axis, Coord, MainModel, Var, write_main
 from hpcml.io.segments import json_dumps, parts_dir, plan_session, remove_segments, segment_dir
 from hpcml.io.writers import DRIVERS, WRITERS, DataWriter, choose_driver
+from hpcml.runtime import comm_or_world
 
 __all__ = ["DRIVERS", "Output", "choose_driver"]
 
@@ -148,11 +149,7 @@ class Output:
             raise ValueError(f"mode must be 'a' or 'w', got {mode!r}")
         if driver not in DRIVERS:
             raise ValueError(f"driver must be one of {DRIVERS}, got {driver!r}")
-        if comm is None:
-            from mpi4py import MPI
-
-            comm = MPI.COMM_WORLD
-        self.comm = comm
+        self.comm = comm_or_world(comm)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.path = Path(path)
         self.parts = parts_dir(self.path)

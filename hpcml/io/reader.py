@@ -169,9 +169,3 @@ def read_scalar(path: str | os.PathLike[str], name: str) -> tuple[np.ndarray, np
         steps = np.arange(values.shape[0]) if steps is None else steps
         times = np.full(values.shape[0], np.nan) if times is None else times
         return steps, times, values
-
-
-def field_units(path: str | os.PathLike[str], name: str) -> str:
-    """The ``units`` attribute of a dataset ("" when absent)."""
-    with h5py.File(path, "r") as f:
-        return as_str(f[name].attrs.get("units", ""))

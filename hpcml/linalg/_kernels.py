@@ -271,39 +271,6 @@ def neg_lap3_dot(u, out, i0, i1, j0, j1, k0, k1, cz, cy, cx):  # pragma: no cove
 # --------------------------------------------------------------------- CSR ---
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def csr_matvec(indptr, indices, data, x, y, bounds, xd):  # pragma: no cover - compiled
-    """``y = A x`` for a CSR block; with ``xd`` (not ``None``) also return ``sum(xd * y)``.
-
-    ``bounds`` are row-block boundaries of about equal nonzero count (a few
-    per thread).  Column indices are trusted (validated once at setup) and
-    read as unsigned, which drops Numba's wraparound check from the gather;
-    each row's start is carried over from the previous row's end and the row
-    is walked through slices starting at 0.  Measured on the 2048^2 Poisson
-    matrix, one thread: 21 ms against 24-26 ms for SciPy and
-    ``hpcml.kernels.spmv``.  No reassociation: rows are short, and a
-    vectorised inner loop only adds remainder handling.
-    """
-    s = 0.0
-    for c in prange(bounds.shape[0] - 1):
-        t = 0.0
-        r0, r1 = bounds[c], bounds[c + 1]
-        lo = indptr[r0]
-        for i in range(r0, r1):
-            hi = indptr[i + 1]
-            ind = indices[lo:hi]
-            d = data[lo:hi]
-            acc = 0.0
-            for k in range(hi - lo):
-                acc += d[k] * x[np.uint64(ind[k])]
-            y[i] = acc
-            if xd is not None:
-                t += np.float64(xd[i]) * acc
-            lo = hi
-        s += t
-    return s
-
-
 @njit(cache=True, fastmath=_FM)
 def csr_rows_add(rows, indptr, indices, data, g, y, x):  # pragma: no cover - compiled
     """``y[rows[i]] += (A_o g)_i`` for the compressed off-diagonal rows; return ``sum(x[rows] * added)``.

@@ -31,8 +31,10 @@ from mpi4py.util.dtlib import from_numpy_dtype
 
 from hpcml.decomp import CartDecomp, block_range
 from hpcml.distarray import DistArray
+from hpcml.kernels.spmv import csr_plan, csr_rows
 from hpcml.linalg import _kernels
 from hpcml.linalg.vector import Layout, distribute, raise_if_any
+from hpcml.runtime import comm_or_world
 
 __all__ = ["DistCSR"]
 
@@ -56,16 +58,6 @@ def _owners(cols: np.ndarray, n: int, parts: int) -> np.ndarray:
     if base:
         out[~big] = extra + (cols[~big] - cut) // base
     return out
-
-
-def _row_blocks(indptr: np.ndarray, nrows: int, nblocks: int) -> np.ndarray:
-    """Row boundaries of ``nblocks`` blocks with about equal nonzero counts."""
-    nblocks = max(1, min(nrows, nblocks))
-    nnz = int(indptr[-1]) if nrows else 0
-    targets = np.arange(nblocks + 1, dtype=np.int64) * nnz // nblocks
-    bounds = np.searchsorted(indptr.astype(np.int64, copy=False), targets, side="left").astype(np.int64)
-    bounds[0], bounds[-1] = 0, nrows
-    return np.clip(np.maximum.accumulate(bounds), 0, nrows)
 
 
 def _local_csr(rows: Any) -> tuple[sps.csr_array | None, str | None]:
@@ -180,7 +172,7 @@ class DistCSR:
             range, bad dtype), the ranks disagree on ``ncols`` or dtype, the row
             counts do not follow the block layout, or ``col_decomp`` does not fit.
         """
-        comm = MPI.COMM_WORLD if comm is None else comm
+        comm = comm_or_world(comm)
         mat, err = _local_csr(rows)
         raise_if_any(comm, err)
         assert mat is not None
@@ -233,7 +225,7 @@ class DistCSR:
             On every rank when the root's matrix is missing, not sparse, not
             2-D, of a non-float dtype, or has fewer rows than there are ranks.
         """
-        comm = MPI.COMM_WORLD if comm is None else comm
+        comm = comm_or_world(comm)
         size, rank = comm.Get_size(), comm.Get_rank()
         if not 0 <= root < size:
             raise ValueError(f"root={root} is not a rank of a {size}-rank communicator")
@@ -288,9 +280,9 @@ class DistCSR:
             (m, self.ncols_local),
         )
         self._diag_is_square = self.shape[0] == self.shape[1]
-        # a few row blocks of equal nonzero count per thread; the plan is fixed at
-        # setup, so a later change of the Numba thread count only changes the balance
-        self._bounds = _row_blocks(d_ptr, m, 4 * _num_threads())
+        # the node kernel's plan (row blocks of equal nonzero count, indptr validated):
+        # made once here, so a later change of the Numba thread count only changes the balance
+        self._plan = csr_plan(self.diag[0], self.diag[1], m)
         # off-diagonal block over the ghost columns (garray), rows compressed
         outside = ~inside
         o_cols = cols[outside]
@@ -437,7 +429,7 @@ class DistCSR:
             raise ValueError("y must not share memory with x")
         t_start = self._start(xl)
         ptr, idx, val, _ = self.diag
-        _kernels.csr_matvec(ptr, idx, val, xl, yl, self._bounds, None)
+        csr_rows(self._plan, ptr, idx, val, xl, yl)
         t_wait = self._finish()
         rows, ptr, idx, val = self.offd
         if rows.size:
@@ -458,7 +450,7 @@ class DistCSR:
         yl = self._check(y, "rows", "y")
         t_start = self._start(xl)
         ptr, idx, val, _ = self.diag
-        s = _kernels.csr_matvec(ptr, idx, val, xl, yl, self._bounds, xl)
+        s = csr_rows(self._plan, ptr, idx, val, xl, yl, xd=xl)
         t_wait = self._finish()
         rows, optr, oidx, oval = self.offd
         if rows.size:
@@ -504,12 +496,6 @@ class DistCSR:
         for owned, d in zip(self._owns, (self.row_decomp, self.col_decomp)):
             if owned:
                 d.free()
-
-
-def _num_threads() -> int:
-    import numba
-
-    return numba.get_num_threads()
 
 
 def _check_col_decomp(col_decomp: CartDecomp, ncols: int, comm: MPI.Comm) -> None:

@@ -38,6 +38,7 @@ from hpcml.linalg import _kernels
 from hpcml.linalg.cg import SolveInfo, finalize_info
 from hpcml.linalg.csr import DistCSR
 from hpcml.linalg.vector import Layout, allreduce_sum, distribute, solve_vectors
+from hpcml.runtime import comm_or_world
 
 __all__ = ["PoissonOperator", "jacobi", "manufactured", "poisson_matrix"]
 
@@ -215,7 +216,7 @@ def poisson_matrix(
     so memory scales with the rank count.  ``spacing=1`` gives the classic
     ``2d, -1`` integer stencil (the matrix of ``peers.md``).
     """
-    comm = MPI.COMM_WORLD if comm is None else comm
+    comm = comm_or_world(comm)
     shape = tuple(int(n) for n in shape)
     nd = len(shape)
     per = (bool(periodic),) * nd if np.ndim(periodic) == 0 else tuple(bool(p) for p in periodic)

@@ -33,6 +33,7 @@ from mpi4py.util.dtlib import from_numpy_dtype
 from hpcml.decomp import CartDecomp, block_range
 from hpcml.distarray import DistArray
 from hpcml.kernels import gemm
+from hpcml.runtime import comm_or_world
 
 __all__ = ["DistMatrix", "summa"]
 
@@ -75,7 +76,7 @@ class DistMatrix:
         shape = tuple(int(s) for s in shape)
         if len(shape) != 2:
             raise ValueError(f"a matrix shape has two entries, got {shape}")
-        return CartDecomp(shape, MPI.COMM_WORLD if comm is None else comm, dims=grid, halo=0)
+        return CartDecomp(shape, comm_or_world(comm), dims=grid, halo=0)
 
     @classmethod
     def zeros(
@@ -100,7 +101,7 @@ class DistMatrix:
         every rank on its own block's global index arrays (nothing global is
         allocated).  For an array, the root's shape and dtype are broadcast.
         """
-        comm = MPI.COMM_WORLD if comm is None else comm
+        comm = comm_or_world(comm)
         if callable(source):
             if shape is None:
                 raise ValueError("from_global with a callable needs shape=")

@@ -26,6 +26,7 @@ from hpcml.decomp import CartDecomp
 from hpcml.distarray import DistArray
 from hpcml.nn import storage
 from hpcml.nn.grid import TrainGrid
+from hpcml.stepping import diffusion_step
 
 __all__ = ["TileDataset", "generate_heat_pairs", "random_field"]
 
@@ -71,8 +72,6 @@ def generate_heat_pairs(
 
     Returns a small description (``samples``, ``shape``, ``dt``, ``steps_ahead``).
     """
-    from hpcml.apps.heat import _step  # the heat app's overlapped 5-point Euler step
-
     shape = tuple(int(s) for s in shape)
     if len(shape) != 2:
         raise ValueError(f"the heat generator is 2-D, got shape {shape}")
@@ -89,7 +88,7 @@ def generate_heat_pairs(
             out.write("u_in", u, step=s, axis="sample", long_name="initial field", attrs={"time": 0.0})
             un = u.zeros_like()
             for _ in range(int(steps_ahead)):
-                _step(u, un, cy, cx, "auto")
+                diffusion_step(u, un, (cy, cx))
                 u, un = un, u
             later = {"time": steps_ahead * dt}
             out.write("u_out", u, step=s, axis="sample", long_name="field steps_ahead steps later", attrs=later)

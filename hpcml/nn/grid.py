@@ -26,6 +26,7 @@ from mpi4py import MPI
 from hpcml.backend import array_module
 from hpcml.decomp import CartDecomp
 from hpcml.halo import HaloExchange, get_plan
+from hpcml.runtime import comm_or_world
 
 __all__ = ["HaloOp", "TrainGrid"]
 
@@ -69,7 +70,7 @@ class TrainGrid:
         dims: Sequence[int] | None = None,
         periodic: bool | Sequence[bool] = False,
     ) -> None:
-        comm = MPI.COMM_WORLD if comm is None else comm
+        comm = comm_or_world(comm)
         size = comm.Get_size()
         data = int(data)
         # Checked before any collective so that every rank fails with the same message.

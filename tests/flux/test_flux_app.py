@@ -45,7 +45,7 @@ def test_analyze_draws_the_flux_figures(tmp_path):
 
 def test_bad_namelist_is_reported_once(tmp_path):
     """``hpcml run --hipft`` on 3 ranks: rank 0 checks the namelist, the error is printed once."""
-    from helpers import run_mpi
+    from hpcml.testing import run_mpi
 
     nml = tmp_path / "hipft.in"
     nml.write_text('&hipft_input_parameters\n validation_run = 1\n advance_flow = "false"\n n_realizations = 2.7\n/\n')

@@ -102,3 +102,47 @@ def test_spmv_errors():
         spmv((bad_ptr, A.indices, A.data, A.shape), np.ones(4))
     with pytest.raises(ValueError, match="sigma"):
         sell_from_csr(A, C=4, sigma=6)
+
+
+def test_plan_cached_per_matrix_and_rebuilt_when_the_pattern_changes():
+    from hpcml.kernels.spmv import csr_plan
+
+    A = sps.random(300, 200, density=0.05, format="csr", random_state=3)
+    x = np.random.default_rng(4).standard_normal(200)
+    plan = csr_plan(A.indptr, A.indices, A.shape[0])
+    np.testing.assert_allclose(spmv(A, x), A @ x, rtol=1e-13, atol=1e-13)
+    assert csr_plan(A.indptr, A.indices, A.shape[0]) is plan  # reused, not rebuilt
+    # new values, same pattern: the same plan serves, and the product follows the values
+    A.data *= -3.0
+    A.data[::7] = 0.0
+    np.testing.assert_allclose(spmv(A, x), A @ x, rtol=1e-13, atol=1e-13)
+    assert csr_plan(A.indptr, A.indices, A.shape[0]) is plan
+    # the pattern changes in place (fewer nonzeros, same arrays): a new plan
+    A.eliminate_zeros()
+    np.testing.assert_allclose(spmv(A, x), A @ x, rtol=1e-13, atol=1e-13)
+    rebuilt = csr_plan(A.indptr, A.indices, A.shape[0])
+    assert rebuilt is not plan and rebuilt.last == A.nnz
+    # another matrix: its own plan
+    B = sps.random(300, 200, density=0.1, format="csr", random_state=5)
+    np.testing.assert_allclose(spmv(B, x), B @ x, rtol=1e-13, atol=1e-13)
+    assert csr_plan(B.indptr, B.indices, B.shape[0]) is not rebuilt
+
+
+def test_fused_dot_and_thread_blocks():
+    """The trusted row kernel returns sum(xd * y) when asked; block plans cover every row once."""
+    from hpcml.kernels.spmv import CsrPlan, _row_blocks, csr_rows
+
+    A = sps.random(1000, 1000, density=0.01, format="csr", random_state=6)
+    A.indices = A.indices.astype(np.int32)
+    x = np.random.default_rng(7).standard_normal(1000)
+    for threads in (1, 3):
+        bounds = _row_blocks(A.indptr, 1000, threads)
+        assert bounds[0] == 0 and bounds[-1] == 1000 and np.all(np.diff(bounds) >= 0)
+        plan = CsrPlan(bounds, threads, 4, 0, A.nnz)
+        y = np.full(1000, np.nan)
+        dot = csr_rows(plan, A.indptr, A.indices, A.data, x, y, xd=x)
+        np.testing.assert_allclose(y, A @ x, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(dot, x @ (A @ x), rtol=1e-12)
+        y2 = np.ones(1000)
+        csr_rows(plan, A.indptr, A.indices, A.data, x, y2, alpha=2.0, beta=-1.0)
+        np.testing.assert_allclose(y2, 2 * (A @ x) - 1, rtol=1e-13, atol=1e-13)

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import MPIEXEC, assert_all, run_mpi
 
 from hpcml import CartDecomp
 from hpcml.config import ConfigError, load_config
+from hpcml.testing import MPIEXEC, assert_all, run_mpi
 
 ROOT = Path(__file__).resolve().parents[2]
 

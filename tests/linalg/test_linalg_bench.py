@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import MPIEXEC
 
 from hpcml.bench import solvers
+from hpcml.testing import MPIEXEC
 
 
 def test_bench_solvers_small(tmp_path):

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sps
 import scipy.sparse.linalg as spla
-from helpers import assert_all
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from linalg_helpers import poisson_scipy, raises_everywhere, random_spd, rel_err
@@ -14,6 +13,7 @@ from mpi4py import MPI
 
 from hpcml import CartDecomp, DistArray
 from hpcml.linalg import DistCSR, NotSPDError, PoissonOperator, cg, cg_pipelined, manufactured, poisson_matrix
+from hpcml.testing import assert_all
 
 SOLVERS = {"cg": cg, "cg_pipelined": cg_pipelined}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sps
-from helpers import assert_all
 from hypothesis import given
 from hypothesis import strategies as st
 from linalg_helpers import poisson_scipy, raises_everywhere, random_sparse, rel_err
@@ -13,6 +12,7 @@ from linalg_helpers import poisson_scipy, raises_everywhere, random_sparse, rel_
 from hpcml import CartDecomp, DistArray
 from hpcml.decomp import block_range
 from hpcml.linalg import DistCSR, poisson_matrix
+from hpcml.testing import assert_all
 
 
 def _rows_of(a, comm):

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sps
 import scipy.sparse.linalg as spla
-from helpers import assert_all
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from linalg_helpers import poisson_scipy
 
 from hpcml import CartDecomp
 from hpcml.linalg import DistCSR, PoissonOperator, bicgstab, cg, gmres
+from hpcml.testing import assert_all
 
 SOLVERS = {"gmres": gmres, "bicgstab": bicgstab}
 

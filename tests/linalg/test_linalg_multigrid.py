@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
-from helpers import assert_all
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from linalg_helpers import poisson_scipy
@@ -13,6 +12,7 @@ from mpi4py import MPI
 
 from hpcml import CartDecomp
 from hpcml.linalg import Multigrid, PoissonOperator, cg
+from hpcml.testing import assert_all
 
 
 def _rhs(shape):

@@ -6,7 +6,6 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import assert_all
 from hpcml.kernels import laplacian
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +14,7 @@ from mpi4py import MPI
 
 from hpcml import CartDecomp, DistArray
 from hpcml.linalg import PoissonOperator, cg, jacobi, manufactured, poisson_matrix
+from hpcml.testing import assert_all
 
 
 def _serial_neg_lap(g, periodic, spacing):

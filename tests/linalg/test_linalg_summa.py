@@ -6,7 +6,6 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import assert_all
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from linalg_helpers import raises_everywhere
@@ -14,6 +13,7 @@ from mpi4py import MPI
 
 from hpcml.linalg import DistMatrix, summa
 from hpcml.linalg.summa import _panels
+from hpcml.testing import assert_all
 
 PRIMES = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37]
 

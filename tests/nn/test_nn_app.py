@@ -5,13 +5,13 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from helpers import assert_all
 from mpi4py import MPI
 
 from hpcml.apps import train as train_app
 from hpcml.config import ConfigError, default_config, load_config
 from hpcml.io import read_scalar
 from hpcml.nn import TileDataset, TrainGrid, generate_heat_pairs
+from hpcml.testing import assert_all
 
 
 def euler_heat(u, steps, cy, cx):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_all
 from hypothesis import given
 from hypothesis import strategies as st
 from mpi4py import MPI
@@ -13,6 +12,7 @@ from nn_helpers import gather_tiles, ref_conv, tile_of
 from hpcml.nn import Dense, HaloConv2d, HaloConv3d, ReLU, Sequential, Tanh, TrainGrid, mse_loss
 from hpcml.nn.grid import HaloOp
 from hpcml.nn.optim import SGD, Adam
+from hpcml.testing import assert_all
 
 
 def serial_grid(shape, periodic=False):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_all
 from mpi4py import MPI
 
 from hpcml.nn import SGD, Adam, DataParallel, Dense, HaloConv2d, Sequential, TileDataset, Trainer, TrainGrid, mse_loss
+from hpcml.testing import assert_all
 
 SHAPE = (12, 10)
 STEPS = 5

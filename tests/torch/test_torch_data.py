@@ -8,12 +8,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from helpers import assert_all  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 from torch_helpers import grids  # noqa: E402
 
 import hpcml.torch as ht  # noqa: E402
 from hpcml.nn.data import generate_heat_pairs  # noqa: E402
+from hpcml.testing import assert_all  # noqa: E402
 
 SAMPLES = 12
 

@@ -14,11 +14,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from helpers import assert_all  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 from torch_helpers import grids, share, tile  # noqa: E402
 
 import hpcml.torch as ht  # noqa: E402
+from hpcml.testing import assert_all  # noqa: E402
 
 BATCH, STEPS = 12, 3
 

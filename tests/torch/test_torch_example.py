@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from helpers import run_mpi
+from hpcml.testing import run_mpi
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "train_surrogate_torch.py")
 COMMON = [

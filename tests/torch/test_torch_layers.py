@@ -12,13 +12,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from helpers import assert_all  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 from torch_helpers import close, grids, ref_conv, ref_pool, share, tile  # noqa: E402
 
 import hpcml.torch as ht  # noqa: E402
+from hpcml.testing import assert_all  # noqa: E402
 
 CONVS = {1: ht.HaloConv1d, 2: ht.HaloConv2d, 3: ht.HaloConv3d}
 POOLS = {

@@ -7,12 +7,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from helpers import assert_all  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import hpcml.torch as ht  # noqa: E402
 from hpcml.nn import HaloConv2d as NumpyHaloConv2d  # noqa: E402
 from hpcml.nn import TrainGrid  # noqa: E402
+from hpcml.testing import assert_all  # noqa: E402
 
 
 def tile_of(grid, a):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpcml.apps.flux.namelist import config_from_hipft
 from hpcml.config import ConfigError
+from hpcml.runtime import comm_or_world
 
 if TYPE_CHECKING:  # the solver (MPI, Numba) loads on first use: hpcml.apps.flux.plots needs neither
     from mpi4py import MPI
@@ -56,12 +57,10 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     grid) run on every rank before the first collective call, so bad input raises
     the same :class:`~hpcml.config.ConfigError` everywhere.
     """
-    from mpi4py import MPI
-
     from hpcml.apps.flux.solver import FluxSolver
     from hpcml.io.lock import hold
 
-    comm = MPI.COMM_WORLD if comm is None else comm
+    comm = comm_or_world(comm)
     solver = FluxSolver(config, comm)
     # The output folder (maps, histories, checkpoints) is this job's until it ends.
     lock = hold(comm, folders=[config["output"]["directory"]])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from helpers import run_mpi
 
 from hpcml.runtime import LaunchError, check_launcher, detect_launcher
+from hpcml.testing import run_mpi
 
 
 def test_srun_without_pmi_detected():
@@ -36,7 +36,7 @@ def _script(tmp_path, body):
 FAULTS = {
     "dims": ("CartDecomp((8, 8), MPI.COMM_WORLD, dims=(2, 2))", "multiplies to 4 but the communicator has 3"),
     "zero": ("CartDecomp((8, 0), MPI.COMM_WORLD)", "grid sizes must be positive"),
-    "halo": ("CartDecomp((6,), MPI.COMM_WORLD, halo=3)", "narrower than the halo width 3"),
+    "halo": ("CartDecomp((6,), MPI.COMM_WORLD, halo=3)", "narrower than the halo"),
     "dtype": ("DistArray.zeros(CartDecomp((9,), MPI.COMM_WORLD), dtype='float99')", "unknown dtype"),
     "noncontig": (
         "DistArray.from_global(CartDecomp((9, 4), MPI.COMM_WORLD), "

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import SENTINEL, assert_all, draw_halo_case, expected_ghosted, field_fn, global_field
 from hypothesis import given
 from hypothesis import strategies as st
 from mpi4py import MPI
 
 from hpcml import CartDecomp, DistArray
+from hpcml.testing import SENTINEL, assert_all, expected_ghosted, field_fn, global_field, halo_case
 
 METHODS = ["pack", "datatype", "auto"]
 
@@ -32,7 +32,7 @@ def _check(comm, shape, periodic, halo, method, corners=True, dtype="f8", order=
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
 def test_halo_matches_reference(comm, method, data):
-    shape, periodic, halo, corners = draw_halo_case(data, comm.size)
+    shape, periodic, halo, corners = data.draw(halo_case(comm.size))
     _check(comm, shape, periodic, halo, method, corners)
 
 

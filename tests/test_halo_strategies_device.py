@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import SENTINEL, assert_all, draw_halo_case, expected_ghosted, global_field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mpi4py import MPI
@@ -22,6 +21,7 @@ from mpi4py import MPI
 from hpcml import CartDecomp
 from hpcml.backend import array_module, is_device_array
 from hpcml.halo import HaloExchange, get_plan, plan_for
+from hpcml.testing import SENTINEL, assert_all, expected_ghosted, global_field, halo_case
 
 pytestmark = [pytest.mark.mpi, pytest.mark.numba_cuda]
 
@@ -58,7 +58,7 @@ def _check(comm, shape, periodic, halo, method, corners=True, order="C"):
 @settings(max_examples=8)
 @given(data=st.data())
 def test_device_halo_matches_reference(comm, method, data):
-    shape, periodic, halo, corners = draw_halo_case(data, comm.size, max_halo=2, extra=(4, 2))
+    shape, periodic, halo, corners = data.draw(halo_case(comm.size, max_halo=2, extra=(4, 2)))
     _check(comm, shape, periodic, halo, method, corners)
 
 
