@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import MPIEXEC
+from hpcml.testing import MPIEXEC
 
 
 def test_bench_numpy_small(tmp_path):
