@@ -26,9 +26,12 @@ __all__ = [
     "advect_scratch",
     "advect_stage",
     "cfl_kappa",
+    "diag_accumulate",
     "diag_partials",
     "diff_pole_terms",
+    "diff_scratch",
     "diff_stage",
+    "diff_stage_var",
     "flow_fill",
     "flux_rescale",
     "lf_alpha",
@@ -50,6 +53,11 @@ def row_chunks(nrow: int) -> int:
 def advect_scratch(nx: int) -> np.ndarray:
     """Per-thread work rows of :func:`advect_stage`: ``(threads, 13, nx + 4)`` (tens of KiB each)."""
     return np.zeros((numba.config.NUMBA_NUM_THREADS, 13, nx + 4))
+
+
+def diff_scratch(nx: int) -> np.ndarray:
+    """Per-thread coefficient rows of :func:`diff_stage_var`: ``(threads, 4, nx)``."""
+    return np.zeros((numba.config.NUMBA_NUM_THREADS, 4, nx))
 
 
 @njit(cache=True, error_model="numpy")
@@ -277,14 +285,18 @@ def cfl_kappa(vt, vp, dt_i, st_i, dp_i, ia, ib, c0, c1):
 # flows
 # ---------------------------------------------------------------------------------------
 @kernel(cache=True, error_model="numpy")
-def flow_fill(vt, vp, vt_prof, vp_prof, th, attenuate, i0, i1, c0, c1, att_t_lo, att_t_hi):
+def flow_fill(vt, vp, vt_prof, vp_prof, vt_base, vp_base, has_base, th, attenuate, i0, i1, c0, c1, att_t_lo, att_t_hi):
     """Broadcast per-row velocity profiles and apply |B| attenuation on the owned cells.
 
-    ``vt_prof[r, i]`` / ``vp_prof[r, i]`` hold the model flows on every local row.
-    ``th = tanh(|f| / B0)`` per cell (computed by the caller).  Attenuation multiplies
-    ``v_theta`` on owned face rows ``att_t_lo..att_t_hi-1`` (faces 2..nt-1) and
-    ``v_phi`` on owned rows by ``1 - max(th)`` of the two cells sharing the face, which
-    equals HipFT's ``1 - tanh(max|f| / B0)`` bit for bit (tanh and scaling are monotone).
+    ``vt_prof[r, i]`` / ``vp_prof[r, i]`` hold the model flows on every local row; with
+    ``has_base`` the longitude-dependent flows ``vt_base[i, c]`` / ``vp_base[i, c]`` (the
+    same for every realization: flow files, tilted rigid rotation) are added.
+    ``th = exp(-2 |f| / B0)`` per cell (computed by the caller with NumPy's SIMD ``exp``).
+    Attenuation multiplies ``v_theta`` on owned face rows ``att_t_lo..att_t_hi-1`` (faces
+    2..nt-1) and ``v_phi`` on owned rows by HipFT's ``1 - tanh(max|f| / B0)``, evaluated as
+    ``2 e / (1 + e)`` with ``e = min(th)`` of the two cells sharing the face (``exp`` is
+    monotone): one ``exp`` per cell instead of a ``tanh`` per face, and no cancellation
+    where the flow is strongly attenuated.  It differs from HipFT's factor by rounding.
     """
     nr, ny, nx = vt.shape
     ncol = c1 - c0
@@ -295,20 +307,29 @@ def flow_fill(vt, vp, vt_prof, vp_prof, th, attenuate, i0, i1, c0, c1, att_t_lo,
         b = vp_prof[r, i]
         vtr = vt[r, i]
         vpr = vp[r, i]
-        for c in range(nx):
-            vtr[c] = a
-            vpr[c] = b
+        if has_base:
+            bt = vt_base[i]
+            bp = vp_base[i]
+            for c in range(nx):
+                vtr[c] = bt[c] + a
+                vpr[c] = bp[c] + b
+        else:
+            for c in range(nx):
+                vtr[c] = a
+                vpr[c] = b
         if attenuate and i >= i0 and i < i1:
             t0 = th[r, i, c0:c1]
             if i >= att_t_lo and i < att_t_hi:
                 tn = th[r, i - 1, c0:c1]
                 o = vt[r, i, c0:c1]
                 for k in range(ncol):
-                    o[k] = o[k] * (1.0 - max(tn[k], t0[k]))
+                    e = min(tn[k], t0[k])
+                    o[k] = o[k] * (2.0 * e / (1.0 + e))
             tw = th[r, i, c0 - 1 : c1 - 1]
             o = vp[r, i, c0:c1]
             for k in range(ncol):
-                o[k] = o[k] * (1.0 - max(tw[k], t0[k]))
+                e = min(tw[k], t0[k])
+                o[k] = o[k] * (2.0 * e / (1.0 + e))
 
 
 @kernel(cache=True, error_model="numpy")
@@ -329,13 +350,26 @@ def lf_alpha(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1):
         lo = max(1, j - 2) - j
         hi = min(nt, j + 3) - j
         o = at[r, i, c0:c1]
-        v = vt[r, i + lo, c0:c1]
-        for k in range(ncol):
-            o[k] = abs(v[k])
-        for d in range(lo + 1, hi + 1):
-            v = vt[r, i + d, c0:c1]
+        if lo == -2 and hi == 3:  # every row but the four next to the poles: one pass over six rows
+            v0 = vt[r, i - 2, c0:c1]
+            v1 = vt[r, i - 1, c0:c1]
+            v2 = vt[r, i, c0:c1]
+            v3 = vt[r, i + 1, c0:c1]
+            v4 = vt[r, i + 2, c0:c1]
+            v5 = vt[r, i + 3, c0:c1]
             for k in range(ncol):
-                o[k] = max(o[k], abs(v[k]))
+                m01 = max(abs(v0[k]), abs(v1[k]))
+                m23 = max(abs(v2[k]), abs(v3[k]))
+                m45 = max(abs(v4[k]), abs(v5[k]))
+                o[k] = max(m01, m23, m45)
+        else:
+            v = vt[r, i + lo, c0:c1]
+            for k in range(ncol):
+                o[k] = abs(v[k])
+            for d in range(lo + 1, hi + 1):
+                v = vt[r, i + d, c0:c1]
+                for k in range(ncol):
+                    o[k] = max(o[k], abs(v[k]))
         o = ap[r, i, c0:c1]
         if j >= 2 and j <= nrows - 1:
             m2 = np.empty(ncol + 5)  # max(|v_k|, |v_k+1|) for faces c0-2..c1+2
@@ -353,12 +387,16 @@ def lf_alpha(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1):
 # diffusion
 # ---------------------------------------------------------------------------------------
 @njit(cache=True, error_model="numpy")
-def diff_pole_terms(x, dcoef, dp, ia, ib, c0, c1, out):
-    """``(D_a + D_b) * (x[ib] - x[ia]) * dp`` per owned column, for the cap sums."""
+def diff_pole_terms(x, dcoef, pole, dp, ia, ib, c0, c1, out):
+    """``(D_a + D_b) * (x[ib] - x[ia]) * dp`` per owned column, for the cap sums.
+
+    ``D_a + D_b = 2 dcoef[r] + pole[c]``: ``pole`` is the realization-independent part of a
+    variable diffusivity (zeros for a uniform one).
+    """
     for r in range(x.shape[0]):
         dd = dcoef[r] + dcoef[r]
         for c in range(c0, c1):
-            out[r, c - c0] = dd * (x[r, ib, c] - x[r, ia, c]) * dp[c]
+            out[r, c - c0] = (dd + pole[c]) * (x[r, ib, c] - x[r, ia, c]) * dp[c]
 
 
 @kernel(cache=True, error_model="numpy")
@@ -435,6 +473,84 @@ def diff_stage(
                 k5 = t * be[k]
                 k3 = -(k1 + k2 + k4 + k5)
                 lv = k1 * xw[k] + k2 * xn[k] + k3 * xc[k] + k4 * xs[k] + k5 * xe[k]
+                o[k] = mu * xc[k] + nu * xm[k] + kap * uu[k] + mt * lv + gam * yy[k]
+
+
+@kernel(cache=True, error_model="numpy")
+def diff_stage_var(
+    x, xm2, u0, y0, out, dcoef, phi_face, theta_face, s2, c2r, c4r, b1, b5, i0, i1, c0, c1,
+    mu, nu, kap, mt, gam, lpn, lps, inorth, isouth, mode, scratch,
+):  # fmt: skip
+    """:func:`diff_stage` with a diffusivity that varies over the sphere.
+
+    The face diffusivities are ``dcoef[r] + phi_face[i, c]`` (west face of cell ``(i, c)``;
+    east: column ``c + 1``) and ``dcoef[r] + theta_face[i, c]`` (north face; south: row
+    ``i + 1``), times the same geometry factors as :func:`diff_stage`.  ``scratch`` holds
+    each thread's four coefficient rows, ``(threads, 4, nx)``.
+    """
+    nr = x.shape[0]
+    nrow = i1 - i0
+    nx = c1 - c0
+    bw = b1[c0:c1]
+    be = b5[c0:c1]
+    for task in prange(nr * nrow):
+        r = task // nrow
+        i = i0 + task % nrow
+        o = out[r, i, c0:c1]
+        xc = x[r, i, c0:c1]
+        if i == inorth or i == isouth:  # noqa: PLR1714 - Numba-friendly
+            lv = lpn[r] if i == inorth else lps[r]
+            xm = xm2[r, i, c0:c1]
+            uu = u0[r, i, c0:c1]
+            yy = y0[r, i, c0:c1]
+            for k in range(nx):
+                if mode == 0:
+                    o[k] = lv
+                elif mode == 2:
+                    o[k] = mu * xc[k] + nu * xm[k] + mt * lv + kap * yy[k]
+                else:
+                    o[k] = mu * xc[k] + nu * xm[k] + kap * uu[k] + mt * lv + gam * yy[k]
+            continue
+        d = dcoef[r]
+        sc = scratch[numba.get_thread_id()]
+        k1 = sc[0]
+        k2 = sc[1]
+        k4 = sc[2]
+        k5 = sc[3]
+        fw = phi_face[i, c0:c1]
+        fe = phi_face[i, c0 + 1 : c1 + 1]
+        fn = theta_face[i, c0:c1]
+        fs = theta_face[i + 1, c0:c1]
+        t = s2[i]
+        cn = c2r[i]
+        cs = c4r[i]
+        for k in range(nx):
+            k1[k] = (d + fw[k]) * t * bw[k]
+            k5[k] = (d + fe[k]) * t * be[k]
+            k2[k] = (d + fn[k]) * cn
+            k4[k] = (d + fs[k]) * cs
+        xw = x[r, i, c0 - 1 : c1 - 1]
+        xe = x[r, i, c0 + 1 : c1 + 1]
+        xn = x[r, i - 1, c0:c1]
+        xs = x[r, i + 1, c0:c1]
+        if mode == 0:
+            for k in range(nx):
+                k3 = -(k1[k] + k2[k] + k4[k] + k5[k])
+                o[k] = k1[k] * xw[k] + k2[k] * xn[k] + k3 * xc[k] + k4[k] * xs[k] + k5[k] * xe[k]
+        elif mode == 2:
+            xm = xm2[r, i, c0:c1]
+            yy = y0[r, i, c0:c1]
+            for k in range(nx):
+                k3 = -(k1[k] + k2[k] + k4[k] + k5[k])
+                lv = k1[k] * xw[k] + k2[k] * xn[k] + k3 * xc[k] + k4[k] * xs[k] + k5[k] * xe[k]
+                o[k] = mu * xc[k] + nu * xm[k] + mt * lv + kap * yy[k]
+        else:
+            xm = xm2[r, i, c0:c1]
+            uu = u0[r, i, c0:c1]
+            yy = y0[r, i, c0:c1]
+            for k in range(nx):
+                k3 = -(k1[k] + k2[k] + k4[k] + k5[k])
+                lv = k1[k] * xw[k] + k2[k] * xn[k] + k3 * xc[k] + k4[k] * xs[k] + k5[k] * xe[k]
                 o[k] = mu * xc[k] + nu * xm[k] + kap * uu[k] + mt * lv + gam * yy[k]
 
 
@@ -578,19 +694,48 @@ def diag_partials(x, fex, efac, use_ex, wt, wp, cosw, sinw, sdip, cdip, cap, i0,
             lo = min(lo, rs[7])
             hi = max(hi, rs[8])
             amin = min(amin, rs[9])
-            _acc(sums, r, 0, rs[0])
-            _acc(sums, r, 1, rs[1])
-            if cap[i] > 0:
-                _acc(sums, r, 2, rs[0])
-                _acc(sums, r, 3, rs[1])
-            elif cap[i] < 0:
-                _acc(sums, r, 4, rs[0])
-                _acc(sums, r, 5, rs[1])
-            _acc(sums, r, 6, sdip[i] * rs[2])
-            _acc(sums, r, 7, sdip[i] * rs[3])
-            _acc(sums, r, 8, cdip[i] * rs[4])
-            _acc(sums, r, 9, rs[5])
-            _acc(sums, r, 10, rs[6])
+            _acc_row(sums, r, rs, cap[i], sdip[i], cdip[i])
+        mins[r, 0] = lo
+        mins[r, 1] = hi
+        mins[r, 2] = amin
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _acc_row(sums, r, rs, cap_i, sdip_i, cdip_i):
+    """Add one row's quantities ``rs`` (see :func:`_row_sums`) to realization ``r``'s sums."""
+    _acc(sums, r, 0, rs[0])
+    _acc(sums, r, 1, rs[1])
+    if cap_i > 0:
+        _acc(sums, r, 2, rs[0])
+        _acc(sums, r, 3, rs[1])
+    elif cap_i < 0:
+        _acc(sums, r, 4, rs[0])
+        _acc(sums, r, 5, rs[1])
+    _acc(sums, r, 6, sdip_i * rs[2])
+    _acc(sums, r, 7, sdip_i * rs[3])
+    _acc(sums, r, 8, cdip_i * rs[4])
+    _acc(sums, r, 9, rs[5])
+    _acc(sums, r, 10, rs[6])
+
+
+@njit(cache=True, error_model="numpy")
+def diag_accumulate(rows, sdip, cdip, cap, i0, mins, sums):
+    """:func:`diag_partials` from precomputed row quantities ``rows[r, i - i0, 0:10]`` (a GPU's rows)."""
+    nr, ny = rows.shape[0], rows.shape[1]
+    for r in range(nr):
+        for q in range(11):
+            sums[r, q, 0] = 0.0
+            sums[r, q, 1] = 0.0
+        lo = _HUGE
+        hi = _TINY
+        amin = _HUGE
+        for n in range(ny):
+            i = i0 + n
+            rs = rows[r, n]
+            lo = min(lo, rs[7])
+            hi = max(hi, rs[8])
+            amin = min(amin, rs[9])
+            _acc_row(sums, r, rs, cap[i], sdip[i], cdip[i])
         mins[r, 0] = lo
         mins[r, 1] = hi
         mins[r, 2] = amin

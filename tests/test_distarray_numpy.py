@@ -319,3 +319,35 @@ def test_redistribute_rejects_other_shapes(comm):
         DistArray.zeros(a).redistribute(CartDecomp((6, 8), comm))
     assert_all(comm, True)
     a.free()
+
+
+# -- CuPy interiors (run by tests/gpu/run_device_checks.sh on a GPU machine) ----------------------
+
+
+@pytest.mark.mpi
+@pytest.mark.gpu
+def test_cupy_arrays_take_the_same_paths(comm):
+    import cupy
+
+    d = CartDecomp((13, 9, 5), comm, periodic=(True, False, False))
+    g = np.random.default_rng(7).standard_normal(d.shape)
+    h = np.random.default_rng(8).standard_normal(d.shape)
+    u = DistArray.from_global(d, g if comm.rank == 0 else None, xp=cupy)
+    v = DistArray.from_global(d, h if comm.rank == 0 else None, xp=cupy)
+    w = np.sqrt(u**2 + v**2)
+    ref = np.sqrt(g**2 + h**2)
+    ok = w.xp is cupy and np.allclose(w.allgather(), ref)
+    ok &= np.isclose(w.mean(), ref.mean()) and np.isclose(np.std(w), ref.std())
+    ok &= np.allclose(w.sum(axis=0).allgather(), ref.sum(axis=0)) and np.allclose(
+        w.max(axis=(0, 2)), ref.max(axis=(0, 2))
+    )
+    ok &= np.array_equal(w[10:2:-3, 4], ref[10:2:-3, 4])
+    w[1:4, ::2] = 0.5
+    ref[1:4, ::2] = 0.5
+    ok &= np.array_equal(w.allgather(), ref)
+    other = CartDecomp(d.shape, comm, dims=d.dims[::-1] if len(set(d.dims)) > 1 else None, halo=0)
+    moved = w.redistribute(other)
+    ok &= moved.xp is cupy and np.array_equal(moved.allgather(), ref)
+    assert_all(comm, bool(ok))
+    d.free()
+    other.free()

@@ -173,6 +173,8 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
         diffusion_step(u, un, (cy, cx), method)
         u, un = un, u
         stopping = n < h["steps"] and stop()
+        if stopping and rank0:
+            log.info("heat: stop signal received at step %d: writing the output and a checkpoint", n)
         if n % o["every"] == 0 or n == h["steps"] or stopping:
             last = (n, n * dt, u.norm())
             if rank0:
@@ -184,9 +186,6 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
                 ckdir, {"u": u}, n, time=n * dt, comm=comm, keep=ck["keep"], config=dumps(config), solution=plan.record
             )
         if stopping:
-            if rank0:
-                saved = "output and checkpoint written" if ckdir is not None else "output written (checkpoints off)"
-                log.info("heat: stop signal received: %s at step %d; stopping", saved, n)
             stopped_at = n
             break
     elapsed = comm.allreduce(work_clock() - t0, op=MPI.MAX)

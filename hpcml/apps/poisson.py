@@ -116,6 +116,10 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
             save(k, x)
         if stop():
             stopped["at"] = start + k
+            if rank0:
+                log.info(
+                    "poisson: stop signal received at iteration %d: writing the output and a checkpoint", start + k
+                )
             return True  # the solver returns with reason "callback"; the final save below checkpoints x
         return False
 
@@ -139,9 +143,6 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
         solve = cg if s["method"] == "cg" else cg_pipelined
         x, info = solve(op, f, x0=x0, rtol=s["rtol"], maxiter=maxiter, M=s["preconditioner"], callback=every)
     save(info.iterations, x)
-    if stopped["at"] is not None and rank0:
-        saved = "output and checkpoint written" if ckdir is not None else "output written (checkpoints off)"
-        log.info("poisson: stop signal received: %s at iteration %d; stopping", saved, stopped["at"])
     err = x.copy()
     err.interior[...] -= exact.interior
     if all(decomp.periodic):  # the solution is unique only up to a constant

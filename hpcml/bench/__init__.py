@@ -30,5 +30,10 @@ BENCHMARKS: dict[str, Benchmark] = {
     "flux": Benchmark("hpcml.bench.flux", "the HipFT validation cases timed on 1/2/4 ranks, and convergence"),
     "datatypes": Benchmark("hpcml.bench.datatypes", "strided faces: MPI datatype vs pack vs the contiguous floor"),
     "train": Benchmark("hpcml.bench.train", "surrogate CNN training throughput and scaling, against PyTorch"),
-    "solvers": Benchmark("hpcml.bench.solvers", "CG, SpMV and SUMMA against SciPy, NumPy and PETSc"),
+    "solvers": Benchmark(
+        "hpcml.bench.solvers", "CG, multigrid, SpMV and SUMMA against SciPy, NumPy and PETSc (GAMG, MG)"
+    ),
+    "numpy": Benchmark(
+        "hpcml.bench.numpy_protocol", "DistArray ufuncs, reductions, indexing, redistribution against NumPy and MPI"
+    ),
 }

@@ -1,17 +1,31 @@
-"""``hpcml bench flux``: the HipFT validation cases timed on 1/2/4 ranks, and convergence.
+"""``hpcml bench flux``: the HipFT validation cases, hpcml and HipFT side by side; convergence.
 
-Timing mode (default) runs each case of the HipFT test suite in a fresh
-``mpiexec -n N`` process (so Numba caches, not JIT compiles, are timed: one
-untimed warm-up run per case comes first) and reports, per case and rank count,
-the wall time, the advection and diffusion phase times (wall and process CPU),
-cell updates per second, the diffusion phase's achieved memory traffic against
-the STREAM triad of this machine, and HipFT's one-thread times from the suite's
-README as the anchor.  ``--quick`` shortens the long cases (rates are per step,
-so they stay comparable; the HipFT anchor is scaled by the step fraction).
+Timing mode (default) runs each case of HipFT's test suite in fresh processes and,
+when ``HIPFT_EXE`` names a HipFT executable, HipFT itself on the same inputs in the
+same invocation, interleaved repetition by repetition (best of ``--repeat``), so both
+see the same machine load:
 
-``--convergence`` runs the diffusion (soccer ball) and advection (Gaussian blobs
-rotated once) validation problems at three resolutions and writes the error
-table and a log-log plot.
+* HipFT, one thread (``HIPFT_EXE``), and its whole-machine configurations that run:
+  ``mpirun -np 2`` over realizations (``HIPFT_MPIRUN``, default ``mpirun``, Open MPI)
+  and a second build compiled for two threads (``HIPFT_EXE_2T``, optional; gfortran
+  fixes the thread count at build time);
+* hpcml, one rank x one thread, and the whole machine: two ranks, and one rank x two
+  Numba threads.
+
+Both run with ``verbose = 0`` (HipFT prints every subcycle otherwise) and write their
+history files.  Times: HipFT's own ``Wall clock time`` and phase timers (from its
+log) and hpcml's solver time (setup + loop + output, measured in the run), plus both
+processes' wall time including start-up.  The ratios compare solver times; the
+advection phase is HipFT's ``Update`` (flows) + ``Advection`` against hpcml's flows +
+advection.  Numba's cache is warm (an untimed run comes first); ``compile_s`` is
+measured apart: one short run with an empty ``NUMBA_CACHE_DIR`` minus the same run
+with the cache full.
+
+``--device gpu`` runs hpcml with ``run.backend = "gpu"`` and reports the diffusion
+phase's bytes/s against the device's memory bandwidth.  ``--quick`` shortens the long
+cases (both codes run the same shortened case).  ``--validate`` compares full runs
+with HipFT's reference histories; ``--convergence`` runs the diffusion (soccer ball)
+and advection (Gaussian blobs rotated once) problems at three resolutions.
 
 Traffic model of one fused diffusion stage, STREAM convention (no write-allocate):
 three streams read (the increments ``v_{j-1}``, ``v_{j-2}`` and ``Y_0``) and one
@@ -25,9 +39,11 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,61 +54,44 @@ from hpcml.bench.report import peak_rss_mib, write_report
 
 QUICK_END = {"diffuse_soccer": 96.0, "diffuse_advect_soccer": 96.0, "diffuse_advect_atten_map_1cr": 96.0}
 STREAM_TRIAD_GBS = (25.0, 29.0)  # measured on this machine (shared/peers.md), Numba loop, 2^26 doubles
-# HipFT 1.19.3, gfortran, one thread, this machine (suite README): wall, advection, diffusion, analysis
-HIPFT_FALLBACK = {
-    "advect_gaussians_phi": (1.56, 0.75, 0.0, 0.73),
-    "advect_gaussians_theta": (1.49, 0.76, 0.0, 0.68),
-    "advect_gaussians_phi_theta": (1.45, 0.68, 0.0, 0.73),
-    "diffuse_soccer": (10.1, 0.0, 7.7, 2.3),
-    "diffuse_advect_soccer": (14.3, 3.6, 8.3, 2.3),
-    "diffuse_dipole": (45.2, 0.0, 45.2, 0.02),
-    "diffuse_advect_atten_map_1cr": (43.3, 21.0, 10.0, 7.1),
-}
 CONV_RES = {"diffusion": ((46, 91), (91, 181), (181, 361)), "advection": ((91, 181), (181, 361), (361, 721))}
+# HipFT keeps its large temporaries off mmap with these (the suite README's settings)
+HIPFT_ENV = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=268435456"}
+HIPFT_TIMERS = {"Wall clock time": "wall_s", "--> Update": "update_s", "--> Advecton": "adv_s",
+                "--> Diffusion": "diff_s", "--> Analysis": "analysis_s", "--> I/O": "io_s"}  # fmt: skip
+HPCML_CONFIGS = {"1x1": (1, 1), "2x1": (2, 1), "1x2": (1, 2)}  # name: (ranks, Numba threads per rank)
 
 
 def _suite() -> Path:
-    here = Path(__file__).resolve().parents[2]
-    return here / ".." / "shared" / "hipft-testsuite"
-
-
-def hipft_times(suite: Path) -> dict[str, tuple[float, float, float, float]]:
-    """HipFT's one-thread times per case, parsed from the suite README (fallback: built-in copy)."""
-    out = dict(HIPFT_FALLBACK)
-    readme = suite / "README.md"
-    if not readme.is_file():
-        return out
-    for line in readme.read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 6 and cells[0] in out:
-
-            def sec(c: str) -> float:
-                m = re.match(r"([\d.]+)\s*s", c)
-                return float(m.group(1)) if m else 0.0
-
-            out[cells[0]] = (sec(cells[2]), sec(cells[3]), sec(cells[4]), sec(cells[5]))
-    return out
+    """The HipFT validation data shipped with the repository (``tests/data/hipft``)."""
+    return Path(__file__).resolve().parents[2] / "tests" / "data" / "hipft"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``hpcml bench flux``."""
     parser.add_argument("--cases", nargs="+", default=list(CASES), help="HipFT suite cases to time")
-    parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2, 4], help="rank counts")
-    parser.add_argument("--threads", type=int, default=1, help="Numba threads per rank (default 1, as HipFT)")
+    parser.add_argument(
+        "--configs", nargs="+", default=list(HPCML_CONFIGS), choices=list(HPCML_CONFIGS),
+        help="hpcml configurations: ranks x Numba threads",
+    )  # fmt: skip
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where hpcml's kernels run")
     parser.add_argument("--quick", action="store_true", help=f"shorten the long cases to {QUICK_END}")
+    parser.add_argument("--end", type=float, default=None, help="end every case at this time, hours (smoke tests)")
     parser.add_argument("--convergence", action="store_true", help="convergence study instead of timings")
     parser.add_argument(
         "--validate", action="store_true", help="run every case in full and compare with HipFT (flux-validation.md)"
     )
-    parser.add_argument("--suite", default=None, help="HipFT test-suite folder (default: ../shared/hipft-testsuite)")
+    parser.add_argument("--suite", default=None, help="HipFT validation-case folder (default: tests/data/hipft)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run before it is killed")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="runs per case and rank count; the fastest is reported (shared machine)"
+        "--repeat", type=int, default=1, help="interleaved repetitions; the fastest run of each is reported"
     )
+    parser.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
 
 
 # -- one timed run (inside mpiexec) ---------------------------------------------------------
-def worker(case: str, suite: str, time_end: float | None, result: str, keep: str | None = None) -> None:
+def worker(case: str, suite: str, time_end: float | None, result: str, keep: str | None = None,
+           backend: str = "cpu") -> None:  # fmt: skip
     """Run one case on ``COMM_WORLD`` and write rank 0's summary as JSON (entry of the subprocess).
 
     ``keep``: write the history files there (with HipFT's per-subcycle rows) instead of a temporary folder.
@@ -106,113 +105,265 @@ def worker(case: str, suite: str, time_end: float | None, result: str, keep: str
         cfg = config_from_hipft(Path(suite) / case / "input" / "hipft.in")
         if time_end is not None:
             cfg["time"]["end"] = float(time_end)
+        cfg["run"]["backend"] = backend
         with tempfile.TemporaryDirectory() as mine:
             tmp = MPI.COMM_WORLD.bcast(keep or mine, root=0)  # rank 0's folder for every rank
             cfg["output"].update(directory=tmp, maps="", hipft_maps=False)
             if keep is None:
                 cfg["output"]["subcycle_rows"] = False
+            MPI.COMM_WORLD.Barrier()
+            t0 = time.perf_counter()
             summary = run(cfg, MPI.COMM_WORLD)
+            summary["total_s"] = MPI.COMM_WORLD.allreduce(time.perf_counter() - t0, op=MPI.MAX)
             summary["peak_rss_mib"] = MPI.COMM_WORLD.allreduce(peak_rss_mib(), op=MPI.MAX)
             MPI.COMM_WORLD.Barrier()
         if MPI.COMM_WORLD.Get_rank() == 0:
             Path(result).write_text(json.dumps(summary, default=str))
 
 
-def _launch(
-    case: str, ranks: int, args: argparse.Namespace, time_end: float | None, suite: Path, keep: str | None = None
-) -> dict[str, Any]:
+def _launch(case: str, ranks: int, args: argparse.Namespace, time_end: float | None, suite: Path,
+            keep: str | None = None, threads: int = 1,
+            env: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     venv = Path(sys.executable).parent
     mpiexec = venv / "mpiexec"
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         result = fh.name
-    code = f"from hpcml.bench.flux import worker; worker({case!r}, {str(suite)!r}, {time_end!r}, {result!r}, {keep!r})"
-    env = dict(os.environ, NUMBA_NUM_THREADS=str(args.threads))
+    backend = "gpu" if getattr(args, "device", "cpu") == "gpu" else "cpu"
+    code = (
+        "from hpcml.bench.flux import worker; "
+        f"worker({case!r}, {str(suite)!r}, {time_end!r}, {result!r}, {keep!r}, {backend!r})"
+    )
+    full_env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS="1", **(env or {}))
     cmd = [str(mpiexec), "-n", str(ranks), sys.executable, "-c", code]
+    t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout, check=False)
+        proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=args.timeout, check=False)
         if proc.returncode != 0:
             return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
-        return json.loads(Path(result).read_text())
+        out = json.loads(Path(result).read_text())
+        out["process_s"] = time.perf_counter() - t0
+        return out
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {args.timeout} s"}
     finally:
         Path(result).unlink(missing_ok=True)
 
 
-def _row(case: str, ranks: int, s: dict[str, Any], anchor: tuple[float, ...], frac: float) -> dict[str, Any]:
+# -- HipFT -------------------------------------------------------------------------------------
+def hipft_executables() -> dict[str, str]:
+    """HipFT builds named by the environment: ``{"1t": HIPFT_EXE, "2t": HIPFT_EXE_2T}`` (those set)."""
+    out = {}
+    for key, var in (("1t", "HIPFT_EXE"), ("2t", "HIPFT_EXE_2T")):
+        val = os.environ.get(var, "").strip()
+        if not val:
+            continue
+        exe = shutil.which(val) or val
+        if not (Path(exe).is_file() and os.access(exe, os.X_OK)):
+            raise SystemExit(f"flux bench: {var}={val!r} is not an executable")
+        out[key] = str(Path(exe).resolve())
+    return out
+
+
+def parse_hipft_log(text: str) -> dict[str, float]:
+    """HipFT's run-time summary (the ``Avg`` column): wall clock and phase times, seconds."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        for label, key in HIPFT_TIMERS.items():
+            m = re.match(rf"\s*{re.escape(label)}\s*:?\s+([-\d.Ee+]+)", line)
+            if m and key not in out:  # (HipFT writes "--> Diffusion" without a colon)
+                out[key] = float(m.group(1))
+    return out
+
+
+def run_hipft(exe: str, case_dir: Path, time_end: float | None, ranks: int, timeout: float) -> dict[str, Any]:
+    """Run a HipFT build on a copy of ``case_dir/input`` (``verbose = 0``); its timers and process wall time."""
+    import f90nml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "run"
+        shutil.copytree(case_dir / "input", work)
+        nml = f90nml.read(str(work / "hipft.in"))
+        grp = nml["hipft_input_parameters"]
+        grp["verbose"] = 0
+        if time_end is not None:
+            grp["time_end"] = float(time_end)
+        (work / "hipft.in").unlink()
+        nml.write(str(work / "hipft.in"))
+        env = dict(os.environ, OMP_NUM_THREADS="1", **HIPFT_ENV)
+        cmd = [exe, "hipft.in"]
+        if ranks > 1:
+            mpirun = os.environ.get("HIPFT_MPIRUN", "mpirun")
+            env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+            cmd = [mpirun, "-np", str(ranks), *cmd]
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        except (subprocess.TimeoutExpired, OSError) as exc:
+            return {"error": str(exc)}
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-3:]}
+        out: dict[str, Any] = parse_hipft_log(proc.stdout)
+        out["process_s"] = wall
+        if "wall_s" not in out:
+            return {"error": "no 'Wall clock time' in HipFT's output"}
+        return out
+
+
+# -- timings -----------------------------------------------------------------------------------
+def _hpcml_numbers(s: dict[str, Any]) -> dict[str, Any]:
     cells = s["realizations"] * s["grid"][0] * (s["grid"][1] - 1)
-    tm, cpu = s["timers"], s["cpu_seconds"]
-    adv = tm["advection"] + tm["flows"]
+    tm = s["timers"]
     dif = tm["diffusion"]
-    h_wall, h_adv, h_dif, _ = (a * frac for a in anchor)
     traffic = cells * (32.0 * s["diffusion_stages"] + 16.0 * s["diffusion_applies"])
-    row = {
-        "case": case,
-        "ranks": ranks,
-        "split": f"{s['ensemble_groups']}x{s['dims'][0]}x{s['dims'][1]}",
-        "steps": s["steps"],
-        "wall_s": s["seconds"],
-        "adv_s": adv,
-        "adv_cpu_s": cpu["advection"] + cpu["flows"],
+    return {
+        "wall_s": s["total_s"],
+        "process_s": s["process_s"],
+        "adv_s": tm["advection"] + tm["flows"],
         "diff_s": dif,
-        "diff_cpu_s": cpu["diffusion"],
         "analysis_s": tm["analysis"],
-        "adv_Mcell_steps_per_s": cells * s["steps"] / adv / 1e6 if adv > 0 else float("nan"),
-        "diff_Mcell_stages_per_s": cells * s["diffusion_stages"] / dif / 1e6 if dif > 0 else float("nan"),
+        "steps": s["steps"],
         "diff_GB_per_s": traffic / dif / 1e9 if dif > 0 else float("nan"),
-        "hipft_wall_s": h_wall,
-        "hipft_adv_s": h_adv,
-        "hipft_diff_s": h_dif,
-        "speedup_vs_hipft": h_wall / s["seconds"] if s["seconds"] > 0 else float("nan"),
         "peak_rss_mib": s.get("peak_rss_mib", float("nan")),
+        "split": f"{s['ensemble_groups']}x{s['dims'][0]}x{s['dims'][1]}",
     }
-    if dif > 0:
-        row["diff_frac_of_triad"] = row["diff_GB_per_s"] / STREAM_TRIAD_GBS[0]
+
+
+def _best(runs: list[dict[str, Any]], key: str = "wall_s") -> dict[str, Any] | None:
+    good = [r for r in runs if "error" not in r]
+    return min(good, key=lambda r: r[key]) if good else None
+
+
+def _ratio(a: float | None, b: float | None) -> float:
+    return a / b if a and b else float("nan")
+
+
+def compile_seconds(args: argparse.Namespace, suite: Path) -> float:
+    """Numba compile time of a short 1cr run: an empty cache dir minus the same run with the cache full."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {"NUMBA_CACHE_DIR": cache}
+        cold = _launch("diffuse_advect_atten_map_1cr", 1, args, 0.5, suite, env=env)
+        warm = _launch("diffuse_advect_atten_map_1cr", 1, args, 0.5, suite, env=env)
+    if "error" in cold or "error" in warm:
+        return float("nan")
+    return cold["process_s"] - warm["process_s"]
+
+
+def _gpu_bandwidth() -> float:
+    """Peak memory bandwidth of GPU 0 in GB/s (CuPy device attributes), NaN without a GPU."""
+    try:
+        import cupy
+
+        attrs = cupy.cuda.Device(0).attributes
+        return 2.0 * attrs["MemoryClockRate"] * 1e3 * attrs["GlobalMemoryBusWidth"] / 8 / 1e9
+    except Exception:
+        return float("nan")
+
+
+def _best_config(runs: dict[str, list]) -> tuple[str, dict[str, Any]] | None:
+    """The fastest configuration and its best run, or None."""
+    best = [(k, b) for k, v in runs.items() if (b := _best(v)) is not None]
+    return min(best, key=lambda kb: kb[1]["wall_s"]) if best else None
+
+
+def _case_row(case: str, hip: dict[str, list], mine: dict[str, list], args: argparse.Namespace) -> dict[str, Any]:
+    row: dict[str, Any] = {"case": case}
+    h1 = _best(hip.get("1t", []))
+    m1 = _best(mine.get("1x1", []))
+    if m1 is not None:
+        row.update({f"hpcml_1x1_{k}": v for k, v in m1.items() if k not in ("split",)})
+    if h1 is not None:
+        row.update(hipft_1t_wall_s=h1["wall_s"], hipft_1t_process_s=h1["process_s"],
+                   hipft_1t_adv_s=h1.get("update_s", 0.0) + h1.get("adv_s", 0.0),
+                   hipft_1t_diff_s=h1.get("diff_s"))  # fmt: skip
+    if h1 is not None and m1 is not None:
+        row["ratio_1x1"] = _ratio(h1["wall_s"], m1["wall_s"])
+        row["ratio_1x1_process"] = _ratio(h1["process_s"], m1["process_s"])
+        row["ratio_1x1_adv"] = _ratio(row["hipft_1t_adv_s"], m1["adv_s"])
+        row["ratio_1x1_diff"] = _ratio(h1.get("diff_s"), m1["diff_s"])
+    best_h = min(
+        ((k, r) for k in hip if (r := _best(hip[k])) is not None), key=lambda kr: kr[1]["wall_s"], default=None
+    )
+    best_m = min(((k, r) for k in mine if (r := _best(mine[k])) is not None), key=lambda kr: kr[1]["wall_s"],
+                 default=None)  # fmt: skip
+    if best_m is not None:
+        row.update(hpcml_machine=best_m[0], hpcml_machine_wall_s=best_m[1]["wall_s"])
+    if best_h is not None:
+        row.update(hipft_machine=best_h[0], hipft_machine_wall_s=best_h[1]["wall_s"])
+    if best_h is not None and best_m is not None:
+        row["ratio_machine"] = _ratio(best_h[1]["wall_s"], best_m[1]["wall_s"])
+    for k, runs in list(hip.items()) + list(mine.items()):
+        b = _best(runs)
+        row[f"{k}_wall_s"] = b["wall_s"] if b is not None else float("nan")
+    if m1 is not None and m1["diff_s"] > 0:
+        limit = _gpu_bandwidth() if args.device == "gpu" else STREAM_TRIAD_GBS[0]
+        row["diff_frac_of_limit"] = m1["diff_GB_per_s"] / limit
     return row
 
 
 def _timings(args: argparse.Namespace, suite: Path) -> int:
-    anchors = hipft_times(suite)
+    exes = hipft_executables() if args.device == "cpu" else {}
     rows: list[dict[str, Any]] = []
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    comp = float("nan") if args.no_compile else compile_seconds(args, suite)
+    if not math.isnan(comp):
+        print(f"flux bench: Numba compile time (short 1cr run, empty cache minus warm): {comp:.1f} s", flush=True)
     for case in args.cases:
-        end = QUICK_END.get(case) if args.quick else None
-        frac = end / 672.0 if end is not None else 1.0
+        end = args.end if args.end is not None else (QUICK_END.get(case) if args.quick else None)
+        nreal = len(list((suite / case / "reference").glob("hipft_history_sol_r*.out"))) or 1
         _launch(case, 1, args, min(end or 24.0, 24.0), suite)  # warm the Numba cache, untimed
-        for n in args.ranks:
-            runs = [_launch(case, n, args, end, suite) for _ in range(max(1, args.repeat))]
-            good = [r for r in runs if "error" not in r]
-            s = min(good, key=lambda r: r["seconds"]) if good else runs[0]
-            if "error" in s:
-                rows.append({"case": case, "ranks": n, "error": str(s["error"])})
-                print(f"flux bench: {case} on {n} rank(s) failed: {s['error']}", file=sys.stderr)
-                continue
-            rows.append(_row(case, n, s, anchors[case], frac))
-            r = rows[-1]
-            print(
-                f"{case:30s} {n} rank(s) {r['split']:7s} wall {r['wall_s']:7.2f} s (HipFT {r['hipft_wall_s']:6.2f}) "
-                f"adv {r['adv_s']:6.2f} diff {r['diff_s']:6.2f} diff {r['diff_GB_per_s']:.1f} GB/s",
-                flush=True,
-            )
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    cols = [
-        "case", "ranks", "split", "steps", "wall_s", "hipft_wall_s", "speedup_vs_hipft", "adv_s", "adv_cpu_s",
-        "hipft_adv_s", "diff_s", "diff_cpu_s", "hipft_diff_s", "adv_Mcell_steps_per_s", "diff_Mcell_stages_per_s",
-        "diff_GB_per_s", "diff_frac_of_triad", "analysis_s", "peak_rss_mib",
-    ]  # fmt: skip
+        hip: dict[str, list] = {}
+        mine: dict[str, list] = {}
+        for _ in range(max(1, args.repeat)):
+            for key, exe in exes.items():
+                hip.setdefault(key, []).append(run_hipft(exe, suite / case, end, 1, args.timeout))
+            if "1t" in exes and nreal >= 2:
+                hip.setdefault("np2", []).append(run_hipft(exes["1t"], suite / case, end, 2, args.timeout))
+            for name in args.configs:
+                ranks, threads = HPCML_CONFIGS[name]
+                s = _launch(case, ranks, args, end, suite, threads=threads)
+                mine.setdefault(name, []).append(s if "error" in s else _hpcml_numbers(s))
+        for key, runs in list(hip.items()) + list(mine.items()):
+            for r in runs:
+                if "error" in r:
+                    print(f"flux bench: {case} {key} failed: {r['error']}", file=sys.stderr)
+        row = _case_row(case, hip, mine, args)
+        rows.append(row)
+        print(
+            f"{case:30s} hpcml 1x1 {row.get('hpcml_1x1_wall_s', float('nan')):7.2f} s  "
+            f"HipFT 1t {row.get('hipft_1t_wall_s', float('nan')):7.2f} s  "
+            f"ratio {row.get('ratio_1x1', float('nan')):.2f}  "
+            f"machine: hpcml {row.get('hpcml_machine', '-')} {row.get('hpcml_machine_wall_s', float('nan')):.2f} s, "
+            f"HipFT {row.get('hipft_machine', '-')} {row.get('hipft_machine_wall_s', float('nan')):.2f} s, "
+            f"ratio {row.get('ratio_machine', float('nan')):.2f}",
+            flush=True,
+        )
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cols = ["case", "hpcml_1x1_steps", "hipft_1t_wall_s", "hpcml_1x1_wall_s", "ratio_1x1", "hipft_1t_process_s",
+            "hpcml_1x1_process_s", "ratio_1x1_process", "hipft_1t_adv_s", "hpcml_1x1_adv_s", "ratio_1x1_adv",
+            "hipft_1t_diff_s", "hpcml_1x1_diff_s", "ratio_1x1_diff", "hpcml_1x1_diff_GB_per_s", "diff_frac_of_limit",
+            "hipft_machine", "hipft_machine_wall_s", "hpcml_machine", "hpcml_machine_wall_s", "ratio_machine",
+            *[f"{k}_wall_s" for k in ("np2", "2t", *args.configs)], "hpcml_1x1_peak_rss_mib"]  # fmt: skip
+    limit = "device memory bandwidth" if args.device == "gpu" else f"STREAM triad {STREAM_TRIAD_GBS[0]} GB/s"
     notes = [
-        f"Numba threads per rank: {args.threads}; load average at the end: {load:.2f} (a shared 2-core machine: "
-        "wall times include other jobs; *_cpu_s is this process's CPU time on rank 0).",
-        "HipFT anchor: its one-thread wall/phase times from the suite README (quiet box), scaled by the fraction "
-        "of steps run with --quick.  Our advection phase includes the flow rebuilds.",
-        f"diff_GB_per_s: 32 B per cell per fused stage + 16 B per operator application (STREAM convention); "
-        f"STREAM triad here is {STREAM_TRIAD_GBS[0]}-{STREAM_TRIAD_GBS[1]} GB/s; the soccer and dipole working "
-        "sets (2-20 MB) fit in the 32 MB L3.",
+        f"load average {load0:.2f} at the start, {load1:.2f} at the end (2 cores shared with other jobs); best of "
+        f"{max(1, args.repeat)} interleaved repetition(s).",
+        "wall_s: HipFT's own 'Wall clock time'; hpcml's solver time (setup, loop, output) measured in the run. "
+        "process_s: the whole process (start-up, imports, MPI) as a user sees it. ratio = HipFT / hpcml (> 1: hpcml "
+        "faster). adv = HipFT's Update + Advection vs hpcml's flows + advection.",
+        "Machine configurations: HipFT 1t (one thread), np2 (mpirun -np 2 over realizations), 2t (a 2-thread "
+        "build, HIPFT_EXE_2T); hpcml 1x1, 2x1 (2 ranks), 1x2 (1 rank, 2 Numba threads).",
+        f"diff_frac_of_limit: diffusion phase traffic (32 B per cell per fused stage + 16 B per operator "
+        f"application) against the {limit}.",
+        f"Numba compile time, measured apart (empty cache minus warm, short 1cr run): {comp:.1f} s.",
     ]
-    notes.append(f"fastest of {max(1, args.repeat)} run(s) per case and rank count")
-    meta = {"threads": args.threads, "quick": args.quick, "repeat": args.repeat}
+    if not exes:
+        notes.append("HIPFT_EXE not set (or --device gpu): no HipFT runs in this table.")
+    meta = {"device": args.device, "quick": args.quick, "repeat": args.repeat, "compile_s": comp,
+            "hipft": exes, "load": [load0, load1]}  # fmt: skip
     write_report("flux", rows, cols, args.out, meta=meta, notes=notes)
     print(f"flux bench: wrote {Path(args.out) / 'flux.md'}")
-    return 0 if all("error" not in r for r in rows) else 1
+    return 0 if all("ratio_1x1" in r or not exes for r in rows) else 1
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -364,7 +515,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"flux bench: wrote {out / 'flux-convergence.md'} and flux-convergence.png")
         return 0
     if not suite.is_dir():
-        print(f"flux bench: HipFT test suite not found at {suite}; pass --suite", file=sys.stderr)
+        print(f"flux bench: HipFT validation cases not found at {suite}; pass --suite", file=sys.stderr)
         return 2
     if args.validate:
         return _validation(args, suite)

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from hpcml.bench import solvers_mg
 from hpcml.bench.report import peak_rss_mib, time_call, write_report
 
 COLUMNS = [
@@ -55,6 +56,8 @@ COLUMNS = [
     "ms/iter",
     "halo %",
     "ms",
+    "setup ms",
+    "speedup vs CG+Jacobi",
     "GFLOP/s",
     "vs PETSc",
     "vs SciPy/NumPy",
@@ -137,8 +140,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-petsc", action="store_true", help="skip the PETSc peer")
     parser.add_argument("--no-scipy", action="store_true", help="skip the SciPy peers")
     parser.add_argument(
-        "--cases", nargs="+", default=["cg", "spmv", "summa"], choices=["cg", "spmv", "summa"], help="what to run"
+        "--cases",
+        nargs="+",
+        default=["cg", "spmv", "summa", "mg"],
+        choices=["cg", "spmv", "summa", "mg"],
+        help="what to run (mg: Poisson solved with multigrid-preconditioned CG, GAMG and MG in PETSc)",
     )
+    solvers_mg.add_arguments(parser)
 
 
 # -- process control ----------------------------------------------------------------------------
@@ -350,9 +358,9 @@ def petsc_python_path() -> str | None:
     return hits[-1]
 
 
-def _petsc_rows(args: argparse.Namespace, ranks: int, site: str) -> tuple[list[dict], str | None]:
-    """Run the PETSc peer on ``ranks`` Open MPI processes; rows or an error text."""
-    env = {
+def petsc_env(threads: int, site: str) -> dict[str, str]:
+    """Environment of a PETSc peer job: system Python and Open MPI, nothing of this venv."""
+    return {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": os.environ.get("HOME", "/tmp"),
         "PYTHONPATH": site,
@@ -361,9 +369,14 @@ def _petsc_rows(args: argparse.Namespace, ranks: int, site: str) -> tuple[list[d
         "OMPI_MCA_rmaps_base_oversubscribe": "1",
         "OMPI_MCA_btl": "self,vader",
         "OMPI_MCA_btl_vader_single_copy_mechanism": "none",
-        "OMP_NUM_THREADS": str(args.threads),
-        "OPENBLAS_NUM_THREADS": str(args.threads),
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
     }
+
+
+def _petsc_rows(args: argparse.Namespace, ranks: int, site: str) -> tuple[list[dict], str | None]:
+    """Run the PETSc peer on ``ranks`` Open MPI processes; rows or an error text."""
+    env = petsc_env(args.threads, site)
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "petsc_peer.py"
         script.write_text(PETSC_SCRIPT, encoding="utf-8")
@@ -478,6 +491,13 @@ def run(args: argparse.Namespace) -> int:
                 if err:
                     notes.append(err)
         rows += _best_of(petsc_runs)
+        if "mg" in args.cases:
+            rows += _on_subset(world, p, lambda sub: solvers_mg.mg_rows(sub, args))
+            if site is not None:
+                got, errs = solvers_mg.petsc_mg_rows(args, p, petsc_env(args.threads, site)) if rank0 else ([], [])
+                _idle_barrier(world)
+                rows += got
+                notes += errs
     if "summa" in args.cases and args.summa_n > 0:
         # numpy.matmul on one rank right before and right after the SUMMA runs (best of both)
         gemm_runs = [_on_subset(world, 1, lambda _sub: [_numpy_gemm_row(args)])]
@@ -492,8 +512,11 @@ def run(args: argparse.Namespace) -> int:
         for r in rows:
             r["peak MiB/rank"] = peak
         _compare(rows)
+        solvers_mg.compare(rows)
         rows.sort(key=lambda r: (r["case"], r["ranks"], r["impl"]))
         notes += _notes(args, world.Get_size(), blas_set, skipped)
+        if "mg" in args.cases:
+            notes += solvers_mg.NOTES
         meta = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))}
         j, m = write_report("solvers", rows, COLUMNS, args.out, meta=meta, notes=notes)
         print(m.read_text())

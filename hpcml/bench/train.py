@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="Numba and torch threads per rank")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument(
+        "--torch", action="store_true", help="benchmark hpcml.torch's U-Net instead (hpcml.bench.train_torch)"
+    )
+    from hpcml.bench import train_torch
+
+    train_torch.add_arguments(parser)
 
 
 def _idle_barrier(comm: MPI.Comm) -> None:
@@ -185,7 +191,11 @@ def _torch_rate(args: argparse.Namespace, shape: tuple[int, ...]) -> float | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark; rank 0 writes ``train.json`` and ``train.md``."""
+    """Run the benchmark; rank 0 writes ``train.json`` and ``train.md`` (``--torch``: ``train_torch.*``)."""
+    if args.torch:
+        from hpcml.bench import train_torch
+
+        return train_torch.run(args)
     import numba
 
     world = MPI.COMM_WORLD

@@ -125,48 +125,50 @@ def prolong2(e, x, i_idx, i_w, j_idx, j_w, g0, g1, tmp):  # pragma: no cover - c
 
 @njit(parallel=True, cache=True, fastmath=_FM)
 def smooth3(x, b, d, out, h0, h1, h2, n0, n1, n2, c0, c1, c2, s0, s1, s2, a, w):  # pragma: no cover
-    """3-D :func:`smooth2`."""
+    """3-D :func:`smooth2` (innermost lines as 1-D slices, as in 2-D)."""
     cc = 2.0 * (c0 + c1 + c2)
+    sk = s2[h2 : h2 + n2]
     for i in prange(h0, h0 + n0):
         for j in range(h1, h1 + n1):
-            sij = cc + s0[i] + s1[j]
-            for k in range(h2, h2 + n2):
-                diag = sij + s2[k]
-                xc = x[i, j, k]
-                ax = (
-                    diag * xc
-                    - c0 * (x[i - 1, j, k] + x[i + 1, j, k])
-                    - c1 * (x[i, j - 1, k] + x[i, j + 1, k])
-                    - c2 * (x[i, j, k - 1] + x[i, j, k + 1])
-                )
-                step = w * (b[i, j, k] - ax) / diag
-                if d is not None:
-                    step += a * d[i, j, k]
-                    d[i, j, k] = step
-                out[i, j, k] = xc + step
+            xa, xb = x[i - 1, j, h2 : h2 + n2], x[i + 1, j, h2 : h2 + n2]
+            xn, xs = x[i, j - 1, h2 : h2 + n2], x[i, j + 1, h2 : h2 + n2]
+            xw, xc, xe = x[i, j, h2 - 1 : h2 + n2 - 1], x[i, j, h2 : h2 + n2], x[i, j, h2 + 1 : h2 + n2 + 1]
+            bb, o = b[i, j, h2 : h2 + n2], out[i, j, h2 : h2 + n2]
+            cij = cc + s0[i] + s1[j]
+            if d is None:
+                for k in range(n2):
+                    diag = cij + sk[k]
+                    ax = diag * xc[k] - c0 * (xa[k] + xb[k]) - c1 * (xn[k] + xs[k]) - c2 * (xw[k] + xe[k])
+                    o[k] = xc[k] + w * (bb[k] - ax) / diag
+            else:
+                dd = d[i, j, h2 : h2 + n2]
+                for k in range(n2):
+                    diag = cij + sk[k]
+                    ax = diag * xc[k] - c0 * (xa[k] + xb[k]) - c1 * (xn[k] + xs[k]) - c2 * (xw[k] + xe[k])
+                    step = a * dd[k] + w * (bb[k] - ax) / diag
+                    dd[k] = step
+                    o[k] = xc[k] + step
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
 def residual3(x, b, r, h0, h1, h2, n0, n1, n2, g0, g1, g2, c0, c1, c2, s0, s1, s2):  # pragma: no cover
     """3-D :func:`residual2`."""
     cc = 2.0 * (c0 + c1 + c2)
+    sk = s2[h2 : h2 + n2]
     total = 0.0
     for i in prange(n0):
         ii = i + h0
         t = 0.0
         for j in range(n1):
             jj = j + h1
+            xa, xb = x[ii - 1, jj, h2 : h2 + n2], x[ii + 1, jj, h2 : h2 + n2]
+            xn, xs = x[ii, jj - 1, h2 : h2 + n2], x[ii, jj + 1, h2 : h2 + n2]
+            xw, xc, xe = x[ii, jj, h2 - 1 : h2 + n2 - 1], x[ii, jj, h2 : h2 + n2], x[ii, jj, h2 + 1 : h2 + n2 + 1]
+            bb, rr = b[ii, jj, h2 : h2 + n2], r[i + g0, j + g1, g2 : g2 + n2]
+            cij = cc + s0[ii] + s1[jj]
             for k in range(n2):
-                kk = k + h2
-                diag = cc + s0[ii] + s1[jj] + s2[kk]
-                ax = (
-                    diag * x[ii, jj, kk]
-                    - c0 * (x[ii - 1, jj, kk] + x[ii + 1, jj, kk])
-                    - c1 * (x[ii, jj - 1, kk] + x[ii, jj + 1, kk])
-                    - c2 * (x[ii, jj, kk - 1] + x[ii, jj, kk + 1])
-                )
-                v = b[ii, jj, kk] - ax
-                r[i + g0, j + g1, k + g2] = v
+                v = bb[k] - ((cij + sk[k]) * xc[k] - c0 * (xa[k] + xb[k]) - c1 * (xn[k] + xs[k]) - c2 * (xw[k] + xe[k]))
+                rr[k] = v
                 t += v * v
         total += t
     return total

@@ -57,14 +57,15 @@ class SolveInfo:
     Attributes
     ----------
     method
-        ``"cg"``, ``"cg_pipelined"`` or ``"jacobi"``.
+        ``"cg"``, ``"cg_pipelined"``, ``"jacobi"``, ``"gmres"``, ``"bicgstab"`` or ``"multigrid"``.
     iterations
         Iterations performed.
     converged
         Whether the stopping test was met.
     reason
         ``"rtol"``/``"atol"`` (which threshold stopped it), ``"zero_rhs"``,
-        ``"maxiter"`` or ``"callback"`` (the callback returned True).
+        ``"maxiter"``, ``"callback"`` (the callback returned True) or, for
+        BiCGStab, ``"breakdown"``.
     residuals
         2-norms of the residual at the iterations in ``residual_iterations``
         (entry 0 is the initial residual); for CG the recursively updated one.
@@ -82,8 +83,9 @@ class SolveInfo:
     matvecs
         Operator applications, the setup and checks included.
     restarts
-        Pipelined CG only: times rounding had made the recurrences' curvature
+        Pipelined CG: times rounding had made the recurrences' curvature
         non-positive and the pipeline was rebuilt from the true residual.
+        GMRES: cycles after the first; BiCGStab: restarts from the true residual.
     replacements
         Pipelined CG only: residual replacements (the recurrence vectors
         recomputed from ``x`` and the search direction), periodic ones and the

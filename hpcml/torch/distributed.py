@@ -79,11 +79,12 @@ class ProcessGroups:
 
 
 def _default_device(grid: TrainGrid) -> torch.device:
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    node = grid.comm.Split_type(MPI.COMM_TYPE_SHARED)
+    """GPU ``local_rank % device_count`` if this rank sees CUDA, else the CPU (collective either way)."""
+    node = grid.comm.Split_type(MPI.COMM_TYPE_SHARED)  # on every rank: whether CUDA is seen may differ
     local = node.Get_rank()
     node.Free()
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
     return torch.device("cuda", local % torch.cuda.device_count())
 
 
@@ -113,7 +114,7 @@ def init_process_group(
     grid
         The process grid; torch ranks are ``grid.comm`` ranks.
     backend
-        ``None``: NCCL when the device is a GPU, gloo otherwise.
+        ``None``: NCCL when every rank's device is a GPU, gloo otherwise.
     device
         ``None``: GPU ``local_rank % device_count`` when CUDA is available, else the CPU.
     timeout
@@ -132,7 +133,8 @@ def init_process_group(
     """
     comm = grid.comm
     dev = torch.device(device) if device is not None else _default_device(grid)
-    backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+    if backend is None:  # agreed on by every rank: NCCL only if every rank has a GPU
+        backend = "nccl" if comm.allreduce(dev.type == "cuda", op=MPI.LAND) else "gloo"
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
     if dev.type == "cuda":

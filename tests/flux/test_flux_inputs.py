@@ -45,6 +45,9 @@ def write_map(path, data, t=None, p=None):
         (["time.end=-1.0"], r"time.end .* must be after time.start"),
         (["grid.res_nt=2"], r"grid.res_nt >= 3"),
         (["decomposition.dims=[3, 0]"], r"decomposition.dims"),
+        (["run.backend='tpu'"], r"run.backend = 'tpu' is not one of auto, cpu, gpu, sim"),
+        (["run.backend='sim'"], r"run.backend = 'sim' needs NUMBA_ENABLE_CUDASIM=1"),
+        (["run.backend='gpu'"], r"run.backend = 'gpu' but CuPy sees no CUDA device"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path, overrides, message):
@@ -111,10 +114,8 @@ def _namelist(tmp_path, body):
 def test_namelist_errors_name_the_options(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown HipFT option.*: flow_wobble"):
         config_from_hipft(_namelist(tmp_path, "res_nt=10\nres_np=20\nvalidation_run=1\nflow_wobble = 3"))
-    with pytest.raises(ConfigError, match=r"not supported by hpcml flux: diffusion_coef_grid, use_flow_from_files"):
-        config_from_hipft(
-            _namelist(tmp_path, "validation_run=1\nuse_flow_from_files=.true.\ndiffusion_coef_grid=.true.")
-        )
+    with pytest.raises(ConfigError, match=r"not supported by hpcml flux: output_flows, output_map_idx_cadence"):
+        config_from_hipft(_namelist(tmp_path, "validation_run=1\noutput_flows=.true.\noutput_map_idx_cadence=3"))
     with pytest.raises(ConfigError, match="does not exist"):
         config_from_hipft(tmp_path / "nope.in")
     with pytest.raises(ConfigError, match=r"flow_dr_coef_p0_values has 3 values but n_realizations = 2"):

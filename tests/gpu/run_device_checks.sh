@@ -3,7 +3,9 @@
 #   1. installs what the machine lacks, offline: the wheels in .whl/ (tests/gpu/fetch_wheels.sh
 #      downloads them beforehand; the call carries .whl) and hpcml itself (editable, no deps);
 #   2. runs the CuPy / Numba-CUDA kernel tests in tests/gpu, the gpu-marked pack tests, and on
-#      2 ranks the CuPy halo tests and the Numba-CUDA device-array halo tests;
+#      2 ranks the CuPy halo tests, the Numba-CUDA device-array halo tests, the DistArray
+#      NumPy-protocol tests on CuPy arrays and hpcml.torch on CUDA tensors (DLPack views,
+#      in-place exchange, one DDP training step);
 #   3. runs `hpcml bench kernels --device gpu` and `hpcml bench datatypes --device gpu`.
 #
 #   bash tests/gpu/run_device_checks.sh            # results in ${OUT:-gpu-results}
@@ -60,6 +62,15 @@ timeout "$(cap 90)" "$MPIEXEC" -n 2 "${PYTEST[@]}" --with-mpi -m "mpi and gpu" t
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 timeout "$(cap 90)" "$MPIEXEC" -n 2 "${PYTEST[@]}" --with-mpi -m "mpi and numba_cuda" tests/test_halo_strategies_device.py \
     2>&1 | tee "$OUT/pytest-halo-numba.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+# DistArray's NumPy protocol, global indexing and redistribution on CuPy interiors
+timeout "$(cap 60)" "$MPIEXEC" -n 2 "${PYTEST[@]}" --with-mpi -m "mpi and gpu" tests/test_distarray_numpy.py \
+    2>&1 | tee "$OUT/pytest-distarray-numpy.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+# hpcml.torch on CUDA tensors: DLPack views, the 2-rank in-place exchange, one DDP training step
+# (torch and CuPy are preinstalled on the GPU machine; the test skips cleanly where torch is absent).
+timeout "$(cap 90)" "$MPIEXEC" -n 2 "${PYTEST[@]}" --with-mpi -m "mpi and gpu" tests/gpu/test_torch_gpu.py \
+    2>&1 | tee "$OUT/pytest-torch.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 
 HPCML=("$PY" -c "import sys; from hpcml.cli import main; sys.exit(main())")

@@ -26,10 +26,30 @@ def test_bench_solvers_small(tmp_path):
     for impl in ("hpcml DistCSR cg", "hpcml matrix-free cg_pipelined", "hpcml DistCSR.matvec"):
         assert {(impl, 1), (impl, 2)} <= impls
     assert {("scipy cg", 1), ("scipy CSR A @ x", 1), ("numpy.matmul", 1), ("hpcml summa grid 2x1", 2)} <= impls
-    cg_rows = [r for r in record["rows"] if r["impl"].startswith("hpcml") and "ms/iter" in r]
+    cg_rows = [r for r in record["rows"] if r["impl"].startswith("hpcml") and r["case"].startswith("CG+Jacobi")]
     assert all(r["iterations"] == 5 and r["ms/iter"] > 0 for r in cg_rows)
-    assert all("vs SciPy/NumPy" in r for r in record["rows"] if r["impl"].startswith("hpcml") and r["ranks"] == 1)
+    peered = [r for r in record["rows"] if r["impl"].startswith("hpcml") and not r["case"].startswith("Poisson")]
+    assert all("vs SciPy/NumPy" in r for r in peered if r["ranks"] == 1)
     assert "| case |" in (tmp_path / "solvers.md").read_text()
+    mg = [r for r in record["rows"] if r["case"] == "Poisson 48^2 to rtol 1e-8"]
+    assert {(r["impl"], r["ranks"]) for r in mg} >= {
+        ("hpcml MG-CG, V(2,2) jacobi", 2),
+        ("hpcml CG+Jacobi (matrix-free)", 1),
+        ("hpcml multigrid alone, V(2,2) jacobi", 1),
+    }
+    assert all(r["converged"] and r["true_rel_residual"] < 1e-8 for r in mg)
+    assert all(r["speedup vs CG+Jacobi"] > 0 for r in mg if r["impl"].startswith("hpcml MG"))
+
+
+@pytest.mark.skipif(solvers.petsc_python_path() is None, reason="Debian python3-petsc4py-real not installed")
+def test_petsc_multigrid_peers_converge():
+    from hpcml.bench import solvers_mg
+
+    args = argparse.Namespace(n=32)
+    rows, errors = solvers_mg.petsc_mg_rows(args, 2, solvers.petsc_env(1, solvers.petsc_python_path()))
+    assert not errors, errors
+    assert {r["impl"].split(" (")[0] for r in rows} == {"PETSc CG + -pc_type gamg", "PETSc CG + -pc_type mg"}
+    assert all(r["converged"] and r["true_rel_residual"] < 1e-8 and r["iterations"] < 30 for r in rows)
 
 
 @pytest.mark.skipif(solvers.petsc_python_path() is None, reason="Debian python3-petsc4py-real not installed")

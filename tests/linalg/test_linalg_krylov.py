@@ -18,13 +18,17 @@ SOLVERS = {"gmres": gmres, "bicgstab": bicgstab}
 
 
 def random_nonsymmetric(n, seed, density=0.15, dominance=1.2):
-    """A sparse, row-diagonally-dominant non-symmetric matrix (every rank builds the same one)."""
+    """A sparse non-symmetric matrix, row diagonally dominant with a positive diagonal (the same on every rank).
+
+    Its eigenvalues lie in the right half plane (Gershgorin), where GMRES and
+    BiCGStab converge steadily; with diagonals of both signs BiCGStab's counts
+    depend on rounding after a few iterations, in SciPy as here.
+    """
     rng = np.random.default_rng(seed)
     a = sps.random_array((n, n), density=density, rng=rng, format="csr", data_sampler=rng.standard_normal)
     a = sps.csr_array(a - sps.diags_array(a.diagonal()))
     row = np.abs(a).sum(axis=1)
-    sign = np.where(rng.random(n) < 0.5, -1.0, 1.0)
-    return sps.csr_array(a + sps.diags_array(sign * (dominance * row + 1.0)))
+    return sps.csr_array(a + sps.diags_array(dominance * row + 1.0))
 
 
 def scipy_count(name, a, b, rtol):
@@ -49,7 +53,7 @@ def test_matches_scipy_on_random_nonsymmetric(comm, data):
     seed = data.draw(st.integers(0, 10**6), label="seed")
     name = data.draw(st.sampled_from(sorted(SOLVERS)), label="solver")
     jacobi = data.draw(st.booleans(), label="jacobi")
-    dominance = data.draw(st.sampled_from([1.05, 1.5]), label="dominance")
+    dominance = data.draw(st.sampled_from([1.1, 2.0]), label="dominance")
     rtol = 1e-8
     a = random_nonsymmetric(n, seed, dominance=dominance)
     bg = np.random.default_rng(seed + 1).standard_normal(n)

@@ -189,8 +189,8 @@ def test_optimizers_match_closed_form():
 # -- MPI ---------------------------------------------------------------------------------------
 
 
-def _grid_for(comm, shape, periodic):
-    return TrainGrid(comm, 1, shape, periodic=periodic)
+def _grid_for(comm, shape, periodic, dims=None):
+    return TrainGrid(comm, 1, shape, dims=dims, periodic=periodic)
 
 
 @pytest.mark.mpi
@@ -202,7 +202,7 @@ def test_halo_op_adjoint(comm, data):
     dims = MPI.Compute_dims(comm.size, nd)
     shape = tuple(data.draw(st.integers(p * max(1, *halo), p * max(1, *halo) + 4)) for p in dims)
     periodic = tuple(data.draw(st.booleans()) for _ in range(nd))
-    g = _grid_for(comm, shape, periodic)
+    g = _grid_for(comm, shape, periodic, dims)  # the dims the shape was drawn for
     op = HaloOp(g, halo, periodic)
     rng = np.random.default_rng(100 + comm.rank)
     x = rng.standard_normal((2, *g.local_shape, 3))
@@ -226,7 +226,7 @@ def test_conv_adjoint_input_weight_bias(comm, method, periodic):
     """DistDL's adjoint test of HaloConv2d in x, W and b (no activation), on any rank count."""
     dims = MPI.Compute_dims(comm.size, 2)
     shape = (4 * dims[0] + 1, 4 * dims[1] + 2)
-    g = _grid_for(comm, shape, (periodic, periodic))
+    g = _grid_for(comm, shape, (periodic, periodic), dims)
     conv = HaloConv2d(g, 2, 3, 3, dilation=(1, 2), method=method, rng=7)
     rng = np.random.default_rng(11 + comm.rank)
     x = rng.standard_normal((2, *g.local_shape, 2))
@@ -285,7 +285,7 @@ def test_distributed_conv_matches_gathered_serial(comm, method, periodic):
     """Tiled forward/backward equals the serial layer on the gathered field (uneven splits)."""
     dims = MPI.Compute_dims(comm.size, 2)
     shape = (3 * dims[0] + 2, 3 * dims[1] + 1)
-    g = _grid_for(comm, shape, periodic)
+    g = _grid_for(comm, shape, periodic, dims)
     conv = HaloConv2d(g, 2, 3, (3, 3), dilation=(1, 2), activation="tanh", method=method, rng=3)
     conv.bias.data[...] = 0.3
     rng = np.random.default_rng(21)  # same global data on every rank
@@ -336,7 +336,7 @@ def test_distributed_conv3d_matches_gathered_serial(comm):
     dims = MPI.Compute_dims(comm.size, 3)
     shape = tuple(2 * p + 2 for p in dims)
     periodic = (True, False, True)
-    g = _grid_for(comm, shape, periodic)
+    g = _grid_for(comm, shape, periodic, dims)
     conv = HaloConv3d(g, 2, 2, 3, activation="relu", rng=5)
     conv.bias.data[...] = 0.1
     rng = np.random.default_rng(8)

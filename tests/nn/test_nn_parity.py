@@ -247,5 +247,9 @@ def test_stop_signal_checkpoints_and_stops(comm, shared_tmp):
         runtime._STOP["signal"] = 0
     names = [p.name for p in list_checkpoints(shared_tmp / "stop")] if comm.rank == 0 else None
     names = comm.bcast(names, root=0)
-    assert_all(comm, tr.step == 2 and names == ["ckpt-0000000002.h5"], f"step {tr.step}, checkpoints {names}")
+    # StopPoll agrees within about a second, at a step that depends on the step time: any early
+    # step, the same on every rank, with the one checkpoint written there.
+    steps = comm.allgather(tr.step)
+    ok = tr.stopped_early and 1 <= tr.step < 5 and len(set(steps)) == 1
+    assert_all(comm, ok and names == [f"ckpt-{tr.step:010d}.h5"], f"steps {steps}, checkpoints {names}")
     g.free()

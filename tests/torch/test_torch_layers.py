@@ -153,7 +153,7 @@ def test_exchange_in_place_zero_copy(comm, layout, periodic):
     """The exchange fills the ghosted tensor's own storage: same data_ptr, ghosts equal the wrapped field."""
     dims = MPI.Compute_dims(comm.size, 2)
     shape = (3 * dims[0] + 1, 2 * dims[1] + 1)
-    grid = ht.TrainGrid(comm, 1, shape, periodic=periodic)
+    grid = ht.TrainGrid(comm, 1, shape, dims=dims, periodic=periodic)
     try:
         g = _random((2, 3, *shape), 5)
         fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
@@ -190,7 +190,7 @@ def test_halo_pad_module_and_adjoint(comm):
     """HaloPad is E(pad(x)); its backward is the adjoint: <E x, y> == <x, E^T y> over all ranks."""
     dims = MPI.Compute_dims(comm.size, 3)
     shape = tuple(2 * d + 1 for d in dims)
-    grid = ht.TrainGrid(comm, 1, shape, periodic=(True, False, True))
+    grid = ht.TrainGrid(comm, 1, shape, dims=dims, periodic=(True, False, True))
     try:
         pad = ht.HaloPad(grid, (1, 1, 2) if min(shape) > 2 else 1)
         gen = torch.Generator().manual_seed(comm.rank)

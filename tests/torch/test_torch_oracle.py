@@ -25,7 +25,7 @@ def test_torch_halo_conv_matches_numpy_layer(comm):
     """Forward and autograd gradients equal hpcml.nn's HaloConv2d (channels-last NumPy) on the whole field."""
     dims = MPI.Compute_dims(comm.size, 2)
     shape = (3 * dims[0] + 2, 3 * dims[1] + 1)
-    g = TrainGrid(comm, 1, shape, periodic=(True, False))
+    g = TrainGrid(comm, 1, shape, dims=dims, periodic=(True, False))
     ref_grid = TrainGrid(MPI.COMM_SELF, 1, shape, periodic=(True, False))
     try:
         tconv = ht.HaloConv2d(g, 2, 3, kernel_size=3, dilation=2, dtype=torch.float64)

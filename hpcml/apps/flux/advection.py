@@ -1,13 +1,13 @@
 """Advection in flux form (section 4) and its time integrators (section 5).
 
 Each stage fills the halo of its input, reduces the two polar-cap fluxes along
-the pole rows, and applies one fused Numba kernel (WENO3 or upwind fluxes, the
-divergence and the stage combination) on the owned cells.
+the pole rows, and applies one fused kernel (WENO3 or upwind fluxes, the
+divergence and the stage combination) on the owned cells, on the solver's device.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,13 +15,72 @@ from hpcml.apps.flux.grid import PI
 
 if TYPE_CHECKING:
     from hpcml.apps.flux.solver import FluxSolver
-    from hpcml.distarray import DistArray
 
-__all__ = ["Advection"]
+__all__ = ["Advection", "PoleCaps"]
 
 THIRD = 1.0 / 3.0
 TWO_THIRDS = 2.0 / 3.0
 SIXTH = 1.0 / 6.0
+
+
+class PoleCaps:
+    """Cap values of the two pole rows per realization, from per-column terms summed along the row.
+
+    The terms are formed on the device; the row sums run in HipFT's column order
+    (bit-identical for every split).  When the pole row lies on one rank they are
+    summed on the device too (no host round trip); otherwise the terms go through
+    the host and :meth:`Layout.row_sum <hpcml.apps.flux.layout.Layout.row_sum>`.
+    The results are device arrays ``north[r]``, ``south[r]`` (HipFT's sign: the south
+    value is minus its sum).
+    """
+
+    def __init__(self, s: FluxSolver, fac_n: float, fac_s: float) -> None:
+        self.s, self.fac_n, self.fac_s = s, fac_n, fac_s
+        lay, dev = s.lay, s.dev
+        nr = lay.nr
+        both = lay.owns_north and lay.owns_south
+        self.terms = dev.put(np.zeros((2 * nr if both else nr, lay.nx)))
+        self.zero = dev.put(np.zeros(nr))
+        self.north = dev.put(np.zeros(nr))
+        self.south = dev.put(np.zeros(nr))
+        self.on_device_sums = dev.on_device and lay.row_comm.Get_size() == 1  # else: through the host
+
+    def rows(self) -> list[tuple[int, int]]:
+        """``(which, offset)`` for each pole row this block holds: 0 = north, 1 = south, terms offset."""
+        lay = self.s.lay
+        out = []
+        if lay.owns_north:
+            out.append((0, 0))
+        if lay.owns_south:
+            out.append((1, lay.nr if lay.owns_north else 0))
+        return out
+
+    def reduce(self) -> tuple[Any, Any]:
+        """Sum the terms (filled by the caller) into the cap values; ``(north, south)`` device arrays."""
+        lay, dev = self.s.lay, self.s.dev
+        held = self.rows()
+        if not held:
+            return self.zero, self.zero
+        nr = lay.nr
+        if self.on_device_sums:
+            from hpcml.kernels.flux_cuda import cap_sums
+
+            outs = [(self.fac_n, 1.0, self.north) if w == 0 else (self.fac_s, -1.0, self.south) for w, _ in held]
+            cap_sums(dev.name, self.terms, nr, *outs[0], *outs[-1])
+            return (self.north if lay.owns_north else self.zero), (self.south if lay.owns_south else self.zero)
+        sums = lay.row_sum(np.ascontiguousarray(dev.get(self.terms)))
+        north, south = self.zero, self.zero
+        for which, off in held:
+            part = sums[off : off + nr]
+            if which == 0:
+                north = dev.put(part * self.fac_n) if dev.on_device else part * self.fac_n
+            else:
+                south = dev.put(-(part * self.fac_s)) if dev.on_device else -(part * self.fac_s)
+        return north, south
+
+    def view(self, off: int) -> Any:
+        """The terms rows of one pole (``off`` from :meth:`rows`)."""
+        return self.terms[off : off + self.s.lay.nr]
 
 
 class Advection:
@@ -30,45 +89,28 @@ class Advection:
     def __init__(self, s: FluxSolver) -> None:
         self.s = s
         g, lay = s.grid, s.lay
-        self.fac_n = 2.0 / (PI * g.dth[2])
-        self.fac_s = 2.0 / (PI * g.dth[g.Nt])
-        self.terms = np.zeros((2 * lay.nr, lay.nx))
-        self.zero = np.zeros(lay.nr)
+        self.caps = PoleCaps(s, 2.0 / (PI * g.dth[2]), 2.0 / (PI * g.dth[g.Nt]))
         from hpcml.kernels.flux import advect_scratch, row_chunks
 
         self.n_stages = 0
         self.nch = row_chunks(lay.ny)
         self.scratch = advect_scratch(lay.nx)
 
-    def _caps(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _caps(self, x: Any) -> tuple[Any, Any]:
         """Cap divergences ``A[1]`` and ``A[N_t]`` per realization (row reductions)."""
-        from hpcml.kernels.flux import adv_pole_terms
+        s, lay, geo = self.s, self.s.lay, self.s.dgeo
+        vt, up = s.flows.vt, s.prm.upwind
+        for which, off in self.caps.rows():
+            q = lay.inorth + 1 if which == 0 else lay.isouth
+            s.dev.pole_terms("adv", x, vt, geo["dp"], q, lay.c0, lay.c1, up, self.caps.view(off))
+        return self.caps.reduce()
 
-        s, lay = self.s, self.s.lay
-        nr = lay.nr
-        vt, up, dp = s.flows.vt, s.prm.upwind, s.geo["dp"]
-        an = as_ = self.zero
-        if lay.owns_north and lay.owns_south:
-            adv_pole_terms(x, vt, dp, lay.inorth + 1, lay.c0, lay.c1, up, self.terms[:nr])
-            adv_pole_terms(x, vt, dp, lay.isouth, lay.c0, lay.c1, up, self.terms[nr:])
-            sums = lay.row_sum(self.terms)
-            an, as_ = sums[:nr] * self.fac_n, -(sums[nr:] * self.fac_s)
-        elif lay.owns_north:
-            adv_pole_terms(x, vt, dp, lay.inorth + 1, lay.c0, lay.c1, up, self.terms[:nr])
-            an = lay.row_sum(self.terms[:nr]) * self.fac_n
-        elif lay.owns_south:
-            adv_pole_terms(x, vt, dp, lay.isouth, lay.c0, lay.c1, up, self.terms[:nr])
-            as_ = -(lay.row_sum(self.terms[:nr]) * self.fac_s)
-        return an, as_
-
-    def stage(self, x: DistArray, f0: DistArray, out: DistArray, a: float, b: float, cdt: float) -> None:
+    def stage(self, x: Any, f0: Any, out: Any, a: float, b: float, cdt: float) -> None:
         """``out = a*f0 + b*x - cdt*A(x)`` on the owned cells, then fill ``out``'s halo."""
-        from hpcml.kernels.flux import advect_stage
-
-        s, lay, geo, fl = self.s, self.s.lay, self.s.geo, self.s.flows
+        s, lay, geo, fl = self.s, self.s.lay, self.s.dgeo, self.s.flows
         an, as_ = self._caps(x.data)
         self.n_stages += 1
-        advect_stage(
+        s.dev.advect_stage(
             x.data, f0.data, out.data, fl.vt, fl.vp, fl.at, fl.ap, geo["kind_t"], geo["weno_t"], s.prm.weno,
             geo["weno_p"], geo["sth"], geo["st_i"], geo["dt_i"], geo["dp_i"], lay.i0, lay.i1, lay.c0, lay.c1,
             a, b, cdt, s.prm.upwind, an, as_, lay.inorth, lay.isouth, self.nch, self.scratch,
@@ -92,4 +134,4 @@ class Advection:
             self.stage(b2, f, f, THIRD, TWO_THIRDS, TWO_THIRDS * dt)
         else:
             self.stage(f, f, b1, 0.0, 1.0, dt)
-            s.swap_field(b1, 0)
+            s.swap_field(b1)

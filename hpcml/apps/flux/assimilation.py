@@ -130,6 +130,7 @@ class Assimilation:
         """Assimilate the next map into ``s.f`` (collective over the ensemble group)."""
         s, lay, g = self.s, self.s.lay, self.s.grid
         data, w0, mu = self._read(self.maps[self.next][1])
+        x = s.host_data()
         own = (slice(lay.i0, lay.i1), slice(lay.c0, lay.c1))
         delta = lay.zeros()
         for r in range(lay.nr):
@@ -147,11 +148,11 @@ class Assimilation:
             if self.add:
                 delta.data[r][own] = w * d
             else:
-                delta.data[r][own] = w * (d - s.f.data[r][own])
+                delta.data[r][own] = w * (d - x[r][own])
         if self.balance:
             s.diag.balance(delta.data)
-        s.f.data[:, lay.i0 : lay.i1, lay.c0 : lay.c1] += delta.data[:, lay.i0 : lay.i1, lay.c0 : lay.c1]
-        s.exchange(s.f)
+        x[:, lay.i0 : lay.i1, lay.c0 : lay.c1] += delta.data[:, lay.i0 : lay.i1, lay.c0 : lay.c1]
+        s.set_host_data(x)  # the field itself on the CPU; a copy back to a GPU
         self.next += 1
         self.applied += 1
 

@@ -58,6 +58,7 @@ class Diagnostics:
             self.sti_rows = np.where(ok, g.st_i[jj], 0.0)
             self.ph_cols = lay.cols(g.p_rep)
         self.seconds = 0.0
+        self.d_rows = None  # device buffers of the per-row quantities (GPU runs)
 
     # -- exact solutions ------------------------------------------------------------------
     def _exact(self, time: float) -> None:
@@ -94,10 +95,14 @@ class Diagnostics:
         use_ex = self.fex is not None
         if use_ex:
             self._exact(time)
-        diag_partials(
-            s.f.data, self.fex if use_ex else s.f.data[0], self.efac, use_ex, self.wt, self.wp, self.cosw, self.sinw,
-            self.sdip, self.cdip, self.cap, lay.i0, lay.i1, lay.c0, lay.c1, self.mins, self.sums,
-        )  # fmt: skip
+        if s.dev.on_device and not use_ex:
+            self._partials_on_device()
+        else:
+            x = s.host_data()  # the field itself on the CPU; validation runs on a GPU: a host copy
+            diag_partials(
+                x, self.fex if use_ex else x[0], self.efac, use_ex, self.wt, self.wp, self.cosw, self.sinw,
+                self.sdip, self.cdip, self.cap, lay.i0, lay.i1, lay.c0, lay.c1, self.mins, self.sums,
+            )  # fmt: skip
         if s.world.Get_size() == 1:
             parts = [(0, self.mins, self.sums)]
         else:
@@ -105,6 +110,19 @@ class Diagnostics:
             if parts is None:
                 return None
         return self._combine(parts)
+
+    def _partials_on_device(self) -> None:
+        """Per-row quantities on the device, one small copy, the compensated sums on the host."""
+        from hpcml.kernels.flux import diag_accumulate
+        from hpcml.kernels.flux_cuda import diag_rows
+
+        s, lay, dev = self.s, self.s.lay, self.s.dev
+        if self.d_rows is None:
+            self.d_rows = dev.put(np.zeros((lay.nr, lay.ny, 10)))
+            self.d_w = [dev.put(a) for a in (self.wt, self.wp, self.cosw, self.sinw)]
+        diag_rows(dev.name, s.f.data, *self.d_w, lay.i0, lay.i1, lay.c0, lay.c1, self.d_rows)
+        rows = dev.get(self.d_rows)
+        diag_accumulate(rows, self.sdip, self.cdip, self.cap, lay.i0, self.mins, self.sums)
 
     def _combine(self, parts: list[tuple[int, np.ndarray, np.ndarray]]) -> np.ndarray:
         s = self.s

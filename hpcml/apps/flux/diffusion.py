@@ -1,25 +1,29 @@
 """Diffusion on the sphere (section 6): operator, explicit limit, RKL2/RKG2 STS, PTL subcycling.
 
-The diffusivity of realization ``r`` is ``D_r = coef_factor * coef_r`` (uniform on
-the sphere), so the five-point coefficients are products of per-row and
-per-column geometry factors with ``D_r`` and are formed on the fly: a stage
-streams only the four STS vectors and writes one, no coefficient arrays.
+The diffusivity of realization ``r`` is ``D_r = coef_factor * coef_r``, plus, with a
+diffusivity map or HipFT's grid term, a part that varies over the sphere and is
+the same for every realization (:mod:`hpcml.apps.flux.diffusivity`).  The
+five-point coefficients are products of per-row and per-column geometry factors
+with ``D_r`` (plus the face values of the varying part) and are formed on the fly:
+a uniform stage streams only the four STS vectors and writes one, a varying one
+also streams the two face-diffusivity arrays; there are no coefficient arrays.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mpi4py import MPI
 
+from hpcml.apps.flux.advection import PoleCaps
+from hpcml.apps.flux.diffusivity import VariableDiffusivity
 from hpcml.apps.flux.grid import HUGE, PI, SAFETY
 
 if TYPE_CHECKING:
     from hpcml.apps.flux.solver import FluxSolver
-    from hpcml.distarray import DistArray
 
 __all__ = ["Diffusion", "sts_coefficients", "sts_stages"]
 
@@ -76,12 +80,18 @@ class Diffusion:
 
     def __init__(self, s: FluxSolver) -> None:
         self.s = s
-        g, lay = s.grid, s.lay
-        self.dcoef = np.ascontiguousarray(s.prm.diff_code[lay.r_start : lay.r_start + lay.nr])
-        self.fac_n = 1.0 / (PI * g.dth[2] * g.dth[2])
-        self.fac_s = 1.0 / (PI * g.dth[g.Nt] * g.dth[g.Nt])
-        self.terms = np.zeros((2 * lay.nr, lay.nx))
-        self.zero = np.zeros(lay.nr)
+        g, lay, dev = s.grid, s.lay, s.dev
+        self.dcoef_host = np.ascontiguousarray(s.prm.diff_code[lay.r_start : lay.r_start + lay.nr])
+        self.dcoef = dev.put(self.dcoef_host)
+        self.caps = PoleCaps(s, 1.0 / (PI * g.dth[2] * g.dth[2]), 1.0 / (PI * g.dth[g.Nt] * g.dth[g.Nt]))
+        self.var: VariableDiffusivity | None = None
+        self.kvar: Any = None  # the varying diffusivity's arrays on the device
+        if s.prm.diff_map or s.prm.diff_grid:
+            self.var = VariableDiffusivity(g, lay, s.diff_field, s.prm.diff_grid, s.prm.diff_factor)
+            self.kvar = self.var.on(dev)
+        zeros = np.zeros(lay.NX)
+        self.pole_n = dev.put(self.var.pole_north if self.var is not None else zeros)
+        self.pole_s = dev.put(self.var.pole_south if self.var is not None else zeros)
         self.dt_e = self.explicit_dt()
         self.last_s = 0
         self.cycles = 0
@@ -112,6 +122,8 @@ class Diffusion:
         Built from the global 1-D factors, so every rank gets the same value without communication.
         """
         g, prm = self.s.grid, self.s.prm
+        if self.var is not None:
+            return self._explicit_dt_var()
         fa = self.factors(g)
         j = np.arange(2, g.Nt)[:, None]
         k = np.arange(2, g.M)[None, :]
@@ -126,61 +138,70 @@ class Diffusion:
             lam = max(lam, float(np.max(np.abs(k1) + np.abs(k2) + np.abs(k3) + np.abs(k4) + np.abs(k5))))
         return SAFETY * 2.0 / lam if lam > 0 else HUGE
 
+    def _explicit_dt_var(self) -> float:
+        """Gershgorin limit with a varying diffusivity: the block's rows, then a global maximum."""
+        s, g, lay, v = self.s, self.s.grid, self.s.lay, self.var
+        geo = s.geo
+        j = lay.j_of_row
+        rows = np.arange(lay.i0, lay.i1)
+        rows = rows[(j[rows] >= 2) & (j[rows] <= g.Nt - 1)]
+        cols = slice(lay.c0, lay.c1)
+        lam = 0.0
+        if len(rows):
+            fw = v.phi_face[rows, lay.c0 : lay.c1]
+            fe = v.phi_face[rows, lay.c0 + 1 : lay.c1 + 1]
+            fn = v.theta_face[rows, cols]
+            fs = v.theta_face[rows + 1, cols]
+            s2, c2, c4 = geo["s2"][rows, None], geo["c2"][rows, None], geo["c4"][rows, None]
+            b1, b5 = geo["b1"][None, cols], geo["b5"][None, cols]
+            for d in np.unique(self.dcoef_host):
+                k1 = (d + fw) * s2 * b1
+                k5 = (d + fe) * s2 * b5
+                k2 = (d + fn) * c2
+                k4 = (d + fs) * c4
+                k3 = -(k1 + k2 + k4 + k5)
+                lam = max(lam, float(np.max(np.abs(k1) + np.abs(k2) + np.abs(k3) + np.abs(k4) + np.abs(k5))))
+        # every realization counts, not only this group's: the step is global
+        lam = s.world.allreduce(lam, op=MPI.MAX)
+        return SAFETY * 2.0 / lam if lam > 0 else HUGE
+
     # -- operator pieces -------------------------------------------------------------------
-    def _caps(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from hpcml.kernels.flux import diff_pole_terms
+    def _caps(self, x: Any) -> tuple[Any, Any]:
+        s, lay = self.s, self.s.lay
+        dp = s.dgeo["dp"]
+        for which, off in self.caps.rows():
+            pole, ia = (self.pole_n, lay.inorth) if which == 0 else (self.pole_s, lay.isouth - 1)
+            s.dev.pole_terms("diff", x, self.dcoef, pole, dp, ia, ia + 1, lay.c0, lay.c1, self.caps.view(off))
+        return self.caps.reduce()
 
-        lay, dp = self.s.lay, self.s.geo["dp"]
-        nr = lay.nr
-        ln = ls = self.zero
-        if lay.owns_north and lay.owns_south:
-            diff_pole_terms(x, self.dcoef, dp, lay.inorth, lay.inorth + 1, lay.c0, lay.c1, self.terms[:nr])
-            diff_pole_terms(x, self.dcoef, dp, lay.isouth - 1, lay.isouth, lay.c0, lay.c1, self.terms[nr:])
-            sums = lay.row_sum(self.terms)
-            ln, ls = sums[:nr] * self.fac_n, -(sums[nr:] * self.fac_s)
-        elif lay.owns_north:
-            diff_pole_terms(x, self.dcoef, dp, lay.inorth, lay.inorth + 1, lay.c0, lay.c1, self.terms[:nr])
-            ln = lay.row_sum(self.terms[:nr]) * self.fac_n
-        elif lay.owns_south:
-            diff_pole_terms(x, self.dcoef, dp, lay.isouth - 1, lay.isouth, lay.c0, lay.c1, self.terms[:nr])
-            ls = -(lay.row_sum(self.terms[:nr]) * self.fac_s)
-        return ln, ls
-
-    def apply(self, x: DistArray, out: DistArray) -> None:
+    def apply(self, x: Any, out: Any) -> None:
         """``out = L(x)`` on the owned cells, then fill ``out``'s halo."""
-        from hpcml.kernels.flux import diff_stage
-
-        s, lay, geo = self.s, self.s.lay, self.s.geo
-        ln, ls = self._caps(x.data)
         self.n_applies += 1
         xd = x.data
-        diff_stage(
-            xd, xd, xd, xd, out.data, self.dcoef, geo["s2"], geo["c2"], geo["c4"], geo["b1"], geo["b5"],
-            lay.i0, lay.i1, lay.c0, lay.c1, 0.0, 0.0, 0.0, 0.0, 0.0, ln, ls, lay.inorth, lay.isouth, 0,
+        self._kernel(xd, xd, xd, xd, out.data, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+        self.s.exchange(out)
+
+    def _kernel(self, x, xm2, u0, y0, out, mu, nu, kap, mt, gam, mode) -> None:
+        """The fused stage kernel for this diffusivity (uniform per realization, or varying)."""
+        lay, geo = self.s.lay, self.s.dgeo
+        ln, ls = self._caps(x)
+        self.s.dev.diff_stage(
+            self.kvar, x, xm2, u0, y0, out, self.dcoef, geo["s2"], geo["c2"], geo["c4"], geo["b1"], geo["b5"],
+            lay.i0, lay.i1, lay.c0, lay.c1, mu, nu, kap, mt, gam, ln, ls, lay.inorth, lay.isouth, mode,
         )  # fmt: skip
-        s.exchange(out)
 
     def stage(self, x, xm2, u0, y0, out, mu, nu, kap, mt, gam, mode: int = 1) -> None:
         """One fused stage into ``out`` (DistArrays), then its halo (``mode``: see ``diff_stage``)."""
-        from hpcml.kernels.flux import diff_stage
-
-        s, lay, geo = self.s, self.s.lay, self.s.geo
-        ln, ls = self._caps(x.data)
         self.n_stages += 1
-        diff_stage(
-            x.data, xm2.data, u0.data, y0.data, out.data, self.dcoef, geo["s2"], geo["c2"], geo["c4"], geo["b1"],
-            geo["b5"], lay.i0, lay.i1, lay.c0, lay.c1, mu, nu, kap, mt, gam, ln, ls, lay.inorth, lay.isouth, mode,
-        )  # fmt: skip
-        s.exchange(out)
+        self._kernel(x.data, xm2.data, u0.data, y0.data, out.data, mu, nu, kap, mt, gam, mode)
+        self.s.exchange(out)
 
     # -- time stepping -------------------------------------------------------------------
-    def ptl(self, tau_in: float, y: DistArray) -> float:
+    def ptl(self, tau_in: float, y: Any) -> float:
         """Practical time-step limit from ``y = L(f)`` (section 6.5; global over all ranks)."""
-        from hpcml.kernels.flux import ptl_max, ptl_tau
-
         s, lay, g = self.s, self.s.lay, self.s.grid
         x = s.f.data
-        m = ptl_max(y.data, x, lay.i0, lay.i1, lay.c0, lay.c1)
+        m = s.dev.ptl_max(y.data, x, lay.i0, lay.i1, lay.c0, lay.c1)
         m = s.world.allreduce(m, op=MPI.MAX)
         if m <= 0.0:
             return HUGE
@@ -189,11 +210,11 @@ class Diffusion:
         inner = rows[(j[rows] >= 2) & (j[rows] <= g.Nt - 1)]
         tau = HUGE
         if len(inner):
-            tau = ptl_tau(y.data, x, m, int(inner[0]), int(inner[-1]) + 1, lay.c0, lay.c1)
+            tau = s.dev.ptl_tau(y.data, x, m, int(inner[0]), int(inner[-1]) + 1, lay.c0, lay.c1)
         tau = SAFETY * s.world.allreduce(tau, op=MPI.MIN)
         return max(tau, tau_in)
 
-    def super_step(self, tau: float, y: DistArray) -> None:
+    def super_step(self, tau: float, y: Any) -> None:
         """Advance ``s.f`` by ``tau``; ``y`` holds ``L(f)`` on entry (it becomes ``Y0``)."""
         s = self.s
         method = s.prm.diff_method
@@ -215,10 +236,11 @@ class Diffusion:
         # so v_j = mu v_{j-1} + nu v_{j-2} + mu~ tau L(v_{j-1}) + (mu~ + gamma~) Y0 with
         # v_0 = 0, v_1 = mu~_1 Y0: u_0 is not streamed by every stage (4 streams, not 5).
         y0 = y
-        y0.data *= tau  # Y0 = tau L(u0), pointwise (halo included)
+        dev = s.dev
+        dev.scaled_add(y0.data, tau, None, 0.0)  # Y0 = tau L(u0), pointwise (halo included)
         w = s.work
         v1 = w[0]
-        np.multiply(y0.data, mt[1], out=v1.data)
+        dev.scaled_add(v1.data, 0.0, y0.data, float(mt[1]))
         prev2, prev1 = v1, v1  # nu_2 multiplies v_0 = 0: pass v_1 with nu = 0
         free = [w[1], w[2]]
         for j in range(2, st + 1):
@@ -229,7 +251,7 @@ class Diffusion:
             if prev2 is not prev1:
                 free.append(prev2)
             prev2, prev1 = prev1, out
-        prev1.data += u0.data  # u_s = u_0 + v_s (halo included)
+        dev.scaled_add(prev1.data, 1.0, u0.data, 1.0)  # u_s = u_0 + v_s (halo included)
         self.last_s = st
         s.swap_field(prev1)
 

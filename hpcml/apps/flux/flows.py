@@ -1,25 +1,31 @@
-"""Surface flows (section 3): model profiles, |B| attenuation, Lax-Friedrichs speeds, CFL.
+"""Surface flows (section 3): model profiles, files, rigid rotation, attenuation, LF speeds, CFL.
 
 The analytic models depend on latitude only, so each realization's flow is a
 per-row profile (``v_theta`` on theta faces, ``v_phi`` on rows) computed once.
-A rebuild broadcasts the profiles onto the block, attenuates with the current
-field, exchanges halos, and recomputes the WENO3 Lax-Friedrichs speeds.  Flows
-are rebuilt at the first step and then only when attenuation is on.
+Flows that vary with longitude -- the current pair of flow files and a rigid
+rotation about a tilted axis -- form one field pair per block, shared by its
+realizations, added to the profiles.  A rebuild broadcasts the profiles onto the
+block (plus that pair), attenuates with the current field, exchanges halos, and
+recomputes the WENO3 Lax-Friedrichs speeds.  Flows are rebuilt at the first step
+and then every step when attenuation is on or the flows come from files.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.apps.flux.grid import HUGE, KMS_TO_RSH, MS_TO_RSH, SAFETY, TINY
+from hpcml.apps.flux.flowfiles import FlowFiles
+from hpcml.apps.flux.grid import HUGE, KMS_TO_RSH, MS_TO_RSH, SAFETY, TINY, SphereGrid
+from hpcml.apps.flux.layout import Layout
 
 if TYPE_CHECKING:
     from hpcml.apps.flux.solver import FluxSolver
 
-__all__ = ["Flows"]
+__all__ = ["Flows", "rigid_rotation"]
 
 
 class Flows:
@@ -30,8 +36,9 @@ class Flows:
         lay, g, prm = s.lay, s.grid, s.prm
         nr = lay.nr
         rsl = slice(lay.r_start, lay.r_start + nr)
-        self.vel = lay.zeros(2)  # [v_theta; v_phi] stacked: one halo exchange
-        self.alpha = lay.zeros(2)  # [alpha_theta; alpha_phi]
+        dev = s.dev
+        self.vel = s.new_field(2)  # [v_theta; v_phi] stacked: one halo exchange
+        self.alpha = s.new_field(2)  # [alpha_theta; alpha_phi]
         self.vt, self.vp = self.vel.data[:nr], self.vel.data[nr:]
         self.at, self.ap = self.alpha.data[:nr], self.alpha.data[nr:]
         j = lay.j_of_row
@@ -57,70 +64,80 @@ class Flows:
             vp = vp + MS_TO_RSH * st * (p0 + p2 * c2 + p4 * (c2 * c2))
         if prm.omega != 0:
             vp = vp + prm.omega * KMS_TO_RSH * st
-        self.vt_prof = np.ascontiguousarray(np.where(face_ok, vt, 0.0))
-        self.vp_prof = np.ascontiguousarray(np.where(row_ok, vp, 0.0))
+        self.vt_prof = dev.put(np.ascontiguousarray(np.where(face_ok, vt, 0.0)))
+        self.vp_prof = dev.put(np.ascontiguousarray(np.where(row_ok, vp, 0.0)))
+        # Flows that vary with longitude (files, tilted rigid rotation): one (NY, NX) field pair
+        # shared by the block's realizations, added to the per-row profiles.
+        self.face_ok, self.row_ok = face_ok, row_ok
+        self.files: FlowFiles | None = s.flow_files
+        self.rigid = rigid_rotation(g, lay, prm.rigid_omega, prm.rigid_axis) if prm.rigid_omega != 0 else None
+        self.has_base = self.files is not None or self.rigid is not None
+        self.vt_base = dev.put(np.zeros((lay.NY, lay.NX)))
+        self.vp_base = dev.put(np.zeros((lay.NY, lay.NX)))
+        self._base_loaded = False
         b0 = prm.att_b0[rsl]
-        self.inv_b0 = np.where(b0 > 0, 1.0 / np.where(b0 > 0, b0, 1.0), HUGE)
+        inv_b0 = np.where(b0 > 0, 1.0 / np.where(b0 > 0, b0, 1.0), HUGE)
+        self.inv_b0 = inv_b0 if not dev.on_device else dev.put(inv_b0)
         # owned faces 2..nt-1 (theta attenuation); face nt sits in the south ghost row
         own = np.arange(lay.i0, lay.i1)
         att = own[(j[own] >= 2) & (j[own] <= g.nt - 1)]
         self.att_lo, self.att_hi = (int(att[0]), int(att[-1]) + 1) if len(att) else (0, 0)
-        self.th = np.zeros((nr, lay.NY, lay.NX)) if prm.attenuate else np.zeros((nr, 1, 1))
+        # exp(-2|f| / B0) per cell for the attenuation (CPU: before the fill; a GPU kernel computes it inline)
+        self.th = np.zeros((nr, lay.NY, lay.NX)) if prm.attenuate and not dev.on_device else np.zeros((nr, 1, 1))
         self.needs_update = True
         self.dt_adv = 0.0
 
     @property
     def every_step(self) -> bool:
-        """Whether the flows depend on the field (rebuilt every step)."""
-        return bool(self.s.prm.attenuate)
+        """Whether the flows are rebuilt every step (they depend on the field, or come from files)."""
+        return bool(self.s.prm.attenuate) or self.files is not None
+
+    def _load_base(self) -> None:
+        """The longitude-dependent flows: the current file pair plus the rigid rotation."""
+        lay = self.s.lay
+        vt = np.zeros((lay.NY, lay.NX))
+        vp = np.zeros((lay.NY, lay.NX))
+        if self.files is not None:
+            vt, vp = self.files.read_block(lay)
+        if self.rigid is not None:
+            vt = vt + self.rigid[0]
+            vp = vp + self.rigid[1]
+        dev = self.s.dev
+        self.vt_base = dev.put(np.where(self.face_ok[:, None], vt, 0.0))
+        self.vp_base = dev.put(np.where(self.row_ok[:, None], vp, 0.0))
+        self._base_loaded = True
 
     def rebuild(self) -> None:
         """Model flows + attenuation with the current field, halos, LF speeds and CFL step."""
-        from hpcml.kernels.flux import flow_fill, lf_alpha
-
         s, lay = self.s, self.s.lay
-        if s.prm.attenuate:
-            # tanh(|f| / B0) once per cell (NumPy's SIMD tanh: ~8x Numba's scalar libm
-            # call; element results do not depend on the array's extent)
-            th = self.th
-            np.abs(s.f.data, out=th)
-            th *= self.inv_b0[:, None, None]
-            np.tanh(th, out=th)
-        flow_fill(
-            self.vt, self.vp, self.vt_prof, self.vp_prof, self.th, bool(s.prm.attenuate),
-            lay.i0, lay.i1, lay.c0, lay.c1, self.att_lo, self.att_hi,
-        )  # fmt: skip
+        switched = self.files is not None and self.files.advance(s.time)
+        if self.has_base and (switched or not self._base_loaded):
+            self._load_base()
+        bounds = (lay.i0, lay.i1, lay.c0, lay.c1, self.att_lo, self.att_hi)
+        s.dev.flows(self, s.f.data, bool(s.prm.attenuate), bounds)
         s.exchange(self.vel)
         if s.prm.weno:
-            lf_alpha(
-                self.vt, self.vp, self.at, self.ap, lay.j_of_row, s.grid.nt, s.grid.Nt, lay.i0, lay.i1, lay.c0, lay.c1
-            )
+            s.dev.lf_alpha(
+                self.vt, self.vp, self.at, self.ap, s.dgeo["jrow"], s.grid.nt, s.grid.Nt, lay.i0, lay.i1, lay.c0,
+                lay.c1,
+            )  # fmt: skip
             s.exchange(self.alpha)
         self.dt_adv = self.stable_dt()
         self.needs_update = self.every_step
 
     def stable_dt(self) -> float:
         """Advective step limit of section 5 (global minimum over every realization)."""
-        from hpcml.kernels.flux import cfl_kappa
-
         s, lay, g = self.s, self.s.lay, self.s.grid
         j = lay.j_of_row
         rows = np.arange(lay.i0, lay.i1)
         inner = rows[(j[rows] >= 2) & (j[rows] <= g.Nt - 1)]
         kap = 0.0
         if len(inner):
-            geo = s.geo
-            kap = cfl_kappa(
-                self.vt,
-                self.vp,
-                geo["dt_i"],
-                geo["st_i"],
-                geo["dp_i"],
-                int(inner[0]),
-                int(inner[-1]) + 1,
-                lay.c0,
+            geo = s.dgeo
+            kap = s.dev.cfl_kappa(
+                self.vt, self.vp, geo["dt_i"], geo["st_i"], geo["dp_i"], int(inner[0]), int(inner[-1]) + 1, lay.c0,
                 lay.c1,
-            )
+            )  # fmt: skip
         kap = s.world.allreduce(kap, op=MPI.MAX)
         dt = SAFETY * (0.5 / max(kap, TINY))
         if s.prm.time_scheme == "ssprk43":
@@ -128,3 +145,34 @@ class Flows:
         if s.prm.strang:
             dt *= 2.0
         return dt
+
+
+def rigid_rotation(
+    g: SphereGrid, lay: Layout, omega: float, axis: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rigid rotation about the unit axis at colatitude/longitude ``axis`` (radians), on the block.
+
+    The velocity is ``omega x r`` with ``|omega|`` such that the speed on the rotation's
+    equator is ``omega`` km/s.  It is built from the stream function
+    ``psi = omega (a . r) = omega (sin(al) sin(t) cos(p - be) + cos(al) cos(t))`` as
+    ``v_theta = (1/sin t) d(psi)/d(phi)`` and ``v_phi = -d(psi)/d(theta)``, both as differences
+    of ``psi`` between the corners of each face, so the discrete divergence of every
+    cell is zero (up to rounding): a uniform field stays uniform and flux is only
+    moved, never made.  ``axis = (0, 0)`` is the ordinary rotation ``v_phi = omega sin t``.
+    Returns ``(v_theta, v_phi)`` in R_sun/h on the ghosted block (theta faces / phi faces).
+    """
+    w = omega * KMS_TO_RSH
+    al, be = axis
+    j = np.clip(lay.j_of_row, 1, g.nt)
+    jn = np.clip(lay.j_of_row + 1, 1, g.nt)
+    k = lay.k_of_col  # 2..M-1; k + 1 <= M
+
+    def psi(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+        return w * (math.sin(al) * np.sin(t)[:, None] * np.cos(p[None, :] - be) + math.cos(al) * np.cos(t)[:, None])
+
+    th, ph = g.th, g.ph
+    vt = (psi(th[j], ph[k + 1]) - psi(th[j], ph[k])) / (np.sin(th[j])[:, None] * g.dp[k][None, :])
+    dtn = th[jn] - th[j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vp = -(psi(th[jn], ph[k]) - psi(th[j], ph[k])) / dtn[:, None]
+    return np.nan_to_num(vt), np.nan_to_num(vp)

@@ -33,6 +33,7 @@ __all__ = [
     "RSUN2",
     "MapInfo",
     "SphereGrid",
+    "read_file_info",
     "read_map_info",
 ]
 
@@ -69,12 +70,14 @@ class MapInfo:
         return 1 if len(self.shape) == 2 else int(self.shape[0])
 
 
-def read_map_info(path: str | Path, what: str = "map") -> MapInfo:
-    """Open a HipFT HDF5 map and return its dataset name, shape and scales.
+def read_file_info(path: str | Path, what: str = "map", ndims: tuple[int, ...] = (2, 3)) -> MapInfo:
+    """Open a HipFT HDF5 file and return its data set name, shape and scales.
 
     The file holds one data set plus dimension scales ``dim1`` (phi) and ``dim2``
     (theta).  Like HipFT's reader, the first member is the data and the next two
-    the scales (when the scales are not named ``dim1``/``dim2``).
+    the scales (when the scales are not named ``dim1``/``dim2``).  Scales must be
+    finite and strictly increasing and match the data set's shape; no range is
+    required (see :func:`read_map_info` for maps, which must span the sphere).
 
     Raises
     ------
@@ -103,8 +106,9 @@ def read_map_info(path: str | Path, what: str = "map") -> MapInfo:
                 raise ConfigError(f"{what} file {str(p)!r}: expected a data set and two scales, found {names}")
             s1, s2 = rest[0], rest[1]
         ds = fh[data_name]
-        if not isinstance(ds, h5py.Dataset) or ds.ndim not in (2, 3):
-            raise ConfigError(f"{what} file {str(p)!r}: data set {data_name!r} must be 2-D or 3-D")
+        if not isinstance(ds, h5py.Dataset) or ds.ndim not in ndims:
+            want = " or ".join(f"{n}-D" for n in ndims)
+            raise ConfigError(f"{what} file {str(p)!r}: data set {data_name!r} must be {want}")
         pscale = np.asarray(fh[s1][...], dtype=np.float64).ravel()
         tscale = np.asarray(fh[s2][...], dtype=np.float64).ravel()
         shape = tuple(int(n) for n in ds.shape)
@@ -114,21 +118,39 @@ def read_map_info(path: str | Path, what: str = "map") -> MapInfo:
             f"{what} file {str(p)!r}: data set is {nt} (theta) x {nf} (phi) but the scales have "
             f"{len(tscale)} theta and {len(pscale)} phi values"
         )
+    if not (np.all(np.isfinite(tscale)) and np.all(np.isfinite(pscale))):
+        raise ConfigError(f"{what} file {str(p)!r}: scales must be finite")
+    if np.any(np.diff(tscale) <= 0) or np.any(np.diff(pscale) <= 0):
+        raise ConfigError(f"{what} file {str(p)!r}: scales must be strictly increasing")
+    return MapInfo(str(p), data_name, shape, pscale, tscale)
+
+
+def read_map_info(path: str | Path, what: str = "map") -> MapInfo:
+    """A HipFT field map (initial or assimilation map): :func:`read_file_info` plus the grid rules.
+
+    Both poles and the 0 = 2 pi overlap column are nodes, and the grid is at least 3 x 4.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read or does not describe a grid on the whole sphere.
+    """
+    info = read_file_info(path, what)
+    p, tscale, pscale = info.path, info.t, info.p
+    nt, nf = info.shape[-2], info.shape[-1]
     if nt < 3 or nf < 4:
-        raise ConfigError(f"{what} file {str(p)!r}: grid {nt} x {nf} is too small (need >= 3 x 4)")
+        raise ConfigError(f"{what} file {p!r}: grid {nt} x {nf} is too small (need >= 3 x 4)")
     if abs(tscale[0]) > 1e-5 or abs(tscale[-1] - PI) > 1e-5:
         raise ConfigError(
-            f"{what} file {str(p)!r}: theta scale must run from 0 to pi (both poles are nodes), "
+            f"{what} file {p!r}: theta scale must run from 0 to pi (both poles are nodes), "
             f"got {tscale[0]!r} .. {tscale[-1]!r}"
         )
     if abs(pscale[0]) > 1e-5 or abs(pscale[-1] - TWOPI) > 1e-5:
         raise ConfigError(
-            f"{what} file {str(p)!r}: phi scale must run from 0 to 2 pi (overlap column included), "
+            f"{what} file {p!r}: phi scale must run from 0 to 2 pi (overlap column included), "
             f"got {pscale[0]!r} .. {pscale[-1]!r}"
         )
-    if np.any(np.diff(tscale) <= 0) or np.any(np.diff(pscale) <= 0):
-        raise ConfigError(f"{what} file {str(p)!r}: scales must be strictly increasing")
-    return MapInfo(str(p), data_name, shape, pscale, tscale)
+    return info
 
 
 def _one_based(values: np.ndarray, extra: int = 0) -> np.ndarray:

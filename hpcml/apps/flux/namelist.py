@@ -58,14 +58,10 @@ HIPFT_DEFAULTS: dict[str, Any] = {
 }  # fmt: skip
 
 # HipFT options this solver does not implement (an error when set to a non-default value).
-UNSUPPORTED = (
-    "flow_rigid_omega", "use_flow_from_files", "flow_list_filename", "diffusion_coef_filename",
-    "diffusion_coef_grid", "source_from_file", "source_filename", "output_flows", "output_map_flux_balance",
-    "output_map_idx_cadence",
-)  # fmt: skip
+UNSUPPORTED = ("output_flows", "output_map_flux_balance", "output_map_idx_cadence")
 
 # Accepted without effect on the solution (HipFT-only file layout choices).
-_IGNORED = ("output_flows_directory", "output_map_directory", "output_map_2d", "output_map_idx_start", "flow_root_dir")
+_IGNORED = ("output_flows_directory", "output_map_directory", "output_map_2d", "output_map_idx_start")
 
 
 def read_namelist(path: str | Path) -> dict[str, Any]:
@@ -239,7 +235,12 @@ def config_from_hipft(path: str | Path) -> dict[str, Any]:
         attenuate_values=_per_real(nml, "flow_attenuate_values", _get(nml, "flow_attenuate_value"), n),
         dr_model=int(_get(nml, "flow_dr_model")),
         mf_model=int(_get(nml, "flow_mf_model")),
+        rigid_omega=float(_get(nml, "flow_rigid_omega")),
     )
+    if _get(nml, "use_flow_from_files"):
+        if not str(_get(nml, "flow_list_filename")).strip():
+            raise ConfigError(f"{p}: use_flow_from_files needs flow_list_filename (the list of flow files)")
+        fl.update(list=resolve("flow_list_filename"), directory=resolve("flow_root_dir"))
     for pk in ("p0", "p2", "p4"):
         fl[f"dr_{pk}"] = _per_real(nml, f"flow_dr_coef_{pk}_values", _get(nml, f"flow_dr_coef_{pk}_value"), n, big)
     for pk in ("p1", "p3", "p5"):
@@ -254,14 +255,20 @@ def config_from_hipft(path: str | Path) -> dict[str, Any]:
         coef_factor=float(_get(nml, "diffusion_coef_factor")),
         method={1: "euler", 2: "rkl2", 3: "rkg2"}[dmethod],
         subcycles=int(_get(nml, "diffusion_subcycles")),
+        map=resolve("diffusion_coef_filename"),
+        grid_term=bool(_get(nml, "diffusion_coef_grid")),
     )
     rfe = int(_get(nml, "source_rfe_model"))
     adv_src = bool(_get(nml, "advance_source"))
-    if adv_src and rfe not in (1, 2):
-        raise ConfigError(f"{p}: advance_source needs source_rfe_model 1 or 2 (source files are not supported)")
+    src_file = resolve("source_filename") if _get(nml, "source_from_file") else ""
+    if _get(nml, "source_from_file") and not src_file:
+        raise ConfigError(f"{p}: source_from_file needs source_filename")
+    if adv_src and rfe not in (1, 2) and not src_file:
+        raise ConfigError(f"{p}: advance_source needs source_rfe_model 1 or 2, or source_from_file")
     cfg["source"].update(
         advance=adv_src,
-        rfe_model=rfe if rfe in (1, 2) else 1,
+        rfe_model=rfe,
+        file=src_file,
         seed=int(_get(nml, "source_rfe_seed")),
         lifetime=float(_get(nml, "source_rfe_lifetime")),
         flux_per_hour=_per_real(

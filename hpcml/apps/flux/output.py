@@ -83,7 +83,8 @@ class MapWriter:
         """Append the field and the series from history values ``rows`` ``(n_real, 14)`` (collective)."""
         s = self.s
         wd = s.lay.world_decomp
-        data = s.f.data if self.dtype == np.float64 else s.f.data.astype(self.dtype)
+        host = s.host_data()  # the field on the host (a copy from the GPU when it lives there)
+        data = host if self.dtype == np.float64 else host.astype(self.dtype)
         self.out.write(
             "br",
             DistArray(wd, data),
@@ -131,11 +132,12 @@ def butterfly_profiles(s: FluxSolver) -> np.ndarray:
     lay = s.lay
     out = np.zeros((s.prm.n_real, s.grid.Nt))
     dp = s.geo["dp"][lay.c0 : lay.c1]
-    nr_local = s.f.data.shape[0]
+    host = s.host_data()
+    nr_local = host.shape[0]
     for r in range(s.prm.n_real):
         part = None
         if lay.r_start <= r < lay.r_start + nr_local:
-            rows = s.f.data[r - lay.r_start, lay.i0 : lay.i1, lay.c0 : lay.c1] * dp[None, :]
+            rows = host[r - lay.r_start, lay.i0 : lay.i1, lay.c0 : lay.c1] * dp[None, :]
             part = (lay.t0, rows)
         parts = s.world.gather(part, root=0)
         if parts is None:
@@ -182,7 +184,7 @@ def save_checkpoint(s: FluxSolver, directory: Path) -> Path:
     from hpcml.io import checkpoint
 
     state = {
-        "br": DistArray(s.lay.world_decomp, s.f.data),
+        "br": DistArray(s.lay.world_decomp, s.host_data()),
         "loop": {
             "time": float(s.time),
             "step": int(s.step),
@@ -214,8 +216,7 @@ def load_checkpoint(s: FluxSolver, path: str | Path, expect: dict[str, Any] | No
             f"checkpoint {path}: field shape {tuple(br.shape)} does not match this run's "
             f"{tuple(s.lay.world_decomp.shape)} (realizations, theta, phi)"
         )
-    s.f.data[...] = br.data
-    s.exchange(s.f)
+    s.set_host_data(br.data)
     loop = got["loop"]
     s.time = float(loop["time"])
     s.step = int(loop["step"])

@@ -94,6 +94,19 @@ class Params:
                 self.vt_const = (math.pi / 2) / span / KMS_TO_RSH
             if self.omega != 0:
                 self.omega = 2 * math.pi / span / KMS_TO_RSH
+        self.flow_list = fl["list"]
+        self.flow_dir = fl["directory"]
+        if self.flow_list and not Path(self.flow_list).is_file():
+            raise ConfigError(f"flow.list file {self.flow_list!r} does not exist")
+        if self.flow_dir and not self.flow_list:
+            raise ConfigError("flow.directory is set but flow.list is empty (the flow files are listed there)")
+        self.rigid_omega = float(fl["rigid_omega"])
+        axis = fl["rigid_axis"]
+        if not (isinstance(axis, list) and len(axis) == 2 and all(isinstance(v, (int, float)) for v in axis)):
+            raise ConfigError(f"flow.rigid_axis must be [colatitude, longitude] in degrees, got {axis!r}")
+        if not 0.0 <= axis[0] <= 180.0:
+            raise ConfigError(f"flow.rigid_axis colatitude must be in [0, 180] degrees, got {axis[0]}")
+        self.rigid_axis = (math.radians(axis[0]), math.radians(axis[1]))
         self.attenuate = fl["attenuate"]
         self.att_b0 = per_realization("flow.attenuate_values", fl["attenuate_values"], n)
         for key, model in (("dr_model", fl["dr_model"]), ("mf_model", fl["mf_model"])):
@@ -115,12 +128,22 @@ class Params:
         if df["subcycles"] < 0:
             raise ConfigError(f"diffusion.subcycles must be >= 0 (0 = automatic), got {df['subcycles']}")
         self.subcycles = df["subcycles"]
-        if self.advance_diffusion and not np.any(self.diff_coef > 0):
-            raise ConfigError("diffusion.advance is on but every diffusion.coef is 0")
+        self.diff_map = df["map"]
+        self.diff_grid = bool(df["grid_term"])
+        if self.diff_map and not Path(self.diff_map).is_file():
+            raise ConfigError(f"diffusion.map file {self.diff_map!r} does not exist")
+        if self.advance_diffusion and not (np.any(self.diff_coef > 0) or self.diff_map or self.diff_grid):
+            raise ConfigError("diffusion.advance is on but every diffusion.coef is 0 (and no diffusion.map)")
         # sources
         self.advance_source = src["advance"]
-        if src["rfe_model"] not in (1, 2):
-            raise ConfigError(f"source.rfe_model must be 1 or 2, got {src['rfe_model']}")
+        if src["rfe_model"] not in (0, 1, 2):
+            raise ConfigError(f"source.rfe_model must be 0 (off), 1 or 2, got {src['rfe_model']}")
+        self.rfe_model = src["rfe_model"]
+        self.source_file = src["file"]
+        if self.source_file and not Path(self.source_file).is_file():
+            raise ConfigError(f"source.file {self.source_file!r} does not exist")
+        if self.advance_source and not (self.rfe_model or self.source_file):
+            raise ConfigError("source.advance needs source.rfe_model 1 or 2, or a source.file")
         if src["lifetime"] <= 0:
             raise ConfigError(f"source.lifetime must be positive, got {src['lifetime']}")
         self.rfe_flux = per_realization("source.flux_per_hour", src["flux_per_hour"], n)

@@ -20,17 +20,19 @@ from mpi4py import MPI
 from hpcml.apps import restart
 from hpcml.apps.flux.advection import Advection
 from hpcml.apps.flux.assimilation import Assimilation, check_maps
+from hpcml.apps.flux.device import DeviceField, backend_name, resolve_device
 from hpcml.apps.flux.diagnostics import Diagnostics
 from hpcml.apps.flux.diffusion import Diffusion
 from hpcml.apps.flux.fields import bipolar_map, gaussian_blobs, load_map_block, soccer_ball, soccer_u0
+from hpcml.apps.flux.flowfiles import FlowFiles
 from hpcml.apps.flux.flows import Flows
 from hpcml.apps.flux.grid import TWOPI_INV, SphereGrid, read_map_info
 from hpcml.apps.flux.history import HistoryWriter
+from hpcml.apps.flux.inputs import read_field
 from hpcml.apps.flux.layout import Layout, choose_split
 from hpcml.apps.flux.params import Params
-from hpcml.apps.flux.sources import FluxEmergence
+from hpcml.apps.flux.sources import Sources
 from hpcml.config import ConfigError
-from hpcml.distarray import DistArray
 from hpcml.jit import work_clock
 from hpcml.runtime import comm_or_world
 
@@ -81,17 +83,27 @@ class FluxSolver:
             self.grid = SphereGrid.uniform(prm.res_nt, prm.res_np, prm.weno_eps)
         if prm.assimilate:
             check_maps(config["assimilation"], self.grid.Nt, self.grid.Nf)
+        # input files are opened and checked here, on every rank, before the first collective
+        self.flow_files = None
+        if prm.advance_flow and prm.flow_list:
+            self.flow_files = FlowFiles(prm.flow_list, prm.flow_dir, self.grid, prm.t_start)
+        self.diff_field = read_field(prm.diff_map, "diffusion.map", nonnegative=True) if prm.diff_map else None
+        src_file = prm.advance_source and prm.source_file
+        self.source_field = read_field(prm.source_file, "source.file") if src_file else None
+        self.dev = resolve_device(backend_name(config))
         dec = config["decomposition"]
         ens, dims = choose_split(self.world.Get_size(), prm.n_real, dec["ensemble"], tuple(dec["dims"]))
         self.halo_method = dec["halo_method"]
         self.lay = lay = Layout(self.grid, prm.n_real, self.world, ens, dims)
         self._geometry()
-        self.f = lay.zeros()
-        self.work = [lay.zeros() for _ in range(3)]
-        self.ybuf = lay.zeros()
+        self.f = lay.zeros()  # built on the host, then moved to the device
         self.diag = Diagnostics(self)
         self.u0_exact = None
         self._initial_field()
+        if self.dev.on_device:
+            self.f = DeviceField(self.f.decomp, self.dev.put(self.f.data))
+        self.work = [self.new_field() for _ in range(3)]
+        self.ybuf = self.new_field()
         self.flows = Flows(self) if prm.advance_flow else None
         self.adv = Advection(self) if prm.advance_flow else None
         self.diff = Diffusion(self) if prm.advance_diffusion else None
@@ -111,7 +123,7 @@ class FluxSolver:
         self.restarted_from = 0
         self.solution: dict[str, Any] = {}
         self.stopped_early = False
-        self.sources = FluxEmergence(self) if prm.advance_source else None
+        self.sources = Sources(self) if prm.advance_source else None
         self.assim = Assimilation(self) if prm.assimilate else None
 
     # -- setup ----------------------------------------------------------------------------
@@ -144,7 +156,9 @@ class FluxSolver:
             "c4": lay.rows(fa["c4"], 1, n),
             "b1": lay.cols(fa["b1"]),
             "b5": lay.cols(fa["b5"]),
+            "jrow": np.ascontiguousarray(lay.j_of_row),
         }
+        self.dgeo = {k: self.dev.put(v) for k, v in self.geo.items()}  # the same arrays on the CPU
 
     def _initial_field(self) -> None:
         prm, lay, x = self.prm, self.lay, self.f.data
@@ -174,7 +188,7 @@ class FluxSolver:
             x[:, lay.i0 : lay.i1, lay.c0 : lay.c1] *= ini["mult_fac"]
         self.exchange(self.f)
 
-    def _average_poles(self, da: DistArray) -> None:
+    def _average_poles(self, da: Any) -> None:
         """Replace each pole row by its ``dp``-weighted mean over the unique columns."""
         lay, x, dp = self.lay, da.data, self.geo["dp"][self.lay.c0 : self.lay.c1]
         for row in (lay.inorth, lay.isouth):
@@ -185,11 +199,27 @@ class FluxSolver:
             x[:, row, :] = means[:, None]
 
     # -- small helpers ----------------------------------------------------------------------
-    def exchange(self, da: DistArray) -> None:
-        """Fill the halo of ``da`` (faces only: every stencil here is axis-aligned)."""
-        da.exchange_halos(method=self.halo_method, corners=False)
+    def new_field(self, mult: int = 1) -> Any:
+        """A zero ghosted field of ``mult`` x the block's realizations on the solver's device."""
+        return self.dev.field(self.lay.decomp_for(mult))
 
-    def swap_field(self, da: DistArray) -> None:
+    def exchange(self, da: Any) -> None:
+        """Fill the halo of ``da`` (faces only: every stencil here is axis-aligned)."""
+        self.dev.exchange(da, self.halo_method)
+
+    def host_data(self) -> np.ndarray:
+        """The field's ghosted block on the host (the array itself on the CPU, a copy from a GPU)."""
+        return self.dev.get(self.f.data)
+
+    def set_host_data(self, data: np.ndarray) -> None:
+        """Replace the field's ghosted block with host values (then refresh the halo)."""
+        if self.dev.on_device:
+            self.f.data = self.dev.put(data)
+        elif data is not self.f.data:
+            self.f.data[...] = data
+        self.exchange(self.f)
+
+    def swap_field(self, da: Any) -> None:
         """Make ``da`` the field; the old field takes ``da``'s place among the work arrays."""
         for i, w in enumerate(self.work):
             if w is da:
@@ -252,7 +282,8 @@ class FluxSolver:
         if cad > 0 and self.next_map_time is not None and self.time + self.dt >= self.next_map_time:
             self.dt = self.next_map_time - self.time
             self.dt_flag = True
-        for part in (self.assim, self.sources):
+        files = self.flows.files if self.flows is not None else None
+        for part in (self.assim, files, self.sources):  # HipFT's order of the cuts
             if part is not None:
                 self.dt, cut = part.cut(self.time, self.dt)
                 self.dt_flag = self.dt_flag or cut
@@ -461,7 +492,7 @@ class FluxSolver:
     def gather_field(self) -> np.ndarray | None:
         """All realizations ``(n_real, N_t, Np)`` (unique columns) on world rank 0."""
         lay = self.lay
-        block = lay.gather_group(self.f.data)
+        block = lay.gather_group(self.host_data())
         parts = self.world.gather((lay.r_start, block) if lay.group_root else None, root=0)
         if parts is None:
             return None

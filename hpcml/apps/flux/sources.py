@@ -1,4 +1,11 @@
-"""Random flux emergence (section 8.2 of the spec), interpolated between frames.
+"""Sources (section 8 of the spec): a static source file and random flux emergence.
+
+:class:`Sources` adds what the run has (HipFT's order: the file, then the emergence)
+and applies ``f += dt * S`` on the owned cells.  The static source is a 2-D HipFT file
+in G/h on its own grid, interpolated bilinearly onto the nodes as HipFT does (0 outside
+its scales; the pole rows keep one value per column, as in HipFT).
+
+Random flux emergence (section 8.2) is interpolated between frames.
 
 Each frame is a field of standard normal draws (the same for every realization)
 scaled per realization; the source is ``(1 - a) frame1 + a frame2`` with
@@ -11,6 +18,7 @@ HipFT's, not bit-identical.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,9 +28,12 @@ from hpcml.apps.flux.grid import PI, RSUN2, TWOPI_INV
 if TYPE_CHECKING:
     from hpcml.apps.flux.solver import FluxSolver
 
-__all__ = ["FluxEmergence"]
+__all__ = ["FluxEmergence", "Sources"]
+
+log = logging.getLogger("hpcml.apps.flux")
 
 GAUSS_SCALE = PI / np.sqrt(2.0 * PI)  # HipFT multiplies its normal draws by pi / sqrt(2 pi)
+RANDOM_SEED = -9999  # HipFT's source_rfe_seed default: seed the generator from the clock
 
 
 class FluxEmergence:
@@ -35,6 +46,12 @@ class FluxEmergence:
         self.lifetime = float(src["lifetime"])
         self.model = int(src["rfe_model"])
         self.seed = int(src["seed"])
+        if self.seed == RANDOM_SEED:
+            # HipFT's "no seed": a fresh seed, drawn on rank 0 so that every rank draws the same frames
+            fresh = int(np.random.SeedSequence().entropy) % 2**63 if s.world.Get_rank() == 0 else None
+            self.seed = int(s.world.bcast(fresh, root=0))
+            if s.world.Get_rank() == 0:
+                log.info("flux: source.seed = -9999 (HipFT: random); drew seed %d (set it to repeat a run)", self.seed)
         uf = prm.rfe_flux[lay.r_start : lay.r_start + lay.nr] * 1e21  # Mx/h per realization
         rows = np.arange(lay.t0 + 1, lay.t0 + lay.ny + 1)
         cols = np.arange(lay.p0 + 2, lay.p0 + lay.nx + 2)
@@ -49,7 +66,7 @@ class FluxEmergence:
         if cols[-1] == g.M - 1:
             w[-1] = g.dp[1]
         self.pole_w = w
-        self.rng = np.random.Generator(np.random.PCG64(self.seed))
+        self.rng = np.random.Generator(np.random.PCG64(self.seed % 2**64))  # HipFT allows negative seeds
         self.t_prev = prm.t_start
         self.t_next = prm.t_start + self.lifetime
         # generator states before each frame was drawn: a restart redraws both frames
@@ -89,14 +106,9 @@ class FluxEmergence:
             return min(self.t_next - time, 0.5 * self.lifetime), True
         return dt, False
 
-    def apply(self, time: float, dt: float) -> None:
-        """``f += dt * S(time)`` on the owned cells (halo refreshed by the caller)."""
-        s, lay = self.s, self.s.lay
-        a = (time - self.t_prev) / self.lifetime
-        own = (slice(None), slice(lay.i0, lay.i1), slice(lay.c0, lay.c1))
-        src = (1.0 - a) * self.frame1[own] + a * self.frame2[own]
-        s.f.data[own] += dt * src
-        s.exchange(s.f)
+    def alpha(self, time: float) -> float:
+        """Interpolation weight of the second frame at ``time``: ``S = (1 - a) frame1 + a frame2``."""
+        return (time - self.t_prev) / self.lifetime
 
     # -- checkpoints ----------------------------------------------------------------------
     def _snapshot(self) -> str:
@@ -123,3 +135,58 @@ class FluxEmergence:
         self.frame1 = self._frame()
         self._set(self.st2)
         self.frame2 = self._frame()
+
+
+class Sources:
+    """What ``source.advance`` adds: the static file source and/or random flux emergence."""
+
+    def __init__(self, s: FluxSolver) -> None:
+        self.s = s
+        lay, g = s.lay, s.grid
+        self.rfe = FluxEmergence(s) if s.prm.rfe_model else None
+        self.static = None  # (NY, NX), zero outside the owned cells; on the solver's device
+        if s.source_field is not None:
+            rows = np.arange(lay.t0 + 1, lay.t0 + lay.ny + 1)
+            cols = np.arange(lay.p0 + 2, lay.p0 + lay.nx + 2)
+            static = np.zeros((lay.NY, lay.NX))
+            static[lay.i0 : lay.i1, lay.c0 : lay.c1] = s.source_field.at(g.t[rows], g.p[cols])
+            self.static = s.dev.put(static)
+        self._frames: tuple[Any, Any, Any] | None = None  # (host frame1, device frame1, device frame2)
+
+    def update(self, time: float) -> None:
+        """Advance the emergence frames to ``time``."""
+        if self.rfe is not None:
+            self.rfe.update(time)
+
+    def cut(self, time: float, dt: float) -> tuple[float, bool]:
+        """The emergence's time-step cut at frame changes (a static source cuts nothing)."""
+        if self.rfe is not None:
+            return self.rfe.cut(time, dt)
+        return dt, False
+
+    def _device_frames(self) -> tuple[Any, Any]:
+        """The two emergence frames on the solver's device (uploaded when they change)."""
+        rfe, dev = self.rfe, self.s.dev
+        if self._frames is None or self._frames[0] is not rfe.frame1:
+            self._frames = (rfe.frame1, dev.put(rfe.frame1), dev.put(rfe.frame2))
+        return self._frames[1], self._frames[2]
+
+    def apply(self, time: float, dt: float) -> None:
+        """``f += dt * S(time)`` on the owned cells, then refresh the halo (collective)."""
+        s, lay = self.s, self.s.lay
+        fr1 = fr2 = None
+        alpha = 0.0
+        if self.rfe is not None:
+            fr1, fr2 = self._device_frames()
+            alpha = self.rfe.alpha(time)
+        s.dev.source_add(s.f.data, self.static, fr1, fr2, alpha, dt, (lay.i0, lay.i1, lay.c0, lay.c1))
+        s.exchange(s.f)
+
+    def state(self) -> dict[str, Any]:
+        """Restart state (the emergence's frames; a static source has none)."""
+        return self.rfe.state() if self.rfe is not None else {}
+
+    def restore(self, st: dict[str, Any]) -> None:
+        """Continue from a checkpoint's state."""
+        if self.rfe is not None and st:
+            self.rfe.restore(st)

@@ -101,7 +101,7 @@ def square_grid(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def dcoef_map(n: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     t, p = square_grid(n)
-    d = 180.0 + 120.0 * np.cos(2 * t)[:, None] + 90.0 * (np.sin(t) ** 2)[:, None] * np.sin(p + 0.4)[None, :]
+    d = 200.0 + 100.0 * np.cos(2 * t)[:, None] + 80.0 * (np.sin(t) ** 2)[:, None] * np.sin(p + 0.4)[None, :]
     return d, t, p
 
 
