@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # fluxcheck helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # flux_helpers helpers
 
 
 def pytest_configure(config):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fluxcheck import SUITE
+from flux_helpers import SUITE
 
 from hpcml.bench.flux import hipft_executables, parse_hipft_log
 

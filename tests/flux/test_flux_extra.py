@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from fluxcheck import assert_all, mine, tolerance
+from flux_helpers import assert_all, mine, tolerance
 from mpi4py import MPI
 
 from hpcml.apps.flux import config_from_hipft, run

@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from fluxcheck import SUITE, assert_all, compare_histories
+from flux_helpers import SUITE, assert_all, compare_histories
 
 from hpcml.apps.flux import config_from_hipft, run
 from hpcml.backend import simulator_enabled

@@ -7,7 +7,7 @@ import math
 import h5py
 import numpy as np
 import pytest
-from fluxcheck import SUITE, reference, suite
+from flux_helpers import SUITE, reference, suite
 from mpi4py import MPI
 
 from hpcml.apps.flux import config_from_hipft, run

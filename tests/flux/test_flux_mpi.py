@@ -10,7 +10,7 @@ histories (time steps, stages, cycles) must be equal.
 from __future__ import annotations
 
 import pytest
-from fluxcheck import assert_all, case_config, compare_histories, n_real, suite
+from flux_helpers import assert_all, case_config, compare_histories, n_real, suite
 from mpi4py import MPI
 
 from hpcml.apps.flux import run

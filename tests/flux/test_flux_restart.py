@@ -7,7 +7,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from fluxcheck import assert_all, case_config, compare_histories, suite
+from flux_helpers import assert_all, case_config, compare_histories, suite
 from mpi4py import MPI
 
 from hpcml.apps.flux import run

@@ -7,7 +7,7 @@ import math
 import h5py
 import numpy as np
 import pytest
-from fluxcheck import assert_all, compare_histories, mine
+from flux_helpers import assert_all, compare_histories, mine
 from mpi4py import MPI
 
 from hpcml.apps.flux import FluxSolver

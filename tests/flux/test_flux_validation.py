@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 import pytest
-from fluxcheck import CASES, case_config, mine, n_real, reference, suite, tolerance
+from flux_helpers import CASES, case_config, mine, n_real, reference, suite, tolerance
 from mpi4py import MPI
 
 from hpcml.apps.flux import run

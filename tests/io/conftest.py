@@ -1,4 +1,4 @@
-"""Fixtures for the hpcml.io tests (helpers live in ``iohelpers``)."""
+"""Fixtures for the hpcml.io tests (helpers live in ``io_helpers``)."""
 
 from __future__ import annotations
 

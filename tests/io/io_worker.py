@@ -13,7 +13,7 @@ import sys
 import time
 
 import numpy as np
-from iohelpers import field_value, global_value
+from io_helpers import field_value, global_value
 from mpi4py import MPI
 
 from hpcml import CartDecomp, DistArray

@@ -14,7 +14,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from iohelpers import check_worker, drivers, global_value, run_worker
+from io_helpers import check_worker, drivers, global_value, run_worker
 
 SHAPE = "7x5"  # uneven splits on 2, 3 and 4 ranks
 RANKS = (1, 2, 3, 4)
@@ -51,7 +51,7 @@ def test_append_across_restarts_on_other_rank_counts(tmp_path, driver):
 READ_ALONE = textwrap.dedent(
     """
     import sys, h5py, numpy as np
-    from iohelpers import global_value
+    from io_helpers import global_value
     path, shape = sys.argv[1], tuple(int(x) for x in sys.argv[2].split("x"))
     with h5py.File(path, "r") as f:
         u = f["u"]
@@ -64,7 +64,7 @@ READ_ALONE = textwrap.dedent(
 
 
 def _read_alone(path, cwd, kind):
-    from iohelpers import HERE
+    from io_helpers import HERE
 
     proc = subprocess.run(
         [sys.executable, "-c", READ_ALONE, str(path), SHAPE, kind],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from iohelpers import assert_all, drivers, field_value, global_value
+from io_helpers import assert_all, drivers, field_value, global_value
 
 from hpcml import CartDecomp, DistArray
 from hpcml.io import Output, consolidate

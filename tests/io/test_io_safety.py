@@ -16,7 +16,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from iohelpers import WORKER, check_worker, drivers, global_value, mpiexec, run_worker
+from io_helpers import WORKER, check_worker, drivers, global_value, mpiexec, run_worker
 
 SHAPE = "7x5"
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iohelpers import field_value, global_value
+from io_helpers import field_value, global_value
 from mpi4py import MPI
 
 from hpcml import CartDecomp, DistArray

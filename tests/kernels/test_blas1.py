@@ -7,7 +7,7 @@ import pytest
 from hpcml.kernels import blas1
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_strategies import DTYPES, tol, vectors
+from kernels_helpers import DTYPES, tol, vectors
 
 METHODS = ["auto", "numba", "library"]
 

@@ -9,7 +9,7 @@ import pytest
 from hpcml.kernels.gemm import gemm
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_strategies import DTYPES, matrices, tol
+from kernels_helpers import DTYPES, matrices, tol
 
 # the module itself (hpcml.kernels.gemm as an attribute is the re-exported function)
 gemm_mod = importlib.import_module("hpcml.kernels.gemm")

@@ -7,7 +7,7 @@ import pytest
 from hpcml.kernels.gemv import gemv
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_strategies import DTYPES, matrices, tol, vectors
+from kernels_helpers import DTYPES, matrices, tol, vectors
 
 
 @given(

@@ -8,7 +8,7 @@ import scipy.sparse as sps
 from hpcml.kernels.spmv import SellMatrix, sell_from_csr, spmv
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_strategies import csr_parts, csr_reference, tol, vectors
+from kernels_helpers import csr_parts, csr_reference, tol, vectors
 
 
 def _close(got, expect, parts, x, dtype):

@@ -9,7 +9,7 @@ import pytest
 from hpcml.kernels.stencil import jacobi_step, laplacian, region_boxes
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_strategies import DTYPES, ghosted, tol
+from kernels_helpers import DTYPES, ghosted, tol
 
 
 def shifted(u, halo, offsets):

@@ -10,6 +10,7 @@ import numpy as np
 
 from hpcml.apps.flux.grid import RSUN2
 from hpcml.apps.flux.history import DIPOLE_COLS, FLUX_COLS, HIPFT_CASES, LOOSE, STRICT, read_history
+from hpcml.testing import assert_all  # noqa: F401 - re-exported for this folder's tests
 
 CASES = HIPFT_CASES
 
@@ -84,10 +85,3 @@ def compare_histories(a: Path, b: Path, nreal: int, rtol: float = 1e-10, floor: 
         if xn.shape != yn.shape or not np.allclose(xn, yn, rtol=1e-12, atol=0):
             bad.append(f"r{r}: num histories differ")
     return bad
-
-
-def assert_all(comm, ok: bool, msg: str = "") -> None:
-    """Collective assert: fails on every rank if it fails on any (no rank left in a collective)."""
-    flags = comm.allgather(bool(ok))
-    bad = [r for r, f in enumerate(flags) if not f]
-    assert not bad, f"failed on rank(s) {bad}: {msg}"

@@ -1,4 +1,4 @@
-"""Helpers for the hpcml.io tests (importable as ``iohelpers``).
+"""Helpers for the hpcml.io tests (importable as ``io_helpers``).
 
 MPI tests run as ``mpiexec -n N python -m pytest --with-mpi -m mpi tests/io`` for
 N = 1..4; serial tests that need several ranks start ``io_worker.py`` under
@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from hpcml.testing import assert_all  # noqa: F401 - re-exported for this folder's tests
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 os.environ.setdefault("HPCML_PROGRESS", "0")
@@ -70,10 +72,3 @@ def field_value(shape, step=0, dtype="f8"):
 def global_value(shape, step=0, dtype="f8"):
     """The global array ``field_value`` describes."""
     return field_value(shape, step, dtype)(*np.indices(shape))
-
-
-def assert_all(comm, ok: bool, msg: str = "") -> None:
-    """Collective assert: every rank fails if any rank fails."""
-    flags = comm.allgather(bool(ok))
-    bad = [r for r, f in enumerate(flags) if not f]
-    assert not bad, f"failed on rank(s) {bad}: {msg}"
