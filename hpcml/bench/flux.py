@@ -432,7 +432,7 @@ def _final_error(cfg: dict[str, Any]) -> float:
         cfg["output"].update(directory=tmp, maps="", history=False, hipft_maps=False)
         s = FluxSolver(cfg, MPI.COMM_SELF)
         s.run()
-        rows = s.diag.compute(s.time)
+        rows = s.diag.compute(s.st)
         s.lay.free()
     return float(rows[0][13])
 
