@@ -54,7 +54,11 @@ from hpcml.bench.report import peak_rss_mib, write_report
 
 QUICK_END = {"diffuse_soccer": 96.0, "diffuse_advect_soccer": 96.0, "diffuse_advect_atten_map_1cr": 96.0}
 STREAM_TRIAD_GBS = (25.0, 29.0)  # measured on this machine (shared/peers.md), Numba loop, 2^26 doubles
-CONV_RES = {"diffusion": ((46, 91), (91, 181), (181, 361)), "advection": ((91, 181), (181, 361), (361, 721))}
+CONV_RES = {
+    "diffusion": ((46, 91), (91, 181), (181, 361)),
+    "advection": ((91, 181), (181, 361), (361, 721)),
+    "rigid": ((46, 91), (91, 181), (181, 361)),
+}
 # HipFT keeps its large temporaries off mmap with these (the suite README's settings)
 HIPFT_ENV = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=268435456"}
 HIPFT_TIMERS = {"Wall clock time": "wall_s", "--> Update": "update_s", "--> Advecton": "adv_s",
@@ -450,8 +454,41 @@ def _final_error(cfg: dict[str, Any]) -> float:
     return float(rows[0][13])
 
 
+def rigid_rotation_error(nt: int, np_: int, axis: tuple[float, float] = (90.0, 90.0), angle: float = math.pi / 2,
+                         omega: float = 1.0) -> float:  # fmt: skip
+    """Relative L2 error of a Gaussian spot advected by ``flow.rigid_omega`` against the rotated spot."""
+    import h5py
+    from mpi4py import MPI
+
+    from hpcml.apps.flux import FluxSolver
+    from hpcml.apps.flux.fields import gaussian_spot, rotated
+    from hpcml.apps.flux.grid import KMS_TO_RSH
+    from hpcml.config import load_config
+
+    t = np.arange(nt) * (math.pi / (nt - 1))
+    p = np.arange(np_) * (2 * math.pi / (np_ - 1))
+    tt, pp = np.meshgrid(t, p, indexing="ij")
+    with tempfile.TemporaryDirectory() as tmp:
+        with h5py.File(Path(tmp) / "spot.h5", "w") as fh:
+            fh["Data"], fh["dim1"], fh["dim2"] = gaussian_spot(tt, pp), p, t
+        cfg = load_config(
+            None,
+            ["app=flux", f"grid.map='{tmp}/spot.h5'", 'initial.kind="map"', "grid.res_nt=0", "grid.res_np=0",
+             "realizations.n=1", "flow.mf_p1=[22.0]", "flow.dr_model=0", "flow.mf_model=0", "flow.attenuate=false",
+             f"flow.rigid_omega={omega}", f"flow.rigid_axis=[{axis[0]}, {axis[1]}]", "diffusion.advance=false",
+             f"time.end={angle / (abs(omega) * KMS_TO_RSH)}"],
+        )  # fmt: skip
+        cfg["output"].update(directory=tmp, maps="", history=False, checkpoint="")
+        s = FluxSolver(cfg, MPI.COMM_SELF)
+        s.run()
+        f = s.gather_field()[0]
+        s.lay.free()
+    exact = rotated(gaussian_spot, tt[:, 1:], pp[:, 1:], axis, angle * np.sign(omega))
+    return float(np.sqrt(np.mean((f - exact) ** 2) / np.mean(exact**2)))
+
+
 def convergence_rows() -> list[dict[str, Any]]:
-    """Errors at three resolutions for diffusion (soccer ball) and advection (Gaussian blobs)."""
+    """Errors at three resolutions: diffusion (soccer ball), advection (Gaussian blobs), rigid rotation (a spot)."""
     from hpcml.config import load_config
 
     rows = []
@@ -466,11 +503,15 @@ def convergence_rows() -> list[dict[str, Any]]:
             "realizations.n=1", "flow.mf_p1=[22.0]",
         ],
     }  # fmt: skip
+    problems["rigid rotation (axis at colatitude 90, longitude 90; a Gaussian spot, a quarter turn)"] = []
     for name, over in problems.items():
         prev = None
         for nt, np_ in CONV_RES[name.split(" ")[0]]:
-            cfg = load_config(None, ["app=flux", *over, f"grid.res_nt={nt}", f"grid.res_np={np_}"])
-            err = _final_error(cfg)
+            if name.startswith("rigid"):
+                err = rigid_rotation_error(nt, np_)
+            else:
+                cfg = load_config(None, ["app=flux", *over, f"grid.res_nt={nt}", f"grid.res_np={np_}"])
+                err = _final_error(cfg)
             order = math.log2(prev / err) if prev is not None and err > 0 else float("nan")
             rows.append({"problem": name, "res": f"{nt}x{np_}", "dtheta_deg": 180.0 / (nt - 1), "error": err,
                          "order": order})  # fmt: skip

@@ -129,21 +129,16 @@ def test_case_splits_match_hipft(case, comm, shared_tmp):
 # -- flow_rigid_omega: rigid rotation about a tilted axis, against the exact rotated field ------
 def _blob(t: np.ndarray, p: np.ndarray) -> np.ndarray:
     """A Gaussian of B_r (100 G, 15 degrees wide) centred at colatitude 60, longitude 45 degrees."""
-    c = (math.radians(60.0), math.radians(45.0))
-    centre = np.array([math.sin(c[0]) * math.cos(c[1]), math.sin(c[0]) * math.sin(c[1]), math.cos(c[0])])
-    x = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)])
-    d = np.arccos(np.clip(np.tensordot(centre, x, 1), -1.0, 1.0))
-    return 100.0 * np.exp(-((d / math.radians(15.0)) ** 2))
+    from hpcml.apps.flux.fields import gaussian_spot
+
+    return gaussian_spot(t, p)
 
 
 def _rotated_blob(t: np.ndarray, p: np.ndarray, axis: tuple[float, float], angle: float) -> np.ndarray:
     """The blob carried by a rigid rotation by ``angle`` about ``axis``: ``B(x) = B0(R(-angle) x)``."""
-    al, be = (math.radians(a) for a in axis)
-    a = np.array([math.sin(al) * math.cos(be), math.sin(al) * math.sin(be), math.cos(al)])[:, None, None]
-    x = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)])
-    c, s = math.cos(-angle), math.sin(-angle)
-    xb = x * c + np.cross(a, x, axis=0) * s + a * np.sum(a * x, axis=0) * (1.0 - c)  # Rodrigues
-    return _blob(np.arccos(np.clip(xb[2], -1.0, 1.0)), np.arctan2(xb[1], xb[0]))
+    from hpcml.apps.flux.fields import rotated
+
+    return rotated(_blob, t, p, axis, angle)
 
 
 def _rigid_run(tmp_path: Path, nt: int, npp: int, omega: float, axis: tuple[float, float], angle: float, init=None,
