@@ -83,6 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end", type=float, default=None, help="end every case at this time, hours (smoke tests)")
     parser.add_argument("--convergence", action="store_true", help="convergence study instead of timings")
     parser.add_argument(
+        "--scaling", action="store_true", help="the performance model: 1024 x 2048 on 1-4 ranks, MPI costs, 1-1024"
+    )
+    parser.add_argument("--steps", type=int, default=20, help="steps of the --scaling runs")
+    parser.add_argument(
         "--validate", action="store_true", help="run every case in full and compare with HipFT (flux-validation.md)"
     )
     parser.add_argument("--suite", default=None, help="HipFT validation-case folder (default: tests/data/hipft)")
@@ -556,6 +560,18 @@ def run(args: argparse.Namespace) -> int:
     if MPI.COMM_WORLD.Get_rank() != 0:  # the benchmark launches its own mpiexec runs
         return 0
     suite = Path(args.suite) if args.suite else _suite()
+    if args.scaling:
+        from hpcml.bench.flux_scaling import scaling
+
+        strong, weak, notes = scaling(args)
+        cols = ["ranks", "split", "measured_ms", "model_here_ms", "measured_over_model", "compute_ms", "halo_ms",
+                "caps_ms", "reduce_ms", "model_ms", "efficiency"]  # fmt: skip
+        write_report("flux-scaling", strong, cols, args.out, notes=notes,
+                     title="hpcml flux: strong scaling of one 1024 x 2048 realization (ms per step)")  # fmt: skip
+        write_report("flux-weak", weak, ["realizations", "ranks", "model_ms", "reduce_ms", "efficiency"], args.out,
+                     notes=notes, title="hpcml flux: weak scaling, one realization per 4 ranks (model)")  # fmt: skip
+        print(f"flux bench: wrote {Path(args.out) / 'flux-scaling.md'} and flux-weak.md")
+        return 0
     if args.convergence:
         rows = convergence_rows()
         out = Path(args.out)

@@ -37,6 +37,7 @@ class FluxContext:
     halo_method: str
     geo: dict[str, np.ndarray]  # the block's slices of the global 1-D geometry (host)
     dgeo: dict[str, Any]  # the same arrays on the device (the same objects on the CPU)
+    exchanges: int = 0  # halo exchanges so far (the performance model counts them)
 
     @property
     def rank0(self) -> bool:
@@ -49,6 +50,7 @@ class FluxContext:
 
     def exchange(self, fld: Any) -> None:
         """Fill the halo of ``fld`` (faces only: every stencil here is axis-aligned)."""
+        self.exchanges += 1
         self.dev.exchange(fld, self.halo_method)
 
 
