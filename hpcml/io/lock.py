@@ -45,8 +45,12 @@ _HELD: dict[str, list[int]] = {}  # absolute lock file -> [fd, count] (this proc
 
 
 def lock_file(path: str | os.PathLike[str]) -> Path:
-    """The lock file of an output file or folder ``NAME``: ``NAME.lock`` beside it."""
-    p = Path(path)
+    """The lock file of an output file or folder ``NAME``: ``NAME.lock`` beside it.
+
+    A relative path is made absolute first (``"."``, a HipFT namelist's output folder,
+    has no name of its own).
+    """
+    p = Path(path).absolute()
     return p.with_name(p.name + ".lock")
 
 

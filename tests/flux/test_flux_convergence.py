@@ -19,7 +19,7 @@ def final_error(overrides, nt, np_):
         cfg["output"].update(directory=tmp, maps="", history=False)
         s = FluxSolver(cfg, MPI.COMM_SELF)
         s.run()
-        err = s.diag.compute(s.time)[0][13]
+        err = s.diag.compute(s.st)[0][13]
         s.lay.free()
     return err
 

@@ -129,21 +129,16 @@ def test_case_splits_match_hipft(case, comm, shared_tmp):
 # -- flow_rigid_omega: rigid rotation about a tilted axis, against the exact rotated field ------
 def _blob(t: np.ndarray, p: np.ndarray) -> np.ndarray:
     """A Gaussian of B_r (100 G, 15 degrees wide) centred at colatitude 60, longitude 45 degrees."""
-    c = (math.radians(60.0), math.radians(45.0))
-    centre = np.array([math.sin(c[0]) * math.cos(c[1]), math.sin(c[0]) * math.sin(c[1]), math.cos(c[0])])
-    x = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)])
-    d = np.arccos(np.clip(np.tensordot(centre, x, 1), -1.0, 1.0))
-    return 100.0 * np.exp(-((d / math.radians(15.0)) ** 2))
+    from hpcml.apps.flux.fields import gaussian_spot
+
+    return gaussian_spot(t, p)
 
 
 def _rotated_blob(t: np.ndarray, p: np.ndarray, axis: tuple[float, float], angle: float) -> np.ndarray:
     """The blob carried by a rigid rotation by ``angle`` about ``axis``: ``B(x) = B0(R(-angle) x)``."""
-    al, be = (math.radians(a) for a in axis)
-    a = np.array([math.sin(al) * math.cos(be), math.sin(al) * math.sin(be), math.cos(al)])[:, None, None]
-    x = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)])
-    c, s = math.cos(-angle), math.sin(-angle)
-    xb = x * c + np.cross(a, x, axis=0) * s + a * np.sum(a * x, axis=0) * (1.0 - c)  # Rodrigues
-    return _blob(np.arccos(np.clip(xb[2], -1.0, 1.0)), np.arctan2(xb[1], xb[0]))
+    from hpcml.apps.flux.fields import rotated
+
+    return rotated(_blob, t, p, axis, angle)
 
 
 def _rigid_run(tmp_path: Path, nt: int, npp: int, omega: float, axis: tuple[float, float], angle: float, init=None,
@@ -273,3 +268,82 @@ def test_bad_rigid_axis(tmp_path):
         cfg["output"]["directory"] = str(tmp_path)
         with pytest.raises(ConfigError, match=message):
             run(cfg, MPI.COMM_SELF)
+
+
+# -- output options: HipFT's indexed maps (flux-balanced) and flow files -------------------------
+OUTPUT_CASES = ("outputs", "all_options")
+
+
+def output_differences(case: str, outdir: Path) -> list[str]:
+    """Histories (as :func:`differences`), plus every map and flow file and both lists, against HipFT's."""
+    bad = differences(case, outdir)
+    ref = EXTRA / case / "reference"
+    for lst in ("hipft_output_map_list.out", "hipft_output_flow_list.out"):
+        want = [ln.split() for ln in (ref / lst).read_text().splitlines()]
+        got = [ln.split() for ln in (outdir / lst).read_text().splitlines()] if (outdir / lst).is_file() else []
+        same = len(got) == len(want) and all(
+            g[0] == w[0] and g[2] == w[2] and abs(float(g[1]) - float(w[1])) <= 1e-12 * max(1.0, abs(float(w[1])))
+            for g, w in zip(got[1:], want[1:])
+        )
+        if not same:
+            bad.append(f"{lst}: {got} vs {want}")
+    files = sorted(p.relative_to(ref) for p in ref.rglob("*.h5"))
+    assert files, f"no reference map files in {ref}"
+    for rel_path in files:
+        mine_path = outdir / rel_path
+        if not mine_path.is_file():
+            bad.append(f"{rel_path}: not written")
+            continue
+        with h5py.File(ref / rel_path) as fr, h5py.File(mine_path) as fm:
+            a, b = fm["Data"][...], fr["Data"][...]
+            if a.shape != b.shape:
+                bad.append(f"{rel_path}: shape {a.shape} vs {b.shape}")
+                continue
+            scale = max(float(np.max(np.abs(b))), 1e-300)
+            err = float(np.max(np.abs(a - b))) / scale
+            if err > 1e-6:
+                bad.append(f"{rel_path}: max difference {err:.2e} of the largest value")
+            for name in ("dim1", "dim2"):
+                if not np.allclose(fm[name][...], fr[name][...], rtol=1e-12, atol=1e-12):
+                    bad.append(f"{rel_path}: scale {name} differs")
+    return bad
+
+
+@pytest.mark.parametrize("case", OUTPUT_CASES)
+def test_output_options_match_hipft(case, tmp_path):
+    """output_map_idx_cadence, output_map_flux_balance and output_flows write what HipFT writes."""
+    cfg = extra_config(case, tmp_path)
+    assert cfg["output"]["map_steps"] > 0 and cfg["output"]["balance_maps"] and cfg["output"]["flows"]
+    cfg["output"]["maps"] = "series.h5"
+    run(cfg, MPI.COMM_SELF)
+    bad = output_differences(case, tmp_path)
+    assert not bad, f"{case}: {bad}"
+    with h5py.File(tmp_path / "series.h5") as fh:  # the series carries the balanced maps and the flows too
+        assert fh["br"].shape[0] == fh["vt"].shape[0] == fh["vp"].shape[0]
+        assert fh["vt"].attrs["units"] in ("m/s", b"m/s")
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("case", OUTPUT_CASES)
+def test_output_options_split(case, comm, shared_tmp):
+    """The same files from every split (the maps and flows are gathered from all blocks)."""
+    splits = [s for s in SPLITS.get(comm.Get_size(), []) if s[0] == 1]
+    for e, pt, pp in splits:
+        out = shared_tmp / f"split-{e}x{pt}x{pp}"
+        run(extra_config(case, out, ensemble=e, dims=[pt, pp]), comm)
+        bad = comm.bcast(output_differences(case, out) if comm.Get_rank() == 0 else None, root=0)
+        assert_all(comm, not bad, f"{case} split {e}x{pt}x{pp}: {bad}")
+
+
+def test_hpcml_run_hipft_every_option(tmp_path):
+    """``hpcml run --hipft`` on the namelist with every option, 2 ranks: HipFT's files, HipFT's values."""
+    from hpcml.testing import run_mpi
+
+    nml = EXTRA / "all_options" / "input" / "hipft.in"
+    res = run_mpi(2, ["-m", "hpcml.cli", "run", "--hipft", str(nml)], timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    bad = output_differences("all_options", tmp_path)
+    assert not bad, bad
+    for name in ("hipft_brmap_initial.h5", "hipft_brmap_final.h5", "hipft_brmap_maps.h5"):
+        assert (tmp_path / name).is_file(), name

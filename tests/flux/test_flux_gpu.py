@@ -28,7 +28,9 @@ from hpcml.backend import simulator_enabled
 pytestmark = [pytest.mark.mpi, pytest.mark.numba_cuda, pytest.mark.timeout(1200)]
 
 BACKEND = "sim" if simulator_enabled() else "gpu"
-RTOL, FLOOR = 1e-12, 1e-13
+# The simulator runs the kernels' arithmetic in Python, operation for operation as the CPU
+# kernels; a real GPU contracts multiply-adds into FMAs and has its own exp: 1e-10 there.
+RTOL, FLOOR = (1e-12, 1e-13) if BACKEND == "sim" else (1e-10, 1e-12)
 
 
 def _write(path: Path, data: np.ndarray, t: np.ndarray, p: np.ndarray) -> Path:

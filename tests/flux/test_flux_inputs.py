@@ -114,8 +114,10 @@ def _namelist(tmp_path, body):
 def test_namelist_errors_name_the_options(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown HipFT option.*: flow_wobble"):
         config_from_hipft(_namelist(tmp_path, "res_nt=10\nres_np=20\nvalidation_run=1\nflow_wobble = 3"))
-    with pytest.raises(ConfigError, match=r"not supported by hpcml flux: output_flows, output_map_idx_cadence"):
-        config_from_hipft(_namelist(tmp_path, "validation_run=1\noutput_flows=.true.\noutput_map_idx_cadence=3"))
+    with pytest.raises(ConfigError, match=r"output_map_time_cadence and output_map_idx_cadence cannot both be set"):
+        config_from_hipft(
+            _namelist(tmp_path, "validation_run=1\noutput_map_time_cadence=2.0\noutput_map_idx_cadence=3")
+        )
     with pytest.raises(ConfigError, match="does not exist"):
         config_from_hipft(tmp_path / "nope.in")
     with pytest.raises(ConfigError, match=r"flow_dr_coef_p0_values has 3 values but n_realizations = 2"):

@@ -109,7 +109,7 @@ def test_stable_steps_match_spec(tmp_path):
     for case, (adv, dif) in expect.items():
         s = FluxSolver(case_config(case, tmp_path), MPI.COMM_SELF)
         if adv is not None:
-            s.flows.rebuild()
+            s.flows.rebuild(s.st)
             assert math.isclose(s.flows.dt_adv, adv, rel_tol=2e-15), (case, s.flows.dt_adv)
         if dif is not None:
             assert math.isclose(s.diff.dt_e, dif, rel_tol=2e-15), (case, s.diff.dt_e)

@@ -6,7 +6,13 @@
 #      2 ranks the CuPy halo tests, the Numba-CUDA device-array halo tests, the DistArray
 #      NumPy-protocol tests on CuPy arrays and hpcml.torch on CUDA tensors (DLPack views,
 #      in-place exchange, one DDP training step);
-#   3. runs `hpcml bench kernels --device gpu` and `hpcml bench datatypes --device gpu`.
+#   3. runs `hpcml bench kernels --device gpu` and `hpcml bench datatypes --device gpu`;
+#   4. the flux app on the GPU: its GPU path against its CPU path on reduced HipFT cases (2 ranks,
+#      CuPy fields), the seven HipFT validation cases in full against HipFT's references
+#      (`hpcml bench flux --validate --device gpu`), and `hpcml bench flux --device gpu --quick`.
+#
+#   PART=core or PART=flux runs only steps 1-3 or only step 4 (one 600 s call each, if one call
+#   cannot hold both); the default PART=all runs everything.
 #
 #   bash tests/gpu/run_device_checks.sh            # results in ${OUT:-gpu-results}
 #
@@ -50,7 +56,10 @@ print("mpi4py", mpi4py.__version__, MPI.Get_library_version().splitlines()[0])
 PYEOF
 
 PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rs)
+HPCML=("$PY" -c "import sys; from hpcml.cli import main; sys.exit(main())")
 rc=0
+PART=${PART:-all}
+if [ "$PART" != flux ]; then
 timeout "$(cap 150)" "${PYTEST[@]}" tests/gpu 2>&1 | tee "$OUT/pytest-gpu.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 timeout "$(cap 60)" "${PYTEST[@]}" -m gpu tests/test_datatypes_device.py 2>&1 | tee "$OUT/pytest-pack.txt"
@@ -73,11 +82,27 @@ timeout "$(cap 90)" "$MPIEXEC" -n 2 "${PYTEST[@]}" --with-mpi -m "mpi and gpu" t
     2>&1 | tee "$OUT/pytest-torch.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 
-HPCML=("$PY" -c "import sys; from hpcml.cli import main; sys.exit(main())")
 timeout "$(cap 120)" "${HPCML[@]}" bench kernels --device gpu --repeat 6 --out "$OUT" 2>&1 | tail -40 \
     | tee "$OUT/bench.txt"
 echo "bench kernels exit status ${PIPESTATUS[0]}"
 timeout "$(cap 90)" "$MPIEXEC" -n 2 "${HPCML[@]}" bench datatypes --device gpu --repeat 10 --out "$OUT" 2>&1 \
     | tail -20 | tee "$OUT/bench-datatypes.txt"
-echo "bench datatypes exit status ${PIPESTATUS[0]}; tests exit status $rc; ${SECONDS} s"
+echo "bench datatypes exit status ${PIPESTATUS[0]}"
+fi
+
+if [ "$PART" != core ]; then
+# flux: GPU path = CPU path (1e-10) on reduced cases, 2 ranks (the pole rows split along phi too)
+timeout "$(cap 150)" "$MPIEXEC" -n 2 "${PYTEST[@]}" --with-mpi -m "mpi and numba_cuda" tests/flux/test_flux_gpu.py \
+    2>&1 | tee "$OUT/pytest-flux-gpu.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+# the seven HipFT cases in full on the GPU against HipFT's reference histories (flux-validation.md)
+timeout "$(cap 240)" "${HPCML[@]}" bench flux --validate --device gpu --out "$OUT" 2>&1 | tail -12 \
+    | tee "$OUT/flux-validate.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+# timings and the diffusion phase's bytes/s against the device's memory bandwidth (flux.md)
+timeout "$(cap 150)" "${HPCML[@]}" bench flux --device gpu --quick --configs 1x1 --no-compile --out "$OUT" 2>&1 \
+    | tail -12 | tee "$OUT/bench-flux.txt"
+echo "bench flux exit status ${PIPESTATUS[0]}"
+fi
+echo "tests exit status $rc; ${SECONDS} s"
 exit "$rc"

@@ -14,7 +14,7 @@ import numpy as np
 from hpcml.apps.flux.grid import PI
 
 if TYPE_CHECKING:
-    from hpcml.apps.flux.solver import FluxSolver
+    from hpcml.apps.flux.state import FluxContext, FluxState
 
 __all__ = ["Advection", "PoleCaps"]
 
@@ -34,7 +34,7 @@ class PoleCaps:
     value is minus its sum).
     """
 
-    def __init__(self, s: FluxSolver, fac_n: float, fac_s: float) -> None:
+    def __init__(self, s: FluxContext, fac_n: float, fac_s: float) -> None:
         self.s, self.fac_n, self.fac_s = s, fac_n, fac_s
         lay, dev = s.lay, s.dev
         nr = lay.nr
@@ -84,9 +84,9 @@ class PoleCaps:
 
 
 class Advection:
-    """Stage kernels and integrators for one rank's block."""
+    """Stage kernels and integrators for one rank's block (the flows are given per call)."""
 
-    def __init__(self, s: FluxSolver) -> None:
+    def __init__(self, s: FluxContext) -> None:
         self.s = s
         g, lay = s.grid, s.lay
         self.caps = PoleCaps(s, 2.0 / (PI * g.dth[2]), 2.0 / (PI * g.dth[g.Nt]))
@@ -96,19 +96,19 @@ class Advection:
         self.nch = row_chunks(lay.ny)
         self.scratch = advect_scratch(lay.nx)
 
-    def _caps(self, x: Any) -> tuple[Any, Any]:
+    def _caps(self, x: Any, vt: Any) -> tuple[Any, Any]:
         """Cap divergences ``A[1]`` and ``A[N_t]`` per realization (row reductions)."""
         s, lay, geo = self.s, self.s.lay, self.s.dgeo
-        vt, up = s.flows.vt, s.prm.upwind
+        up = s.prm.upwind
         for which, off in self.caps.rows():
             q = lay.inorth + 1 if which == 0 else lay.isouth
             s.dev.pole_terms("adv", x, vt, geo["dp"], q, lay.c0, lay.c1, up, self.caps.view(off))
         return self.caps.reduce()
 
-    def stage(self, x: Any, f0: Any, out: Any, a: float, b: float, cdt: float) -> None:
-        """``out = a*f0 + b*x - cdt*A(x)`` on the owned cells, then fill ``out``'s halo."""
-        s, lay, geo, fl = self.s, self.s.lay, self.s.dgeo, self.s.flows
-        an, as_ = self._caps(x.data)
+    def stage(self, fl: Any, x: Any, f0: Any, out: Any, a: float, b: float, cdt: float) -> None:
+        """``out = a*f0 + b*x - cdt*A(x)`` with the flows ``fl`` on the owned cells, then fill ``out``'s halo."""
+        s, lay, geo = self.s, self.s.lay, self.s.dgeo
+        an, as_ = self._caps(x.data, fl.vt)
         self.n_stages += 1
         s.dev.advect_stage(
             x.data, f0.data, out.data, fl.vt, fl.vp, fl.at, fl.ap, geo["kind_t"], geo["weno_t"], s.prm.weno,
@@ -117,21 +117,20 @@ class Advection:
         )  # fmt: skip
         s.exchange(out)
 
-    def advance(self, dt: float) -> None:
-        """Advance ``s.f`` by ``dt`` with the configured integrator (halos valid on entry and exit)."""
-        s = self.s
-        f, b1, b2 = s.f, s.work[0], s.work[1]
-        scheme = s.prm.time_scheme
+    def advance(self, st: FluxState, fl: Any, dt: float) -> None:
+        """Advance ``st.f`` by ``dt`` with the flows ``fl`` (halos valid on entry and exit)."""
+        f, b1, b2 = st.f, st.work[0], st.work[1]
+        scheme = self.s.prm.time_scheme
         if scheme == "ssprk43":
             half = 0.5 * dt
-            self.stage(f, f, b1, 0.0, 1.0, half)
-            self.stage(b1, b1, b2, 0.0, 1.0, half)
-            self.stage(b2, f, b1, TWO_THIRDS, THIRD, SIXTH * dt)
-            self.stage(b1, b1, f, 0.0, 1.0, half)
+            self.stage(fl, f, f, b1, 0.0, 1.0, half)
+            self.stage(fl, b1, b1, b2, 0.0, 1.0, half)
+            self.stage(fl, b2, f, b1, TWO_THIRDS, THIRD, SIXTH * dt)
+            self.stage(fl, b1, b1, f, 0.0, 1.0, half)
         elif scheme == "ssprk33":
-            self.stage(f, f, b1, 0.0, 1.0, dt)
-            self.stage(b1, f, b2, 0.75, 0.25, 0.25 * dt)
-            self.stage(b2, f, f, THIRD, TWO_THIRDS, TWO_THIRDS * dt)
+            self.stage(fl, f, f, b1, 0.0, 1.0, dt)
+            self.stage(fl, b1, f, b2, 0.75, 0.25, 0.25 * dt)
+            self.stage(fl, b2, f, f, THIRD, TWO_THIRDS, TWO_THIRDS * dt)
         else:
-            self.stage(f, f, b1, 0.0, 1.0, dt)
-            s.swap_field(b1)
+            self.stage(fl, f, f, b1, 0.0, 1.0, dt)
+            st.swap_field(b1)

@@ -23,7 +23,7 @@ from hpcml.apps.flux.grid import D2R, PI, read_map_info
 from hpcml.config import ConfigError
 
 if TYPE_CHECKING:
-    from hpcml.apps.flux.solver import FluxSolver
+    from hpcml.apps.flux.state import FluxContext, FluxState
 
 __all__ = ["Assimilation", "check_maps", "read_map_list"]
 
@@ -71,8 +71,11 @@ def check_maps(da: dict[str, Any], nt: int, nf: int) -> list[tuple[float, Path]]
 class Assimilation:
     """Map list, the pointer to the next map, and the blend of one rank's block."""
 
-    def __init__(self, s: FluxSolver) -> None:
+    def __init__(self, s: FluxContext) -> None:
+        from hpcml.apps.flux.diagnostics import Diagnostics
+
         self.s = s
+        self.diag = Diagnostics(s)  # flux balance of the increments
         da = s.cfg["assimilation"]
         self.maps = check_maps(da, s.grid.Nt, s.grid.Nf)
         t0 = s.prm.t_start
@@ -126,11 +129,11 @@ class Assimilation:
             block = np.asarray(ds[0:3, rows, cols], dtype=np.float64)
         return block[0], block[1], block[2]
 
-    def apply(self) -> None:
-        """Assimilate the next map into ``s.f`` (collective over the ensemble group)."""
-        s, lay, g = self.s, self.s.lay, self.s.grid
+    def apply(self, st: FluxState) -> None:
+        """Assimilate the next map into ``st.f`` (collective over the ensemble group)."""
+        lay, g = self.s.lay, self.s.grid
         data, w0, mu = self._read(self.maps[self.next][1])
-        x = s.host_data()
+        x = st.host_data()
         own = (slice(lay.i0, lay.i1), slice(lay.c0, lay.c1))
         delta = lay.zeros()
         for r in range(lay.nr):
@@ -150,9 +153,9 @@ class Assimilation:
             else:
                 delta.data[r][own] = w * (d - x[r][own])
         if self.balance:
-            s.diag.balance(delta.data)
+            self.diag.balance(delta.data)
         x[:, lay.i0 : lay.i1, lay.c0 : lay.c1] += delta.data[:, lay.i0 : lay.i1, lay.c0 : lay.c1]
-        s.set_host_data(x)  # the field itself on the CPU; a copy back to a GPU
+        st.set_host_data(x)  # the field itself on the CPU; a copy back to a GPU
         self.next += 1
         self.applied += 1
 

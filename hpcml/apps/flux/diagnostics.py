@@ -8,14 +8,15 @@ the result does not depend on how the sphere or the ensemble is split.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpcml.apps.flux.fields import soccer_u0
 from hpcml.apps.flux.grid import D2R, KMS_TO_RSH, PI, RSUN2, TWOPI
 
 if TYPE_CHECKING:
-    from hpcml.apps.flux.solver import FluxSolver
+    from hpcml.apps.flux.state import FluxContext, FluxState
 
 __all__ = ["Diagnostics"]
 
@@ -26,7 +27,7 @@ DIPOLE = 3.0 / (4.0 * PI)
 class Diagnostics:
     """Computes history rows; results land on world rank 0."""
 
-    def __init__(self, s: FluxSolver) -> None:
+    def __init__(self, s: FluxContext) -> None:
         self.s = s
         g, lay = s.grid, s.lay
         j = lay.j_of_row
@@ -53,6 +54,11 @@ class Diagnostics:
         kind = s.prm.kind
         if kind in ("soccer", "gaussians"):
             self.fex = np.zeros((lay.NY, lay.NX))
+        if kind == "soccer":
+            # the exact solution uses the un-averaged field, with the seam at p_1
+            t = g.t[lay.t0 + 1 : lay.t0 + lay.ny + 1][:, None]
+            p = lay.cols(g.p_rep)[lay.c0 : lay.c1][None, :]
+            self.fex[lay.i0 : lay.i1, lay.c0 : lay.c1] = soccer_u0(t, p)
         if kind == "gaussians":
             self.th_rows = np.where(ok, g.t[jj], 0.0)
             self.sti_rows = np.where(ok, g.st_i[jj], 0.0)
@@ -66,8 +72,6 @@ class Diagnostics:
         prm = s.prm
         dtau = time - prm.t_start
         if prm.kind == "soccer":
-            if self.fex is not s.u0_exact:
-                self.fex = s.u0_exact
             if prm.advance_diffusion:
                 self.efac = np.exp(-42.0 * prm.diff_code[s.lay.r_start : s.lay.r_start + s.lay.nr] * dtau)
         else:
@@ -87,18 +91,22 @@ class Diagnostics:
             np.multiply(self.sti_rows[:, None], e2 - e1, out=self.fex)
 
     # -- rows ---------------------------------------------------------------------------
-    def compute(self, time: float) -> np.ndarray | None:
-        """History values ``(n_real, 14)`` (without STEP/TIME) on world rank 0, None elsewhere."""
+    def compute(self, st: FluxState, time: float | None = None) -> np.ndarray | None:
+        """History values ``(n_real, 14)`` of ``st.f`` at ``time`` (default ``st.time``) on world rank 0.
+
+        Collective; None on the other ranks.
+        """
         from hpcml.kernels.flux import diag_partials
 
         s, lay = self.s, self.s.lay
+        time = st.time if time is None else time
         use_ex = self.fex is not None
         if use_ex:
             self._exact(time)
         if s.dev.on_device and not use_ex:
-            self._partials_on_device()
+            self._partials_on_device(st.f.data)
         else:
-            x = s.host_data()  # the field itself on the CPU; validation runs on a GPU: a host copy
+            x = st.host_data()  # the field itself on the CPU; validation runs on a GPU: a host copy
             diag_partials(
                 x, self.fex if use_ex else x[0], self.efac, use_ex, self.wt, self.wp, self.cosw, self.sinw,
                 self.sdip, self.cdip, self.cap, lay.i0, lay.i1, lay.c0, lay.c1, self.mins, self.sums,
@@ -111,16 +119,16 @@ class Diagnostics:
                 return None
         return self._combine(parts)
 
-    def _partials_on_device(self) -> None:
+    def _partials_on_device(self, x: Any) -> None:
         """Per-row quantities on the device, one small copy, the compensated sums on the host."""
         from hpcml.kernels.flux import diag_accumulate
         from hpcml.kernels.flux_cuda import diag_rows
 
-        s, lay, dev = self.s, self.s.lay, self.s.dev
+        lay, dev = self.s.lay, self.s.dev
         if self.d_rows is None:
             self.d_rows = dev.put(np.zeros((lay.nr, lay.ny, 10)))
             self.d_w = [dev.put(a) for a in (self.wt, self.wp, self.cosw, self.sinw)]
-        diag_rows(dev.name, s.f.data, *self.d_w, lay.i0, lay.i1, lay.c0, lay.c1, self.d_rows)
+        diag_rows(dev.name, x, *self.d_w, lay.i0, lay.i1, lay.c0, lay.c1, self.d_rows)
         rows = dev.get(self.d_rows)
         diag_accumulate(rows, self.sdip, self.cdip, self.cap, lay.i0, self.mins, self.sums)
 

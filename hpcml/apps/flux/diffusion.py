@@ -23,7 +23,7 @@ from hpcml.apps.flux.diffusivity import VariableDiffusivity
 from hpcml.apps.flux.grid import HUGE, PI, SAFETY
 
 if TYPE_CHECKING:
-    from hpcml.apps.flux.solver import FluxSolver
+    from hpcml.apps.flux.state import FluxContext, FluxState
 
 __all__ = ["Diffusion", "sts_coefficients", "sts_stages"]
 
@@ -78,7 +78,7 @@ def sts_coefficients(method: str, s: int) -> tuple[np.ndarray, ...]:
 class Diffusion:
     """Operator, stable step and the diffusion advance of one rank's block."""
 
-    def __init__(self, s: FluxSolver) -> None:
+    def __init__(self, s: FluxContext, field: Any = None) -> None:
         self.s = s
         g, lay, dev = s.grid, s.lay, s.dev
         self.dcoef_host = np.ascontiguousarray(s.prm.diff_code[lay.r_start : lay.r_start + lay.nr])
@@ -87,7 +87,7 @@ class Diffusion:
         self.var: VariableDiffusivity | None = None
         self.kvar: Any = None  # the varying diffusivity's arrays on the device
         if s.prm.diff_map or s.prm.diff_grid:
-            self.var = VariableDiffusivity(g, lay, s.diff_field, s.prm.diff_grid, s.prm.diff_factor)
+            self.var = VariableDiffusivity(g, lay, field, s.prm.diff_grid, s.prm.diff_factor)
             self.kvar = self.var.on(dev)
         zeros = np.zeros(lay.NX)
         self.pole_n = dev.put(self.var.pole_north if self.var is not None else zeros)
@@ -197,10 +197,10 @@ class Diffusion:
         self.s.exchange(out)
 
     # -- time stepping -------------------------------------------------------------------
-    def ptl(self, tau_in: float, y: Any) -> float:
+    def ptl(self, st: FluxState, tau_in: float, y: Any) -> float:
         """Practical time-step limit from ``y = L(f)`` (section 6.5; global over all ranks)."""
         s, lay, g = self.s, self.s.lay, self.s.grid
-        x = s.f.data
+        x = st.f.data
         m = s.dev.ptl_max(y.data, x, lay.i0, lay.i1, lay.c0, lay.c1)
         m = s.world.allreduce(m, op=MPI.MAX)
         if m <= 0.0:
@@ -214,36 +214,36 @@ class Diffusion:
         tau = SAFETY * s.world.allreduce(tau, op=MPI.MIN)
         return max(tau, tau_in)
 
-    def super_step(self, tau: float, y: Any) -> None:
-        """Advance ``s.f`` by ``tau``; ``y`` holds ``L(f)`` on entry (it becomes ``Y0``)."""
+    def super_step(self, st: FluxState, tau: float, y: Any) -> None:
+        """Advance ``st.f`` by ``tau``; ``y`` holds ``L(f)`` on entry (it becomes ``Y0``)."""
         s = self.s
         method = s.prm.diff_method
-        u0 = s.f
+        u0 = st.f
         if method == "euler":
             n = max(1, math.ceil(tau / self.dt_e))
             h = tau / n
             cur = u0
             for i in range(n):
-                out = s.work[i % 2] if cur is not s.work[i % 2] else s.work[(i + 1) % 2]
+                out = st.work[i % 2] if cur is not st.work[i % 2] else st.work[(i + 1) % 2]
                 self.stage(cur, cur, cur, cur, out, 1.0, 0.0, 0.0, h, 0.0)
                 cur = out
             self.last_s = n
-            s.swap_field(cur)
+            st.swap_field(cur)
             return
-        st = sts_stages(method, tau, self.dt_e)
-        mu, nu, mt, gt = sts_coefficients(method, st)
+        nst = sts_stages(method, tau, self.dt_e)
+        mu, nu, mt, gt = sts_coefficients(method, nst)
         # Stages on increments v_j = u_j - u_0: L is linear and 1 - mu - nu + nu + mu = 1,
         # so v_j = mu v_{j-1} + nu v_{j-2} + mu~ tau L(v_{j-1}) + (mu~ + gamma~) Y0 with
         # v_0 = 0, v_1 = mu~_1 Y0: u_0 is not streamed by every stage (4 streams, not 5).
         y0 = y
         dev = s.dev
         dev.scaled_add(y0.data, tau, None, 0.0)  # Y0 = tau L(u0), pointwise (halo included)
-        w = s.work
+        w = st.work
         v1 = w[0]
         dev.scaled_add(v1.data, 0.0, y0.data, float(mt[1]))
         prev2, prev1 = v1, v1  # nu_2 multiplies v_0 = 0: pass v_1 with nu = 0
         free = [w[1], w[2]]
-        for j in range(2, st + 1):
+        for j in range(2, nst + 1):
             out = free.pop()
             nu_j = 0.0 if j == 2 else float(nu[j])
             self.stage(prev1, prev2, prev1, y0, out, float(mu[j]), nu_j, float(mt[j] + gt[j]), float(mt[j] * tau), 0.0,
@@ -252,35 +252,37 @@ class Diffusion:
                 free.append(prev2)
             prev2, prev1 = prev1, out
         dev.scaled_add(prev1.data, 1.0, u0.data, 1.0)  # u_s = u_0 + v_s (halo included)
-        self.last_s = st
-        s.swap_field(prev1)
+        self.last_s = nst
+        st.swap_field(prev1)
 
-    def advance(self, dt: float, t_step: float, on_cycle: Callable[[float, int], None] | None = None) -> None:
-        """Diffuse ``s.f`` over ``dt``: fixed subcycles or automatic PTL cycles.
+    def advance(
+        self, st: FluxState, dt: float, t_step: float, on_cycle: Callable[[float, int], None] | None = None
+    ) -> None:
+        """Diffuse ``st.f`` over ``dt``: fixed subcycles or automatic PTL cycles.
 
         ``on_cycle(elapsed, cycles_estimate)`` is called after every cycle (history rows
         with ``subcycle_rows``).
         """
         s = self.s
-        y = s.ybuf
+        y = st.ybuf
         nsub = s.prm.subcycles
         if nsub > 0:
             for _ in range(nsub):
-                self.apply(s.f, y)
-                self.super_step(dt / nsub, y)
+                self.apply(st.f, y)
+                self.super_step(st, dt / nsub, y)
             self.cycles = nsub
             return
         tau, elapsed, i = 0.0, 0.0, 1
         while True:
-            self.apply(s.f, y)
-            tau = self.ptl(tau, y)
+            self.apply(st.f, y)
+            tau = self.ptl(st, tau, y)
             last = False
             if elapsed + tau >= dt:
                 tau, last = dt - elapsed, True
             if i == MAX_CYCLES:
                 tau, last = dt - elapsed, True
             before = elapsed
-            self.super_step(tau, y)
+            self.super_step(st, tau, y)
             elapsed += tau
             if on_cycle is not None:
                 on_cycle(t_step + elapsed, math.ceil((dt - before) / tau) if tau > 0 else 0)

@@ -17,7 +17,16 @@ from hpcml.apps.flux.grid import MapInfo, SphereGrid
 from hpcml.apps.flux.layout import Layout
 from hpcml.config import ConfigError
 
-__all__ = ["bipolar_map", "gaussian_blobs", "load_map_block", "seam_average", "soccer_ball", "soccer_u0"]
+__all__ = [
+    "bipolar_map",
+    "gaussian_blobs",
+    "gaussian_spot",
+    "load_map_block",
+    "rotated",
+    "seam_average",
+    "soccer_ball",
+    "soccer_u0",
+]
 
 
 def _owned_theta(lay: Layout) -> np.ndarray:
@@ -142,3 +151,27 @@ def load_map_block(out: np.ndarray, lay: Layout, info: MapInfo, r_start: int, n_
         block[:, :, -1] = 0.5 * (first[:, :, 0] + block[:, :, -1])
     out[:, lay.i0 : lay.i1, lay.c0 : lay.c1] = block
     return finite
+
+
+def gaussian_spot(t: np.ndarray, p: np.ndarray, colat: float = 60.0, lon: float = 45.0, width: float = 15.0,
+                  amp: float = 100.0) -> np.ndarray:  # fmt: skip
+    """A Gaussian of B_r in great-circle distance: ``amp exp(-(d / width)^2)`` (angles in degrees)."""
+    c0, l0 = math.radians(colat), math.radians(lon)
+    centre = np.array([math.sin(c0) * math.cos(l0), math.sin(c0) * math.sin(l0), math.cos(c0)])
+    x = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)])
+    d = np.arccos(np.clip(np.tensordot(centre, x, 1), -1.0, 1.0))
+    return amp * np.exp(-((d / math.radians(width)) ** 2))
+
+
+def rotated(fn, t: np.ndarray, p: np.ndarray, axis: tuple[float, float], angle: float) -> np.ndarray:
+    """``fn`` carried by a rigid rotation by ``angle`` (radians) about ``axis`` (colatitude, longitude in degrees).
+
+    The exact solution of advection by :func:`~hpcml.apps.flux.flows.rigid_rotation`:
+    ``B(x) = B0(R(-angle) x)`` (Rodrigues' formula), evaluated at the points ``t`` x ``p``.
+    """
+    al, be = (math.radians(a) for a in axis)
+    a = np.array([math.sin(al) * math.cos(be), math.sin(al) * math.sin(be), math.cos(al)])[:, None, None]
+    x = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)])
+    c, s = math.cos(-angle), math.sin(-angle)
+    xb = x * c + np.cross(a, x, axis=0) * s + a * np.sum(a * x, axis=0) * (1.0 - c)
+    return fn(np.arccos(np.clip(xb[2], -1.0, 1.0)), np.arctan2(xb[1], xb[0]))

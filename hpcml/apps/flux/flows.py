@@ -13,7 +13,7 @@ and then every step when attenuation is on or the flows come from files.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mpi4py import MPI
@@ -23,7 +23,7 @@ from hpcml.apps.flux.grid import HUGE, KMS_TO_RSH, MS_TO_RSH, SAFETY, TINY, Sphe
 from hpcml.apps.flux.layout import Layout
 
 if TYPE_CHECKING:
-    from hpcml.apps.flux.solver import FluxSolver
+    from hpcml.apps.flux.state import FluxContext, FluxState
 
 __all__ = ["Flows", "rigid_rotation"]
 
@@ -31,7 +31,7 @@ __all__ = ["Flows", "rigid_rotation"]
 class Flows:
     """Velocity and Lax-Friedrichs fields of one rank's block (all its realizations)."""
 
-    def __init__(self, s: FluxSolver) -> None:
+    def __init__(self, s: FluxContext, files: FlowFiles | None = None) -> None:
         self.s = s
         lay, g, prm = s.lay, s.grid, s.prm
         nr = lay.nr
@@ -69,7 +69,7 @@ class Flows:
         # Flows that vary with longitude (files, tilted rigid rotation): one (NY, NX) field pair
         # shared by the block's realizations, added to the per-row profiles.
         self.face_ok, self.row_ok = face_ok, row_ok
-        self.files: FlowFiles | None = s.flow_files
+        self.files = files
         self.rigid = rigid_rotation(g, lay, prm.rigid_omega, prm.rigid_axis) if prm.rigid_omega != 0 else None
         self.has_base = self.files is not None or self.rigid is not None
         self.vt_base = dev.put(np.zeros((lay.NY, lay.NX)))
@@ -92,6 +92,22 @@ class Flows:
         """Whether the flows are rebuilt every step (they depend on the field, or come from files)."""
         return bool(self.s.prm.attenuate) or self.files is not None
 
+    def host_m_per_s(self) -> tuple[np.ndarray, np.ndarray]:
+        """Host copies of the ghosted ``(v_theta, v_phi)`` blocks in m/s (for output)."""
+        dev = self.s.dev
+        return dev.get(self.vt) / MS_TO_RSH, dev.get(self.vp) / MS_TO_RSH
+
+    def state(self) -> dict[str, Any]:
+        """Restart state: the flow files' pair in use (nothing else: the flows are rebuilt)."""
+        return self.files.state() if self.files is not None else {}
+
+    def restore(self, st: dict[str, Any]) -> None:
+        """Continue with a checkpoint's flow-file pair; the next step rebuilds the flows."""
+        if self.files is not None and st:
+            self.files.restore(st)
+        self._base_loaded = False
+        self.needs_update = True
+
     def _load_base(self) -> None:
         """The longitude-dependent flows: the current file pair plus the rigid rotation."""
         lay = self.s.lay
@@ -107,14 +123,14 @@ class Flows:
         self.vp_base = dev.put(np.where(self.row_ok[:, None], vp, 0.0))
         self._base_loaded = True
 
-    def rebuild(self) -> None:
-        """Model flows + attenuation with the current field, halos, LF speeds and CFL step."""
+    def rebuild(self, st: FluxState) -> None:
+        """Model flows + attenuation with the field ``st.f``, halos, LF speeds and CFL step (at ``st.time``)."""
         s, lay = self.s, self.s.lay
-        switched = self.files is not None and self.files.advance(s.time)
+        switched = self.files is not None and self.files.advance(st.time)
         if self.has_base and (switched or not self._base_loaded):
             self._load_base()
         bounds = (lay.i0, lay.i1, lay.c0, lay.c1, self.att_lo, self.att_hi)
-        s.dev.flows(self, s.f.data, bool(s.prm.attenuate), bounds)
+        s.dev.flows(self, st.f.data, bool(s.prm.attenuate), bounds)
         s.exchange(self.vel)
         if s.prm.weno:
             s.dev.lf_alpha(

@@ -1,12 +1,11 @@
 """HipFT ``hipft.in`` namelists -> full ``flux`` configs.
 
 :func:`config_from_hipft` reads ``&hipft_input_parameters`` with ``f90nml`` and
-maps every option onto the ``flux`` schema.  Options that are not HipFT options
-raise a :class:`~hpcml.config.ConfigError` naming them; HipFT options this solver
-does not implement raise naming them too when they are set to anything but
-HipFT's default (silently running a different model would be worse).
-Relative file names are resolved against the namelist's folder, as HipFT
-resolves them against its working directory.
+maps every option of HipFT 1.19 onto the ``flux`` schema.  Options that are not
+HipFT options, values of the wrong Fortran type and invalid values raise a
+:class:`~hpcml.config.ConfigError` naming them.  Relative input file names are
+resolved against the namelist's folder, as HipFT resolves them against its working
+directory; HipFT's output folders are relative to ``output.directory``.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any
 
 from hpcml.config import ConfigError, default_config
 
-__all__ = ["HIPFT_DEFAULTS", "UNSUPPORTED", "check_types", "config_from_hipft", "option_kind", "read_namelist"]
+__all__ = ["HIPFT_DEFAULTS", "check_types", "config_from_hipft", "option_kind", "read_namelist"]
 
 _HUGE = float("inf")
 MAX_REALIZATIONS = 2000
@@ -56,12 +55,6 @@ HIPFT_DEFAULTS: dict[str, Any] = {
     "source_rfe_model": 0, "source_rfe_total_unsigned_flux_per_hour": 0.0,
     "source_rfe_total_unsigned_flux_per_hours": None, "source_rfe_lifetime": 0.3, "source_rfe_seed": -9999,
 }  # fmt: skip
-
-# HipFT options this solver does not implement (an error when set to a non-default value).
-UNSUPPORTED = ("output_flows", "output_map_flux_balance", "output_map_idx_cadence")
-
-# Accepted without effect on the solution (HipFT-only file layout choices).
-_IGNORED = ("output_flows_directory", "output_map_directory", "output_map_2d", "output_map_idx_start")
 
 
 def read_namelist(path: str | Path) -> dict[str, Any]:
@@ -174,7 +167,7 @@ def config_from_hipft(path: str | Path) -> dict[str, Any]:
     Raises
     ------
     ConfigError
-        For unknown options, set but unsupported options, or invalid values.
+        For unknown options, values of the wrong type, or invalid values.
     """
     p = Path(path).resolve()
     nml = read_namelist(p)
@@ -182,9 +175,6 @@ def config_from_hipft(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{p}: unknown HipFT option(s): {', '.join(unknown)}")
     check_types(nml, p)
-    bad = sorted(k for k in UNSUPPORTED if k in nml and nml[k] not in (HIPFT_DEFAULTS[k], None, ""))
-    if bad:
-        raise ConfigError(f"{p}: HipFT option(s) not supported by hpcml flux: {', '.join(bad)}")
     base = p.parent
 
     def resolve(name: str) -> str:
@@ -290,10 +280,24 @@ def config_from_hipft(path: str | Path) -> dict[str, Any]:
     )
     cfg["splitting"]["strang"] = bool(_get(nml, "strang_splitting"))
     root = str(_get(nml, "output_map_root_filename")).strip() or "hipft_brmap"
+    t_cad, i_cad = float(_get(nml, "output_map_time_cadence")), int(_get(nml, "output_map_idx_cadence"))
+    if t_cad > 0 and i_cad > 0:
+        raise ConfigError(f"{p}: output_map_time_cadence and output_map_idx_cadence cannot both be set (HipFT)")
+    if i_cad < 0:
+        raise ConfigError(f"{p}: output_map_idx_cadence must be >= 0, got {i_cad}")
+    cadence = t_cad > 0 or i_cad > 0  # HipFT writes its indexed maps (and flows) only with a cadence
+    flows = bool(_get(nml, "output_flows")) and cadence
     cfg["output"].update(
         directory=".",
         maps=f"{root}_maps.h5",
-        map_cadence=float(_get(nml, "output_map_time_cadence")),
+        map_cadence=t_cad,
+        map_steps=i_cad,
+        balance_maps=bool(_get(nml, "output_map_flux_balance")),
+        flows=flows,
+        hipft_map_dir=str(_get(nml, "output_map_directory")).strip() or "." if cadence else "",
+        hipft_flow_dir=str(_get(nml, "output_flows_directory")).strip() or "." if flows else "",
+        hipft_first_index=int(_get(nml, "output_map_idx_start")),
+        hipft_map_2d=bool(_get(nml, "output_map_2d")),
         history=True,
         history_cadence=float(_get(nml, "output_history_time_cadence")),
         subcycle_rows=int(_get(nml, "verbose")) >= 2,

@@ -1,4 +1,4 @@
-"""Map time series (hpcml.io), HipFT-format map files, checkpoints and restart.
+"""Map time series (hpcml.io), checkpoints and restart (HipFT-format files: :mod:`.hipft_output`).
 
 The map series goes through :class:`hpcml.io.Output` as one field ``br`` with
 dimensions ``(time, realization, lat, lon)``: ``lat``/``lon`` in degrees (north
@@ -23,9 +23,9 @@ from hpcml.apps.flux.grid import TWOPI_INV
 from hpcml.distarray import DistArray
 
 if TYPE_CHECKING:
-    from hpcml.apps.flux.solver import FluxSolver
+    from hpcml.apps.flux.state import FluxContext, FluxState
 
-__all__ = ["MapWriter", "load_checkpoint", "save_checkpoint", "write_hipft_map"]
+__all__ = ["MapWriter", "load_checkpoint", "save_checkpoint"]
 
 log = logging.getLogger("hpcml.apps.flux")
 
@@ -47,7 +47,7 @@ _SCALARS = (
 class MapWriter:
     """The ``br`` series and the per-realization series of one run (collective over the world)."""
 
-    def __init__(self, s: FluxSolver, path: Path, restart_step: int | None = None) -> None:
+    def __init__(self, s: FluxContext, path: Path, restart_step: int | None = None) -> None:
         from hpcml.io import Output
 
         self.s = s
@@ -79,11 +79,16 @@ class MapWriter:
         }
         self.count = 0
 
-    def write(self, step: int, time: float, rows: np.ndarray | None) -> None:
-        """Append the field and the series from history values ``rows`` ``(n_real, 14)`` (collective)."""
+    def write(self, step: int, time: float, rows: np.ndarray | None, field: np.ndarray,
+              flows: tuple[np.ndarray, np.ndarray] | None = None) -> None:  # fmt: skip
+        """Append the field and the series from history values ``rows`` ``(n_real, 14)`` (collective).
+
+        ``field``: the ghosted block on the host (the run's field, or a flux-balanced copy);
+        ``flows``: ``(v_theta, v_phi)`` ghosted blocks in m/s, written as ``vt``/``vp``.
+        """
         s = self.s
         wd = s.lay.world_decomp
-        host = s.host_data()  # the field on the host (a copy from the GPU when it lives there)
+        host = field
         data = host if self.dtype == np.float64 else host.astype(self.dtype)
         self.out.write(
             "br",
@@ -96,6 +101,12 @@ class MapWriter:
             coords=self.coords,
             attrs={"comment": "lon: the unique longitude columns; the last is the 0 = 360 degree seam"},
         )
+        for name, v, where in (("vt", flows[0], "north"), ("vp", flows[1], "west")) if flows is not None else ():
+            self.out.write(
+                name, DistArray(wd, v if self.dtype == np.float64 else v.astype(self.dtype)), step, time, units="m/s",
+                long_name=f"{'colatitudinal' if name == 'vt' else 'longitudinal'} flow on each cell's {where} face",
+                dims=("realization", "lat", "lon"), coords=self.coords,
+            )  # fmt: skip
         if self.count == 0:
             self.out.coordinate("theta", self.theta, ("lat",), units="radian", long_name="colatitude")
             self.out.coordinate("phi", self.phi, ("lon",), units="radian", long_name="longitude")
@@ -106,7 +117,7 @@ class MapWriter:
             )
         self.out.write_scalar(
             "butterfly",
-            butterfly_profiles(s),
+            butterfly_profiles(s, host),
             step,
             time,
             units="G",
@@ -121,7 +132,7 @@ class MapWriter:
         self.out.close()
 
 
-def butterfly_profiles(s: FluxSolver) -> np.ndarray:
+def butterfly_profiles(s: FluxContext, host: np.ndarray) -> np.ndarray:
     """Longitude mean of every realization's B_r per theta row ``(n_real, N_t)``, on world rank 0.
 
     Every rank holding realization ``r`` contributes ``sum_k f dp_k`` over its
@@ -132,7 +143,6 @@ def butterfly_profiles(s: FluxSolver) -> np.ndarray:
     lay = s.lay
     out = np.zeros((s.prm.n_real, s.grid.Nt))
     dp = s.geo["dp"][lay.c0 : lay.c1]
-    host = s.host_data()
     nr_local = host.shape[0]
     for r in range(s.prm.n_real):
         part = None
@@ -153,56 +163,24 @@ def butterfly_profiles(s: FluxSolver) -> np.ndarray:
     return out
 
 
-def _file_field(field: np.ndarray) -> np.ndarray:
-    """Unique columns ``(..., Np)`` -> HipFT file columns ``(..., N_f)`` (seam at both ends)."""
-    return np.concatenate([field[..., -1:], field], axis=-1)
+def save_checkpoint(s: FluxContext, st: FluxState, parts: dict[str, Any], directory: Path,
+                    solution: dict[str, Any]) -> Path:  # fmt: skip
+    """Checkpoint the field, the clock and ``parts``' own states (collective); loads on any rank count.
 
-
-def write_hipft_map(path: Path, field: np.ndarray, grid: Any, single: bool, two_d: bool = True) -> None:
-    """Write a HipFT map file: ``Data`` plus dimension scales ``dim1`` (phi), ``dim2`` (theta)[, ``dim3``]."""
-    import h5py
-
-    dt = np.float32 if single else np.float64
-    data = _file_field(field).astype(dt)
-    if two_d and data.shape[0] == 1:
-        data = data[0]
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as fh:
-        d = fh.create_dataset("Data", data=data)
-        scales = [("dim1", grid.p[1 : grid.Nf + 1]), ("dim2", grid.t[1 : grid.Nt + 1])]
-        if data.ndim == 3:
-            scales.append(("dim3", np.arange(1, data.shape[0] + 1, dtype=np.float64)))
-        for axis, (name, values) in enumerate(scales):
-            sc = fh.create_dataset(name, data=np.asarray(values, dtype=dt))
-            sc.make_scale(name)
-            d.dims[data.ndim - 1 - axis].attach_scale(sc)
-    tmp.replace(path)
-
-
-def save_checkpoint(s: FluxSolver, directory: Path) -> Path:
-    """Checkpoint the field and the loop state (collective); loads on any rank count."""
+    ``parts`` maps names to components with ``state()``/``restore()`` (flow files, sources,
+    assimilation); ``solution`` is the run's solution record (see ``hpcml.apps.restart``).
+    """
     from hpcml.io import checkpoint
 
-    state = {
-        "br": DistArray(s.lay.world_decomp, s.host_data()),
-        "loop": {
-            "time": float(s.time),
-            "step": int(s.step),
-            "dt": float(s.dt),
-            "hist_rows": int(s.hist_rows),
-            "next_map_time": float(s.next_map_time) if s.next_map_time is not None else -1.0,
-            "next_ckpt_time": float(s.next_ckpt_time) if s.next_ckpt_time is not None else -1.0,
-            "maps_written": int(s.maps_written),
-            "map_step": int(s.map_step),
-        },
-        "sources": s.sources.state() if s.sources is not None else {},
-        "assimilation": s.assim.state() if s.assim is not None else {},
-    }
-    return checkpoint.save(directory, state, s.step, time=s.time, comm=s.world, config=s.cfg, solution=s.solution)
+    state = {"br": DistArray(s.lay.world_decomp, st.host_data()), "loop": st.state()}
+    for name, part in parts.items():
+        state[name] = part.state() if part is not None else {}
+    return checkpoint.save(directory, state, st.step, time=st.time, comm=s.world, config=s.cfg, solution=solution)
 
 
-def load_checkpoint(s: FluxSolver, path: str | Path, expect: dict[str, Any] | None = None) -> Path:
-    """Restore the field and loop state from a checkpoint (file or directory), on any rank count.
+def load_checkpoint(s: FluxContext, st: FluxState, parts: dict[str, Any], path: str | Path,
+                    expect: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """Restore the field, the clock and ``parts``' states from a checkpoint, on any rank count.
 
     ``expect`` is the run's solution record (a checkpoint of another problem is
     refused, naming the keys).  Returns the file loaded.
@@ -216,23 +194,9 @@ def load_checkpoint(s: FluxSolver, path: str | Path, expect: dict[str, Any] | No
             f"checkpoint {path}: field shape {tuple(br.shape)} does not match this run's "
             f"{tuple(s.lay.world_decomp.shape)} (realizations, theta, phi)"
         )
-    s.set_host_data(br.data)
-    loop = got["loop"]
-    s.time = float(loop["time"])
-    s.step = int(loop["step"])
-    s.dt = float(loop["dt"])
-    s.hist_rows = int(loop["hist_rows"])
-    nm = float(loop["next_map_time"])
-    s.next_map_time = None if nm < 0 else nm
-    nc = float(loop["next_ckpt_time"])
-    s.next_ckpt_time = None if nc < 0 else nc
-    s.maps_written = int(loop["maps_written"])
-    s.map_step = int(loop.get("map_step", -1))
-    if s.sources is not None and got.get("sources"):
-        s.sources.restore(got["sources"])
-    if s.assim is not None and got.get("assimilation"):
-        s.assim.restore(got["assimilation"])
-    s.dt_flag = True
-    if s.flows is not None:
-        s.flows.needs_update = True
+    st.set_host_data(br.data)
+    st.restore(got["loop"])
+    for name, part in parts.items():
+        if part is not None and got.get(name):
+            part.restore(got[name])
     return got.path

@@ -156,9 +156,18 @@ class Params:
         self.da_mu_power = per_realization("assimilation.mu_power", da["mu_power"], n)
         self.da_mu_limit = per_realization("assimilation.mu_limit", da["mu_limit"], n)
         # output
-        for key in ("map_cadence", "history_cadence", "checkpoint_cadence"):
+        for key in ("map_cadence", "history_cadence", "checkpoint_cadence", "map_steps"):
             if out[key] < 0:
                 raise ConfigError(f"output.{key} must be >= 0, got {out[key]}")
+        if out["map_cadence"] > 0 and out["map_steps"] > 0:
+            raise ConfigError(
+                f"output.map_cadence = {out['map_cadence']} and output.map_steps = {out['map_steps']}: "
+                "give maps by time or by step count, not both"
+            )
+        if out["hipft_first_index"] < 0:
+            raise ConfigError(f"output.hipft_first_index must be >= 0, got {out['hipft_first_index']}")
+        if out["hipft_flow_dir"] and not out["flows"]:
+            raise ConfigError("output.hipft_flow_dir is set but output.flows is false")
         if not 0 <= out["pole_flux_lat_limit"] <= 90:
             raise ConfigError(
                 f"output.pole_flux_lat_limit must be in [0, 90] degrees, got {out['pole_flux_lat_limit']}"

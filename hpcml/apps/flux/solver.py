@@ -23,20 +23,22 @@ from hpcml.apps.flux.assimilation import Assimilation, check_maps
 from hpcml.apps.flux.device import DeviceField, backend_name, resolve_device
 from hpcml.apps.flux.diagnostics import Diagnostics
 from hpcml.apps.flux.diffusion import Diffusion
-from hpcml.apps.flux.fields import bipolar_map, gaussian_blobs, load_map_block, soccer_ball, soccer_u0
+from hpcml.apps.flux.fields import bipolar_map, gaussian_blobs, load_map_block, soccer_ball
 from hpcml.apps.flux.flowfiles import FlowFiles
 from hpcml.apps.flux.flows import Flows
 from hpcml.apps.flux.grid import TWOPI_INV, SphereGrid, read_map_info
+from hpcml.apps.flux.hipft_output import HipftFiles, write_hipft_map
 from hpcml.apps.flux.history import HistoryWriter
 from hpcml.apps.flux.inputs import read_field
 from hpcml.apps.flux.layout import Layout, choose_split
 from hpcml.apps.flux.params import Params
 from hpcml.apps.flux.sources import Sources
+from hpcml.apps.flux.state import FluxContext, FluxState
 from hpcml.config import ConfigError
 from hpcml.jit import work_clock
 from hpcml.runtime import comm_or_world
 
-__all__ = ["SOLUTION_KEYS", "FluxSolver"]
+__all__ = ["SOLUTION_KEYS", "FluxSolver", "block_geometry", "gather_field", "gather_flows"]
 
 log = logging.getLogger("hpcml.apps.flux")
 
@@ -51,6 +53,11 @@ SOLUTION_KEYS = (
 class FluxSolver:
     """Surface flux transport of an ensemble of realizations on the sphere.
 
+    Builds the run's :class:`~hpcml.apps.flux.state.FluxContext` (``ctx``) and
+    :class:`~hpcml.apps.flux.state.FluxState` (``st``), then the components, each from
+    the context alone (so their order does not matter); the time loop passes them the
+    state.  ``time``, ``step`` and ``f`` are the state's, for convenience.
+
     Parameters
     ----------
     config
@@ -60,9 +67,8 @@ class FluxSolver:
     """
 
     def __init__(self, config: dict[str, Any], comm: MPI.Comm | None = None) -> None:
-        self.cfg = config
-        self.world = comm_or_world(comm)
-        self.prm = prm = Params(config)
+        world = comm_or_world(comm)
+        prm = Params(config)
         self.map_info = None
         if prm.map_path:
             self.map_info = info = read_map_info(prm.map_path, "grid.map")
@@ -78,90 +84,75 @@ class FluxSolver:
                     f"grid.map {prm.map_path!r} holds {info.n_slices} realizations but realizations.n = "
                     f"{prm.n_real}; a 3-D map needs one slice per realization"
                 )
-            self.grid = SphereGrid(info.t, info.p, prm.weno_eps)
+            grid = SphereGrid(info.t, info.p, prm.weno_eps)
         else:
-            self.grid = SphereGrid.uniform(prm.res_nt, prm.res_np, prm.weno_eps)
+            grid = SphereGrid.uniform(prm.res_nt, prm.res_np, prm.weno_eps)
         if prm.assimilate:
-            check_maps(config["assimilation"], self.grid.Nt, self.grid.Nf)
+            check_maps(config["assimilation"], grid.Nt, grid.Nf)
         # input files are opened and checked here, on every rank, before the first collective
-        self.flow_files = None
+        flow_files = None
         if prm.advance_flow and prm.flow_list:
-            self.flow_files = FlowFiles(prm.flow_list, prm.flow_dir, self.grid, prm.t_start)
-        self.diff_field = read_field(prm.diff_map, "diffusion.map", nonnegative=True) if prm.diff_map else None
+            flow_files = FlowFiles(prm.flow_list, prm.flow_dir, grid, prm.t_start)
+        diff_field = read_field(prm.diff_map, "diffusion.map", nonnegative=True) if prm.diff_map else None
         src_file = prm.advance_source and prm.source_file
-        self.source_field = read_field(prm.source_file, "source.file") if src_file else None
-        self.dev = resolve_device(backend_name(config))
+        source_field = read_field(prm.source_file, "source.file") if src_file else None
+        dev = resolve_device(backend_name(config))
         dec = config["decomposition"]
-        ens, dims = choose_split(self.world.Get_size(), prm.n_real, dec["ensemble"], tuple(dec["dims"]))
-        self.halo_method = dec["halo_method"]
-        self.lay = lay = Layout(self.grid, prm.n_real, self.world, ens, dims)
-        self._geometry()
-        self.f = lay.zeros()  # built on the host, then moved to the device
-        self.diag = Diagnostics(self)
-        self.u0_exact = None
-        self._initial_field()
-        if self.dev.on_device:
-            self.f = DeviceField(self.f.decomp, self.dev.put(self.f.data))
-        self.work = [self.new_field() for _ in range(3)]
-        self.ybuf = self.new_field()
-        self.flows = Flows(self) if prm.advance_flow else None
-        self.adv = Advection(self) if prm.advance_flow else None
-        self.diff = Diffusion(self) if prm.advance_diffusion else None
-        self.time = prm.t_start
-        self.step = 0
-        self.dt = 0.0
-        self.dt_flag = True
-        self.dt_adv_used = 0.0
-        self.hist_rows = 0
+        ens, dims = choose_split(world.Get_size(), prm.n_real, dec["ensemble"], tuple(dec["dims"]))
+        lay = Layout(grid, prm.n_real, world, ens, dims)
+        geo = block_geometry(grid, lay, prm.weno)
+        self.ctx = ctx = FluxContext(
+            cfg=config, prm=prm, grid=grid, lay=lay, dev=dev, world=world, halo_method=dec["halo_method"],
+            geo=geo, dgeo={k: dev.put(v) for k, v in geo.items()},
+        )  # fmt: skip
+        self.cfg, self.prm, self.grid, self.lay, self.dev, self.world = config, prm, grid, lay, dev, world
+        self.diag = Diagnostics(ctx)
+        f = self._initial_field()  # on the host, then moved to the device
+        if dev.on_device:
+            f = DeviceField(f.decomp, dev.put(f.data))
+        self.st = FluxState(ctx, f, [ctx.new_field() for _ in range(3)], ctx.new_field(), prm.t_start)
+        self.flows = Flows(ctx, flow_files) if prm.advance_flow else None
+        self.adv = Advection(ctx) if prm.advance_flow else None
+        self.diff = Diffusion(ctx, diff_field) if prm.advance_diffusion else None
+        self.sources = Sources(ctx, source_field) if prm.advance_source else None
+        self.assim = Assimilation(ctx) if prm.assimilate else None
         self.timers = {"advection": 0.0, "diffusion": 0.0, "analysis": 0.0, "flows": 0.0, "output": 0.0}
         self.cpu = dict.fromkeys(self.timers, 0.0)  # process CPU seconds (robust to a shared machine)
         self.history: HistoryWriter | None = None
-        self.next_map_time: float | None = None
-        self.next_ckpt_time: float | None = None
-        self.maps_written = 0
-        self.map_step = -1  # step of the last initial/cadence map (restarts rewrite it)
         self.restarted_from = 0
         self.solution: dict[str, Any] = {}
         self.stopped_early = False
-        self.sources = Sources(self) if prm.advance_source else None
-        self.assim = Assimilation(self) if prm.assimilate else None
+
+    # -- the state's clock, for callers that used the solver's -------------------------------
+    @property
+    def time(self) -> float:
+        """Model time of the field, hours."""
+        return self.st.time
+
+    @property
+    def step(self) -> int:
+        """Steps taken."""
+        return self.st.step
+
+    @property
+    def f(self) -> Any:
+        """The field (a ghosted block on the device)."""
+        return self.st.f
+
+    @property
+    def rank0(self) -> bool:
+        """World rank 0 (writes histories and logs)."""
+        return self.ctx.rank0
+
+    def parts(self) -> dict[str, Any]:
+        """The components that carry state of their own, by checkpoint name."""
+        return {"flows": self.flows, "sources": self.sources, "assimilation": self.assim}
 
     # -- setup ----------------------------------------------------------------------------
-    def _geometry(self) -> None:
-        """Slice the global 1-D geometry to this block (local ghosted indexing)."""
-        g, lay = self.grid, self.lay
-        nt, n = g.nt, g.Nt
-        kind = np.zeros(n + 2, dtype=np.int64)
-        if self.prm.weno:
-            kind[2] = kind[n] = 1
-            kind[3:n] = 2
-        else:
-            kind[2 : n + 1] = 1
-        j = lay.j_of_row
-        ok = (j >= 1) & (j <= n + 1)
-        kind_t = np.zeros(lay.NY, dtype=np.int64)
-        kind_t[ok] = kind[j[ok]]
-        fa = Diffusion.factors(g)
-        self.geo = {
-            "kind_t": kind_t,
-            "weno_t": lay.row_table(g.weno_t, 3, n - 1),
-            "weno_p": np.ascontiguousarray(lay.col_table(g.weno_p).T),
-            "sth": lay.rows(g.sth, 1, nt),
-            "st_i": lay.rows(g.st_i, 1, n),
-            "dt_i": lay.rows(g.dt_i, 1, n),
-            "dp_i": lay.cols(g.dp_i),
-            "dp": lay.cols(g.dp),
-            "s2": lay.rows(fa["s2"], 1, n),
-            "c2": lay.rows(fa["c2"], 1, n),
-            "c4": lay.rows(fa["c4"], 1, n),
-            "b1": lay.cols(fa["b1"]),
-            "b5": lay.cols(fa["b5"]),
-            "jrow": np.ascontiguousarray(lay.j_of_row),
-        }
-        self.dgeo = {k: self.dev.put(v) for k, v in self.geo.items()}  # the same arrays on the CPU
-
-    def _initial_field(self) -> None:
-        prm, lay, x = self.prm, self.lay, self.f.data
+    def _initial_field(self) -> Any:
+        ctx, prm, lay = self.ctx, self.prm, self.lay
+        fld = lay.zeros()
+        x = fld.data
         ini = self.cfg["initial"]
         if prm.kind == "map":
             ok = load_map_block(x, lay, self.map_info, lay.r_start, prm.n_real)
@@ -173,68 +164,24 @@ class FluxSolver:
             gaussian_blobs(x, lay, ini["gaussian_width"])
         elif prm.kind == "bipolar":
             bipolar_map(x, lay, ini["regions"], ini["seed"], ini["peak"], ini["polar"])
-        if prm.kind == "soccer":
-            # The exact solution uses the un-averaged field, with the seam at p_1.
-            u0 = np.zeros((lay.NY, lay.NX))
-            t = self.grid.t[lay.t0 + 1 : lay.t0 + lay.ny + 1][:, None]
-            p = lay.cols(self.grid.p_rep)[lay.c0 : lay.c1][None, :]
-            u0[lay.i0 : lay.i1, lay.c0 : lay.c1] = soccer_u0(t, p)
-            self.u0_exact = u0
-        self.exchange(self.f)
-        self._average_poles(self.f)
+        fld.exchange_halos(method=ctx.halo_method, corners=False)
+        self._average_poles(x)
         if ini["flux_balance"]:
             self.diag.balance(x)
         if ini["mult_fac"] != 1.0:
             x[:, lay.i0 : lay.i1, lay.c0 : lay.c1] *= ini["mult_fac"]
-        self.exchange(self.f)
+        fld.exchange_halos(method=ctx.halo_method, corners=False)
+        return fld
 
-    def _average_poles(self, da: Any) -> None:
+    def _average_poles(self, x: np.ndarray) -> None:
         """Replace each pole row by its ``dp``-weighted mean over the unique columns."""
-        lay, x, dp = self.lay, da.data, self.geo["dp"][self.lay.c0 : self.lay.c1]
+        lay, dp = self.lay, self.ctx.geo["dp"][self.lay.c0 : self.lay.c1]
         for row in (lay.inorth, lay.isouth):
             if row < 0:
                 continue
             terms = np.ascontiguousarray(x[:, row, lay.c0 : lay.c1] * dp[None, :])
             means = lay.row_sum(terms) * TWOPI_INV
             x[:, row, :] = means[:, None]
-
-    # -- small helpers ----------------------------------------------------------------------
-    def new_field(self, mult: int = 1) -> Any:
-        """A zero ghosted field of ``mult`` x the block's realizations on the solver's device."""
-        return self.dev.field(self.lay.decomp_for(mult))
-
-    def exchange(self, da: Any) -> None:
-        """Fill the halo of ``da`` (faces only: every stencil here is axis-aligned)."""
-        self.dev.exchange(da, self.halo_method)
-
-    def host_data(self) -> np.ndarray:
-        """The field's ghosted block on the host (the array itself on the CPU, a copy from a GPU)."""
-        return self.dev.get(self.f.data)
-
-    def set_host_data(self, data: np.ndarray) -> None:
-        """Replace the field's ghosted block with host values (then refresh the halo)."""
-        if self.dev.on_device:
-            self.f.data = self.dev.put(data)
-        elif data is not self.f.data:
-            self.f.data[...] = data
-        self.exchange(self.f)
-
-    def swap_field(self, da: Any) -> None:
-        """Make ``da`` the field; the old field takes ``da``'s place among the work arrays."""
-        for i, w in enumerate(self.work):
-            if w is da:
-                self.work[i] = self.f
-                self.f = da
-                return
-        if self.ybuf is da:
-            self.ybuf, self.f = self.f, da
-            return
-        raise ValueError("swap_field: not a work array")
-
-    @property
-    def rank0(self) -> bool:
-        """World rank 0 (writes histories and logs)."""
-        return self.world.Get_rank() == 0
 
     # -- history ---------------------------------------------------------------------------
     def _num_values(self, cycles_override: int | None = None) -> tuple[list[float], list[int]]:
@@ -244,11 +191,11 @@ class FluxSolver:
         cyc = self.diff.cycles if self.diff is not None else 0
         if cycles_override is not None:
             cyc = cycles_override
-        return [self.dt, dt_adv, self.dt_adv_used, dt_e], [s, cyc]
+        return [self.st.dt, dt_adv, self.st.dt_adv_used, dt_e], [s, cyc]
 
     def _history_due(self, t: float) -> bool:
         c = self.cfg["output"]["history_cadence"]
-        return c <= 0 or t >= self.prm.t_start + self.hist_rows * c
+        return c <= 0 or t >= self.prm.t_start + self.st.hist_rows * c
 
     def write_history(self, t: float, cycles_override: int | None = None, force: bool = False) -> None:
         """Analyse the field and add a history row if the cadence allows (collective)."""
@@ -257,56 +204,56 @@ class FluxSolver:
         if not force and not self._history_due(t):
             return
         t0, c0 = work_clock(), _time.process_time()
-        rows = self.diag.compute(t)
-        self.hist_rows += 1
+        rows = self.diag.compute(self.st, t)
+        self.st.hist_rows += 1
         if rows is not None:
             if self.history is not None:
                 reals, ints = self._num_values(cycles_override)
-                self.history.add(self.step, t, rows, reals, ints)
+                self.history.add(self.st.step, t, rows, reals, ints)
         self.timers["analysis"] += work_clock() - t0
         self.cpu["analysis"] += _time.process_time() - c0
 
     # -- time step --------------------------------------------------------------------------
     def _update_dt(self) -> None:
-        prm = self.prm
-        if self.dt_flag:
-            dt = prm.t_end - self.time
+        prm, st = self.prm, self.st
+        if st.dt_flag:
+            dt = prm.t_end - st.time
             if self.flows is not None:
                 dt = min(dt, self.flows.dt_adv)
             dt = min(dt, prm.dt_max)
             if dt < prm.dt_min and self.rank0:
                 log.warning("flux: time step %.3e is below time.dt_min = %.3e", dt, prm.dt_min)
-            self.dt = dt
-            self.dt_flag = False
+            st.dt = dt
+            st.dt_flag = False
         cad = self.cfg["output"]["map_cadence"]
-        if cad > 0 and self.next_map_time is not None and self.time + self.dt >= self.next_map_time:
-            self.dt = self.next_map_time - self.time
-            self.dt_flag = True
+        if cad > 0 and st.next_map_time is not None and st.time + st.dt >= st.next_map_time:
+            st.dt = st.next_map_time - st.time
+            st.dt_flag = True
         files = self.flows.files if self.flows is not None else None
         for part in (self.assim, files, self.sources):  # HipFT's order of the cuts
             if part is not None:
-                self.dt, cut = part.cut(self.time, self.dt)
-                self.dt_flag = self.dt_flag or cut
-        if self.time + self.dt >= prm.t_end:
-            self.dt = prm.t_end - self.time
-            self.dt_flag = False
+                st.dt, cut = part.cut(st.time, st.dt)
+                st.dt_flag = st.dt_flag or cut
+        if st.time + st.dt >= prm.t_end:
+            st.dt = prm.t_end - st.time
+            st.dt_flag = False
 
     # -- the run ---------------------------------------------------------------------------
     def step_once(self) -> None:
         """One step of the main loop (flows, time step, transport, history)."""
-        prm = self.prm
+        prm, st = self.prm, self.st
         if self.flows is not None and self.flows.needs_update:
             t0, c0 = work_clock(), _time.process_time()
-            self.flows.rebuild()
-            self.dt_flag = True
+            self.flows.rebuild(st)
+            st.dt_flag = True
             self.timers["flows"] += work_clock() - t0
             self.cpu["flows"] += _time.process_time() - c0
         if self.sources is not None:
-            self.sources.update(self.time)
+            self.sources.update(st.time)
         self._update_dt()
-        dt = self.dt
-        t_step = self.time
-        self.step += 1
+        dt = st.dt
+        t_step = st.time
+        st.step += 1
         sub_rows = self.cfg["output"]["subcycle_rows"]
         if prm.strang:
             self._source(t_step, 0.5 * dt)
@@ -318,21 +265,21 @@ class FluxSolver:
             self._advect(dt)
             self._diffuse(dt, t_step, sub_rows)
             self._source(t_step, dt)
-        self.time = t_step + dt
-        if self.assim is not None and self.assim.due(self.time):
-            self.assim.apply()
-        self.write_history(self.time)
+        st.time = t_step + dt
+        if self.assim is not None and self.assim.due(st.time):
+            self.assim.apply(st)
+        self.write_history(st.time)
 
     def _source(self, t_step: float, dt: float) -> None:
         if self.sources is not None:
-            self.sources.apply(t_step, dt)
+            self.sources.apply(self.st, t_step, dt)
 
     def _advect(self, dt: float) -> None:
         if self.adv is None:
             return
         t0, c0 = work_clock(), _time.process_time()
-        self.adv.advance(dt)
-        self.dt_adv_used = dt
+        self.adv.advance(self.st, self.flows, dt)
+        self.st.dt_adv_used = dt
         self.timers["advection"] += work_clock() - t0
         self.cpu["advection"] += _time.process_time() - c0
 
@@ -350,92 +297,118 @@ class FluxSolver:
                 t0 += work_clock() - ta  # analysis time is not diffusion time
                 c0 += _time.process_time() - ca
 
-        self.diff.advance(dt, t_step, cb)
+        self.diff.advance(self.st, dt, t_step, cb)
         self.timers["diffusion"] += work_clock() - t0
         self.cpu["diffusion"] += _time.process_time() - c0
+
+    def _map_due(self) -> bool:
+        """A cadence map after this step: by time (``map_cadence``) or by step count (``map_steps``)."""
+        st, nsteps = self.st, self.cfg["output"]["map_steps"]
+        if st.next_map_time is not None and st.time >= st.next_map_time:
+            return True
+        return nsteps > 0 and st.step % nsteps == 0
+
+    def _write_maps(self, maps: Any, hfiles: HipftFiles | None, rows: np.ndarray | None, cadence: bool) -> None:
+        """The field (flux-balanced if asked) and the flows into the series and HipFT's files (collective)."""
+        out, st = self.cfg["output"], self.st
+        host = st.host_data()
+        if out["balance_maps"]:
+            host = host.copy()
+            self.diag.balance(host)
+        flows = None
+        if out["flows"] and self.flows is not None:
+            flows = self.flows.host_m_per_s()
+        if maps is not None:
+            maps.write(st.step, st.time, rows, host, flows)
+        if cadence and hfiles is not None and hfiles.active:
+            field = gather_field(self.ctx, host)
+            faces = gather_flows(self.ctx, *flows) if flows is not None else None
+            hfiles.write(st.maps_written, st.time, field, faces)
 
     def run(self) -> dict[str, Any]:
         """Run to ``time.end`` with every output the config asks for; summary (same on every rank)."""
         from hpcml.apps.flux.output import MapWriter, load_checkpoint, save_checkpoint
         from hpcml.runtime import StopPoll
 
-        prm, out = self.prm, self.cfg["output"]
+        prm, out, st, ctx = self.prm, self.cfg["output"], self.st, self.ctx
         outdir = Path(out["directory"])
         if self.rank0:
             outdir.mkdir(parents=True, exist_ok=True)
         self.world.Barrier()
         mcad, ccad = out["map_cadence"], out["checkpoint_cadence"]
-        self.next_map_time = prm.t_start + mcad if mcad > 0 else None
-        self.next_ckpt_time = prm.t_start + ccad if ccad > 0 and out["checkpoint"] else None
-        self.maps_written = 0
-        self.map_step = -1
+        st.next_map_time = prm.t_start + mcad if mcad > 0 else None
+        st.next_ckpt_time = prm.t_start + ccad if ccad > 0 and out["checkpoint"] else None
+        st.maps_written = 0
+        st.map_step = -1
         ckdir = outdir / out["checkpoint"] if out["checkpoint"] else None
         plan = restart.plan(self.cfg, ckdir, SOLUTION_KEYS, self.world, "flux")
         self.solution = plan.record
         restarted = plan.resume
         self.restarted_from = 0
         if restarted:
-            got = load_checkpoint(self, ckdir, expect=plan.record)
-            self.restarted_from = self.step
+            got = load_checkpoint(ctx, st, self.parts(), ckdir, expect=plan.record)
+            self.restarted_from = st.step
             if self.rank0:
-                log.info("flux: restarted from %s at step %d, time %.6g h", got, self.step, self.time)
+                log.info("flux: restarted from %s at step %d, time %.6g h", got, st.step, st.time)
         if self.rank0 and out["history"]:
             self.history = HistoryWriter(outdir, prm.n_real, append=restarted)
             if restarted:
-                self.history.truncate(self.step, self.time)
+                self.history.truncate(st.step, st.time)
         maps = None
         if out["maps"]:
             # A resumed run drops the maps written at or after its checkpoint's step (a stop
             # between map times writes one off-cadence map) and rewrites the checkpoint's own
             # map if it was a cadence (or the final) map: the series equals an uninterrupted run's.
-            maps = MapWriter(self, outdir / out["maps"], restart_step=self.step if restarted else None)
+            maps = MapWriter(ctx, outdir / out["maps"], restart_step=st.step if restarted else None)
+        hfiles = None
+        if out["hipft_map_dir"] or out["hipft_flow_dir"]:
+            hfiles = HipftFiles(outdir, out, self.grid, prm.n_real, self.rank0, st.maps_written if restarted else None)
         if not restarted:
-            if self.assim is not None and self.assim.next_time == self.time:
-                self.assim.apply()  # a map at the start time is assimilated before the first step
-            self.write_history(self.time, force=out["history"])
-            if maps is not None:
-                maps.write(self.step, self.time, self._rows())
-            self.maps_written = 1
-            self.map_step = self.step
+            if self.assim is not None and self.assim.next_time == st.time:
+                self.assim.apply(st)  # a map at the start time is assimilated before the first step
+            self.write_history(st.time, force=out["history"])
+            self._write_maps(maps, hfiles, self._rows(), cadence=True)
+            st.maps_written = 1
+            st.map_step = st.step
             if out["hipft_maps"]:
                 self._hipft_map(outdir / f"{out['hipft_root']}_initial.h5")
-        elif maps is not None and (self.map_step == self.step or self.time >= prm.t_end):
-            maps.write(self.step, self.time, self._rows())
+        elif maps is not None and (st.map_step == st.step or st.time >= prm.t_end):
+            maps.write(st.step, st.time, self._rows(), st.host_data())
         self.stopped_early = False
         stop = StopPoll(self.world)  # agreed by all ranks within about a second, whatever the step time
-        last_map_time = self.time
+        last_map_time = st.time
         t0 = work_clock()
-        while self.time < prm.t_end:
+        while st.time < prm.t_end:
             self.step_once()
-            if self.next_map_time is not None and self.time >= self.next_map_time:
-                if maps is not None:
-                    t1 = work_clock()
-                    maps.write(self.step, self.time, self._rows())
-                    self.timers["output"] += work_clock() - t1
-                    last_map_time = self.time
-                self.maps_written += 1
-                self.map_step = self.step
-                self.next_map_time = prm.t_start + self.maps_written * mcad
-            if self.next_ckpt_time is not None and self.time >= self.next_ckpt_time and self.time < prm.t_end:
-                save_checkpoint(self, ckdir)
-                self.next_ckpt_time += ccad
-            if self.time < prm.t_end and stop():
+            if self._map_due():
+                t1 = work_clock()
+                self._write_maps(maps, hfiles, self._rows(), cadence=True)
+                self.timers["output"] += work_clock() - t1
+                last_map_time = st.time
+                st.maps_written += 1
+                st.map_step = st.step
+                if mcad > 0:
+                    st.next_map_time = prm.t_start + st.maps_written * mcad
+            if st.next_ckpt_time is not None and st.time >= st.next_ckpt_time and st.time < prm.t_end:
+                save_checkpoint(ctx, st, self.parts(), ckdir, self.solution)
+                st.next_ckpt_time += ccad
+            if st.time < prm.t_end and stop():
                 if self.rank0:
-                    log.info("flux: stop signal: checkpointing at step %d, time %.6g h", self.step, self.time)
+                    log.info("flux: stop signal: checkpointing at step %d, time %.6g h", st.step, st.time)
                 self.stopped_early = True
                 break
         wall = self.world.allreduce(work_clock() - t0, op=MPI.MAX)
         rows = self._rows()
         t1 = work_clock()
         if maps is not None:
-            if last_map_time != self.time:
-                maps.write(self.step, self.time, rows)
+            if last_map_time != st.time:
+                self._write_maps(maps, None, rows, cadence=False)
             maps.close()
         if out["hipft_maps"]:
             self._hipft_map(outdir / f"{out['hipft_root']}_final.h5")
         ckpt = None
         if ckdir is not None:
-            ckpt = save_checkpoint(self, ckdir)
+            ckpt = save_checkpoint(ctx, st, self.parts(), ckdir, self.solution)
         if self.history is not None:
             self.history.flush()
         self.timers["output"] += work_clock() - t1
@@ -443,14 +416,17 @@ class FluxSolver:
 
     def _rows(self) -> np.ndarray | None:
         """History values of the current field, on every rank (collective)."""
-        return self.world.bcast(self.diag.compute(self.time), root=0)
+        return self.world.bcast(self.diag.compute(self.st), root=0)
 
     def _hipft_map(self, path: Path) -> None:
-        from hpcml.apps.flux.output import write_hipft_map
-
-        field = self.gather_field()
+        out = self.cfg["output"]
+        host = self.st.host_data()
+        if out["balance_maps"]:
+            host = host.copy()
+            self.diag.balance(host)
+        field = gather_field(self.ctx, host)
         if field is not None:
-            write_hipft_map(path, field, self.grid, self.cfg["output"]["single_precision"])
+            write_hipft_map(path, field, self.grid, out["single_precision"], out["hipft_map_2d"])
 
     def _summary(self, wall: float, rows: np.ndarray, outdir: Path, maps: Any, ckpt: Any) -> dict[str, Any]:
         timers = {k: self.world.allreduce(v, op=MPI.MAX) for k, v in self.timers.items()}
@@ -491,14 +467,77 @@ class FluxSolver:
 
     def gather_field(self) -> np.ndarray | None:
         """All realizations ``(n_real, N_t, Np)`` (unique columns) on world rank 0."""
-        lay = self.lay
-        block = lay.gather_group(self.host_data())
-        parts = self.world.gather((lay.r_start, block) if lay.group_root else None, root=0)
-        if parts is None:
-            return None
-        out = np.zeros((self.prm.n_real, self.grid.Nt, self.grid.Np))
-        for item in parts:
-            if item is not None:
-                r0, b = item
-                out[r0 : r0 + b.shape[0]] = b
-        return out
+        return gather_field(self.ctx, self.st.host_data())
+
+
+def block_geometry(g: SphereGrid, lay: Layout, weno: bool) -> dict[str, np.ndarray]:
+    """The global 1-D geometry sliced to this block (local ghosted indexing)."""
+    nt, n = g.nt, g.Nt
+    kind = np.zeros(n + 2, dtype=np.int64)
+    if weno:
+        kind[2] = kind[n] = 1
+        kind[3:n] = 2
+    else:
+        kind[2 : n + 1] = 1
+    j = lay.j_of_row
+    ok = (j >= 1) & (j <= n + 1)
+    kind_t = np.zeros(lay.NY, dtype=np.int64)
+    kind_t[ok] = kind[j[ok]]
+    fa = Diffusion.factors(g)
+    return {
+        "kind_t": kind_t,
+        "weno_t": lay.row_table(g.weno_t, 3, n - 1),
+        "weno_p": np.ascontiguousarray(lay.col_table(g.weno_p).T),
+        "sth": lay.rows(g.sth, 1, nt),
+        "st_i": lay.rows(g.st_i, 1, n),
+        "dt_i": lay.rows(g.dt_i, 1, n),
+        "dp_i": lay.cols(g.dp_i),
+        "dp": lay.cols(g.dp),
+        "s2": lay.rows(fa["s2"], 1, n),
+        "c2": lay.rows(fa["c2"], 1, n),
+        "c4": lay.rows(fa["c4"], 1, n),
+        "b1": lay.cols(fa["b1"]),
+        "b5": lay.cols(fa["b5"]),
+        "jrow": np.ascontiguousarray(lay.j_of_row),
+    }
+
+
+def gather_field(ctx: FluxContext, host: np.ndarray) -> np.ndarray | None:
+    """All realizations of a ghosted host block ``(n_real, N_t, Np)`` on world rank 0 (None elsewhere)."""
+    lay = ctx.lay
+    block = lay.gather_group(host)
+    parts = ctx.world.gather((lay.r_start, block) if lay.group_root else None, root=0)
+    if parts is None:
+        return None
+    out = np.zeros((ctx.prm.n_real, ctx.grid.Nt, ctx.grid.Np))
+    for item in parts:
+        if item is not None:
+            r0, b = item
+            out[r0 : r0 + b.shape[0]] = b
+    return out
+
+
+def gather_flows(ctx: FluxContext, vt: np.ndarray, vp: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The flows in HipFT's file layouts on world rank 0: v_theta ``(n, nt, N_f)``, v_phi ``(n, N_t, M)``.
+
+    ``vt``/``vp`` are the ghosted host blocks (m/s).  v_theta takes every theta face (the
+    south-most block adds face ``nt`` from its ghost row) and the phi nodes ``p_1..p_Nf``
+    (``p_1`` is the seam column); v_phi the phi faces ``ph_1..ph_M`` (periodic copies at
+    both ends).  Collective over the world.
+    """
+    lay, g = ctx.lay, ctx.grid
+    rows = slice(lay.i0, lay.i1 + (1 if lay.owns_south else 0))
+    mine = (lay.r_start, lay.t0, np.ascontiguousarray(vt[:, rows, lay.c0 : lay.c1]), lay.p0,
+            np.ascontiguousarray(vp[:, lay.i0 : lay.i1, lay.c0 : lay.c1]))  # fmt: skip
+    parts = ctx.world.gather(mine, root=0)
+    if parts is None:
+        return None
+    n = ctx.prm.n_real
+    t_faces = np.zeros((n, g.nt, g.Np))
+    p_faces = np.zeros((n, g.Nt, g.Np))
+    for r0, t0, bt, p0, bp in parts:
+        t_faces[r0 : r0 + bt.shape[0], t0 : t0 + bt.shape[1], p0 : p0 + bt.shape[2]] = bt
+        p_faces[r0 : r0 + bp.shape[0], t0 : t0 + bp.shape[1], p0 : p0 + bp.shape[2]] = bp
+    vt_file = np.concatenate([t_faces[..., -1:], t_faces], axis=-1)  # p_1 = the seam column
+    vp_file = np.concatenate([p_faces[..., -1:], p_faces, p_faces[..., :1]], axis=-1)  # ph_1 .. ph_M
+    return vt_file, vp_file

@@ -26,7 +26,7 @@ import numpy as np
 from hpcml.apps.flux.grid import PI, RSUN2, TWOPI_INV
 
 if TYPE_CHECKING:
-    from hpcml.apps.flux.solver import FluxSolver
+    from hpcml.apps.flux.state import FluxContext, FluxState
 
 __all__ = ["FluxEmergence", "Sources"]
 
@@ -39,8 +39,11 @@ RANDOM_SEED = -9999  # HipFT's source_rfe_seed default: seed the generator from 
 class FluxEmergence:
     """Two-frame random flux emergence for one rank's block (all its realizations)."""
 
-    def __init__(self, s: FluxSolver) -> None:
+    def __init__(self, s: FluxContext) -> None:
+        from hpcml.apps.flux.diagnostics import Diagnostics
+
         self.s = s
+        self.diag = Diagnostics(s)  # flux balance of the frames
         lay, g, prm = s.lay, s.grid, s.prm
         src = s.cfg["source"]
         self.lifetime = float(src["lifetime"])
@@ -88,7 +91,7 @@ class FluxEmergence:
             if row >= 0:
                 terms = np.ascontiguousarray(x[:, row, lay.c0 : lay.c1] * self.pole_w[None, :])
                 x[:, row, lay.c0 : lay.c1] = (lay.row_sum(terms) * TWOPI_INV)[:, None]
-        s.diag.balance(x)
+        self.diag.balance(x)
         return x
 
     def update(self, time: float) -> None:
@@ -140,16 +143,16 @@ class FluxEmergence:
 class Sources:
     """What ``source.advance`` adds: the static file source and/or random flux emergence."""
 
-    def __init__(self, s: FluxSolver) -> None:
+    def __init__(self, s: FluxContext, field: Any = None) -> None:
         self.s = s
         lay, g = s.lay, s.grid
         self.rfe = FluxEmergence(s) if s.prm.rfe_model else None
         self.static = None  # (NY, NX), zero outside the owned cells; on the solver's device
-        if s.source_field is not None:
+        if field is not None:
             rows = np.arange(lay.t0 + 1, lay.t0 + lay.ny + 1)
             cols = np.arange(lay.p0 + 2, lay.p0 + lay.nx + 2)
             static = np.zeros((lay.NY, lay.NX))
-            static[lay.i0 : lay.i1, lay.c0 : lay.c1] = s.source_field.at(g.t[rows], g.p[cols])
+            static[lay.i0 : lay.i1, lay.c0 : lay.c1] = field.at(g.t[rows], g.p[cols])
             self.static = s.dev.put(static)
         self._frames: tuple[Any, Any, Any] | None = None  # (host frame1, device frame1, device frame2)
 
@@ -171,16 +174,16 @@ class Sources:
             self._frames = (rfe.frame1, dev.put(rfe.frame1), dev.put(rfe.frame2))
         return self._frames[1], self._frames[2]
 
-    def apply(self, time: float, dt: float) -> None:
-        """``f += dt * S(time)`` on the owned cells, then refresh the halo (collective)."""
+    def apply(self, st: FluxState, time: float, dt: float) -> None:
+        """``st.f += dt * S(time)`` on the owned cells, then refresh the halo (collective)."""
         s, lay = self.s, self.s.lay
         fr1 = fr2 = None
         alpha = 0.0
         if self.rfe is not None:
             fr1, fr2 = self._device_frames()
             alpha = self.rfe.alpha(time)
-        s.dev.source_add(s.f.data, self.static, fr1, fr2, alpha, dt, (lay.i0, lay.i1, lay.c0, lay.c1))
-        s.exchange(s.f)
+        s.dev.source_add(st.f.data, self.static, fr1, fr2, alpha, dt, (lay.i0, lay.i1, lay.c0, lay.c1))
+        s.exchange(st.f)
 
     def state(self) -> dict[str, Any]:
         """Restart state (the emergence's frames; a static source has none)."""
