@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,23 @@ def run_worker(n: int, *args: str, timeout: float = 120, cwd: str | os.PathLike[
     cmd = [mpiexec(), "-n", str(n), sys.executable, str(WORKER), *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd, check=False)
     return proc
+
+
+def run_crashing_worker(n: int, *args: str, grace: float = 60) -> int:
+    """Run a worker that kills one of its ranks; end the job as a scheduler would if the rest hang.
+
+    With MPI-IO collectives the surviving ranks can wait forever for the dead one, and
+    some launchers (Debian's Hydra) do not end them; SLURM's ``--kill-on-bad-exit`` does.
+    After ``grace`` seconds the whole process group is killed.  Returns the exit status.
+    """
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", HPCML_PROGRESS="0")
+    cmd = [mpiexec(), "-n", str(n), sys.executable, str(WORKER), *map(str, args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    try:
+        return proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait(timeout=30)
 
 
 def check_worker(n: int, *args: str, timeout: float = 120, cwd=None) -> str:

@@ -16,7 +16,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from io_helpers import WORKER, check_worker, drivers, global_value, mpiexec, run_worker
+from io_helpers import WORKER, check_worker, drivers, global_value, mpiexec, run_crashing_worker, run_worker
 
 SHAPE = "7x5"
 
@@ -35,8 +35,8 @@ def test_killed_mid_write_leaves_the_last_complete_state(tmp_path, driver, rank,
     import xarray as xr
 
     path = tmp_path / "run.h5"
-    proc = run_worker(3, "crash", path, driver, SHAPE, 3, "--rank", rank, "--where", where)
-    assert proc.returncode != 0, "the writer was supposed to be killed"
+    status = run_crashing_worker(3, "crash", path, driver, SHAPE, 3, "--rank", rank, "--where", where)
+    assert status != 0, "the writer was supposed to be killed"
     steps, norms = _steps_and_values(path)
     assert steps == [0, 1, 2] and norms == [0.0, 1.0, 2.0]
     with xr.open_dataset(path, engine="h5netcdf") as ds:
