@@ -7,6 +7,7 @@ in which case that is a failure.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -131,12 +132,12 @@ def _sbatch(tmp_path, script, *args, options=(), extra_env=None, wait=True, time
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def _small_config(tmp_path, steps=40, name="run.h5"):
+def _small_config(tmp_path, steps=40, name="run.h5", checkpoints="ck"):
     cfg = tmp_path / "job.toml"
-    cfg.write_text(
-        f'app = "heat"\n[grid]\nshape = [64, 48]\n[heat]\nsteps = {steps}\n[output]\npath = "{name}"\nevery = 10\n'
-        '[checkpoint]\ndir = "ck"\n'
-    )
+    text = f'app = "heat"\n[grid]\nshape = [64, 48]\n[heat]\nsteps = {steps}\n[output]\npath = "{name}"\nevery = 10\n'
+    if checkpoints:
+        text += f'[checkpoint]\ndir = "{checkpoints}"\n'
+    cfg.write_text(text)
     return cfg
 
 
@@ -151,11 +152,13 @@ def test_sbatch_cpu_script(tmp_path):
     res = _sbatch(tmp_path, ROOT / "jobscripts/slurm_cpu.sbatch", str(cfg))
     out, err = _read(tmp_path, "hpcml-cpu-*.out"), _read(tmp_path, "hpcml-cpu-*.err")
     assert res.returncode == 0, f"{res.stderr}\n{out}\n{err}"
-    assert "2 ranks on 1 node(s)" in out and "via srun" in out
+    assert "2 ranks on 1 node(s)" in out  # the job script's own line, on stdout
+    assert "2 ranks on 1 node(s) via srun" in err  # hpcml's banner: a log line, on stderr
+    assert "cell_updates_per_s" in out and "cell_updates_per_s" not in err  # results on stdout
     with h5py.File(tmp_path / "run.h5") as f:
         assert f["u"].shape == (5, 64, 48)
         assert f["step"][-1] == 40
-        assert f.attrs["ranks"] == 2
+        assert json.loads(f.attrs["hpcml_provenance"])[-1]["ranks"] == 2
 
 
 @needs_slurm
@@ -173,7 +176,8 @@ def test_srun_without_pmi_is_caught(tmp_path):
 
 @needs_slurm
 def test_array_ensemble(tmp_path):
-    cfg = _small_config(tmp_path, steps=20)
+    # no checkpoint.dir: each member's checkpoints go next to its own output (member-0.ckpt, ...)
+    cfg = _small_config(tmp_path, steps=20, checkpoints="")
     params = tmp_path / "params.txt"
     params.write_text(
         "--set heat.cfl=0.1 --set output.path=member-0.h5\n--set heat.cfl=0.2 --set output.path=member-1.h5\n"
@@ -199,7 +203,7 @@ def test_signal_stops_cleanly(tmp_path):
     assert res.returncode == 0, res.stderr
     job = res.stdout.strip().split(";")[0]
     deadline = time.time() + 120
-    while time.time() < deadline and "step     10" not in _read(tmp_path, "hpcml-cpu-*.out"):
+    while time.time() < deadline and "step     10" not in _read(tmp_path, "hpcml-cpu-*.err"):
         time.sleep(0.5)
     subprocess.run(["scancel", "--batch", "--signal=USR1", job], check=True)
     while time.time() < deadline:
@@ -210,8 +214,9 @@ def test_signal_stops_cleanly(tmp_path):
     else:
         subprocess.run(["scancel", job], check=False)
         pytest.fail("job did not stop after USR1")
-    out = _read(tmp_path, "hpcml-cpu-*.out")
-    assert "asking hpcml to stop cleanly" in out and "stop signal received" in out, out
+    out, err = _read(tmp_path, "hpcml-cpu-*.out"), _read(tmp_path, "hpcml-cpu-*.err")
+    assert "asking hpcml to stop cleanly" in out, out  # the job script
+    assert "stop signal received" in err, err  # hpcml's log
     with h5py.File(tmp_path / "long.h5") as f:
         assert 0 < f["step"][-1] < 10**7
     assert sorted(tmp_path.glob("ck/ckpt-*.h5")), "no checkpoint written on the stop signal"
