@@ -146,12 +146,13 @@ class _HostState:
     keeps no array alive.
     """
 
-    __slots__ = ("bound", "stages", "words")
+    __slots__ = ("bound", "entry", "stages", "words")
 
     def __init__(self, stages: list[Any]) -> None:
         self.stages = stages
         self.words: Any = None
         self.bound: Any = None
+        self.entry: Any = None
 
 
 class _HostStrategy(HaloStrategy):
@@ -171,7 +172,8 @@ class _HostStrategy(HaloStrategy):
         self.unit = layout.word()
         self.word = _WORDS[self.unit]
         self.tables = [forward_tables(s, self.unit) for s in layout.stages]
-        self._bound: OrderedDict[int, tuple[Any, list[tuple[list[Any], list[Any]]]]] = OrderedDict()
+        # id(array) -> [weakref to it, per-stage (receives, sends), exchanges in flight on it]
+        self._bound: OrderedDict[int, list[Any]] = OrderedDict()
 
     def words(self, data: np.ndarray) -> np.ndarray:
         """``data``'s memory as a flat array of machine words (no copy)."""
@@ -180,35 +182,39 @@ class _HostStrategy(HaloStrategy):
     def _open(self, stage: int, data: np.ndarray, state: _HostState) -> tuple[np.ndarray, tuple[list[Any], list[Any]]]:
         """The array's word view and stage ``stage``'s bound requests (looked up at stage 0)."""
         if stage == 0:
-            state.words, state.bound = self.words(data), self.bound(data)
+            state.entry = self._entry(data)
+            state.entry[2] += 1  # in flight: never evicted (its requests are active)
+            state.words, state.bound = self.words(data), state.entry[1]
         return state.words, state.bound[stage]
 
     def finish(self, stage: int, data: np.ndarray, state: _HostState) -> None:
         """After the last stage, forget the array (the state goes back to the pool)."""
-        if stage == len(self.layout.stages) - 1:
-            state.words = state.bound = None
+        if stage == len(self.layout.stages) - 1 and state.entry is not None:
+            state.entry[2] -= 1
+            state.words = state.bound = state.entry = None
 
-    def bound(self, data: np.ndarray) -> list[tuple[list[Any], list[Any]]]:
-        """Per stage ``(receives, sends)`` persistent requests bound to ``data``'s memory."""
+    def _entry(self, data: np.ndarray) -> list[Any]:
+        """``[weakref, per-stage (receives, sends), in flight]`` of the requests bound to ``data``'s memory."""
         entry = self._bound.get(id(data))
         if entry is not None and entry[0]() is data:
-            return entry[1]
+            return entry
         if entry is not None:  # a dead array's id was reused
             self._drop(id(data))
-        while len(self._bound) >= self.BOUND_ARRAYS:
-            self._drop(next(iter(self._bound)))
+        idle = [k for k, e in self._bound.items() if e[2] == 0]
+        while idle and len(self._bound) >= self.BOUND_ARRAYS:  # least recently bound first
+            self._drop(idle.pop(0))
         # Bound by address, without a reference: a cached request must not keep the array alive.
         address = data.__array_interface__["data"][0]
         reqs = [self.bind(i, address, data.nbytes) for i in range(len(self.layout.stages))]
-        self._bound[id(data)] = (weakref.ref(data), reqs)
-        return reqs
+        entry = self._bound[id(data)] = [weakref.ref(data), reqs, 0]
+        return entry
 
     def bind(self, index: int, address: int, nbytes: int) -> tuple[list[Any], list[Any]]:
         """Persistent requests of stage ``index`` that read or write the array at ``address`` itself."""
         return [], []
 
     def _drop(self, key: int) -> None:
-        _, reqs = self._bound.pop(key)
+        _, reqs, _ = self._bound.pop(key)
         for recvs, sends in reqs:
             _free_requests(recvs + sends)
 

@@ -173,3 +173,24 @@ def test_persistent_requests_serve_many_arrays(comm):
     ok &= np.array_equal(v.data, ref)
     assert_all(comm, ok, "exchanges over many arrays")
     d.free()
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("method", ["pack", "datatype"])
+def test_more_exchanges_in_flight_than_cached_bindings(comm, method):
+    """Six arrays in flight on one plan (the binding cache keeps four): none loses its requests."""
+    shape = (3 * comm.size + 4, 11)
+    d = CartDecomp(shape, comm, dims=(comm.size, 1), periodic=True, halo=1)
+    ref = expected_ghosted(global_field(shape), d)
+    arrays = []
+    for k in range(6):
+        u = DistArray.full(d, SENTINEL)
+        u.interior[...] = (k + 1) * field_fn(shape)(*d.global_indices())
+        arrays.append(u)
+    for _ in range(2):
+        reqs = [u.start_exchange(method) for u in arrays]
+        for r in reqs:
+            r.wait()
+    ok = all(np.array_equal(u.data, (k + 1) * ref) for k, u in enumerate(arrays))
+    assert_all(comm, ok, f"{method}: six exchanges in flight")
+    d.free()
