@@ -85,3 +85,11 @@ def compare_histories(a: Path, b: Path, nreal: int, rtol: float = 1e-10, floor: 
         if xn.shape != yn.shape or not np.allclose(xn, yn, rtol=1e-12, atol=0):
             bad.append(f"r{r}: num histories differ")
     return bad
+
+
+def write_field(path: Path, data: np.ndarray, t: np.ndarray, p: np.ndarray) -> Path:
+    """A 2-D HipFT file (``Data`` on theta x phi with scales ``dim1`` = ``p``, ``dim2`` = ``t``), as written."""
+    from hpcml.apps.flux.hipft_output import write_hipft_file
+
+    write_hipft_file(Path(path), np.asarray(data), [np.asarray(p), np.asarray(t)], single=False)
+    return Path(path)

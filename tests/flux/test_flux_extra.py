@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from flux_helpers import assert_all, mine, tolerance
+from flux_helpers import assert_all, mine, tolerance, write_field
 from mpi4py import MPI
 
 from hpcml.apps.flux import config_from_hipft, run
@@ -64,16 +64,6 @@ def test_case_matches_hipft(case, tmp_path):
     assert not bad, f"{case}: {bad}"
 
 
-def _write_field(path: Path, data: np.ndarray, t: np.ndarray, p: np.ndarray) -> Path:
-    with h5py.File(path, "w") as fh:
-        d = fh.create_dataset("Data", data=data)
-        for axis, (name, values) in enumerate((("dim1", p), ("dim2", t))):
-            sc = fh.create_dataset(name, data=values)
-            sc.make_scale(name)
-            d.dims[1 - axis].attach_scale(sc)
-    return path
-
-
 @pytest.mark.parametrize("nf", [19, 50, 2])
 def test_non_square_diffusivity_maps(tmp_path, nf):
     """A theta-only diffusivity on files of any size gives HipFT's square-file result.
@@ -94,7 +84,7 @@ def test_non_square_diffusivity_maps(tmp_path, nf):
     shutil.copytree(EXTRA / case / "input", inp)
     t = np.linspace(0.0, math.pi, 36)  # the square file's theta scale: same weights in theta
     p = np.linspace(0.0, 2 * math.pi, nf)
-    _write_field(inp / "dtheta.h5", dtheta(t, p).astype(np.float32), t.astype(np.float32), p.astype(np.float32))
+    write_field(inp / "dtheta.h5", dtheta(t, p).astype(np.float32), t.astype(np.float32), p.astype(np.float32))
     out = tmp_path / "out"
     run(extra_config(case, out, inp / "hipft.in"), MPI.COMM_SELF)
     bad = differences(case, out)
@@ -152,7 +142,7 @@ def _rigid_run(tmp_path: Path, nt: int, npp: int, omega: float, axis: tuple[floa
     p = np.arange(npp) * (2 * math.pi / (npp - 1))
     tt, pp = np.meshgrid(t, p, indexing="ij")
     f0 = _blob(tt, pp) if init is None else np.broadcast_to(init, tt.shape)
-    mp = _write_field(tmp_path / f"blob{nt}.h5", np.ascontiguousarray(f0), t, p)
+    mp = write_field(tmp_path / f"blob{nt}.h5", np.ascontiguousarray(f0), t, p)
     cfg = load_config(
         None,
         ["app=flux", f"grid.map='{mp}'", 'initial.kind="map"', "grid.res_nt=0", "grid.res_np=0", "realizations.n=1",
@@ -230,7 +220,7 @@ def test_bad_flow_files(tmp_path):
     lst.write_text(good.replace("0.50000", "0.10000"))
     _expect(inp / "hipft.in", r"times must increase", tmp_path)
     lst.write_text(good)
-    _write_field(inp / "flows" / "vt00002.h5", np.zeros((46, 91)), np.linspace(0, 3, 46), np.linspace(0, 6, 91))
+    write_field(inp / "flows" / "vt00002.h5", np.zeros((46, 91)), np.linspace(0, 3, 46), np.linspace(0, 6, 91))
     _expect(inp / "hipft.in", r"vt00002.h5' \(v_theta\) has shape \(46, 91\); this grid needs \(47, 91\)", tmp_path)
     nml = inp / "hipft.in"
     nml.write_text(nml.read_text().replace("flow_list_filename = 'flows.csv'", ""))
@@ -243,13 +233,13 @@ def test_bad_flow_files(tmp_path):
 def test_bad_diffusivity_and_source_files(tmp_path):
     inp = _case_copy(tmp_path, "diffusion_map")
     t, p = np.linspace(0, math.pi, 10), np.linspace(0, 2 * math.pi, 12)
-    _write_field(inp / "dcoef.h5", -np.ones((10, 12)), t, p)
+    write_field(inp / "dcoef.h5", -np.ones((10, 12)), t, p)
     _expect(inp / "hipft.in", r"diffusion.map file .*dcoef.h5' contains negative values", tmp_path)
     bad = np.ones((10, 12))
     bad[3, 4] = np.nan
-    _write_field(inp / "dcoef.h5", bad, t, p)
+    write_field(inp / "dcoef.h5", bad, t, p)
     _expect(inp / "hipft.in", r"dcoef.h5' contains non-finite values", tmp_path)
-    _write_field(inp / "dcoef.h5", np.ones((10, 12)), t[::-1].copy(), p)
+    write_field(inp / "dcoef.h5", np.ones((10, 12)), t[::-1].copy(), p)
     _expect(inp / "hipft.in", r"dcoef.h5': scales must be strictly increasing", tmp_path)
     inp = _case_copy(tmp_path, "source_file")
     with h5py.File(inp / "source.h5", "w") as fh:

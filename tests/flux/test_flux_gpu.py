@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from flux_helpers import SUITE, assert_all, compare_histories
+from flux_helpers import SUITE, assert_all, compare_histories, write_field
 
 from hpcml.apps.flux import config_from_hipft, run
 from hpcml.backend import simulator_enabled
@@ -33,23 +33,13 @@ BACKEND = "sim" if simulator_enabled() else "gpu"
 RTOL, FLOOR = (1e-12, 1e-13) if BACKEND == "sim" else (1e-10, 1e-12)
 
 
-def _write(path: Path, data: np.ndarray, t: np.ndarray, p: np.ndarray) -> Path:
-    with h5py.File(path, "w") as fh:
-        d = fh.create_dataset("Data", data=data)
-        for axis, (name, values) in enumerate((("dim1", p), ("dim2", t))):
-            sc = fh.create_dataset(name, data=values)
-            sc.make_scale(name)
-            d.dims[1 - axis].attach_scale(sc)
-    return path
-
-
 def _coarse_map(src: Path, dst: Path, shape: tuple[int, int]) -> Path:
     """``shape`` nodes picked evenly from a HipFT map (both poles and both seam columns kept)."""
     with h5py.File(src) as fh:
         data, p, t = fh["Data"][...], fh["dim1"][...], fh["dim2"][...]
     rows = np.round(np.linspace(0, len(t) - 1, shape[0])).astype(int)
     cols = np.round(np.linspace(0, len(p) - 1, shape[1])).astype(int)
-    return _write(dst, np.ascontiguousarray(data[np.ix_(rows, cols)]), t[rows], p[cols])
+    return write_field(dst, np.ascontiguousarray(data[np.ix_(rows, cols)]), t[rows], p[cols])
 
 
 def _suite_case(case: str, folder: Path, end: float, res: tuple[int, int] | None = None, coarse: bool = False) -> dict:
@@ -75,17 +65,17 @@ def _all_inputs(folder: Path) -> dict:
         vp = 400.0 * np.sin(t)[:, None] * np.cos(2 * ph + n)[None, :]
         vt[:, -1] = vt[:, 0]
         vp[:, 0], vp[:, -1] = vp[:, -2], vp[:, 1]
-        _write(folder / f"vt{n}.h5", vt, th, p)
-        _write(folder / f"vp{n}.h5", vp, t, ph)
+        write_field(folder / f"vt{n}.h5", vt, th, p)
+        write_field(folder / f"vp{n}.h5", vp, t, ph)
         rows.append(f"{0.02 * n:.5f} vt{n}.h5 vp{n}.h5")
     (folder / "flows.csv").write_text("\n".join(rows) + "\n")
     tf, pf = np.linspace(0, math.pi, 7), np.linspace(0, 2 * math.pi, 13)
-    _write(folder / "d.h5", 100.0 + 50.0 * np.outer(np.sin(tf), np.cos(pf)), tf, pf)
-    _write(folder / "s.h5", 2.0 * np.outer(np.sin(tf) ** 2, np.sin(pf)), tf, pf)
+    write_field(folder / "d.h5", 100.0 + 50.0 * np.outer(np.sin(tf), np.cos(pf)), tf, pf)
+    write_field(folder / "s.h5", 2.0 * np.outer(np.sin(tf) ** 2, np.sin(pf)), tf, pf)
     tt, pp = np.meshgrid(t, p, indexing="ij")
     br = 50.0 * np.cos(tt) + 200.0 * np.exp(-(((tt - 1.2) / 0.4) ** 2 + ((pp - 2.0) / 0.6) ** 2))
     br[:, -1] = br[:, 0]
-    _write(folder / "br.h5", br, t, p)
+    write_field(folder / "br.h5", br, t, p)
     nml = folder / "hipft.in"
     nml.write_text(
         "&hipft_input_parameters\n initial_map_filename = 'br.h5'\n n_realizations = 2\n"
