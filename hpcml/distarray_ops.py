@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
 
+from hpcml.backend import compute_view
 from hpcml.decomp import CartDecomp
 from hpcml.decomp_blocks import BlockDecomp, cuts, layout_key
 
@@ -226,11 +228,18 @@ def _combine(block: np.ndarray, decomp: CartDecomp, axes: tuple[int, ...], kind:
     return getattr(np, kind)(stack, axis=0)
 
 
+def _computable(a: DistArray) -> tuple[Any, ModuleType]:
+    """``(interior, module)`` that NumPy-style reductions run on (a Numba-CUDA array has none of its own)."""
+    data, xp = compute_view(a.data)
+    return data[a.decomp.interior], xp
+
+
 def _partial(a: DistArray, kind: str, axes: tuple[int, ...], dtype: Any) -> np.ndarray:
     """The reduction of ``a`` over ``axes``, for this rank's kept block, in keepdims form (host)."""
-    fn = getattr(a.xp, REDUCTIONS[kind][0])
+    interior, xp = _computable(a)
+    fn = getattr(xp, REDUCTIONS[kind][0])
     kw = {"dtype": dtype} if dtype is not None and kind in ("sum", "prod") else {}
-    local = _host(fn(a.interior, axis=axes, keepdims=True, **kw))
+    local = _host(fn(interior, axis=axes, keepdims=True, **kw))
     return _combine(local, a.decomp, axes, kind)
 
 
@@ -252,9 +261,10 @@ def _block_reduce(a: DistArray, kind: str, axes: tuple[int, ...], dtype: Any, dd
     if kind == "mean":
         return mean
     # second pass: squared deviations from the global mean (NumPy's two-pass formula)
-    dev = a.interior - (a.xp.asarray(mean) if a.xp is not np else mean)
+    interior, xp = _computable(a)
+    dev = interior - (xp.asarray(mean) if xp is not np else mean)
     sq = (dev.real * dev.real + dev.imag * dev.imag) if dev.dtype.kind == "c" else dev * dev
-    local = _host(a.xp.sum(sq, axis=axes, keepdims=True))
+    local = _host(xp.sum(sq, axis=axes, keepdims=True))
     var = _combine(local, a.decomp, axes, "sum") / max(count - ddof, 0)
     var = var.astype(mdt.type(0).real.dtype, copy=False)
     return np.sqrt(var) if kind == "std" else var
