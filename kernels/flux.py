@@ -391,7 +391,7 @@ def lf_alpha(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1):
 
     ``alpha_theta`` spans faces ``max(1, j-2)..min(nt, j+3)``; ``alpha_phi`` faces
     ``k-2..k+3`` (periodic through the halo) on rows 2..N_t-1, 0 on the pole rows.
-    The six-face phi window is the max of three two-face maxima.
+    Both six-face windows are the max of three two-face maxima (no temporaries).
     """
     nr = vt.shape[0]
     nrow = i1 - i0
@@ -425,12 +425,12 @@ def lf_alpha(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1):
                     o[k] = max(o[k], abs(v[k]))
         o = ap[r, i, c0:c1]
         if j >= 2 and j <= nrows - 1:
-            m2 = np.empty(ncol + 5)  # max(|v_k|, |v_k+1|) for faces c0-2..c1+2
-            v = vp[r, i, c0 - 2 : c1 + 4]
-            for k in range(ncol + 5):
-                m2[k] = max(abs(v[k]), abs(v[k + 1]))
+            v = vp[r, i, c0 - 2 : c1 + 4]  # faces c0-2..c1+3
             for k in range(ncol):
-                o[k] = max(m2[k], m2[k + 2], m2[k + 4])
+                m01 = max(abs(v[k]), abs(v[k + 1]))
+                m23 = max(abs(v[k + 2]), abs(v[k + 3]))
+                m45 = max(abs(v[k + 4]), abs(v[k + 5]))
+                o[k] = max(m01, m23, m45)
         else:
             for k in range(ncol):
                 o[k] = 0.0
