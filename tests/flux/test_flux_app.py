@@ -54,3 +54,33 @@ def test_bad_namelist_is_reported_once(tmp_path):
     assert res.stderr.count("advance_flow = 'false' must be a logical") == 1, res.stderr
     assert "n_realizations = 2.7 must be an integer" in res.stderr
     assert not (tmp_path / "hipft_history_sol_r000001.out").exists()
+
+
+def test_flow_fill_attenuation_matches_numpy_exp():
+    """The fill's SIMD ``exp`` gives the attenuation ``2e/(1+e)``, ``e = exp(-2 max|f| / B0)``, to rounding.
+
+    Covers large fields (``e`` at its floor) and ``B0 <= 0`` (``inv_b0`` huge: full attenuation).
+    """
+    from hpcml.kernels.flux import flow_fill
+
+    rng = np.random.default_rng(3)
+    nr, ny, nx = 2, 9, 14
+    i0, i1, c0, c1, att_lo, att_hi = 1, ny - 1, 1, nx - 1, 2, ny - 2
+    f = rng.normal(0.0, 400.0, (nr, ny, nx))
+    f[0, 3, 4], f[0, 5, 6], f[1, 2, 5] = 1e6, 1e-300, 0.0
+    inv_b0 = np.array([1.0 / 300.0, np.finfo(np.float64).max])
+    vt_prof, vp_prof = rng.normal(size=(nr, ny)), rng.normal(size=(nr, ny))
+    vt, vp, th = np.zeros((nr, ny, nx)), np.zeros((nr, ny, nx)), np.zeros((nr, ny, nx))
+    base = np.zeros((ny, nx))
+    flow_fill(vt, vp, vt_prof, vp_prof, base, base, False, f, inv_b0, th, True, i0, i1, c0, c1, att_lo, att_hi)
+    with np.errstate(over="ignore"):  # |f| * huge = inf, as in the kernel
+        e = np.exp(np.maximum(-2.0 * (np.abs(f) * inv_b0[:, None, None]), -700.0))
+    ref_t = np.repeat(vt_prof[:, :, None], nx, axis=2)
+    ref_p = np.repeat(vp_prof[:, :, None], nx, axis=2)
+    et = np.minimum(e[:, att_lo - 1 : att_hi - 1, c0:c1], e[:, att_lo:att_hi, c0:c1])
+    ref_t[:, att_lo:att_hi, c0:c1] *= 2.0 * et / (1.0 + et)
+    ep = np.minimum(e[:, i0:i1, c0 - 1 : c1 - 1], e[:, i0:i1, c0:c1])
+    ref_p[:, i0:i1, c0:c1] *= 2.0 * ep / (1.0 + ep)
+    np.testing.assert_allclose(vt, ref_t, rtol=1e-15, atol=1e-290)
+    np.testing.assert_allclose(vp, ref_p, rtol=1e-15, atol=1e-290)
+    assert np.abs(vt[1, att_lo:att_hi, c0:c1]).max() < 1e-290  # B0 <= 0: fully attenuated, as in HipFT

@@ -82,7 +82,7 @@ class Flows:
         own = np.arange(lay.i0, lay.i1)
         att = own[(j[own] >= 2) & (j[own] <= g.nt - 1)]
         self.att_lo, self.att_hi = (int(att[0]), int(att[-1]) + 1) if len(att) else (0, 0)
-        # exp(-2|f| / B0) per cell for the attenuation (CPU: before the fill; a GPU kernel computes it inline)
+        # exp(-2|f| / B0) per cell for the attenuation (CPU: scratch of the fill; a GPU kernel computes it inline)
         self.th = np.zeros((nr, lay.NY, lay.NX)) if prm.attenuate and not dev.on_device else np.zeros((nr, 1, 1))
         self.needs_update = True
         self.dt_adv = 0.0
