@@ -15,7 +15,7 @@ RANKS ?= 1 2 3 4
 MPI_TIMEOUT ?= 1800
 SERIAL_TIMEOUT ?= 2700
 TORCH_VERSION ?= 2.13.0
-PYTEST_MPI := -p no:cacheprovider -q -rs --with-mpi --timeout=600 -o timeout_method=thread
+PYTEST_MPI := -p no:cacheprovider -q -rs --durations=8 --with-mpi --timeout=600 -o timeout_method=thread
 # only rank 0 of an MPI pytest run reports (the others print their output only if they fail)
 RANK0 := tests/rank0_output.sh
 # each stage's closing pytest line, printed together at the end of `make test`

@@ -79,7 +79,7 @@ def _all_inputs(folder: Path) -> dict:
     nml = folder / "hipft.in"
     nml.write_text(
         "&hipft_input_parameters\n initial_map_filename = 'br.h5'\n n_realizations = 2\n"
-        " time_end = 2.0\n dt_max = 0.4\n strang_splitting = .true.\n advance_flow = .true.\n"
+        " time_end = 0.8\n dt_max = 0.4\n strang_splitting = .true.\n advance_flow = .true.\n"
         " use_flow_from_files = .true.\n flow_list_filename = 'flows.csv'\n flow_mf_model = 1\n"
         " flow_attenuate = .true.\n flow_attenuate_values = 300.0, 600.0\n advance_diffusion = .true.\n"
         " diffusion_coef_constants = 20.0, 60.0\n diffusion_coef_filename = 'd.h5'\n diffusion_coef_grid = .true.\n"
@@ -91,9 +91,9 @@ def _all_inputs(folder: Path) -> dict:
 
 
 CASES = {
-    "advect_gaussians_phi_theta": lambda d: _suite_case("advect_gaussians_phi_theta", d, 4.0, (12, 24)),
+    "advect_gaussians_phi_theta": lambda d: _suite_case("advect_gaussians_phi_theta", d, 2.0, (12, 24)),
     "diffuse_advect_soccer": lambda d: _suite_case("diffuse_advect_soccer", d, 1.0, (10, 20)),
-    "diffuse_advect_atten_map_1cr": lambda d: _suite_case("diffuse_advect_atten_map_1cr", d, 0.5, coarse=True),
+    "diffuse_advect_atten_map_1cr": lambda d: _suite_case("diffuse_advect_atten_map_1cr", d, 0.25, coarse=True),
     "all_inputs": _all_inputs,
 }
 
