@@ -4,6 +4,7 @@
 # and the release check CI runs after them:
 #   make test-wheel   build the wheel, install it into a fresh venv and, from outside the
 #                     checkout, run the default job on 2 ranks and the serial tests against it
+#                     (all but the `slow` ones -- the full HipFT cases -- which `make test` ran)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -101,7 +102,7 @@ test-wheel: venv
 	  timeout $(MPI_TIMEOUT) $(CURDIR)/$(WHEEL_VENV)/bin/mpiexec -n 2 $(CURDIR)/$(WHEEL_VENV)/bin/hpcml run; \
 	  ls flux_output; \
 	  HPCML_EXPECT_INSTALLED=1 timeout $(MPI_TIMEOUT) $(CURDIR)/$(WHEEL_VENV)/bin/python -m pytest -p no:cacheprovider -q -rs \
-	    --timeout=600 $(CURDIR)/tests
+	    --timeout=600 -m "not slow" $(CURDIR)/tests
 
 bench: venv
 	$(MPIEXEC) -n 2 $(VENV)/bin/hpcml bench halo
