@@ -83,6 +83,7 @@ def choose_dims(
     whose every block is at least as wide as the halo (and one cell), the one with the
     least :func:`halo_cells_per_step`; ties go to the grid that splits slower (C-order
     outer) dimensions, whose faces are contiguous.  ``None`` when no grid is valid.
+    A halo of width 0 is scored as width 1, so ghost-free and one-cell layouts of a shape agree.
     Unlike ``MPI.Compute_dims`` this looks at the shape: a (9, 11, 6) field with halo 2
     on 5 ranks gets (1, 5, 1), and a 4096 x 256 field on 8 ranks gets (8, 1).
     """
@@ -90,9 +91,12 @@ def choose_dims(
     halo_t = _as_tuple(halo, ndim, "halo", int)
     periodic_t = _as_tuple(periodic, ndim, "periodic", bool)
     fixed = [0] * ndim if dims is None else [int(x) for x in dims]
+    # Widths of 0 are scored as 1: a ghost-free layout (output, solver vectors) gets the process
+    # grid of the ghosted fields of the same shape that it is copied to and from.
+    scored = tuple(max(h, 1) for h in halo_t)
     best: tuple[tuple[int, tuple[int, ...]], tuple[int, ...]] | None = None
     for cand in _factorizations(size, _caps(shape, halo_t), fixed):
-        key = (halo_cells_per_step(shape, cand, halo_t, periodic_t), tuple(-p for p in cand))
+        key = (halo_cells_per_step(shape, cand, scored, periodic_t), tuple(-p for p in cand))
         if best is None or key < best[0]:
             best = (key, cand)
     return None if best is None else best[1]
