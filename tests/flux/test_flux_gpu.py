@@ -91,7 +91,7 @@ def _all_inputs(folder: Path) -> dict:
 
 
 CASES = {
-    "advect_gaussians_phi_theta": lambda d: _suite_case("advect_gaussians_phi_theta", d, 2.0, (12, 24)),
+    "advect_gaussians_phi_theta": lambda d: _suite_case("advect_gaussians_phi_theta", d, 1.0, (12, 24)),
     "diffuse_advect_soccer": lambda d: _suite_case("diffuse_advect_soccer", d, 1.0, (10, 20)),
     "diffuse_advect_atten_map_1cr": lambda d: _suite_case("diffuse_advect_atten_map_1cr", d, 0.25, coarse=True),
     "all_inputs": _all_inputs,
