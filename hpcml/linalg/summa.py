@@ -76,7 +76,11 @@ class DistMatrix:
         shape = tuple(int(s) for s in shape)
         if len(shape) != 2:
             raise ValueError(f"a matrix shape has two entries, got {shape}")
-        return CartDecomp(shape, comm_or_world(comm), dims=grid, halo=0)
+        comm = comm_or_world(comm)
+        # One grid for every matrix of a rank count, whatever its shape: SUMMA needs A, B and C on
+        # the same grid, which a shape-dependent choice (CartDecomp's default) would not give.
+        dims = tuple(MPI.Compute_dims(comm.Get_size(), 2)) if grid is None else grid
+        return CartDecomp(shape, comm, dims=dims, halo=0)
 
     @classmethod
     def zeros(
