@@ -310,8 +310,10 @@ def build_cases(xp: Any, device: str, quick: bool) -> list[Callable[[], list[Cas
         size = f"5-pt {g}^2, nnz={A.nnz / 1e6:.1f}M"
         sell_bytes = S.val.shape[0] * 12 + 8 * N + 8 * N + S.perm.shape[0] * 16
         peer_name, peer = ("cuSPARSE (cupyx)" if gpu else "scipy.sparse A@x"), (lambda: A @ x)
+        # issue #16: >= 1.0x SciPy's one thread with one Numba thread, >= 1.6x with two or more
+        vs_peer = 1.0 if gpu or numba.get_num_threads() == 1 else 1.6
         out = [Case("spmv", "csr " + ("numba-cuda" if gpu else "numba"), size, 2 * A.nnz, nbytes, "memory",
-                    lambda: K.spmv(A, x, y, method="csr"), peer_name, peer, {**MEM, "vs_peer": 1.0}),
+                    lambda: K.spmv(A, x, y, method="csr"), peer_name, peer, {**MEM, "vs_peer": vs_peer}),
                Case("spmv", f"sell-{S.C}-{S.sigma}", size, 2 * A.nnz, sell_bytes, "memory",
                     lambda: K.spmv(S, x, y), peer_name, peer, {})]  # fmt: skip
         if gpu:
