@@ -183,6 +183,54 @@ def _copy_region(dst, d0, ds1, ds2, src, s0, ss1, ss2, run, c1, c2):  # pragma: 
 
 
 @njit(cache=True, nogil=True)
+def _copy_pair(dst, da, db, ds1, ds2, src, sa, sb, ss1, ss2, run, c1, c2):  # pragma: no cover - compiled
+    # Two (c2, c1, run) blocks of one shape, run <= 4, copied in lockstep: element j1 of
+    # both, then j1 + 1.  A strided column costs a cache line (often a page) per element
+    # at memory latency; walking two blocks side by side keeps twice the independent
+    # misses in flight.  Measured on the two halo-1 columns of a 4098x2050 block: 45 us
+    # one after the other, 23 us as a pair (run 3: 55 -> 40 us).  A loop over more blocks
+    # instead of the explicit pair was no faster than one after the other.
+    for j2 in range(c2):
+        for j1 in range(c1):
+            d = j2 * ds2 + j1 * ds1
+            s = j2 * ss2 + j1 * ss1
+            dst[da + d] = src[sa + s]
+            dst[db + d] = src[sb + s]
+            if run > 1:
+                dst[da + d + 1] = src[sa + s + 1]
+                dst[db + d + 1] = src[sb + s + 1]
+            if run > 2:
+                dst[da + d + 2] = src[sa + s + 2]
+                dst[db + d + 2] = src[sb + s + 2]
+            if run > 3:
+                dst[da + d + 3] = src[sa + s + 3]
+                dst[db + d + 3] = src[sb + s + 3]
+
+
+#: table rows copied in lockstep (see :func:`_copy_pair`)
+_GROUP_MAX = 2
+
+
+@njit(cache=True, nogil=True)
+def _group_end(table, r, ndims):  # pragma: no cover - compiled
+    # Rows r..end-1 that can be copied in lockstep with row r: the same plain copy op
+    # (PACK, UNPACK, COPY), the same short run and the same counts and strides.
+    op = table[r, 0]
+    if op > COPY or table[r, 3] > 4:
+        return r + 1
+    end = r + 1
+    while end < table.shape[0] and end - r < _GROUP_MAX and table[end, 0] == op:
+        same = True
+        for c in range(3, table.shape[1]):
+            if table[end, c] != table[r, c]:
+                same = False
+        if not same:
+            break
+        end += 1
+    return end
+
+
+@njit(cache=True, nogil=True)
 def _sum_region(arr, buf, op, a, b, run, c1, s1, c2, s2):  # pragma: no cover - compiled
     # ADD_UNPACK, ADD_COPY, ZERO on a (c2, c1, run) block (the adjoint's rarer operations).
     pos = b
@@ -205,7 +253,13 @@ def _sum_region(arr, buf, op, a, b, run, c1, s1, c2, s2):  # pragma: no cover - 
 @njit(cache=True, nogil=True)
 def _run_table(arr, buf, table):  # pragma: no cover - compiled
     ndims = (table.shape[1] - TABLE_HEAD) // 2
-    for r in range(table.shape[0]):
+    r = 0
+    while r < table.shape[0]:
+        end = _group_end(table, r, ndims)
+        if end - r > 1:
+            _run_group(arr, buf, table, r, end, ndims)
+            r = end
+            continue
         op = table[r, 0]
         a = table[r, 1]
         b = table[r, 2]
@@ -234,6 +288,39 @@ def _run_table(arr, buf, table):  # pragma: no cover - compiled
                 _copy_region(arr, off - a + b, s1, s2, arr, off, s1, s2, run, c1, c2)
             else:
                 _sum_region(arr, buf, op, off, pos if op == ADD_UNPACK else off - a + b, run, c1, s1, c2, s2)
+        r += 1
+
+
+@njit(cache=True, nogil=True)
+def _run_group(arr, buf, table, r0, r1, ndims):  # pragma: no cover - compiled
+    # Rows r0 and r0 + 1 (see _group_end) as a pair, outer dimensions (d >= 2) one at a time.
+    op = table[r0, 0]
+    run = table[r0, 3]
+    c1 = table[r0, 4] if ndims > 0 else 1
+    s1 = table[r0, 5] if ndims > 0 else 0
+    c2 = table[r0, 6] if ndims > 1 else 1
+    s2 = table[r0, 7] if ndims > 1 else 0
+    nouter = 1
+    for d in range(2, ndims):
+        nouter *= table[r0, TABLE_HEAD + 2 * d]
+    block = run * c1 * c2
+    a0, a1 = table[r0, 1], table[r0 + 1, 1]
+    b0, b1 = table[r0, 2], table[r0 + 1, 2]
+    for k in range(nouter):
+        shift = 0
+        rem = k
+        for d in range(2, ndims):
+            c = table[r0, TABLE_HEAD + 2 * d]
+            shift += (rem % c) * table[r0, TABLE_HEAD + 2 * d + 1]
+            rem //= c
+        # PACK/UNPACK: b is the packed offset; COPY: the second region, shifted alike
+        other = k * block if op != COPY else shift
+        if op == PACK:
+            _copy_pair(buf, b0 + other, b1 + other, run, run * c1, arr, a0 + shift, a1 + shift, s1, s2, run, c1, c2)
+        elif op == UNPACK:
+            _copy_pair(arr, a0 + shift, a1 + shift, s1, s2, buf, b0 + other, b1 + other, run, run * c1, run, c1, c2)
+        else:
+            _copy_pair(arr, b0 + other, b1 + other, s1, s2, arr, a0 + shift, a1 + shift, s1, s2, run, c1, c2)
 
 
 def run_table(arr: np.ndarray, buf: np.ndarray, table: np.ndarray) -> None:

@@ -77,3 +77,35 @@ def test_word_tables_move_any_element_type():
     run_table(arr.ravel().view(np.uint64), buf, region_table([(PACK, blk, 0)], 8))
     assert np.array_equal(buf.view(arr.dtype), arr[1:4, 2:5].ravel())
     run_table(arr.ravel().view(np.uint64), buf, np.zeros((0, 6), np.int64))  # empty table: nothing
+
+
+@given(two_regions())
+def test_same_shape_rows_copied_as_a_pair(case):
+    """Two rows of one op and shape (the two faces of a periodic dimension) run in lockstep.
+
+    Short runs take the paired kernel; the result must equal the rows run one at a
+    time, for PACK, UNPACK and COPY, in any dimension count.
+    """
+    arr, ra, rb = case
+    blk_a, blk_b = StridedBlock.from_view(arr, ra), StridedBlock.from_view(arr, rb)
+    item = arr.dtype.itemsize
+    n = blk_a.nbytes // item
+
+    buf = np.zeros(2 * n, arr.dtype)
+    run_table(arr.copy().ravel(), buf, region_table([(PACK, blk_a, 0), (PACK, blk_b, n * item)], item))
+    assert np.array_equal(buf, np.concatenate([arr[ra].ravel(), arr[rb].ravel()]))
+
+    work, src = arr.copy(), np.arange(2 * n).astype(arr.dtype)
+    run_table(work.ravel(), src, region_table([(UNPACK, blk_b, 0), (UNPACK, blk_a, n * item)], item))
+    expect = arr.copy()
+    expect[rb] = src[:n].reshape(expect[rb].shape)
+    expect[ra] = src[n:].reshape(expect[ra].shape)
+    assert np.array_equal(work, expect)
+
+    # a pair of copies in which the second reads what the first wrote: still in row order
+    work = arr.copy()
+    rows = [(COPY, blk_a, blk_b.start), (COPY, blk_b, blk_a.start)]
+    run_table(work.ravel(), arr.ravel()[:0], region_table(rows, item))
+    expect = arr.copy()
+    expect[rb], expect[ra] = arr[ra], arr[ra]  # rows run in order: b <- a, then a <- (new) b
+    assert np.array_equal(work, expect)
