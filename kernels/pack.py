@@ -250,6 +250,32 @@ def _sum_region(arr, buf, op, a, b, run, c1, s1, c2, s2):  # pragma: no cover - 
             pos += run
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _row_shape(table, r, ndims):  # pragma: no cover - compiled
+    # (run, c1, s1, c2, s2, nouter) of table row r: the dense run, the first two repeat
+    # dimensions and how many times the outer ones (d >= 2) repeat them.
+    c1 = table[r, 4] if ndims > 0 else 1
+    s1 = table[r, 5] if ndims > 0 else 0
+    c2 = table[r, 6] if ndims > 1 else 1
+    s2 = table[r, 7] if ndims > 1 else 0
+    nouter = 1
+    for d in range(2, ndims):
+        nouter *= table[r, TABLE_HEAD + 2 * d]
+    return table[r, 3], c1, s1, c2, s2, nouter
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _outer_shift(table, r, k, ndims):  # pragma: no cover - compiled
+    # Offset of row r's k-th outer step (dimensions d >= 2) from its start.
+    shift = 0
+    rem = k
+    for d in range(2, ndims):
+        c = table[r, TABLE_HEAD + 2 * d]
+        shift += (rem % c) * table[r, TABLE_HEAD + 2 * d + 1]
+        rem //= c
+    return shift
+
+
 @njit(cache=True, nogil=True)
 def _run_table(arr, buf, table):  # pragma: no cover - compiled
     ndims = (table.shape[1] - TABLE_HEAD) // 2
@@ -263,22 +289,10 @@ def _run_table(arr, buf, table):  # pragma: no cover - compiled
         op = table[r, 0]
         a = table[r, 1]
         b = table[r, 2]
-        run = table[r, 3]
-        c1 = table[r, 4] if ndims > 0 else 1
-        s1 = table[r, 5] if ndims > 0 else 0
-        c2 = table[r, 6] if ndims > 1 else 1
-        s2 = table[r, 7] if ndims > 1 else 0
-        nouter = 1
-        for d in range(2, ndims):
-            nouter *= table[r, TABLE_HEAD + 2 * d]
+        run, c1, s1, c2, s2, nouter = _row_shape(table, r, ndims)
         block = run * c1 * c2  # elements per outer step, packed
         for k in range(nouter):
-            off = a
-            rem = k
-            for d in range(2, ndims):
-                c = table[r, TABLE_HEAD + 2 * d]
-                off += (rem % c) * table[r, TABLE_HEAD + 2 * d + 1]
-                rem //= c
+            off = a + _outer_shift(table, r, k, ndims)
             pos = b + k * block
             if op == PACK:
                 _copy_region(buf, pos, run, run * c1, arr, off, s1, s2, run, c1, c2)
@@ -295,24 +309,12 @@ def _run_table(arr, buf, table):  # pragma: no cover - compiled
 def _run_group(arr, buf, table, r0, r1, ndims):  # pragma: no cover - compiled
     # Rows r0 and r0 + 1 (see _group_end) as a pair, outer dimensions (d >= 2) one at a time.
     op = table[r0, 0]
-    run = table[r0, 3]
-    c1 = table[r0, 4] if ndims > 0 else 1
-    s1 = table[r0, 5] if ndims > 0 else 0
-    c2 = table[r0, 6] if ndims > 1 else 1
-    s2 = table[r0, 7] if ndims > 1 else 0
-    nouter = 1
-    for d in range(2, ndims):
-        nouter *= table[r0, TABLE_HEAD + 2 * d]
+    run, c1, s1, c2, s2, nouter = _row_shape(table, r0, ndims)
     block = run * c1 * c2
     a0, a1 = table[r0, 1], table[r0 + 1, 1]
     b0, b1 = table[r0, 2], table[r0 + 1, 2]
     for k in range(nouter):
-        shift = 0
-        rem = k
-        for d in range(2, ndims):
-            c = table[r0, TABLE_HEAD + 2 * d]
-            shift += (rem % c) * table[r0, TABLE_HEAD + 2 * d + 1]
-            rem //= c
+        shift = _outer_shift(table, r0, k, ndims)
         # PACK/UNPACK: b is the packed offset; COPY: the second region, shifted alike
         other = k * block if op != COPY else shift
         if op == PACK:
