@@ -207,27 +207,16 @@ def _copy_pair(dst, da, db, ds1, ds2, src, sa, sb, ss1, ss2, run, c1, c2):  # pr
                 dst[db + d + 3] = src[sb + s + 3]
 
 
-#: table rows copied in lockstep (see :func:`_copy_pair`)
-_GROUP_MAX = 2
-
-
 @njit(cache=True, nogil=True)
-def _group_end(table, r, ndims):  # pragma: no cover - compiled
-    # Rows r..end-1 that can be copied in lockstep with row r: the same plain copy op
-    # (PACK, UNPACK, COPY), the same short run and the same counts and strides.
-    op = table[r, 0]
-    if op > COPY or table[r, 3] > 4:
-        return r + 1
-    end = r + 1
-    while end < table.shape[0] and end - r < _GROUP_MAX and table[end, 0] == op:
-        same = True
-        for c in range(3, table.shape[1]):
-            if table[end, c] != table[r, c]:
-                same = False
-        if not same:
-            break
-        end += 1
-    return end
+def _pairs_with_next(table, r):  # pragma: no cover - compiled
+    # Whether rows r and r + 1 can be copied as a pair (_copy_pair): the same plain copy
+    # op (PACK, UNPACK, COPY), a run of at most 4 and the same counts and strides.
+    if r + 1 >= table.shape[0] or table[r, 0] > COPY or table[r, 3] > 4 or table[r + 1, 0] != table[r, 0]:
+        return False
+    for c in range(3, table.shape[1]):
+        if table[r + 1, c] != table[r, c]:
+            return False
+    return True
 
 
 @njit(cache=True, nogil=True)
@@ -281,10 +270,9 @@ def _run_table(arr, buf, table):  # pragma: no cover - compiled
     ndims = (table.shape[1] - TABLE_HEAD) // 2
     r = 0
     while r < table.shape[0]:
-        end = _group_end(table, r, ndims)
-        if end - r > 1:
-            _run_group(arr, buf, table, r, end, ndims)
-            r = end
+        if _pairs_with_next(table, r):
+            _run_pair(arr, buf, table, r, ndims)
+            r += 2
             continue
         op = table[r, 0]
         a = table[r, 1]
@@ -306,8 +294,8 @@ def _run_table(arr, buf, table):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _run_group(arr, buf, table, r0, r1, ndims):  # pragma: no cover - compiled
-    # Rows r0 and r0 + 1 (see _group_end) as a pair, outer dimensions (d >= 2) one at a time.
+def _run_pair(arr, buf, table, r0, ndims):  # pragma: no cover - compiled
+    # Rows r0 and r0 + 1 (see _pairs_with_next) as a pair, outer dimensions (d >= 2) one at a time.
     op = table[r0, 0]
     run, c1, s1, c2, s2, nouter = _row_shape(table, r0, ndims)
     block = run * c1 * c2

@@ -299,25 +299,30 @@ def region_boxes(shape: tuple[int, ...], halo: int = 1, region: str = "all") -> 
     return boxes
 
 
-def _cpu_run(kernel: Any, arrays: tuple[np.ndarray, ...], box: Box, coefs: tuple[Any, ...]) -> None:
-    """Run a CPU sweep over ``box``; ``arrays`` is ``(u, out)`` or ``(u, f, out)``.
+def _sweep(
+    name: str, kernel: Any, backend: str, arrays: tuple[Any, ...], boxes: list[Box], coefs: tuple[Any, ...]
+) -> None:
+    """Run stencil ``name`` over every box; ``arrays`` is ``(u, out)`` or ``(u, f, out)``.
 
-    3-D sweeps get their blocking ``(tj, nchunk)`` (2-D sweeps keep three rows in cache
-    without help: a row of 8192 doubles is 64 KiB) and index the arrays as flat
-    C-ordered memory; strided views (a sub-block of a larger array) run on contiguous
-    copies, and ``out`` is copied back.
+    GPU and simulator: one CUDA launch per box.  CPU: ``kernel`` per box; 3-D sweeps
+    get their blocking ``(tj, nchunk)`` (2-D sweeps keep three rows in cache without
+    help: a row of 8192 doubles is 64 KiB) and index the arrays as flat C-ordered
+    memory, so strided views (a sub-block of a larger array) are copied to contiguous
+    arrays once for all boxes, and ``out`` is copied back.
     """
-    bounds = tuple(itertools.chain.from_iterable(zip(*box)))
-    if arrays[0].ndim == 2:
-        kernel(*arrays, *bounds, *coefs)
+    if backend != "cpu":
+        for box in boxes:
+            _cuda_run(name, backend, box, arrays, coefs)
         return
-    blocking = _tiles_3d(box, arrays[0].dtype.itemsize, len(arrays) - 1)
-    if all(a.flags.c_contiguous for a in arrays):
-        kernel(*arrays, *bounds, *coefs, *blocking)
-        return
-    work = tuple(np.ascontiguousarray(a) for a in arrays)
-    kernel(*work, *bounds, *coefs, *blocking)
-    arrays[-1][...] = work[-1]
+    work = arrays
+    if arrays[0].ndim == 3 and not all(a.flags.c_contiguous for a in arrays):
+        work = tuple(np.ascontiguousarray(a) for a in arrays)
+    for box in boxes:
+        bounds = tuple(itertools.chain.from_iterable(zip(*box)))
+        blocking = _tiles_3d(box, work[0].dtype.itemsize, len(work) - 1) if work[0].ndim == 3 else ()
+        kernel(*work, *bounds, *coefs, *blocking)
+    if work[-1] is not arrays[-1]:
+        arrays[-1][...] = work[-1]
 
 
 def _check_grid(u: Any, out: Any, f: Any, halo: int, backend: str | None) -> tuple[str, np.dtype]:
@@ -408,11 +413,7 @@ def laplacian(
         name, coefs = ("lap5" if nd == 2 else "lap7"), (*inv, -2.0 * sum(inv))
     coefs = tuple(dt.type(c) for c in coefs)
     cpu = {"lap5": _lap5_cpu, "lap9": _lap9_cpu, "lap7": _lap7_cpu}[name]
-    for box in region_boxes(u.shape, halo, region):
-        if b == "cpu":
-            _cpu_run(cpu, (u, out), box, coefs)
-        else:
-            _cuda_run(name, b, box, (u, out), coefs)
+    _sweep(name, cpu, b, (u, out), region_boxes(u.shape, halo, region), coefs)
     return result
 
 
@@ -456,11 +457,7 @@ def jacobi_step(
     coefs = tuple(dt.type(c) for c in (*inv, 1.0 / (2.0 * sum(inv))))
     name = "jac2" if nd == 2 else "jac3"
     cpu = _jac2_cpu if nd == 2 else _jac3_cpu
-    for box in region_boxes(u.shape, halo, region):
-        if b == "cpu":
-            _cpu_run(cpu, (u, f, out), box, coefs)
-        else:
-            _cuda_run(name, b, box, (u, f, out), coefs)
+    _sweep(name, cpu, b, (u, f, out), region_boxes(u.shape, halo, region), coefs)
     return result
 
 
@@ -509,9 +506,5 @@ def diffusion_step(
     name = "lap5" if nd == 2 else "lap7"
     cpu = _lap5_cpu if nd == 2 else _lap7_cpu
     weights = tuple(dt.type(c) for c in (*cs, 1.0 - 2.0 * sum(cs)))
-    for box in region_boxes(u.shape, halo, region):
-        if b == "cpu":
-            _cpu_run(cpu, (u, out), box, weights)
-        else:
-            _cuda_run(name, b, box, (u, out), weights)
+    _sweep(name, cpu, b, (u, out), region_boxes(u.shape, halo, region), weights)
     return result
