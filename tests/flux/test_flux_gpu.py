@@ -53,10 +53,10 @@ def _suite_case(case: str, folder: Path, end: float, res: tuple[int, int] | None
 
 
 def _all_inputs(folder: Path) -> dict:
-    """10 x 20 grid, 2 realizations: flow files, diffusivity map + grid term, static source, emergence, Strang."""
+    """8 x 16 grid, 2 realizations: flow files, diffusivity map + grid term, static source, emergence, Strang."""
     from hpcml.apps.flux.grid import SphereGrid
 
-    nt, nf = 10, 20
+    nt, nf = 8, 16
     g = SphereGrid.uniform(nt, nf)
     th, ph, t, p = g.th[1 : g.nt + 1], g.ph[1 : g.M + 1], g.t[1 : nt + 1], g.p[1 : nf + 1]
     rows = ["TIME VT VP"]
@@ -91,7 +91,7 @@ def _all_inputs(folder: Path) -> dict:
 
 
 CASES = {
-    "advect_gaussians_phi_theta": lambda d: _suite_case("advect_gaussians_phi_theta", d, 1.0, (12, 24)),
+    "advect_gaussians_phi_theta": lambda d: _suite_case("advect_gaussians_phi_theta", d, 1.0, (8, 16)),
     "diffuse_advect_soccer": lambda d: _suite_case("diffuse_advect_soccer", d, 1.0, (10, 20)),
     "diffuse_advect_atten_map_1cr": lambda d: _suite_case("diffuse_advect_atten_map_1cr", d, 0.25, coarse=True),
     "all_inputs": _all_inputs,

@@ -28,8 +28,9 @@ class PoleCaps:
 
     The terms are formed on the device; the row sums run in HipFT's column order
     (bit-identical for every split).  When the pole row lies on one rank they are
-    summed on the device too (no host round trip); otherwise the terms go through
-    the host and :meth:`Layout.row_sum <hpcml.apps.flux.layout.Layout.row_sum>`.
+    summed by one device call into persistent cap arrays (no host round trip, no
+    temporaries); otherwise the terms go through the host and
+    :meth:`Layout.row_sum <hpcml.apps.flux.layout.Layout.row_sum>`.
     The results are device arrays ``north[r]``, ``south[r]`` (HipFT's sign: the south
     value is minus its sum).
     """
@@ -43,7 +44,7 @@ class PoleCaps:
         self.zero = dev.put(np.zeros(nr))
         self.north = dev.put(np.zeros(nr))
         self.south = dev.put(np.zeros(nr))
-        self.on_device_sums = dev.on_device and lay.row_comm.Get_size() == 1  # else: through the host
+        self.local_sums = lay.row_comm.Get_size() == 1  # else: through the host
 
     def rows(self) -> list[tuple[int, int]]:
         """``(which, offset)`` for each pole row this block holds: 0 = north, 1 = south, terms offset."""
@@ -62,11 +63,9 @@ class PoleCaps:
         if not held:
             return self.zero, self.zero
         nr = lay.nr
-        if self.on_device_sums:
-            from hpcml.kernels.flux_cuda import cap_sums
-
+        if self.local_sums:
             outs = [(self.fac_n, 1.0, self.north) if w == 0 else (self.fac_s, -1.0, self.south) for w, _ in held]
-            cap_sums(dev.name, self.terms, nr, *outs[0], *outs[-1])
+            dev.cap_sums(self.terms, nr, *outs[0], *outs[-1])
             return (self.north if lay.owns_north else self.zero), (self.south if lay.owns_south else self.zero)
         sums = lay.row_sum(np.ascontiguousarray(dev.get(self.terms)))
         north, south = self.zero, self.zero

@@ -65,6 +65,14 @@ class Device(ABC):
     def exchange(self, fld: Any, method: str) -> None:
         """Fill the face halos of ``fld`` (no corners: every stencil is axis-aligned)."""
 
+    def phi_wrap(self, fld: Any) -> int:
+        """The phi halo width a stage kernel fills itself for ``fld`` (a block alone in phi), else 0.
+
+        Only the CPU kernels do (see ``kernels.flux.diff_stage``); a caller whose kernel
+        filled the halo skips :meth:`exchange`.
+        """
+        return 0
+
     @abstractmethod
     def copy_into(self, dst: Any, src: Any) -> None:
         """``dst[...] = src`` (same device)."""
@@ -84,8 +92,16 @@ class Device(ABC):
         """``adv_pole_terms`` or ``diff_pole_terms`` into a terms array on the device."""
 
     @abstractmethod
-    def diff_stage(self, var: Any, *args: Any) -> None:
-        """The fused diffusion stage; ``var`` is a :class:`VariableDiffusivity` (device copies) or None."""
+    def cap_sums(self, terms: Any, na: int, fac_a: float, sign_a: float, out_a: Any, fac_b: float, sign_b: float,
+                 out_b: Any) -> None:  # fmt: skip
+        """Row sums of ``terms`` in column order into the cap arrays (see ``kernels.flux.cap_sums``)."""
+
+    @abstractmethod
+    def diff_stage(self, var: Any, *args: Any, wrap: int = 0) -> None:
+        """The fused diffusion stage; ``var`` is a :class:`VariableDiffusivity` (device copies) or None.
+
+        ``wrap > 0`` (only from :meth:`phi_wrap`): the kernel fills the phi halo too.
+        """
 
     @abstractmethod
     def flows(self, fl: Any, f: Any, attenuate: bool, bounds: tuple[int, ...]) -> None:
@@ -142,6 +158,11 @@ class CpuDevice(Device):
         if not _periodic_self_copy(fld):
             fld.exchange_halos(method=method, corners=False)
 
+    def phi_wrap(self, fld: Any) -> int:
+        """The phi halo width when ``fld``'s block is alone in its group (periodic in phi), else 0."""
+        d = fld.decomp
+        return int(d.halo[2]) if d.size == 1 and d.periodic[2] else 0
+
     def copy_into(self, dst: np.ndarray, src: np.ndarray) -> None:
         """NumPy copy."""
         np.copyto(dst, src)
@@ -170,16 +191,22 @@ class CpuDevice(Device):
 
         getattr(flux, f"{kind}_pole_terms")(*args)
 
-    def diff_stage(self, var: Any, *args: Any) -> None:
-        """``diff_stage`` or ``diff_stage_var``."""
+    def cap_sums(self, *args: Any) -> None:
+        """:func:`hpcml.kernels.flux.cap_sums`."""
+        from hpcml.kernels.flux import cap_sums
+
+        cap_sums(*args)
+
+    def diff_stage(self, var: Any, *args: Any, wrap: int = 0) -> None:
+        """``diff_stage`` or ``diff_stage_var`` (``wrap``: see :meth:`phi_wrap`)."""
         from hpcml.kernels.flux import diff_stage, diff_stage_var
 
         (x, xm2, u0, y0, out, dcoef, s2, c2, c4, b1, b5, *rest) = args
         if var is None:
-            diff_stage(*args)
+            diff_stage(*args, wrap)
         else:
             diff_stage_var(x, xm2, u0, y0, out, dcoef, var.phi_face, var.theta_face, s2, c2, c4, b1, b5, *rest,
-                           var.scratch)  # fmt: skip
+                           wrap, var.scratch)  # fmt: skip
 
     def flows(self, fl: Any, f: Any, attenuate: bool, bounds: tuple[int, ...]) -> None:
         """The Numba fill (``exp(-2 |f| / B0)`` once per cell inside it, SIMD)."""
@@ -292,8 +319,12 @@ class CudaDevice(Device):
         """One thread per owned column."""
         getattr(self.k, f"{kind}_pole_terms")(self.name, *args)
 
-    def diff_stage(self, var: Any, *args: Any) -> None:
-        """One thread per cell; a varying diffusivity reads its face arrays."""
+    def cap_sums(self, *args: Any) -> None:
+        """One thread per row of the terms."""
+        self.k.cap_sums(self.name, *args)
+
+    def diff_stage(self, var: Any, *args: Any, wrap: int = 0) -> None:
+        """One thread per cell; a varying diffusivity reads its face arrays (``wrap`` is always 0 here)."""
         (x, xm2, u0, y0, out, dcoef, s2, c2, c4, b1, b5, *rest) = args
         pf = var.phi_face if var is not None else self._dummy2
         tf = var.theta_face if var is not None else self._dummy2
@@ -341,6 +372,11 @@ def _periodic_self_copy(fld: Any) -> bool:
         return False
     h, nx = d.halo[2], d.local_shape[2]
     x = fld.data
+    if isinstance(x, np.ndarray):
+        from hpcml.kernels.flux import periodic_phi_fill
+
+        periodic_phi_fill(x, d.halo[1], d.halo[1] + d.local_shape[1], h, nx)
+        return True
     rows = slice(d.halo[1], d.halo[1] + d.local_shape[1])
     x[:, rows, :h] = x[:, rows, nx : nx + h]
     x[:, rows, nx + h :] = x[:, rows, h : 2 * h]

@@ -178,23 +178,31 @@ class Diffusion:
         """``out = L(x)`` on the owned cells, then fill ``out``'s halo."""
         self.n_applies += 1
         xd = x.data
-        self._kernel(xd, xd, xd, xd, out.data, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
-        self.s.exchange(out)
+        self._kernel(xd, xd, xd, xd, out, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
 
     def _kernel(self, x, xm2, u0, y0, out, mu, nu, kap, mt, gam, mode) -> None:
-        """The fused stage kernel for this diffusivity (uniform per realization, or varying)."""
-        lay, geo = self.s.lay, self.s.dgeo
+        """The fused stage kernel for this diffusivity (uniform per realization, or varying), then ``out``'s halo.
+
+        A block alone in phi on the CPU has the kernel fill its phi halo row by row
+        (:meth:`Device.phi_wrap`); otherwise the halo is exchanged after the kernel.
+        """
+        s = self.s
+        lay, geo = s.lay, s.dgeo
         ln, ls = self._caps(x)
-        self.s.dev.diff_stage(
-            self.kvar, x, xm2, u0, y0, out, self.dcoef, geo["s2"], geo["c2"], geo["c4"], geo["b1"], geo["b5"],
-            lay.i0, lay.i1, lay.c0, lay.c1, mu, nu, kap, mt, gam, ln, ls, lay.inorth, lay.isouth, mode,
+        wrap = s.dev.phi_wrap(out)
+        s.dev.diff_stage(
+            self.kvar, x, xm2, u0, y0, out.data, self.dcoef, geo["s2"], geo["c2"], geo["c4"], geo["b1"], geo["b5"],
+            lay.i0, lay.i1, lay.c0, lay.c1, mu, nu, kap, mt, gam, ln, ls, lay.inorth, lay.isouth, mode, wrap=wrap,
         )  # fmt: skip
+        if wrap:
+            s.exchanges += 1  # filled by the kernel: still one exchange for the performance model
+        else:
+            s.exchange(out)
 
     def stage(self, x, xm2, u0, y0, out, mu, nu, kap, mt, gam, mode: int = 1) -> None:
         """One fused stage into ``out`` (DistArrays), then its halo (``mode``: see ``diff_stage``)."""
         self.n_stages += 1
-        self._kernel(x.data, xm2.data, u0.data, y0.data, out.data, mu, nu, kap, mt, gam, mode)
-        self.s.exchange(out)
+        self._kernel(x.data, xm2.data, u0.data, y0.data, out, mu, nu, kap, mt, gam, mode)
 
     # -- time stepping -------------------------------------------------------------------
     def ptl(self, st: FluxState, tau_in: float, y: Any) -> float:
