@@ -6,7 +6,7 @@ machine, on CuPy arrays (``run.backend = "gpu"``, ``tests/gpu/run_device_checks.
 Each case runs twice on the same ranks and split -- CPU kernels, then GPU kernels with
 the halos through the ``staged``/``device`` paths -- and every history row of every
 realization must agree to 1e-12 relative (sums to 1e-13 of the unsigned flux).  The
-cases are the HipFT cases shrunk to a few steps on grids of 10-24 cells a side (the
+cases are the HipFT cases shrunk to a few steps on grids of 8-20 cells a side (the
 simulator runs a Python thread per GPU thread), plus one case with every input file
 option (flow files, a diffusivity map with the grid term, a static source, Strang
 splitting) and random flux emergence.
