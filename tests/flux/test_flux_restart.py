@@ -70,6 +70,37 @@ def test_checkpoint_loads_on_another_rank_count(comm, shared_tmp):
     assert_all(comm, ok, msg)
 
 
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.timeout(300)
+def test_ensemble_groups_write_and_resume_their_own_histories(comm, shared_tmp):
+    """One ensemble group per rank: each group's root writes its realizations' history files.
+
+    A restart on the same split truncates every group's files to the checkpoint and
+    continues them: the files equal an uninterrupted serial run's, bit for bit.
+    """
+    suite()
+    full = shared_tmp / "full"
+    if comm.Get_rank() == 0:
+        run(case_config(CASE, full, TEND), MPI.COMM_SELF)
+    out = shared_tmp / "groups"
+    cfg = case_config(CASE, out, TEND, ensemble=comm.Get_size())
+    cfg["output"].update(checkpoint="ckpt", checkpoint_cadence=2.0)
+    first = run(cfg, comm)
+    assert first["ensemble_groups"] == comm.Get_size()
+    comm.Barrier()
+    if comm.Get_rank() == 0:
+        (out / "ckpt" / "ckpt-0000000016.h5").unlink()  # as if the job died after step 8
+    comm.Barrier()
+    cfg["run"]["restart"] = True
+    second = run(cfg, comm)
+    assert second["restarted_from"] == 8 and second["steps"] == 16
+    ok, msg = True, ""
+    if comm.Get_rank() == 0:
+        bad = compare_histories(out, full, 5, rtol=0.0, floor=0.0)
+        ok, msg = not bad, str(bad[:3])
+    assert_all(comm, ok, msg)
+
+
 def test_stop_between_map_times_then_resume_keeps_the_map_series(tmp_path, monkeypatch):
     """A stop at step 6 (maps every 4 steps) and an ``"auto"`` resume: the same map steps and bits as one run."""
     suite()

@@ -93,10 +93,13 @@ class Diagnostics:
             np.multiply(rows[:, None], cols[None, :], out=self.fex)
 
     # -- rows ---------------------------------------------------------------------------
-    def compute(self, st: FluxState, time: float | None = None) -> np.ndarray | None:
+    def compute(self, st: FluxState, time: float | None = None, own: bool = False) -> np.ndarray | None:
         """History values ``(n_real, 14)`` of ``st.f`` at ``time`` (default ``st.time``) on world rank 0.
 
-        Collective; None on the other ranks.
+        Collective; None on the other ranks.  ``own``: only this ensemble group's
+        realizations, ``(nr, 14)`` on the group's root (collective over the group), so
+        that groups write their history rows in parallel; a realization's values are
+        combined from the same partial sums either way (``math.fsum``: the same bits).
         """
         from hpcml.kernels.flux import diag_partials
 
@@ -113,13 +116,15 @@ class Diagnostics:
                 x, self.fex if use_ex else x[0], self.efac, use_ex, self.wt, self.wp, self.cosw, self.sinw,
                 self.sdip, self.cdip, self.cap, lay.i0, lay.i1, lay.c0, lay.c1, self.mins, self.sums,
             )  # fmt: skip
-        if s.world.Get_size() == 1:
-            parts = [(0, self.mins, self.sums)]
+        comm = lay.group_comm if own else s.world
+        if comm.Get_size() == 1:
+            parts = [(lay.r_start, self.mins, self.sums)]
         else:
-            parts = s.world.gather((lay.r_start, self.mins, self.sums), root=0)
+            parts = comm.gather((lay.r_start, self.mins, self.sums), root=0)
             if parts is None:
                 return None
-        return self._combine(parts)
+        out = self._combine(parts)
+        return out[lay.r_start : lay.r_start + lay.nr] if own else out
 
     def _partials_on_device(self, x: Any) -> None:
         """Per-row quantities on the device, one small copy, the compensated sums on the host."""

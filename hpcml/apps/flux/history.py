@@ -75,12 +75,19 @@ def num_line(step: int, time: float, reals: Sequence[float], ints: Sequence[int]
 
 
 class HistoryWriter:
-    """Append-only writer of the per-realization history files (use on one rank)."""
+    """Append-only writer of per-realization history files: realizations ``first .. first + n_real - 1``.
 
-    def __init__(self, directory: str | Path, n_real: int, flush_every: int = 200, append: bool = False) -> None:
+    One writer per set of files: the flux solver gives each ensemble group's root its
+    own realizations' files, so groups format and write their rows in parallel.
+    """
+
+    def __init__(
+        self, directory: str | Path, n_real: int, flush_every: int = 200, append: bool = False, first: int = 0
+    ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.n = n_real
+        self.first = first
         self.flush_every = flush_every
         self.sol: list[list[str]] = [[] for _ in range(n_real)]
         self.num: list[list[str]] = [[] for _ in range(n_real)]
@@ -105,15 +112,15 @@ class HistoryWriter:
                 path.write_text("".join(keep))
 
     def sol_path(self, r: int) -> Path:
-        """Path of realization ``r``'s (0-based) solution history."""
-        return self.dir / f"hipft_history_sol_r{r + 1:06d}.out"
+        """Path of this writer's realization ``r``'s (0-based, from ``first``) solution history."""
+        return self.dir / f"hipft_history_sol_r{self.first + r + 1:06d}.out"
 
     def num_path(self, r: int) -> Path:
-        """Path of realization ``r``'s numerics history."""
-        return self.dir / f"hipft_history_num_r{r + 1:06d}.out"
+        """Path of this writer's realization ``r``'s numerics history."""
+        return self.dir / f"hipft_history_num_r{self.first + r + 1:06d}.out"
 
     def add(self, step: int, time: float, sol: np.ndarray, num_reals: Sequence[float], num_ints: Sequence[int]) -> None:
-        """Add one row for every realization; ``sol`` has shape ``(n_real, 14)``."""
+        """Add one row for each of this writer's realizations; ``sol`` has shape ``(n_real, 14)``."""
         nl = num_line(step, time, num_reals, num_ints)
         for r in range(self.n):
             self.sol[r].append(sol_line(step, time, sol[r]))

@@ -204,7 +204,7 @@ class FluxSolver:
         if not force and not self._history_due(t):
             return
         t0, c0 = work_clock(), _time.process_time()
-        rows = self.diag.compute(self.st, t)
+        rows = self.diag.compute(self.st, t, own=True)  # each group's root writes its realizations' files
         self.st.hist_rows += 1
         if rows is not None:
             if self.history is not None:
@@ -350,8 +350,8 @@ class FluxSolver:
             self.restarted_from = st.step
             if self.rank0:
                 log.info("flux: restarted from %s at step %d, time %.6g h", got, st.step, st.time)
-        if self.rank0 and out["history"]:
-            self.history = HistoryWriter(outdir, prm.n_real, append=restarted)
+        if self.lay.group_root and out["history"]:
+            self.history = HistoryWriter(outdir, self.lay.nr, append=restarted, first=self.lay.r_start)
             if restarted:
                 self.history.truncate(st.step, st.time)
         maps = None
