@@ -15,6 +15,9 @@ CONFIG ?=
 RANKS ?= 1 2 3 4
 MPI_TIMEOUT ?= 1800
 SERIAL_TIMEOUT ?= 2700
+# pytest `-m` expression for the serial stage (empty: every serial test).  CI sets it to
+# "slow or torch" because `make test-wheel` runs every other serial test from the wheel.
+SERIAL_SELECT ?=
 TORCH_VERSION ?= 2.13.0
 PYTEST_MPI := -p no:cacheprovider -q -rs --durations=8 --with-mpi --timeout=600 -o timeout_method=thread
 # only rank 0 of an MPI pytest run reports (the others print their output only if they fail)
@@ -64,7 +67,7 @@ format: venv
 
 # -rs prints the reason of every skipped test (a missing GPU, SLURM or shellcheck is named).
 test-serial: venv
-	$(call stage,serial,timeout $(SERIAL_TIMEOUT) $(PY) -m pytest -p no:cacheprovider -q -rs --durations=15 --timeout=600 tests)
+	$(call stage,serial,timeout $(SERIAL_TIMEOUT) $(PY) -m pytest -p no:cacheprovider -q -rs --durations=15 --timeout=600 $(if $(SERIAL_SELECT),-m "$(SERIAL_SELECT)") tests)
 
 # GPU kernels on the CPU: Numba's CUDA simulator must be switched on before numba is imported.
 # The MPI part runs the GPU halo paths (staged, device) on simulated device arrays, 1-4 ranks.

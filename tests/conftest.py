@@ -46,6 +46,7 @@ def pytest_configure(config):
         "markers", "numba_cuda: Numba-CUDA device arrays: runs in the CUDA simulator or on a real GPU"
     )
     config.addinivalue_line("markers", "slow: long runs (CI runs them too)")
+    config.addinivalue_line("markers", "torch: needs PyTorch (every test in a test_torch_*.py file)")
 
 
 def _has_gpu() -> bool:
@@ -66,12 +67,15 @@ def _has_numba_gpu() -> bool:
         return False
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the torch marker must already be set
 def pytest_collection_modifyitems(config, items):
     skip_sim = pytest.mark.skip(reason="needs NUMBA_ENABLE_CUDASIM=1 (make test-sim)")
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device and CuPy (tests/gpu/run_device_checks.sh)")
     skip_numba = pytest.mark.skip(reason="needs NUMBA_ENABLE_CUDASIM=1 (make test-sim) or a CUDA device")
     gpu = numba_gpu = None
     for item in items:
+        if item.path.name.startswith("test_torch_"):
+            item.add_marker(pytest.mark.torch)
         if "cudasim" in item.keywords and not SIMULATOR:
             item.add_marker(skip_sim)
         if "numba_cuda" in item.keywords and not SIMULATOR:
