@@ -46,8 +46,28 @@ BLOCK3 = (32, 4, 1)
 _HUGE = 1.7976931348623157e308
 
 
-def _grid3(nx: int, ny: int, nz: int, block: tuple[int, int, int] = BLOCK3) -> tuple[int, int, int]:
-    return (max(1, -(-nx // block[0])), max(1, -(-ny // block[1])), max(1, -(-nz // block[2])))
+def _fit(n: int, most: int) -> int:
+    """Threads along one axis of a block: ``most``, or fewer when the extent is smaller."""
+    return max(1, min(most, n))
+
+
+def _cells(nx: int, ny: int, nz: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """``(grid, block)`` for one thread per cell of an ``nz x ny x nx`` box.
+
+    The block is :data:`BLOCK3` cut down to the box, so a block narrower than 32
+    columns (a small grid, or many ranks along phi) launches no idle threads.  Every
+    kernel indexes through ``cuda.grid``, so the block shape changes no result.  It
+    matters most in the CUDA simulator, which runs one Python thread per GPU thread.
+    """
+    block = (_fit(nx, BLOCK3[0]), _fit(ny, BLOCK3[1]), 1)
+    grid = (max(1, -(-nx // block[0])), max(1, -(-ny // block[1])), max(1, nz))
+    return grid, block
+
+
+def _line(n: int, nz: int, most: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(grid, block)`` for one thread per element of ``nz`` lines of ``n`` (blocks of up to ``most``)."""
+    width = _fit(n, most)
+    return (max(1, -(-n // width)), max(1, nz)), (width, 1)
 
 
 @functools.cache
@@ -392,9 +412,9 @@ def _kernels() -> dict[str, Any]:
 def advect_stage(backend: str, x, f0, out, vt, vp, at, ap, kind_t, wt, weno_p, wpt, sth, st_i, dt_i, dp_i,
                  i0, i1, c0, c1, a, b, cdt, upwind, apole_n, apole_s, inorth, isouth) -> None:  # fmt: skip
     """``out = a*f0 + b*x - cdt*A(x)`` on the owned cells (see :func:`kernels.flux.advect_stage`)."""
-    grid = _grid3(c1 - c0, i1 - i0, x.shape[0])
+    grid, block = _cells(c1 - c0, i1 - i0, x.shape[0])
     launch(
-        _kernels()["advect_stage"], grid, BLOCK3, backend, x, f0, out, vt, vp, at, ap, kind_t, wt, bool(weno_p), wpt,
+        _kernels()["advect_stage"], grid, block, backend, x, f0, out, vt, vp, at, ap, kind_t, wt, bool(weno_p), wpt,
         sth, st_i, dt_i, dp_i, i0, i1, c0, c1, float(a), float(b), float(cdt), float(upwind), apole_n, apole_s,
         inorth, isouth,
     )  # fmt: skip
@@ -402,31 +422,32 @@ def advect_stage(backend: str, x, f0, out, vt, vp, at, ap, kind_t, wt, weno_p, w
 
 def adv_pole_terms(backend: str, x, vt, dp, q, c0, c1, upwind, out) -> None:
     """Upwind theta flux x ``dp`` at face row ``q`` per owned column (cap sums)."""
-    grid = (max(1, -(-(c1 - c0) // 128)), x.shape[0])
-    launch(_kernels()["adv_pole_terms"], grid, (128, 1), backend, x, vt, dp, q, c0, c1, float(upwind), out)
+    grid, block = _line(c1 - c0, x.shape[0], 128)
+    launch(_kernels()["adv_pole_terms"], grid, block, backend, x, vt, dp, q, c0, c1, float(upwind), out)
 
 
 def diff_pole_terms(backend: str, x, dcoef, pole, dp, ia, ib, c0, c1, out) -> None:
     """``(2 D_r + pole) * (x[ib] - x[ia]) * dp`` per owned column (cap sums)."""
-    grid = (max(1, -(-(c1 - c0) // 128)), x.shape[0])
-    launch(_kernels()["diff_pole_terms"], grid, (128, 1), backend, x, dcoef, pole, dp, ia, ib, c0, c1, out)
+    grid, block = _line(c1 - c0, x.shape[0], 128)
+    launch(_kernels()["diff_pole_terms"], grid, block, backend, x, dcoef, pole, dp, ia, ib, c0, c1, out)
 
 
 def cap_sums(backend: str, terms, na: int, fac_a: float, sign_a: float, out_a, fac_b: float, sign_b: float,
              out_b) -> None:  # fmt: skip
     """Row sums of ``terms`` in column order: row ``r < na`` -> ``out_a[r] = sign_a (s fac_a)``, the rest: ``out_b``."""
+    (grid, _), (block, _) = _line(terms.shape[0], 1, 32)
     launch(
-        _kernels()["cap_sums"], max(1, -(-terms.shape[0] // 32)), 32, backend, terms, na, float(fac_a),
-        float(sign_a), out_a, float(fac_b), float(sign_b), out_b,
+        _kernels()["cap_sums"], grid, block, backend, terms, na, float(fac_a), float(sign_a), out_a, float(fac_b),
+        float(sign_b), out_b,
     )  # fmt: skip
 
 
 def diff_stage(backend: str, x, xm2, u0, y0, out, dcoef, phi_face, theta_face, var, s2, c2r, c4r, b1, b5,
                i0, i1, c0, c1, mu, nu, kap, mt, gam, lpn, lps, inorth, isouth, mode) -> None:  # fmt: skip
     """Five-point operator alone or fused with a super-time-step stage (uniform or varying diffusivity)."""
-    grid = _grid3(c1 - c0, i1 - i0, x.shape[0])
+    grid, block = _cells(c1 - c0, i1 - i0, x.shape[0])
     launch(
-        _kernels()["diff_stage"], grid, BLOCK3, backend, x, xm2, u0, y0, out, dcoef, phi_face, theta_face, bool(var),
+        _kernels()["diff_stage"], grid, block, backend, x, xm2, u0, y0, out, dcoef, phi_face, theta_face, bool(var),
         s2, c2r, c4r, b1, b5, i0, i1, c0, c1, float(mu), float(nu), float(kap), float(mt), float(gam), lpn, lps,
         inorth, isouth, int(mode),
     )  # fmt: skip
@@ -436,52 +457,54 @@ def att_flow_fill(backend: str, vt, vp, vt_prof, vp_prof, vt_base, vp_base, has_
                   i0, i1, c0, c1, att_lo, att_hi) -> None:  # fmt: skip
     """Profiles (+ longitude-dependent flows) on every cell, attenuated by ``1 - tanh(max|f| / B0)``."""
     nr, ny, nx = vt.shape
+    grid, block = _cells(nx, ny, nr)
     launch(
-        _kernels()["att_flow_fill"], _grid3(nx, ny, nr), BLOCK3, backend, vt, vp, vt_prof, vp_prof, vt_base, vp_base,
+        _kernels()["att_flow_fill"], grid, block, backend, vt, vp, vt_prof, vp_prof, vt_base, vp_base,
         bool(has_base), f, inv_b0, bool(attenuate), i0, i1, c0, c1, att_lo, att_hi,
     )  # fmt: skip
 
 
 def lf_alpha(backend: str, vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1) -> None:
     """Local Lax-Friedrichs speeds on the owned cells."""
-    grid = _grid3(c1 - c0, i1 - i0, vt.shape[0])
-    launch(_kernels()["lf_alpha"], grid, BLOCK3, backend, vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1)
+    grid, block = _cells(c1 - c0, i1 - i0, vt.shape[0])
+    launch(_kernels()["lf_alpha"], grid, block, backend, vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1)
 
 
 def cfl_kappa(backend: str, vt, vp, dt_i, st_i, dp_i, ia, ib, c0, c1, out) -> None:
     """Largest advective rate over rows ``ia..ib-1`` into ``out[0]`` (which the caller zeroes)."""
-    grid = _grid3(c1 - c0, ib - ia, vt.shape[0])
-    launch(_kernels()["cfl_kappa"], grid, BLOCK3, backend, vt, vp, dt_i, st_i, dp_i, ia, ib, c0, c1, out)
+    grid, block = _cells(c1 - c0, ib - ia, vt.shape[0])
+    launch(_kernels()["cfl_kappa"], grid, block, backend, vt, vp, dt_i, st_i, dp_i, ia, ib, c0, c1, out)
 
 
 def ptl_max(backend: str, y, x, i0, i1, c0, c1, out) -> None:
     """Largest ``|y|`` where ``|x| > 1e-14`` into ``out[0]`` (initialised to -1 by the caller)."""
-    grid = _grid3(c1 - c0, i1 - i0, y.shape[0])
-    launch(_kernels()["ptl_max"], grid, BLOCK3, backend, y, x, i0, i1, c0, c1, out)
+    grid, block = _cells(c1 - c0, i1 - i0, y.shape[0])
+    launch(_kernels()["ptl_max"], grid, block, backend, y, x, i0, i1, c0, c1, out)
 
 
 def ptl_tau(backend: str, y, x, m, ia, ib, c0, c1, out) -> None:
     """Smallest PTL candidate at cells with ``|y| == m`` into ``out[0]`` (initialised to HUGE)."""
-    grid = _grid3(c1 - c0, ib - ia, y.shape[0])
-    launch(_kernels()["ptl_tau"], grid, BLOCK3, backend, y, x, float(m), ia, ib, c0, c1, out)
+    grid, block = _cells(c1 - c0, ib - ia, y.shape[0])
+    launch(_kernels()["ptl_tau"], grid, block, backend, y, x, float(m), ia, ib, c0, c1, out)
 
 
 def diag_rows(backend: str, x, wt, wp, cosw, sinw, i0, i1, c0, c1, out) -> None:
     """The ten per-row diagnostic quantities of every owned row into ``out`` ``(nr, i1 - i0, 10)``."""
-    grid = (max(1, -(-(i1 - i0) // 32)), x.shape[0])
-    launch(_kernels()["diag_rows"], grid, (32, 1), backend, x, wt, wp, cosw, sinw, i0, i1, c0, c1, out)
+    grid, block = _line(i1 - i0, x.shape[0], 32)
+    launch(_kernels()["diag_rows"], grid, block, backend, x, wt, wp, cosw, sinw, i0, i1, c0, c1, out)
 
 
 def scaled_add(backend: str, y, a: float, x, b: float) -> None:
     """``y = a*y + b*x`` on the whole array (``x`` unread when ``b == 0``)."""
     nr, ny, nx = y.shape
-    launch(_kernels()["scaled_add"], _grid3(nx, ny, nr), BLOCK3, backend, y, float(a), x, float(b))
+    grid, block = _cells(nx, ny, nr)
+    launch(_kernels()["scaled_add"], grid, block, backend, y, float(a), x, float(b))
 
 
 def source_add(backend: str, f, static, has_static, fr1, fr2, has_rfe, alpha, dt, i0, i1, c0, c1) -> None:
     """``f += dt * (static + (1 - alpha) fr1 + alpha fr2)`` on the owned cells."""
-    grid = _grid3(c1 - c0, i1 - i0, f.shape[0])
+    grid, block = _cells(c1 - c0, i1 - i0, f.shape[0])
     launch(
-        _kernels()["source_add"], grid, BLOCK3, backend, f, static, bool(has_static), fr1, fr2, bool(has_rfe),
+        _kernels()["source_add"], grid, block, backend, f, static, bool(has_static), fr1, fr2, bool(has_rfe),
         float(alpha), float(dt), i0, i1, c0, c1,
     )  # fmt: skip
