@@ -7,7 +7,7 @@ import json
 import pytest
 from flux_helpers import SUITE
 
-from hpcml.bench.flux import hipft_executables, parse_hipft_log
+from hpcml.bench.flux import hipft_executables, hipft_notes, parse_hipft_log
 
 # HipFT 1.19.3's run-time summary, as it prints it (note "--> Diffusion" without a colon)
 HIPFT_SUMMARY = """
@@ -43,6 +43,14 @@ def test_hipft_exe_must_be_executable(monkeypatch, tmp_path):
     monkeypatch.delenv("HIPFT_EXE")
     monkeypatch.delenv("HIPFT_EXE_2T", raising=False)
     assert hipft_executables() == {}
+
+
+def test_notes_name_the_missing_hipft_builds():
+    """Without a 2-thread build the table says its machine ratios are against one HipFT thread."""
+    assert "HIPFT_EXE not set" in hipft_notes({})[0]
+    (note,) = hipft_notes({"1t": "/x/hipft"})
+    assert "HIPFT_EXE_2T not set" in note and "one HipFT thread" in note
+    assert hipft_notes({"1t": "/x/hipft", "2t": "/y/hipft"}) == []
 
 
 def test_quick_bench_writes_its_table(tmp_path, monkeypatch):
