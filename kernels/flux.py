@@ -759,7 +759,9 @@ def _row_sums(xr, er, efac, use_ex, wr, cw, sw, out):
 
 
 @kernel(cache=True, error_model="numpy")
-def diag_partials(x, fex, efac, use_ex, wt, wp, cosw, sinw, sdip, cdip, cap, i0, i1, c0, c1, mins, sums):
+def diag_partials(
+    x, fex, ex_rows, ex_cols, sep, efac, use_ex, wt, wp, cosw, sinw, sdip, cdip, cap, i0, i1, c0, c1, mins, sums,
+):  # fmt: skip
     """Per-realization partial diagnostics of the owned block.
 
     ``mins[r] = (min f, max f, min |f|)``; ``sums[r, q] = (sum, compensation)`` for
@@ -768,7 +770,10 @@ def diag_partials(x, fex, efac, use_ex, wt, wp, cosw, sinw, sdip, cdip, cap, i0,
     caller combines ranks' partials with ``math.fsum``, so results agree across
     decompositions to about one rounding of a row sum.
     ``cap[i]`` is +1 for north-cap rows, -1 for south-cap rows, 0 otherwise.
-    With ``use_ex`` the exact solution of realization ``r`` is ``efac[r] * fex``.
+    With ``use_ex`` the exact solution of realization ``r`` is ``efac[r] * fex``, or with
+    ``sep`` (a separable solution) ``efac[r] * ex_rows[i] * ex_cols[c]``, formed one row
+    at a time in L1: the same single product per cell as the NumPy outer product it
+    replaces, without writing and re-reading a block-sized array every history row.
     """
     nr = x.shape[0]
     nx = c1 - c0
@@ -785,6 +790,7 @@ def diag_partials(x, fex, efac, use_ex, wt, wp, cosw, sinw, sdip, cdip, cap, i0,
         wr = np.empty(nx)
         cw = np.empty(nx)
         sw = np.empty(nx)
+        er = np.empty(nx)
         rs = np.empty(10)
         for i in range(i0, i1):
             w_i = wt[i]
@@ -792,7 +798,13 @@ def diag_partials(x, fex, efac, use_ex, wt, wp, cosw, sinw, sdip, cdip, cap, i0,
                 wr[k] = w_i * wpr[k]
                 cw[k] = w_i * cwr[k]
                 sw[k] = w_i * swr[k]
-            _row_sums(x[r, i, c0:c1], fex[i, c0:c1], efac[r], use_ex, wr, cw, sw, rs)
+            if sep:
+                e_i = ex_rows[i]
+                for k in range(nx):
+                    er[k] = e_i * ex_cols[c0 + k]
+                _row_sums(x[r, i, c0:c1], er, efac[r], use_ex, wr, cw, sw, rs)
+            else:
+                _row_sums(x[r, i, c0:c1], fex[i, c0:c1], efac[r], use_ex, wr, cw, sw, rs)
             lo = min(lo, rs[7])
             hi = max(hi, rs[8])
             amin = min(amin, rs[9])

@@ -2,8 +2,9 @@
 
 ``periodic_phi_fill`` and the ``wrap`` argument of the diffusion stage kernels fill the
 phi halo of a block alone in phi (the CPU path skips the halo exchange); ``cap_sums``
-forms the pole-cap values in one call.  Each must give the same bits as the host code
-it stands for, for any block shape, halo width and stage mode.
+forms the pole-cap values in one call; ``diag_partials`` forms a separable exact
+solution row by row.  Each must give the same bits as the host code it stands for, for
+any block shape, halo width and stage mode.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from hpcml.kernels.flux import (
     cap_sums,
+    diag_partials,
     diff_scratch,
     diff_stage,
     diff_stage_var,
@@ -89,3 +91,28 @@ def test_diffusion_stage_wrap_equals_stage_then_fill(block, mode, varying):
             _numpy_fill(out, i0, i1, h, nx)
         outs.append(out)
     assert np.array_equal(outs[0], outs[1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(blocks)
+def test_separable_exact_solution_equals_outer_product(block):
+    """``sep``: rows x columns formed per row give the partials of the NumPy outer product, bit for bit."""
+    nr, ny, nx, h, seed = block
+    rng = np.random.default_rng(seed)
+    NY, NX = ny + 2 * h, nx + 2 * h
+    x = rng.standard_normal((nr, NY, NX)) * 100.0
+    rows, cols = rng.standard_normal(NY) * 50.0, rng.standard_normal(NX)
+    efac = rng.uniform(0.5, 1.5, nr)
+    geo = [rng.uniform(0.1, 1.0, n) for n in (NY, NX, NX, NX, NY, NY)]
+    cap = rng.integers(-1, 2, NY).astype(np.float64)
+    out = []
+    for sep in (False, True):
+        fex = np.zeros((NY, NX)) if sep else np.multiply(rows[:, None], cols[None, :])
+        mins, sums = np.full((nr, 3), np.nan), np.full((nr, 11, 2), np.nan)
+        diag_partials(
+            x, fex, rows, cols, sep, efac, True, geo[0], geo[1], geo[2], geo[3], geo[4], geo[5], cap,
+            h, h + ny, h, h + nx, mins, sums,
+        )  # fmt: skip
+        out.append((mins, sums))
+    np.testing.assert_array_equal(out[1][0], out[0][0])
+    np.testing.assert_array_equal(out[1][1], out[0][1])

@@ -49,12 +49,17 @@ class Diagnostics:
         self.spole_area = RSUN2 * math.fsum(wt[t >= PI - lim]) * wsum
         self.mins = np.zeros((lay.nr, 3))
         self.sums = np.zeros((lay.nr, N_SUMS, 2))
-        self.fex = None
+        # The exact solution of the validation cases: a map times ``efac[r]`` (soccer), or
+        # separable, ``ex_rows[i] * ex_cols[c]`` (Gaussians), which diag_partials forms per row.
+        self.fex: np.ndarray | None = None
+        self.ex_rows = np.zeros(1)
+        self.ex_cols = np.zeros(1)
         self.efac = np.ones(lay.nr)
         kind = s.prm.kind
-        if kind in ("soccer", "gaussians"):
-            self.fex = np.zeros((lay.NY, lay.NX))
+        self.use_ex = kind in ("soccer", "gaussians")
+        self.separable = kind == "gaussians"
         if kind == "soccer":
+            self.fex = np.zeros((lay.NY, lay.NX))
             # the exact solution uses the un-averaged field, with the seam at p_1
             t = g.t[lay.t0 + 1 : lay.t0 + lay.ny + 1][:, None]
             p = lay.cols(g.p_rep)[lay.c0 : lay.c1][None, :]
@@ -90,7 +95,7 @@ class Diagnostics:
             d1 = self.ph_cols - ph1
             d2 = self.ph_cols - ph2
             cols = np.exp(-(d2 * d2) / width) - np.exp(-(d1 * d1) / width)
-            np.multiply(rows[:, None], cols[None, :], out=self.fex)
+            self.ex_rows, self.ex_cols = rows, cols
 
     # -- rows ---------------------------------------------------------------------------
     def compute(self, st: FluxState, time: float | None = None, own: bool = False) -> np.ndarray | None:
@@ -105,7 +110,7 @@ class Diagnostics:
 
         s, lay = self.s, self.s.lay
         time = st.time if time is None else time
-        use_ex = self.fex is not None
+        use_ex = self.use_ex
         if use_ex:
             self._exact(time)
         if s.dev.on_device and not use_ex:
@@ -113,8 +118,9 @@ class Diagnostics:
         else:
             x = st.host_data()  # the field itself on the CPU; validation runs on a GPU: a host copy
             diag_partials(
-                x, self.fex if use_ex else x[0], self.efac, use_ex, self.wt, self.wp, self.cosw, self.sinw,
-                self.sdip, self.cdip, self.cap, lay.i0, lay.i1, lay.c0, lay.c1, self.mins, self.sums,
+                x, self.fex if self.fex is not None else x[0], self.ex_rows, self.ex_cols, self.separable, self.efac,
+                use_ex, self.wt, self.wp, self.cosw, self.sinw, self.sdip, self.cdip, self.cap, lay.i0, lay.i1,
+                lay.c0, lay.c1, self.mins, self.sums,
             )  # fmt: skip
         comm = lay.group_comm if own else s.world
         if comm.Get_size() == 1:
@@ -159,7 +165,7 @@ class Diagnostics:
         for g in range(n):
             tot = [math.fsum(terms[g][q]) for q in range(N_SUMS)]
             e1, e2 = DIPOLE * tot[6], DIPOLE * tot[7]
-            if self.fex is not None:
+            if self.use_ex:
                 num, den = tot[9], tot[10]
                 err = math.sqrt(num / den) if den != 0 else math.sqrt(num / (nt * nf))
             else:
@@ -181,8 +187,8 @@ class Diagnostics:
 
         lay = self.s.lay
         diag_partials(
-            x, x[0], self.efac, False, self.wt, self.wp, self.cosw, self.sinw, self.sdip, self.cdip, self.cap,
-            lay.i0, lay.i1, lay.c0, lay.c1, self.mins, self.sums,
+            x, x[0], self.ex_rows, self.ex_cols, False, self.efac, False, self.wt, self.wp, self.cosw, self.sinw,
+            self.sdip, self.cdip, self.cap, lay.i0, lay.i1, lay.c0, lay.c1, self.mins, self.sums,
         )  # fmt: skip
         mine = np.ascontiguousarray(self.sums[:, 0:2, :])
         every = lay.group_comm.allgather(mine)
