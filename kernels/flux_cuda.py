@@ -435,9 +435,10 @@ def diff_pole_terms(backend: str, x, dcoef, pole, dp, ia, ib, c0, c1, out) -> No
 def cap_sums(backend: str, terms, na: int, fac_a: float, sign_a: float, out_a, fac_b: float, sign_b: float,
              out_b) -> None:  # fmt: skip
     """Row sums of ``terms`` in column order: row ``r < na`` -> ``out_a[r] = sign_a (s fac_a)``, the rest: ``out_b``."""
-    (grid, _), (block, _) = _line(terms.shape[0], 1, 32)
+    width = _fit(terms.shape[0], 32)  # one thread per row, a 1-D launch
+    blocks = max(1, -(-terms.shape[0] // width))
     launch(
-        _kernels()["cap_sums"], grid, block, backend, terms, na, float(fac_a), float(sign_a), out_a, float(fac_b),
+        _kernels()["cap_sums"], blocks, width, backend, terms, na, float(fac_a), float(sign_a), out_a, float(fac_b),
         float(sign_b), out_b,
     )  # fmt: skip
 
