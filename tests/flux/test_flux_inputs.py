@@ -8,6 +8,8 @@ import h5py
 import numpy as np
 import pytest
 from flux_helpers import SUITE, reference, suite
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mpi4py import MPI
 
 from hpcml.apps.flux import config_from_hipft, run
@@ -207,6 +209,25 @@ def test_history_lines_reproduce_hipft_text():
                 assert num_line(int(row[0]), row[1], row[2:6], [int(v) for v in row[6:]]) == line
     assert fortran_e(-1.378037984328386) == "-1.378037984328386E+000"
     assert fortran_e(1.320775901413687e-215) == " 1.320775901413687E-215"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.sampled_from([0.0, -0.0, 1e-99, -1e-100, 9.999999999999999e99, 1e100, 5e-324]),
+        ),
+        min_size=1,
+        max_size=16,
+    )
+)
+def test_history_fast_formatting_equals_fortran_e(values):
+    """A row formatted in one pass is the row of per-value ``fortran_e`` fields (3-digit exponents, NaN, inf)."""
+    want = "".join(" " + fortran_e(v) for v in values)
+    assert sol_line(3, values[0], values[1:]) == f"{3:10d}{want}\n"
+    assert sol_line(3, values[0], np.array(values[1:])) == f"{3:10d}{want}\n"
+    assert num_line(3, values[0], values[1:], [7, 8]) == f"{3:10d}{want}{7:16d}{8:16d}\n"
 
 
 def test_generated_grid_follows_hipft():

@@ -2,12 +2,15 @@
 
 ``periodic_phi_fill`` and the ``wrap`` argument of the diffusion stage kernels fill the
 phi halo of a block alone in phi (the CPU path skips the halo exchange); ``cap_sums``
-forms the pole-cap values in one call; ``diag_partials`` forms a separable exact
-solution row by row.  Each must give the same bits as the host code it stands for, for
-any block shape, halo width and stage mode.
+forms the pole-cap values in one call.  Each must give the same bits as the host code
+it stands for, for any block shape, halo width and stage mode.  ``diag_partials``
+(the history sums, with the exact solution as a map or formed per row from separable
+factors) is checked against NumPy and ``math.fsum``.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from hpcml.kernels.flux import (
@@ -93,26 +96,56 @@ def test_diffusion_stage_wrap_equals_stage_then_fill(block, mode, varying):
     assert np.array_equal(outs[0], outs[1])
 
 
-@settings(max_examples=30, deadline=None)
-@given(blocks)
-def test_separable_exact_solution_equals_outer_product(block):
-    """``sep``: rows x columns formed per row give the partials of the NumPy outer product, bit for bit."""
+def _reference_partials(x, fex_r, wt, wp, cosw, sinw, sdip, cdip, cap, use_ex):
+    """One realization's diagnostics from NumPy and ``math.fsum``: mins and the 11 exact sums."""
+    f = x
+    w = wt[:, None] * wp[None, :]
+    fw = f * w
+    pos, neg = np.maximum(fw, 0.0), np.minimum(fw, 0.0)
+    north, south = cap[:, None] > 0, cap[:, None] < 0
+    terms = [
+        pos, neg, np.where(north, pos, 0.0), np.where(north, neg, 0.0), np.where(south, pos, 0.0),
+        np.where(south, neg, 0.0), sdip[:, None] * f * wt[:, None] * cosw[None, :],
+        sdip[:, None] * f * wt[:, None] * sinw[None, :], cdip[:, None] * fw,
+        (f - fex_r) ** 2 if use_ex else np.zeros_like(f), np.abs(f) * np.abs(fex_r) if use_ex else f * f,
+    ]  # fmt: skip
+    sums = [(math.fsum(t.ravel()), math.fsum(np.abs(t).ravel())) for t in terms]
+    mins = (f.min(), max(f.max(), np.finfo(np.float64).tiny), np.abs(f).min())
+    return mins, sums
+
+
+@settings(max_examples=40, deadline=None)
+@given(blocks, st.sampled_from(["none", "map", "separable"]))
+def test_diag_partials_match_numpy_reference(block, exact):
+    """Every partial sum and extremum of the owned block against NumPy + ``math.fsum``, per realization.
+
+    The exact solution comes as a map (``efac[r] * fex``), as separable row and
+    column factors (``efac[r] * ex_rows[i] * ex_cols[c]``, formed per row by the
+    kernel), or not at all; the row sums are scaled by the row weight after the sum.
+    """
     nr, ny, nx, h, seed = block
     rng = np.random.default_rng(seed)
     NY, NX = ny + 2 * h, nx + 2 * h
     x = rng.standard_normal((nr, NY, NX)) * 100.0
     rows, cols = rng.standard_normal(NY) * 50.0, rng.standard_normal(NX)
     efac = rng.uniform(0.5, 1.5, nr)
-    geo = [rng.uniform(0.1, 1.0, n) for n in (NY, NX, NX, NX, NY, NY)]
+    wt, wp, cosw, sinw, sdip, cdip = (rng.uniform(0.1, 1.0, n) for n in (NY, NX, NX, NX, NY, NY))
     cap = rng.integers(-1, 2, NY).astype(np.float64)
-    out = []
-    for sep in (False, True):
-        fex = np.zeros((NY, NX)) if sep else np.multiply(rows[:, None], cols[None, :])
-        mins, sums = np.full((nr, 3), np.nan), np.full((nr, 11, 2), np.nan)
-        diag_partials(
-            x, fex, rows, cols, sep, efac, True, geo[0], geo[1], geo[2], geo[3], geo[4], geo[5], cap,
-            h, h + ny, h, h + nx, mins, sums,
+    outer = np.multiply(rows[:, None], cols[None, :])
+    fex = np.zeros((NY, NX)) if exact != "map" else outer
+    mins, sums = np.full((nr, 3), np.nan), np.full((nr, 11, 2), np.nan)
+    i0, i1, c0, c1 = h, h + ny, h, h + nx
+    diag_partials(
+        x, fex, rows, cols, exact == "separable", efac, exact != "none", wt, wp, cosw, sinw, sdip, cdip, cap,
+        i0, i1, c0, c1, mins, sums,
+    )  # fmt: skip
+    own = (slice(i0, i1), slice(c0, c1))
+    for r in range(nr):
+        want_mins, want_sums = _reference_partials(
+            x[r][own], efac[r] * outer[own], wt[i0:i1], wp[c0:c1], cosw[c0:c1], sinw[c0:c1], sdip[i0:i1],
+            cdip[i0:i1], cap[i0:i1], exact != "none",
         )  # fmt: skip
-        out.append((mins, sums))
-    np.testing.assert_array_equal(out[1][0], out[0][0])
-    np.testing.assert_array_equal(out[1][1], out[0][1])
+        np.testing.assert_array_equal(mins[r], want_mins)
+        for q, (want, scale) in enumerate(want_sums):
+            got = sums[r, q, 0] + sums[r, q, 1]
+            assert abs(got - want) <= 1e-13 * scale, (r, q, got, want, scale)
