@@ -169,19 +169,19 @@ def _weno_pt(gp_m2, gp_m1, gp_0, gm_m1, gm_0, gm_p1, b_m, a_m, b_0, a_0, d_pm, d
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _split_row(x, v, al, gp, gm, r, i, c0, c1, nx):
-    """Theta split fluxes G+ / G- of row ``i`` (owned columns) into ``gp`` / ``gm``."""
+def _split_row(x, v, al, gp, gm, r, rf, i, c0, c1, nx):
+    """Theta split fluxes G+ / G- of row ``i`` (owned columns) into ``gp`` / ``gm`` (flow ``rf``)."""
     xr = x[r, i, c0:c1]
-    v0 = v[r, i, c0:c1]
-    v1 = v[r, i + 1, c0:c1]
-    a = al[r, i, c0:c1]
+    v0 = v[rf, i, c0:c1]
+    v1 = v[rf, i + 1, c0:c1]
+    a = al[rf, i, c0:c1]
     for k in range(nx):
         gp[k] = 0.5 * xr[k] * (v0[k] + a[k])
         gm[k] = 0.5 * xr[k] * (v1[k] - a[k])
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _theta_faces(x, vt, gp, gm, q, kq, wt, fr, r, c0, c1, nx, upwind):
+def _theta_faces(x, vt, gp, gm, q, kq, wt, fr, r, rf, c0, c1, nx, upwind):
     """Theta fluxes of face row ``q`` into ``fr``; ``gp``/``gm`` hold rows q-2..q+1 in a ring of 4."""
     if kq == 2:
         _weno_row(
@@ -189,7 +189,7 @@ def _theta_faces(x, vt, gp, gm, q, kq, wt, fr, r, c0, c1, nx, upwind):
             wt[q, 0], wt[q, 1], wt[q, 2], wt[q, 3], wt[q, 4], wt[q, 5], wt[q, 6], wt[q, 7], wt[q, 8], wt[q, 9],
         )  # fmt: skip
     elif kq == 1:
-        vr = vt[r, q, c0:c1]
+        vr = vt[rf, q, c0:c1]
         xh = x[r, q, c0:c1]
         xb = x[r, q - 1, c0:c1]
         for k in range(nx):
@@ -210,7 +210,9 @@ def advect_stage(
     ``kind_t`` per local face row (0 unused, 1 upwind, 2 WENO3 with the per-row
     table ``wt``), phi faces WENO3 (transposed per-column table ``wpt``, shape
     ``(10, NX)``) when ``weno_p`` else upwind.  Pole rows take the cap values
-    ``apole_n[r]`` / ``apole_s[r]`` computed by the caller.
+    ``apole_n[r]`` / ``apole_s[r]`` computed by the caller.  The flows hold one
+    realization each or one shared by all (``vt.shape[0] == 1``): realization ``r``
+    reads flow ``min(r, vt.shape[0] - 1)``.
 
     Work is split into ``nch`` row chunks per realization (see :func:`row_chunks`).
     A chunk sweeps its rows keeping the theta split fluxes of four rows in a ring,
@@ -223,6 +225,7 @@ def advect_stage(
     nr = x.shape[0]
     for task in prange(nr * nch):
         r = task // nch
+        rf = min(r, vt.shape[0] - 1)
         ch = task % nch
         ra = i0 + (nrow * ch) // nch
         rb = i0 + (nrow * (ch + 1)) // nch
@@ -235,11 +238,11 @@ def advect_stage(
         gmp = sc[11]
         fp = sc[12]  # phi fluxes on faces c0..c1
         for m in range(ra - 2, ra + 2):
-            _split_row(x, vt, at, gp[m % 4], gm[m % 4], r, m, c0, c1, nx)
-        _theta_faces(x, vt, gp, gm, ra, kind_t[ra], wt, fn, r, c0, c1, nx, upwind)
+            _split_row(x, vt, at, gp[m % 4], gm[m % 4], r, rf, m, c0, c1, nx)
+        _theta_faces(x, vt, gp, gm, ra, kind_t[ra], wt, fn, r, rf, c0, c1, nx, upwind)
         for i in range(ra, rb):
-            _split_row(x, vt, at, gp[(i + 2) % 4], gm[(i + 2) % 4], r, i + 2, c0, c1, nx)
-            _theta_faces(x, vt, gp, gm, i + 1, kind_t[i + 1], wt, fs, r, c0, c1, nx, upwind)
+            _split_row(x, vt, at, gp[(i + 2) % 4], gm[(i + 2) % 4], r, rf, i + 2, c0, c1, nx)
+            _theta_faces(x, vt, gp, gm, i + 1, kind_t[i + 1], wt, fs, r, rf, c0, c1, nx, upwind)
             orow = out[r, i, c0:c1]
             frow = f0[r, i, c0:c1]
             xrow = x[r, i, c0:c1]
@@ -250,9 +253,9 @@ def advect_stage(
             else:
                 if weno_p:
                     xw = x[r, i, c0 - 2 : c1 + 2]
-                    v0 = vp[r, i, c0 - 2 : c1 + 2]
-                    v1 = vp[r, i, c0 - 1 : c1 + 3]
-                    al = ap[r, i, c0 - 2 : c1 + 2]
+                    v0 = vp[rf, i, c0 - 2 : c1 + 2]
+                    v1 = vp[rf, i, c0 - 1 : c1 + 3]
+                    al = ap[rf, i, c0 - 2 : c1 + 2]
                     for k in range(nx + 4):
                         gpp[k] = 0.5 * xw[k] * (v0[k] + al[k])
                         gmp[k] = 0.5 * xw[k] * (v1[k] - al[k])
@@ -273,7 +276,7 @@ def advect_stage(
                             w0[k], w1[k], w2[k], w3[k], w4[k], w5[k], w6[k], w7[k], w8[k], w9[k],
                         )  # fmt: skip
                 else:
-                    vr = vp[r, i, c0 : c1 + 1]
+                    vr = vp[rf, i, c0 : c1 + 1]
                     xh = x[r, i, c0 : c1 + 1]
                     xb = x[r, i, c0 - 1 : c1]
                     for k in range(nx + 1):
@@ -298,8 +301,9 @@ def advect_stage(
 def adv_pole_terms(x, vt, dp, q, c0, c1, upwind, out):
     """Upwind theta flux x ``dp`` at face row ``q`` (face 2 or N_t) for the cap sums."""
     for r in range(x.shape[0]):
+        rf = min(r, vt.shape[0] - 1)  # a flow shared by every realization, or one each
         for c in range(c0, c1):
-            out[r, c - c0] = _upwind(vt[r, q, c], x[r, q, c], x[r, q - 1, c], upwind) * dp[c]
+            out[r, c - c0] = _upwind(vt[rf, q, c], x[r, q, c], x[r, q - 1, c], upwind) * dp[c]
 
 
 @njit(cache=True, error_model="numpy", fastmath=True)

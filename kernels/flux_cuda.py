@@ -100,37 +100,37 @@ def _kernels() -> dict[str, Any]:
         return um + up
 
     @cuda.jit(device=True)
-    def theta_flux(x, vt, at, kind_t, wt, r, q, c, upwind):  # pragma: no cover - device code
+    def theta_flux(x, vt, at, kind_t, wt, r, rf, q, c, upwind):  # pragma: no cover - device code
         kq = kind_t[q]
         if kq == 2:
-            gp_m2 = 0.5 * x[r, q - 2, c] * (vt[r, q - 2, c] + at[r, q - 2, c])
-            gp_m1 = 0.5 * x[r, q - 1, c] * (vt[r, q - 1, c] + at[r, q - 1, c])
-            gp_0 = 0.5 * x[r, q, c] * (vt[r, q, c] + at[r, q, c])
-            gm_m1 = 0.5 * x[r, q - 1, c] * (vt[r, q, c] - at[r, q - 1, c])
-            gm_0 = 0.5 * x[r, q, c] * (vt[r, q + 1, c] - at[r, q, c])
-            gm_p1 = 0.5 * x[r, q + 1, c] * (vt[r, q + 2, c] - at[r, q + 1, c])
+            gp_m2 = 0.5 * x[r, q - 2, c] * (vt[rf, q - 2, c] + at[rf, q - 2, c])
+            gp_m1 = 0.5 * x[r, q - 1, c] * (vt[rf, q - 1, c] + at[rf, q - 1, c])
+            gp_0 = 0.5 * x[r, q, c] * (vt[rf, q, c] + at[rf, q, c])
+            gm_m1 = 0.5 * x[r, q - 1, c] * (vt[rf, q, c] - at[rf, q - 1, c])
+            gm_0 = 0.5 * x[r, q, c] * (vt[rf, q + 1, c] - at[rf, q, c])
+            gm_p1 = 0.5 * x[r, q + 1, c] * (vt[rf, q + 2, c] - at[rf, q + 1, c])
             return weno_pt(
                 gp_m2, gp_m1, gp_0, gm_m1, gm_0, gm_p1, wt[q, 0], wt[q, 1], wt[q, 2], wt[q, 3], wt[q, 4],
                 wt[q, 5], wt[q, 6], wt[q, 7], wt[q, 8], wt[q, 9],
             )  # fmt: skip
         if kq == 1:
-            return upwind_flux(vt[r, q, c], x[r, q, c], x[r, q - 1, c], upwind)
+            return upwind_flux(vt[rf, q, c], x[r, q, c], x[r, q - 1, c], upwind)
         return 0.0
 
     @cuda.jit(device=True)
-    def phi_flux(x, vp, ap, weno_p, wpt, r, i, c, upwind):  # pragma: no cover - device code
+    def phi_flux(x, vp, ap, weno_p, wpt, r, rf, i, c, upwind):  # pragma: no cover - device code
         if weno_p:
-            gp_m2 = 0.5 * x[r, i, c - 2] * (vp[r, i, c - 2] + ap[r, i, c - 2])
-            gp_m1 = 0.5 * x[r, i, c - 1] * (vp[r, i, c - 1] + ap[r, i, c - 1])
-            gp_0 = 0.5 * x[r, i, c] * (vp[r, i, c] + ap[r, i, c])
-            gm_m1 = 0.5 * x[r, i, c - 1] * (vp[r, i, c] - ap[r, i, c - 1])
-            gm_0 = 0.5 * x[r, i, c] * (vp[r, i, c + 1] - ap[r, i, c])
-            gm_p1 = 0.5 * x[r, i, c + 1] * (vp[r, i, c + 2] - ap[r, i, c + 1])
+            gp_m2 = 0.5 * x[r, i, c - 2] * (vp[rf, i, c - 2] + ap[rf, i, c - 2])
+            gp_m1 = 0.5 * x[r, i, c - 1] * (vp[rf, i, c - 1] + ap[rf, i, c - 1])
+            gp_0 = 0.5 * x[r, i, c] * (vp[rf, i, c] + ap[rf, i, c])
+            gm_m1 = 0.5 * x[r, i, c - 1] * (vp[rf, i, c] - ap[rf, i, c - 1])
+            gm_0 = 0.5 * x[r, i, c] * (vp[rf, i, c + 1] - ap[rf, i, c])
+            gm_p1 = 0.5 * x[r, i, c + 1] * (vp[rf, i, c + 2] - ap[rf, i, c + 1])
             return weno_pt(
                 gp_m2, gp_m1, gp_0, gm_m1, gm_0, gm_p1, wpt[0, c], wpt[1, c], wpt[2, c], wpt[3, c], wpt[4, c],
                 wpt[5, c], wpt[6, c], wpt[7, c], wpt[8, c], wpt[9, c],
             )  # fmt: skip
-        return upwind_flux(vp[r, i, c], x[r, i, c], x[r, i, c - 1], upwind)
+        return upwind_flux(vp[rf, i, c], x[r, i, c], x[r, i, c - 1], upwind)
 
     @cuda.jit
     def advect_stage_k(
@@ -146,10 +146,11 @@ def _kernels() -> dict[str, Any]:
             ap_ = apole_n[r] if i == inorth else apole_s[r]
             out[r, i, c] = a * f0[r, i, c] + b * x[r, i, c] - cdt * ap_
             return
-        fn = theta_flux(x, vt, at, kind_t, wt, r, i, c, upwind)
-        fs = theta_flux(x, vt, at, kind_t, wt, r, i + 1, c, upwind)
-        fw = phi_flux(x, vp, ap, weno_p, wpt, r, i, c, upwind)
-        fe = phi_flux(x, vp, ap, weno_p, wpt, r, i, c + 1, upwind)
+        rf = min(r, vt.shape[0] - 1)  # a flow shared by every realization, or one each
+        fn = theta_flux(x, vt, at, kind_t, wt, r, rf, i, c, upwind)
+        fs = theta_flux(x, vt, at, kind_t, wt, r, rf, i + 1, c, upwind)
+        fw = phi_flux(x, vp, ap, weno_p, wpt, r, rf, i, c, upwind)
+        fe = phi_flux(x, vp, ap, weno_p, wpt, r, rf, i, c + 1, upwind)
         sti = st_i[i]
         div = (sth[i + 1] * fs - sth[i] * fn) * sti * dt_i[i] + (fe - fw) * sti * dp_i[c]
         if a == 0.0:
@@ -162,7 +163,8 @@ def _kernels() -> dict[str, Any]:
         c, r = cuda.grid(2)
         c += c0
         if c < c1 and r < x.shape[0]:
-            out[r, c - c0] = upwind_flux(vt[r, q, c], x[r, q, c], x[r, q - 1, c], upwind) * dp[c]
+            rf = min(r, vt.shape[0] - 1)
+            out[r, c - c0] = upwind_flux(vt[rf, q, c], x[r, q, c], x[r, q - 1, c], upwind) * dp[c]
 
     @cuda.jit
     def diff_pole_terms_k(x, dcoef, pole, dp, ia, ib, c0, c1, out):  # pragma: no cover - device code

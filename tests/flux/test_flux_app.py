@@ -84,3 +84,56 @@ def test_flow_fill_attenuation_matches_numpy_exp():
     np.testing.assert_allclose(vt, ref_t, rtol=1e-15, atol=1e-290)
     np.testing.assert_allclose(vp, ref_p, rtol=1e-15, atol=1e-290)
     assert np.abs(vt[1, att_lo:att_hi, c0:c1]).max() < 1e-290  # B0 <= 0: fully attenuated, as in HipFT
+
+
+def test_shared_flow_gives_the_per_realization_results(tmp_path, monkeypatch):
+    """Realizations with the same flow share one (1 x NY x NX) flow: the same bits as one flow each.
+
+    diffuse_advect_soccer's four realizations differ only in diffusivity, so their
+    flow is held once; forcing one flow per realization must change no history value
+    and no written flow.
+    """
+    from flux_helpers import case_config
+
+    import hpcml.apps.flux.flows as flows
+
+    seen = []
+    init = flows.Flows.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        seen.append((self.shared, self.vt.shape[0]))
+
+    monkeypatch.setattr(flows.Flows, "__init__", spy)
+    outs = []
+    for shared in (True, False):
+        if not shared:
+            monkeypatch.setattr(flows, "shared_flow", lambda prm, rsl: False)
+        out = tmp_path / f"shared-{shared}"
+        cfg = case_config("diffuse_advect_soccer", out, 6.0)
+        cfg["output"].update(maps="maps.h5", flows=True, map_cadence=3.0)
+        run(cfg, MPI.COMM_SELF)
+        outs.append(out)
+    assert seen == [(True, 1), (False, 4)]
+    for name in ("hipft_history_sol_r000001.out", "hipft_history_sol_r000004.out", "hipft_history_num_r000003.out"):
+        assert (outs[0] / name).read_text() == (outs[1] / name).read_text()
+    with h5py.File(outs[0] / "maps.h5") as a, h5py.File(outs[1] / "maps.h5") as b:
+        assert a["vp"].shape == b["vp"].shape and a["vp"].shape[1] == 4
+        for key in ("br", "vt", "vp"):
+            np.testing.assert_array_equal(a[key][...], b[key][...])
+        assert np.abs(a["vp"][...]).max() > 0
+
+
+def test_shared_flow_only_without_attenuation_and_with_equal_profiles():
+    """The decision is the parameters': attenuation or differing profile coefficients give one flow each."""
+    from types import SimpleNamespace
+
+    from hpcml.apps.flux.flows import shared_flow
+
+    mf = np.array([[22.0, 11.0, -28.0], [22.0, 11.0, -28.0], [20.0, 11.0, -28.0]])
+    dr = np.tile([46.0, -262.0, -379.0], (3, 1))
+    prm = SimpleNamespace(attenuate=False, mf_model=1, mf=mf, dr_model=1, dr=dr)
+    assert shared_flow(prm, slice(0, 2))
+    assert not shared_flow(prm, slice(0, 3))  # the third realization's meridional flow differs
+    assert shared_flow(SimpleNamespace(**{**vars(prm), "mf_model": 0}), slice(0, 3))  # that flow is off
+    assert not shared_flow(SimpleNamespace(**{**vars(prm), "attenuate": True}), slice(0, 2))

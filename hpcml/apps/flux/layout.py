@@ -130,7 +130,7 @@ class Layout:
         )  # fmt: skip
         if not self.world.allreduce(same, op=MPI.LAND):
             raise RuntimeError("internal: world and ensemble-group decompositions disagree")
-        self._decomps: dict[int, CartDecomp] = {1: self.decomp}
+        self._decomps: dict[int, CartDecomp] = {self.nr: self.decomp}  # by stacked planes
         self._gathered: dict[str, np.ndarray] = {}
 
     # -- global <-> local --------------------------------------------------------------------
@@ -161,16 +161,20 @@ class Layout:
     # -- arrays ----------------------------------------------------------------------------
     def decomp_for(self, mult: int) -> CartDecomp:
         """A decomposition of ``mult`` stacked fields per realization (same blocks, one exchange)."""
-        if mult not in self._decomps:
+        return self.decomp_of(mult * self.nr)
+
+    def decomp_of(self, planes: int) -> CartDecomp:
+        """A decomposition of ``planes`` stacked 2-D fields on this rank's block (one exchange)."""
+        if planes not in self._decomps:
             g = self.grid
-            self._decomps[mult] = CartDecomp(
-                (mult * self.nr, g.Nt, g.Np),
+            self._decomps[planes] = CartDecomp(
+                (planes, g.Nt, g.Np),
                 self.group_comm,
                 dims=(1, *self.dims),
                 periodic=(False, False, True),
                 halo=(0, HALO, HALO),
             )
-        return self._decomps[mult]
+        return self._decomps[planes]
 
     def zeros(self, mult: int = 1) -> DistArray:
         """A ghosted field of ``mult`` x ``nr`` realizations, zero filled."""
