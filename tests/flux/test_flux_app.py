@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+import pytest
 from mpi4py import MPI
 
 from hpcml.apps.flux import run
@@ -137,3 +138,48 @@ def test_shared_flow_only_without_attenuation_and_with_equal_profiles():
     assert not shared_flow(prm, slice(0, 3))  # the third realization's meridional flow differs
     assert shared_flow(SimpleNamespace(**{**vars(prm), "mf_model": 0}), slice(0, 3))  # that flow is off
     assert not shared_flow(SimpleNamespace(**{**vars(prm), "attenuate": True}), slice(0, 2))
+
+
+@pytest.mark.parametrize(
+    ("extra", "reused"),
+    [
+        ((), True),  # diffusion last in the step: its last cycle's row is the step's row
+        (("source.advance=true", "source.flux_per_hour=[2.0]"), False),  # emergence after the diffusion
+        (("splitting.strang=true",), False),  # advection and sources after the diffusion
+    ],
+)
+def test_history_row_reused_only_when_the_field_is_unchanged(tmp_path, monkeypatch, extra, reused):
+    """HipFT writes a row after a step's last diffusion cycle and one for the step: the second
+    reuses the first's values only when nothing changed the field in between, giving the same
+    history files, byte for byte, as analysing every row."""
+    from hpcml.apps.flux import FluxSolver
+    from hpcml.apps.flux.diagnostics import Diagnostics
+
+    base = ["app=flux", "realizations.n=2", "grid.res_nt=24", "grid.res_np=48", "time.end=6.0",
+            "output.subcycle_rows=true", "flow.mf_p1=[22.0]", *extra]  # fmt: skip
+    calls = []
+    compute = Diagnostics.compute
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return compute(self, *args, **kwargs)
+
+    monkeypatch.setattr(Diagnostics, "compute", counted)
+    texts, counts = [], []
+    write = FluxSolver.write_history
+
+    def never_reuse(self, t, *args, reuse=False, **kwargs):
+        return write(self, t, *args, **kwargs)
+
+    for allow in (True, False):
+        if not allow:
+            monkeypatch.setattr(FluxSolver, "write_history", never_reuse)
+        out = tmp_path / f"reuse-{allow}"
+        cfg = load_config(None, base)
+        cfg["output"].update(directory=str(out), maps="")
+        calls.clear()
+        run(cfg, MPI.COMM_SELF)
+        counts.append(len(calls))
+        texts.append([(out / f"hipft_history_{k}_r00000{r}.out").read_text() for k in ("sol", "num") for r in (1, 2)])
+    assert texts[0] == texts[1]
+    assert (counts[0] < counts[1]) == reused, counts
