@@ -44,9 +44,9 @@ class FluxContext:
         """World rank 0 (writes histories and logs)."""
         return self.world.Get_rank() == 0
 
-    def new_field(self, mult: int = 1, planes: int | None = None) -> Any:
-        """A zero ghosted field of ``mult`` x the block's realizations (or of ``planes`` planes) on the device."""
-        return self.dev.field(self.lay.decomp_of(mult * self.lay.nr if planes is None else planes))
+    def new_field(self, planes: int | None = None) -> Any:
+        """A zero ghosted field of ``planes`` stacked 2-D fields (default: one per realization) on the device."""
+        return self.dev.field(self.lay.decomp_of(self.lay.nr if planes is None else planes))
 
     def exchange(self, fld: Any) -> None:
         """Fill the halo of ``fld`` (faces only: every stencil here is axis-aligned)."""
