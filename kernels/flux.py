@@ -33,6 +33,7 @@ __all__ = [
     "diff_scratch",
     "diff_stage",
     "diff_stage_var",
+    "diff_sts_stages",
     "flow_fill",
     "flux_rescale",
     "gaussian_factors",
@@ -500,6 +501,24 @@ def diff_pole_terms(x, dcoef, pole, dp, ia, ib, c0, c1, out):
             out[r, c - c0] = (dd + pole[c]) * (x[r, ib, c] - x[r, ia, c]) * dp[c]
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _sts_row(o, xw, xn, xc, xs, xe, xm, yy, t, k2, k4, bw, be, mu, nu, mt, kap, nx):  # pragma: no cover - compiled
+    # One interior row of an RKL2/RKG2 stage on increments (diff_stage's mode 2).
+    for k in range(nx):
+        k1 = t * bw[k]
+        k5 = t * be[k]
+        k3 = -(k1 + k2 + k4 + k5)
+        lv = k1 * xw[k] + k2 * xn[k] + k3 * xc[k] + k4 * xs[k] + k5 * xe[k]
+        o[k] = mu * xc[k] + nu * xm[k] + mt * lv + kap * yy[k]
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _sts_pole_row(o, xc, xm, yy, lv, mu, nu, mt, kap, nx):  # pragma: no cover - compiled
+    # A pole row of the same stage: the operator is the row's cap value ``lv``.
+    for k in range(nx):
+        o[k] = mu * xc[k] + nu * xm[k] + mt * lv + kap * yy[k]
+
+
 @kernel(cache=True, error_model="numpy")
 def diff_stage(
     x, xm2, u0, y0, out, dcoef, s2, c2r, c4r, b1, b5, i0, i1, c0, c1,
@@ -533,10 +552,7 @@ def diff_stage(
                 for k in range(nx):
                     o[k] = lv
             elif mode == 2:
-                xm = xm2[r, i, c0:c1]
-                yy = y0[r, i, c0:c1]
-                for k in range(nx):
-                    o[k] = mu * xc[k] + nu * xm[k] + mt * lv + kap * yy[k]
+                _sts_pole_row(o, xc, xm2[r, i, c0:c1], y0[r, i, c0:c1], lv, mu, nu, mt, kap, nx)
             else:
                 xm = xm2[r, i, c0:c1]
                 uu = u0[r, i, c0:c1]
@@ -560,14 +576,7 @@ def diff_stage(
                 k3 = -(k1 + k2 + k4 + k5)
                 o[k] = k1 * xw[k] + k2 * xn[k] + k3 * xc[k] + k4 * xs[k] + k5 * xe[k]
         elif mode == 2:
-            xm = xm2[r, i, c0:c1]
-            yy = y0[r, i, c0:c1]
-            for k in range(nx):
-                k1 = t * bw[k]
-                k5 = t * be[k]
-                k3 = -(k1 + k2 + k4 + k5)
-                lv = k1 * xw[k] + k2 * xn[k] + k3 * xc[k] + k4 * xs[k] + k5 * xe[k]
-                o[k] = mu * xc[k] + nu * xm[k] + mt * lv + kap * yy[k]
+            _sts_row(o, xw, xn, xc, xs, xe, xm2[r, i, c0:c1], y0[r, i, c0:c1], t, k2, k4, bw, be, mu, nu, mt, kap, nx)
         else:
             xm = xm2[r, i, c0:c1]
             uu = u0[r, i, c0:c1]
@@ -579,6 +588,74 @@ def diff_stage(
                 lv = k1 * xw[k] + k2 * xn[k] + k3 * xc[k] + k4 * xs[k] + k5 * xe[k]
                 o[k] = mu * xc[k] + nu * xm[k] + kap * uu[k] + mt * lv + gam * yy[k]
         _wrap_row(out, r, i, c0, c1, wrap)
+
+
+@kernel(cache=True, error_model="numpy")
+def diff_sts_stages(
+    w0, w1, w2, y0, dcoef, s2, c2r, c4r, b1, b5, pole_n, pole_s, dp, fac_n, fac_s, i0, i1, c0, c1,
+    inorth, isouth, mu, nu, mt, kap, nst, wrap,
+):  # fmt: skip
+    """Stages ``2..nst`` of one RKL2/RKG2 super-step, for a block that holds whole realizations.
+
+    The block holds both poles and every column (one rank per ensemble group), so a
+    stage needs no halo exchange: the cap values are summed here and each row's phi
+    ghosts filled as it is written.  One call replaces ``nst - 1`` rounds of
+    :func:`diff_pole_terms`, :func:`cap_sums` and :func:`diff_stage` (mode 2) and gives
+    their bits: the same per-point arithmetic, the cap sums in column order.  Each
+    realization runs all its stages in turn (``prange`` over realizations), so its
+    planes stay in the cache from one stage to the next.
+
+    On entry ``w0`` holds ``v_1`` (its phi halo filled); the stages rotate through
+    ``w0, w1, w2`` as :meth:`Diffusion.super_step <hpcml.apps.flux.diffusion.Diffusion.super_step>`
+    does, so ``v_nst`` ends in ``(w0, w1, w2)[(4 - nst) % 3]``.  ``mu, nu, mt, kap`` are
+    per stage (index ``j``; ``nu[2] = 0``, ``mt = mu~ tau``, ``kap = mu~ + gamma~``);
+    ``fac_n, fac_s`` scale the north and south cap sums (the south value is negated);
+    ``pole_n, pole_s`` are the realization-independent parts of the pole-face diffusivity.
+    """
+    nr = w0.shape[0]
+    nx = c1 - c0
+    bw = b1[c0:c1]
+    be = b5[c0:c1]
+    for r in prange(nr):
+        d = dcoef[r]
+        dd = d + d
+        yr = y0[r]
+        p1 = w0[r]
+        p2 = w0[r]
+        out = w2[r]
+        spare = w1[r]
+        for j in range(2, nst + 1):
+            sn = 0.0
+            for c in range(c0, c1):
+                sn += (dd + pole_n[c]) * (p1[inorth + 1, c] - p1[inorth, c]) * dp[c]
+            ss = 0.0
+            for c in range(c0, c1):
+                ss += (dd + pole_s[c]) * (p1[isouth, c] - p1[isouth - 1, c]) * dp[c]
+            lvn = sn * fac_n
+            lvs = -(ss * fac_s)
+            m_j, n_j, t_j, k_j = mu[j], nu[j], mt[j], kap[j]
+            for i in range(i0, i1):
+                o = out[i, c0:c1]
+                xc = p1[i, c0:c1]
+                if i == inorth or i == isouth:  # noqa: PLR1714 - Numba-friendly
+                    lv = lvn if i == inorth else lvs
+                    _sts_pole_row(o, xc, p2[i, c0:c1], yr[i, c0:c1], lv, m_j, n_j, t_j, k_j, nx)
+                else:
+                    _sts_row(o, p1[i, c0 - 1 : c1 - 1], p1[i - 1, c0:c1], xc, p1[i + 1, c0:c1],
+                             p1[i, c0 + 1 : c1 + 1], p2[i, c0:c1], yr[i, c0:c1], d * s2[i], d * c2r[i],
+                             d * c4r[i], bw, be, m_j, n_j, t_j, k_j, nx)  # fmt: skip
+                for c in range(wrap):
+                    out[i, c0 - wrap + c] = out[i, c1 - wrap + c]
+                    out[i, c1 + c] = out[i, c0 + c]
+            if j == 2:
+                p2 = p1
+                p1 = out
+                out = spare
+            else:
+                nxt = p2
+                p2 = p1
+                p1 = out
+                out = nxt
 
 
 @kernel(cache=True, error_model="numpy")

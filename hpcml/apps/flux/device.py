@@ -103,6 +103,15 @@ class Device(ABC):
         ``wrap > 0`` (only from :meth:`phi_wrap`): the kernel fills the phi halo too.
         """
 
+    def diff_sts_stages(self, *args: Any) -> bool:
+        """Stages ``2..s`` of a super-step in one call (:func:`hpcml.kernels.flux.diff_sts_stages`).
+
+        Only for a block that holds whole realizations (:meth:`phi_wrap` > 0, both poles)
+        with a uniform diffusivity.  Returns False where this device has no such kernel:
+        the caller then runs the stages one by one.
+        """
+        return False
+
     @abstractmethod
     def flows(self, fl: Any, f: Any, attenuate: bool, bounds: tuple[int, ...]) -> None:
         """Fill ``fl.vt``/``fl.vp`` from the profiles (+ base flows), attenuated with the field ``f``."""
@@ -207,6 +216,18 @@ class CpuDevice(Device):
         else:
             diff_stage_var(x, xm2, u0, y0, out, dcoef, var.phi_face, var.theta_face, s2, c2, c4, b1, b5, *rest,
                            wrap, var.scratch)  # fmt: skip
+
+    def diff_sts_stages(self, *args: Any) -> bool:
+        """The Numba kernel, when the realizations can share the Numba threads evenly (else False)."""
+        from numba import get_num_threads
+
+        from hpcml.kernels.flux import diff_sts_stages
+
+        threads = get_num_threads()
+        if threads > 1 and args[0].shape[0] % threads:
+            return False  # fewer or uneven realizations per thread: the row-parallel stages balance better
+        diff_sts_stages(*args)
+        return True
 
     def flows(self, fl: Any, f: Any, attenuate: bool, bounds: tuple[int, ...]) -> None:
         """The Numba fill (``exp(-2 |f| / B0)`` once per cell inside it, SIMD)."""
