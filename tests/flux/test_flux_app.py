@@ -125,6 +125,39 @@ def test_shared_flow_gives_the_per_realization_results(tmp_path, monkeypatch):
         assert np.abs(a["vp"][...]).max() > 0
 
 
+@pytest.mark.parametrize("method", ["rkg2", "rkl2"])
+def test_super_step_in_one_call_gives_the_stage_by_stage_results(tmp_path, monkeypatch, method):
+    """A block holding whole realizations runs a super-step's stages in one kernel call:
+    the same history files, byte for byte, and the same field as one call per stage."""
+    from flux_helpers import case_config
+
+    from hpcml.apps.flux import FluxSolver
+    from hpcml.apps.flux.device import CpuDevice
+
+    calls = []
+    fused = CpuDevice.diff_sts_stages
+
+    def counted(self, *args):
+        calls.append(fused(self, *args))
+        return calls[-1]
+
+    monkeypatch.setattr(CpuDevice, "diff_sts_stages", counted)
+    fields, texts = [], []
+    for one_call in (True, False):
+        if not one_call:
+            monkeypatch.setattr(CpuDevice, "diff_sts_stages", lambda self, *args: False)
+        out = tmp_path / f"fused-{one_call}"
+        cfg = case_config("diffuse_soccer", out, 8.0)
+        cfg["diffusion"]["method"] = method
+        sv = FluxSolver(cfg, MPI.COMM_SELF)
+        sv.run()
+        fields.append(sv.gather_field())
+        texts.append([(out / f"hipft_history_sol_r00000{r}.out").read_text() for r in range(1, 5)])
+    assert calls and all(calls)  # every super-step took the one-call path
+    assert texts[0] == texts[1]
+    np.testing.assert_array_equal(fields[0], fields[1])
+
+
 def test_shared_flow_only_without_attenuation_and_with_equal_profiles():
     """The decision is the parameters': attenuation or differing profile coefficients give one flow each."""
     from types import SimpleNamespace

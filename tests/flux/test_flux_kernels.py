@@ -2,8 +2,9 @@
 
 ``periodic_phi_fill`` and the ``wrap`` argument of the diffusion stage kernels fill the
 phi halo of a block alone in phi (the CPU path skips the halo exchange); ``cap_sums``
-forms the pole-cap values in one call.  Each must give the same bits as the host code
-it stands for, for any block shape, halo width and stage mode.  ``diag_partials``
+forms the pole-cap values in one call; ``diff_sts_stages`` runs every stage of a
+super-step in one call.  Each must give the same bits as the host code it stands for,
+for any block shape, halo width and stage mode.  ``diag_partials``
 (the history sums, with the exact solution as a map or formed per row from separable
 factors) is checked against NumPy and ``math.fsum``.
 """
@@ -16,14 +17,18 @@ import numpy as np
 from hpcml.kernels.flux import (
     cap_sums,
     diag_partials,
+    diff_pole_terms,
     diff_scratch,
     diff_stage,
     diff_stage_var,
+    diff_sts_stages,
     periodic_phi_fill,
     sequential_row_sums,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from hpcml.apps.flux.diffusion import sts_coefficients
 
 blocks = st.tuples(st.integers(1, 3), st.integers(3, 9), st.integers(2, 12), st.integers(1, 3), st.integers(0, 2**31))
 
@@ -94,6 +99,57 @@ def test_diffusion_stage_wrap_equals_stage_then_fill(block, mode, varying):
             _numpy_fill(out, i0, i1, h, nx)
         outs.append(out)
     assert np.array_equal(outs[0], outs[1])
+
+
+def _stages_one_by_one(w, y0, dcoef, geo, pole_n, pole_s, dp, fac_n, fac_s, box, coefs, nst, h):
+    """Stages 2..nst as ``Diffusion.super_step`` runs them: cap terms, cap sums, stage, rotation."""
+    i0, i1, c0, c1 = box
+    mu, nu, mt, kap = coefs
+    nr, nx = y0.shape[0], c1 - c0
+    prev2 = prev1 = w[0]
+    free = [w[1], w[2]]
+    for j in range(2, nst + 1):
+        out = free.pop()
+        tn, ts = np.zeros((nr, nx)), np.zeros((nr, nx))
+        diff_pole_terms(prev1, dcoef, pole_n, dp, i0, i0 + 1, c0, c1, tn)
+        diff_pole_terms(prev1, dcoef, pole_s, dp, i1 - 2, i1 - 1, c0, c1, ts)
+        ln, ls = np.zeros(nr), np.zeros(nr)
+        cap_sums(np.concatenate([tn, ts]), nr, fac_n, 1.0, ln, fac_s, -1.0, ls)
+        diff_stage(prev1, prev2, prev1, y0, out, dcoef, *geo, i0, i1, c0, c1, mu[j], nu[j], kap[j], mt[j], 0.0,
+                   ln, ls, i0, i1 - 1, 2, h)  # fmt: skip
+        if prev2 is not prev1:
+            free.append(prev2)
+        prev2, prev1 = prev1, out
+    return prev1
+
+
+@settings(max_examples=30, deadline=None)
+@given(blocks, st.sampled_from([3, 5, 7, 9]), st.sampled_from(["rkl2", "rkg2"]), st.booleans())
+def test_sts_stages_in_one_call_equal_stage_by_stage(block, nst, method, parallel):
+    nr, ny, nx, h, seed = block
+    ny, nx = max(ny, 3), max(nx, h)
+    rng = np.random.default_rng(seed)
+    shape = (nr, ny + 2 * h, nx + 2 * h)
+    y0 = rng.standard_normal(shape)
+    v1 = rng.standard_normal(shape)
+    dcoef = rng.uniform(0.5, 2.0, nr)
+    geo = [rng.uniform(0.5, 2.0, shape[1]) for _ in range(3)] + [rng.uniform(0.5, 2.0, shape[2]) for _ in range(2)]
+    pole_n, pole_s, dp = (rng.uniform(0.0, 1.0, shape[2]) for _ in range(3))
+    fac_n, fac_s = rng.uniform(0.1, 3.0, 2)
+    mu, nu, mt, gt = sts_coefficients(method, nst)
+    nu[2] = 0.0
+    coefs = (mu, nu, mt * 0.01, mt + gt)
+    box = (h, h + ny, h, h + nx)
+    common = (dcoef, geo, pole_n, pole_s, dp, fac_n, fac_s, box, coefs, nst, h)
+    # stale values in the planes the stages write must not matter
+    ref = [v1.copy(), rng.standard_normal(shape), rng.standard_normal(shape)]
+    last = _stages_one_by_one(ref, y0, *common)
+    got = [v1.copy(), rng.standard_normal(shape), rng.standard_normal(shape)]
+    k = diff_sts_stages.parallel if parallel else diff_sts_stages.serial
+    k(*got, y0, dcoef, *geo, pole_n, pole_s, dp, fac_n, fac_s, *box, box[0], box[1] - 1, *coefs, nst, h)
+    assert last is ref[(4 - nst) % 3]
+    owned = (slice(None), slice(h, h + ny), slice(None))  # rows the stages write (ghost columns included)
+    assert np.array_equal(got[(4 - nst) % 3][owned], last[owned])
 
 
 def _reference_partials(x, fex_r, wt, wp, cosw, sinw, sdip, cdip, cap, use_ex):
