@@ -7,6 +7,10 @@ five-point coefficients are products of per-row and per-column geometry factors
 with ``D_r`` (plus the face values of the varying part) and are formed on the fly:
 a uniform stage streams only the four STS vectors and writes one, a varying one
 also streams the two face-diffusivity arrays; there are no coefficient arrays.
+
+A block that holds whole realizations (one rank per ensemble group) with a uniform
+diffusivity runs all the stages of a super-step in one compiled call on the CPU
+(``kernels.flux.diff_sts_stages``): the same bits, without a Python round trip per stage.
 """
 
 from __future__ import annotations
