@@ -104,18 +104,18 @@ def periodic_phi_fill(x, r0, r1, h, nx):
     """
     for r in range(x.shape[0]):
         for i in range(r0, r1):
-            _wrap_row(x, r, i, h, h + nx, h)
+            _wrap_row(x[r], i, h, h + nx, h)
 
 
 @njit(cache=True, inline="always")
-def _wrap_row(out, r, i, c0, c1, h):  # pragma: no cover - compiled
+def _wrap_row(out, i, c0, c1, h):  # pragma: no cover - compiled
     # The h phi ghosts on each side of row i from the opposite edge (c0 == h).  The
     # diffusion stage kernels call it right after writing a row, while the row is
     # still in L1 (a separate fill missed the cache on every row: about 50 us per
     # stage of a 4 x 180 x 360 block).
     for c in range(h):
-        out[r, i, c0 - h + c] = out[r, i, c1 - h + c]
-        out[r, i, c1 + c] = out[r, i, c0 + c]
+        out[i, c0 - h + c] = out[i, c1 - h + c]
+        out[i, c1 + c] = out[i, c0 + c]
 
 
 # ---------------------------------------------------------------------------------------
@@ -488,6 +488,12 @@ def lf_alpha(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1):
 # ---------------------------------------------------------------------------------------
 # diffusion
 # ---------------------------------------------------------------------------------------
+@njit(cache=True, inline="always", error_model="numpy")
+def _cap_term(dd, pole, x_b, x_a, dp):  # pragma: no cover - compiled
+    # One column's diffusive flux through a pole cap's face (diff_pole_terms, diff_sts_stages).
+    return (dd + pole) * (x_b - x_a) * dp
+
+
 @njit(cache=True, error_model="numpy")
 def diff_pole_terms(x, dcoef, pole, dp, ia, ib, c0, c1, out):
     """``(D_a + D_b) * (x[ib] - x[ia]) * dp`` per owned column, for the cap sums.
@@ -498,7 +504,7 @@ def diff_pole_terms(x, dcoef, pole, dp, ia, ib, c0, c1, out):
     for r in range(x.shape[0]):
         dd = dcoef[r] + dcoef[r]
         for c in range(c0, c1):
-            out[r, c - c0] = (dd + pole[c]) * (x[r, ib, c] - x[r, ia, c]) * dp[c]
+            out[r, c - c0] = _cap_term(dd, pole[c], x[r, ib, c], x[r, ia, c], dp[c])
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -559,7 +565,7 @@ def diff_stage(
                 yy = y0[r, i, c0:c1]
                 for k in range(nx):
                     o[k] = mu * xc[k] + nu * xm[k] + kap * uu[k] + mt * lv + gam * yy[k]
-            _wrap_row(out, r, i, c0, c1, wrap)
+            _wrap_row(out[r], i, c0, c1, wrap)
             continue
         d = dcoef[r]
         t = d * s2[i]
@@ -587,7 +593,7 @@ def diff_stage(
                 k3 = -(k1 + k2 + k4 + k5)
                 lv = k1 * xw[k] + k2 * xn[k] + k3 * xc[k] + k4 * xs[k] + k5 * xe[k]
                 o[k] = mu * xc[k] + nu * xm[k] + kap * uu[k] + mt * lv + gam * yy[k]
-        _wrap_row(out, r, i, c0, c1, wrap)
+        _wrap_row(out[r], i, c0, c1, wrap)
 
 
 @kernel(cache=True, error_model="numpy")
@@ -627,10 +633,10 @@ def diff_sts_stages(
         for j in range(2, nst + 1):
             sn = 0.0
             for c in range(c0, c1):
-                sn += (dd + pole_n[c]) * (p1[inorth + 1, c] - p1[inorth, c]) * dp[c]
+                sn += _cap_term(dd, pole_n[c], p1[inorth + 1, c], p1[inorth, c], dp[c])
             ss = 0.0
             for c in range(c0, c1):
-                ss += (dd + pole_s[c]) * (p1[isouth, c] - p1[isouth - 1, c]) * dp[c]
+                ss += _cap_term(dd, pole_s[c], p1[isouth, c], p1[isouth - 1, c], dp[c])
             lvn = sn * fac_n
             lvs = -(ss * fac_s)
             m_j, n_j, t_j, k_j = mu[j], nu[j], mt[j], kap[j]
@@ -644,18 +650,9 @@ def diff_sts_stages(
                     _sts_row(o, p1[i, c0 - 1 : c1 - 1], p1[i - 1, c0:c1], xc, p1[i + 1, c0:c1],
                              p1[i, c0 + 1 : c1 + 1], p2[i, c0:c1], yr[i, c0:c1], d * s2[i], d * c2r[i],
                              d * c4r[i], bw, be, m_j, n_j, t_j, k_j, nx)  # fmt: skip
-                for c in range(wrap):
-                    out[i, c0 - wrap + c] = out[i, c1 - wrap + c]
-                    out[i, c1 + c] = out[i, c0 + c]
-            if j == 2:
-                p2 = p1
-                p1 = out
-                out = spare
-            else:
-                nxt = p2
-                p2 = p1
-                p1 = out
-                out = nxt
+                _wrap_row(out, i, c0, c1, wrap)
+            # v_{j-1} -> v_{j-2}, v_j -> v_{j-1}; v_{j+1} goes where v_{j-2} was (stage 2: the spare plane)
+            p2, p1, out = p1, out, (spare if j == 2 else p2)
 
 
 @kernel(cache=True, error_model="numpy")
@@ -692,7 +689,7 @@ def diff_stage_var(
                     o[k] = mu * xc[k] + nu * xm[k] + mt * lv + kap * yy[k]
                 else:
                     o[k] = mu * xc[k] + nu * xm[k] + kap * uu[k] + mt * lv + gam * yy[k]
-            _wrap_row(out, r, i, c0, c1, wrap)
+            _wrap_row(out[r], i, c0, c1, wrap)
             continue
         d = dcoef[r]
         sc = scratch[numba.get_thread_id()]
@@ -735,7 +732,7 @@ def diff_stage_var(
                 k3 = -(k1[k] + k2[k] + k4[k] + k5[k])
                 lv = k1[k] * xw[k] + k2[k] * xn[k] + k3 * xc[k] + k4[k] * xs[k] + k5[k] * xe[k]
                 o[k] = mu * xc[k] + nu * xm[k] + kap * uu[k] + mt * lv + gam * yy[k]
-        _wrap_row(out, r, i, c0, c1, wrap)
+        _wrap_row(out[r], i, c0, c1, wrap)
 
 
 @njit(cache=True, error_model="numpy")
