@@ -10,14 +10,19 @@ row sums the caller reduces across ranks (see ``hpcml.apps.flux.layout``).
 
 Per-point arithmetic never depends on the block bounds or the thread count, so
 any decomposition gives the same bits.  No ``fastmath``: contraction into FMAs
-would differ between vectorised and remainder loops.
+would differ between vectorised and remainder loops.  Where a fused multiply-add
+pays (the WENO3 faces) it is written out as :func:`_fma` (``llvm.fma``), which is
+fused in every loop version alike.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from hpcml.jit import kernel
 
@@ -121,6 +126,19 @@ def _wrap_row(out, i, c0, c1, h):  # pragma: no cover - compiled
 # ---------------------------------------------------------------------------------------
 # advection
 # ---------------------------------------------------------------------------------------
+@intrinsic
+def _fma(typingctx, a, b, c):  # pragma: no cover - compiled
+    """``a*b + c`` rounded once (``llvm.fma.f64``): the same bits in vector and scalar loops."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        d = ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(d, [d, d, d]), "llvm.fma.f64")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
 @njit(cache=True, inline="always", error_model="numpy")
 def _upwind(v, f_here, f_before, upwind):
     """First-order upwind flux ``v * (...)`` with HipFT's ``sign(upwind, v)``."""
@@ -129,43 +147,43 @@ def _upwind(v, f_here, f_before, upwind):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _weno_row(g0, g1, g2, h1, h2, h3, out, n, b_m, a_m, b_0, a_0, d_pm, d_mcm, d_m0, d_cp0, e_m, e_0):
+def _weno_row(g0, g1, g2, h1, h2, h3, out, n, b_m, a_m, r_p, e_m, a_0, b_0, r_m, e_0, k_):
     """WENO3 fluxes of one theta face row from split-flux rows (scalar coefficients)."""
     for k in range(n):
-        out[k] = _weno_pt(
-            g0[k], g1[k], g2[k], h1[k], h2[k], h3[k], b_m, a_m, b_0, a_0, d_pm, d_mcm, d_m0, d_cp0, e_m, e_0
-        )
+        out[k] = _weno_pt(g0[k], g1[k], g2[k], h1[k], h2[k], h3[k], b_m, a_m, r_p, e_m, a_0, b_0, r_m, e_0, k_)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _weno_side(c, far, oth, al, bc, bo, d0, d1, eps):
+def _weno_side(c, far, oth, al, bo, k, r, e4):
     """One upwind-biased half of a WENO3 face flux (section 4.4 of the spec).
 
     ``c`` is the split flux of the upwind cell, ``far`` the one beyond it and
-    ``oth`` the one across the face.  The normalised nonlinear weights
-    ``w0/(w0+w1)`` with ``w = d/(eps+beta)^2`` are evaluated as
-    ``d0*s1/(d0*s1 + d1*s0)`` with ``s = (eps+beta)^2``: one division instead of
-    four (the kernel is division-bound otherwise).  Only the rounding changes,
+    ``oth`` the one across the face; the coefficients are a row of
+    :data:`hpcml.apps.flux.grid.WENO_COLS`.  With ``v = al*(c - far)`` and
+    ``u = bo*(oth - c)`` the candidates are ``q0 = c + v`` and ``q1 = k*c + u``, and
+    the normalised weights ``w0/(w0+w1)`` (``w = d/(eps+beta)^2``, ``beta = 4v^2``
+    or ``4u^2``) are ``s1/(s1 + r*s0)`` with ``s = (v^2 + eps/4)^2``: one division
+    and ten multiplications (four fused with an addition), where the textbook form
+    takes four divisions and sixteen multiplications.  Only the rounding changes,
     identically for every decomposition.
     """
-    q0 = (1.0 + al) * c - al * far
-    q1 = bc * c + bo * oth
-    t = al * (c - far)
-    s0 = eps + 4.0 * (t * t)
+    v = al * (c - far)
+    u = bo * (oth - c)
+    q0 = c + v
+    q1 = _fma(k, c, u)
+    s0 = _fma(v, v, e4)
     s0 = s0 * s0
-    t = bo * (oth - c)
-    s1 = eps + 4.0 * (t * t)
+    s1 = _fma(u, u, e4)
     s1 = s1 * s1
-    w0 = d0 * s1
-    w1 = d1 * s0
-    return (w0 * q0 + w1 * q1) / (w0 + w1)
+    w1 = r * s0
+    return _fma(s1, q0, w1 * q1) / (s1 + w1)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _weno_pt(gp_m2, gp_m1, gp_0, gm_m1, gm_0, gm_p1, b_m, a_m, b_0, a_0, d_pm, d_mcm, d_m0, d_cp0, e_m, e_0):
+def _weno_pt(gp_m2, gp_m1, gp_0, gm_m1, gm_0, gm_p1, b_m, a_m, r_p, e_m, a_0, b_0, r_m, e_0, k):
     """WENO3 flux at one face: the G+ part from the left plus the G- part from the right."""
-    up = _weno_side(gp_m1, gp_m2, gp_0, b_m, b_0, a_m, d_pm, d_mcm, e_m)
-    um = _weno_side(gm_0, gm_p1, gm_m1, a_0, a_m, b_0, d_m0, d_cp0, e_0)
+    up = _weno_side(gp_m1, gp_m2, gp_0, b_m, a_m, k, r_p, e_m)
+    um = _weno_side(gm_0, gm_p1, gm_m1, a_0, b_0, k, r_m, e_0)
     return um + up
 
 
@@ -187,7 +205,7 @@ def _theta_faces(x, vt, gp, gm, q, kq, wt, fr, r, rf, c0, c1, nx, upwind):
     if kq == 2:
         _weno_row(
             gp[(q - 2) % 4], gp[(q - 1) % 4], gp[q % 4], gm[(q - 1) % 4], gm[q % 4], gm[(q + 1) % 4], fr, nx,
-            wt[q, 0], wt[q, 1], wt[q, 2], wt[q, 3], wt[q, 4], wt[q, 5], wt[q, 6], wt[q, 7], wt[q, 8], wt[q, 9],
+            wt[q, 0], wt[q, 1], wt[q, 2], wt[q, 3], wt[q, 4], wt[q, 5], wt[q, 6], wt[q, 7], wt[q, 8],
         )  # fmt: skip
     elif kq == 1:
         vr = vt[rf, q, c0:c1]
@@ -210,8 +228,9 @@ def advect_stage(
     ``A`` is the flux-form divergence of section 4 of the spec: theta faces by
     ``kind_t`` per local face row (0 unused, 1 upwind, 2 WENO3 with the per-row
     table ``wt``), phi faces WENO3 (transposed per-column table ``wpt``, shape
-    ``(10, NX)``) when ``weno_p`` else upwind.  Pole rows take the cap values
-    ``apole_n[r]`` / ``apole_s[r]`` computed by the caller.  The flows hold one
+    ``(9, NX)``; both tables hold ``grid.WENO_COLS``) when ``weno_p`` else upwind.
+    Pole rows take the cap values ``apole_n[r]`` / ``apole_s[r]`` computed by the
+    caller.  The flows hold one
     realization each or one shared by all (``vt.shape[0] == 1``): realization ``r``
     reads flow ``min(r, vt.shape[0] - 1)``.
 
@@ -270,11 +289,10 @@ def advect_stage(
                     w6 = wpt[6, c0 : c1 + 1]
                     w7 = wpt[7, c0 : c1 + 1]
                     w8 = wpt[8, c0 : c1 + 1]
-                    w9 = wpt[9, c0 : c1 + 1]
                     for k in range(nx + 1):
                         fp[k] = _weno_pt(
                             gpp[k], gpp[k + 1], gpp[k + 2], gmp[k + 1], gmp[k + 2], gmp[k + 3],
-                            w0[k], w1[k], w2[k], w3[k], w4[k], w5[k], w6[k], w7[k], w8[k], w9[k],
+                            w0[k], w1[k], w2[k], w3[k], w4[k], w5[k], w6[k], w7[k], w8[k],
                         )  # fmt: skip
                 else:
                     vr = vp[rf, i, c0 : c1 + 1]

@@ -78,25 +78,23 @@ def _kernels() -> dict[str, Any]:
         return v * 0.5 * ((1.0 - c) * f_here + (1.0 + c) * f_before)
 
     @cuda.jit(device=True)
-    def weno_side(c, far, oth, al, bc, bo, d0, d1, eps):  # pragma: no cover - device code
-        q0 = (1.0 + al) * c - al * far
-        q1 = bc * c + bo * oth
-        t = al * (c - far)
-        s0 = eps + 4.0 * (t * t)
+    def weno_side(c, far, oth, al, bo, k, r, e4):  # pragma: no cover - device code
+        # kernels.flux._weno_side (the GPU contracts the a*b + c into FMAs itself)
+        v = al * (c - far)
+        u = bo * (oth - c)
+        q0 = c + v
+        q1 = k * c + u
+        s0 = v * v + e4
         s0 = s0 * s0
-        t = bo * (oth - c)
-        s1 = eps + 4.0 * (t * t)
+        s1 = u * u + e4
         s1 = s1 * s1
-        w0 = d0 * s1
-        w1 = d1 * s0
-        return (w0 * q0 + w1 * q1) / (w0 + w1)
+        w1 = r * s0
+        return (s1 * q0 + w1 * q1) / (s1 + w1)
 
     @cuda.jit(device=True)
-    def weno_pt(
-        gp_m2, gp_m1, gp_0, gm_m1, gm_0, gm_p1, b_m, a_m, b_0, a_0, d_pm, d_mcm, d_m0, d_cp0, e_m, e_0
-    ):  # pragma: no cover
-        up = weno_side(gp_m1, gp_m2, gp_0, b_m, b_0, a_m, d_pm, d_mcm, e_m)
-        um = weno_side(gm_0, gm_p1, gm_m1, a_0, a_m, b_0, d_m0, d_cp0, e_0)
+    def weno_pt(gp_m2, gp_m1, gp_0, gm_m1, gm_0, gm_p1, b_m, a_m, r_p, e_m, a_0, b_0, r_m, e_0, k):  # pragma: no cover
+        up = weno_side(gp_m1, gp_m2, gp_0, b_m, a_m, k, r_p, e_m)
+        um = weno_side(gm_0, gm_p1, gm_m1, a_0, b_0, k, r_m, e_0)
         return um + up
 
     @cuda.jit(device=True)
@@ -111,7 +109,7 @@ def _kernels() -> dict[str, Any]:
             gm_p1 = 0.5 * x[r, q + 1, c] * (vt[rf, q + 2, c] - at[rf, q + 1, c])
             return weno_pt(
                 gp_m2, gp_m1, gp_0, gm_m1, gm_0, gm_p1, wt[q, 0], wt[q, 1], wt[q, 2], wt[q, 3], wt[q, 4],
-                wt[q, 5], wt[q, 6], wt[q, 7], wt[q, 8], wt[q, 9],
+                wt[q, 5], wt[q, 6], wt[q, 7], wt[q, 8],
             )  # fmt: skip
         if kq == 1:
             return upwind_flux(vt[rf, q, c], x[r, q, c], x[r, q - 1, c], upwind)
@@ -128,7 +126,7 @@ def _kernels() -> dict[str, Any]:
             gm_p1 = 0.5 * x[r, i, c + 1] * (vp[rf, i, c + 2] - ap[rf, i, c + 1])
             return weno_pt(
                 gp_m2, gp_m1, gp_0, gm_m1, gm_0, gm_p1, wpt[0, c], wpt[1, c], wpt[2, c], wpt[3, c], wpt[4, c],
-                wpt[5, c], wpt[6, c], wpt[7, c], wpt[8, c], wpt[9, c],
+                wpt[5, c], wpt[6, c], wpt[7, c], wpt[8, c],
             )  # fmt: skip
         return upwind_flux(vp[rf, i, c], x[r, i, c], x[r, i, c - 1], upwind)
 

@@ -6,7 +6,8 @@ forms the pole-cap values in one call; ``diff_sts_stages`` runs every stage of a
 super-step in one call.  Each must give the same bits as the host code it stands for,
 for any block shape, halo width and stage mode.  ``diag_partials``
 (the history sums, with the exact solution as a map or formed per row from separable
-factors) is checked against NumPy and ``math.fsum``.
+factors) is checked against NumPy and ``math.fsum``; the WENO3 face flux (the grid's
+coefficient rows and the kernel's rewritten weights) against section 4.4's formula.
 """
 
 from __future__ import annotations
@@ -205,3 +206,61 @@ def test_diag_partials_match_numpy_reference(block, exact):
         for q, (want, scale) in enumerate(want_sums):
             got = sums[r, q, 0] + sums[r, q, 1]
             assert abs(got - want) <= 1e-13 * scale, (r, q, got, want, scale)
+
+
+def _weno_half_textbook(c, far, oth, al, bc, bo, d0, d1, eps):
+    """One half of section 4.4 as written: q0, q1, beta, two weights, each normalised."""
+    q0 = (1 + al) * c - al * far
+    q1 = bc * c + bo * oth
+    beta0 = 4 * (al * (c - far)) ** 2
+    beta1 = 4 * (bo * (oth - c)) ** 2
+    w0 = d0 / (eps + beta0) ** 2
+    w1 = d1 / (eps + beta1) ** 2
+    return w0 / (w0 + w1) * q0 + w1 / (w0 + w1) * q1
+
+
+def _weno_face_textbook(g: list[float], co: dict[str, float]) -> float:
+    """F_J = u- + u+ of section 4.4 (u+ from the left on G+, u- from the right on G-)."""
+    gp_m2, gp_m1, gp_0, gm_m1, gm_0, gm_p1 = g
+    up = _weno_half_textbook(
+        gp_m1, gp_m2, gp_0, co["b_jm"], co["b_j0"], co["a_jm"], co["dP_jm"], co["dMC_jm"], co["eps_jm"]
+    )
+    um = _weno_half_textbook(
+        gm_0, gm_p1, gm_m1, co["a_j0"], co["a_jm"], co["b_j0"], co["dM_j0"], co["dCP_j0"], co["eps_j0"]
+    )
+    return um + up
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(-1e3, 1e3), min_size=6, max_size=6),
+    st.lists(st.floats(0.02, 0.98), min_size=4, max_size=4),
+    st.lists(st.floats(0.05, 1.0), min_size=4, max_size=4),
+    st.floats(1e-4, 0.2),
+    st.floats(1e-4, 0.2),
+)
+def test_weno_face_flux_equals_the_spec_formula(g, ab, d, eps_m, eps_0):
+    """The WENO3 table row (grid.WENO_COLS) and the kernel's face flux give section 4.4's value.
+
+    The coefficients are drawn independently, as at the phi seam where HipFT's periodic
+    copies make ``b_J + a_{J-1}`` differ from 1, so the rewritten ``q1 = k*c + u`` and the
+    ``s1/(s1 + r*s0)`` weights are checked in general, not only on uniform grids.
+    """
+    from hpcml.kernels.flux import _weno_pt
+
+    from hpcml.apps.flux.grid import WENO_COLS, SphereGrid
+
+    co = {"a_jm": ab[0], "b_jm": ab[1], "a_j0": ab[2], "b_j0": ab[3], "dP_jm": d[0], "dMC_jm": d[1]}
+    co.update(dM_j0=d[2], dCP_j0=d[3], eps_jm=eps_m, eps_j0=eps_0)
+    c = {k: np.zeros(2) for k in ("a", "b", "dM", "dCP", "dP", "dMC")}
+    c["a"][:] = co["a_jm"], co["a_j0"]
+    c["b"][:] = co["b_jm"], co["b_j0"]
+    c["dP"][0], c["dMC"][0], c["dM"][1], c["dCP"][1] = d
+    c["dM"][0] = c["dCP"][0] = c["dP"][1] = c["dMC"][1] = np.nan  # not part of this face's row
+    row = SphereGrid._weno_row(c, np.array([eps_m, eps_0]), 0, 1)
+    assert len(row) == len(WENO_COLS)
+    got = _weno_pt(*g, *row)
+    want = _weno_face_textbook(g, co)
+    # the two forms round differently: compare against the size of the terms summed
+    scale = max(abs(x) for x in g)
+    assert abs(got - want) <= 1e-13 * scale + 1e-300, (got, want)
