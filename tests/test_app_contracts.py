@@ -14,7 +14,8 @@ run`` job, switching rank counts between runs:
 5. ``run.restart = true`` without a checkpoint is an error naming the folder.
 
 Plus: training never resumes another run's checkpoint (its folder derives from the
-output path), and one from a different model is refused.
+output path), and one from a different model is refused; and an app's ``run()`` called
+from a user's script sizes the thread pool as ``hpcml run`` does.
 """
 
 from __future__ import annotations
@@ -194,3 +195,34 @@ def test_training_never_resumes_a_foreign_checkpoint(tmp_path):
     shutil.copytree(tmp_path / "a.ckpt", tmp_path / "c.ckpt")
     res = _job(3, [*sets, "model.channels=[5]", "output.path=c.h5", "run.restart='auto'"], tmp_path)
     assert res.returncode != 0 and "model.channels = [4] there, [5] now" in res.stderr, res.stderr[-2000:]
+
+
+_LIBRARY_RUN = """
+import importlib, json, sys
+import numba
+from mpi4py import MPI
+from hpcml.apps import APPS
+from hpcml.config import load_config
+cfg = load_config(None, sys.argv[1:])
+importlib.import_module(APPS[cfg["app"]]).run(cfg)
+threads = MPI.COMM_WORLD.gather(numba.get_num_threads())
+if MPI.COMM_WORLD.rank == 0:
+    print(json.dumps(threads))
+"""
+
+
+@pytest.mark.parametrize("app", list(APPS))
+def test_library_run_sizes_the_thread_pool_like_hpcml_run(app, tmp_path):
+    """An app's ``run()`` called from a user's script under ``mpiexec``, without ``hpcml.init()``
+    or ``NUMBA_NUM_THREADS``, gives each rank cores per node / ranks per node threads, as
+    ``hpcml run`` does (Numba's default, every core on every rank, oversubscribes the node)."""
+    import os
+
+    script = tmp_path / "user_script.py"
+    script.write_text(_LIBRARY_RUN)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    cmd = [MPIEXEC, "-n", "2", sys.executable, str(script), *APPS[app]["sets"]]
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    want = max(1, (os.cpu_count() or 1) // 2)
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == [want, want]

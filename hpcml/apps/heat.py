@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.apps import grid_decomp, restart
+from hpcml.apps import app_comm, grid_decomp, restart
 from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.distarray import DistArray
 from hpcml.io import Output, checkpoint
 from hpcml.jit import work_clock
-from hpcml.runtime import StopPoll, comm_or_world
+from hpcml.runtime import StopPoll
 from hpcml.settings import CHOICES
 from hpcml.stepping import diffusion_step
 
@@ -106,7 +106,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     (on any rank count) with a bit-identical result.  The output file and the
     checkpoint folder are locked for the run (another job using them is refused).
     """
-    comm = comm_or_world(comm)
+    comm = app_comm(comm)
     validate_config(config, comm.Get_size())
     o = config["output"]
     ckdir = restart.checkpoint_directory(config["checkpoint"]["dir"], o["path"])

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.apps import grid_decomp, restart
+from hpcml.apps import app_comm, grid_decomp, restart
 from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.io import Output, checkpoint
 from hpcml.linalg import PoissonOperator, cg, cg_pipelined, jacobi, manufactured
-from hpcml.runtime import StopPoll, comm_or_world
+from hpcml.runtime import StopPoll
 from hpcml.settings import CHOICES
 
 __all__ = ["SOLUTION_KEYS", "run", "validate_config"]
@@ -79,7 +79,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
 
     The output file and the checkpoint folder are locked for the run.
     """
-    comm = comm_or_world(comm)
+    comm = app_comm(comm)
     validate_config(config, comm.Get_size())
     o = config["output"]
     ckdir = restart.checkpoint_directory(config["checkpoint"]["dir"], o["path"])

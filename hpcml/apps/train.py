@@ -22,10 +22,9 @@ from typing import Any
 
 from mpi4py import MPI
 
-from hpcml.apps import restart
+from hpcml.apps import app_comm, restart
 from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.nn import HaloConv2d, Sequential, TileDataset, Trainer, TrainGrid, generate_heat_pairs
-from hpcml.runtime import comm_or_world
 from hpcml.settings import CHOICES
 
 __all__ = ["SOLUTION_KEYS", "build_model", "run", "validate_config"]
@@ -99,7 +98,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
 
     The output file and the checkpoint folder are locked for the run.
     """
-    comm = comm_or_world(comm)
+    comm = app_comm(comm)
     validate_config(config, comm.Get_size())
     o = config["output"]
     ckdir = restart.checkpoint_directory(config["train"]["checkpoint_dir"], o["path"])

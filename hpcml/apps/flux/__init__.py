@@ -11,9 +11,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpcml.apps import app_comm
 from hpcml.apps.flux.namelist import config_from_hipft
 from hpcml.config import ConfigError
-from hpcml.runtime import comm_or_world
 
 if TYPE_CHECKING:  # the solver (MPI, Numba) loads on first use: hpcml.apps.flux.plots needs neither
     from mpi4py import MPI
@@ -60,7 +60,7 @@ def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     from hpcml.apps.flux.solver import FluxSolver
     from hpcml.io.lock import hold
 
-    comm = comm_or_world(comm)
+    comm = app_comm(comm)
     solver = FluxSolver(config, comm)
     # The output folder (maps, histories, checkpoints) is this job's until it ends.
     lock = hold(comm, folders=[config["output"]["directory"]])
