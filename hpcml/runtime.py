@@ -173,7 +173,7 @@ def init(comm: MPI.Comm | None = None, threads: int | None = None, force: bool =
     jit.install()  # one compile per node, compile time kept apart
 
     comm = comm_or_world(comm)
-    check_launcher(comm.Get_size())
+    check_launcher()  # the world's size: an app run on COMM_SELF in a wired-up srun step is fine
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     local_rank, local_size = local.Get_rank(), local.Get_size()
     local.Free()
