@@ -230,9 +230,8 @@ def advect_stage(
     table ``wt``), phi faces WENO3 (transposed per-column table ``wpt``, shape
     ``(9, NX)``; both tables hold ``grid.WENO_COLS``) when ``weno_p`` else upwind.
     Pole rows take the cap values ``apole_n[r]`` / ``apole_s[r]`` computed by the
-    caller.  The flows hold one
-    realization each or one shared by all (``vt.shape[0] == 1``): realization ``r``
-    reads flow ``min(r, vt.shape[0] - 1)``.
+    caller.  The flows hold one realization each or one shared by all
+    (``vt.shape[0] == 1``): realization ``r`` reads flow ``min(r, vt.shape[0] - 1)``.
 
     Work is split into ``nch`` row chunks per realization (see :func:`row_chunks`).
     A chunk sweeps its rows keeping the theta split fluxes of four rows in a ring,

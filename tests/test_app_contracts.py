@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -216,8 +217,6 @@ def test_library_run_sizes_the_thread_pool_like_hpcml_run(app, tmp_path):
     """An app's ``run()`` called from a user's script under ``mpiexec``, without ``hpcml.init()``
     or ``NUMBA_NUM_THREADS``, gives each rank cores per node / ranks per node threads, as
     ``hpcml run`` does (Numba's default, every core on every rank, oversubscribes the node)."""
-    import os
-
     script = tmp_path / "user_script.py"
     script.write_text(_LIBRARY_RUN)
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}

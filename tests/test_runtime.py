@@ -115,17 +115,9 @@ def test_init_on_comm_self_inside_a_wired_up_srun_step(tmp_path):
     """``hpcml.init(MPI.COMM_SELF)`` (an app run per rank, e.g. by a user's ensemble script)
     in a SLURM step of 2 tasks that MPI wired up is not mistaken for independent singletons:
     the launcher check uses the world's size, not the communicator's."""
-    import os
-    import subprocess
-    import sys
-
-    from hpcml.testing import MPIEXEC
-
     script = tmp_path / "s.py"
     script.write_text("from mpi4py import MPI\nimport hpcml\nprint(hpcml.init(MPI.COMM_SELF).size)\n")
-    env = {**os.environ, "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS": "2"}
-    env.pop("HPCML_ALLOW_SINGLETONS", None)
-    cmd = [MPIEXEC, "-n", "2", sys.executable, str(script)]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    env = {"SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS": "2", "HPCML_ALLOW_SINGLETONS": "0"}
+    res = run_mpi(2, [str(script)], timeout=120, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["1", "1"]

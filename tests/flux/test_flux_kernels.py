@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 from hpcml.kernels.flux import (
+    _weno_pt,
     cap_sums,
     diag_partials,
     diff_pole_terms,
@@ -30,6 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpcml.apps.flux.diffusion import sts_coefficients
+from hpcml.apps.flux.grid import WENO_COLS, SphereGrid
 
 blocks = st.tuples(st.integers(1, 3), st.integers(3, 9), st.integers(2, 12), st.integers(1, 3), st.integers(0, 2**31))
 
@@ -246,10 +248,6 @@ def test_weno_face_flux_equals_the_spec_formula(g, ab, d, eps_m, eps_0):
     copies make ``b_J + a_{J-1}`` differ from 1, so the rewritten ``q1 = k*c + u`` and the
     ``s1/(s1 + r*s0)`` weights are checked in general, not only on uniform grids.
     """
-    from hpcml.kernels.flux import _weno_pt
-
-    from hpcml.apps.flux.grid import WENO_COLS, SphereGrid
-
     co = {"a_jm": ab[0], "b_jm": ab[1], "a_j0": ab[2], "b_j0": ab[3], "dP_jm": d[0], "dMC_jm": d[1]}
     co.update(dM_j0=d[2], dCP_j0=d[3], eps_jm=eps_m, eps_j0=eps_0)
     c = {k: np.zeros(2) for k in ("a", "b", "dM", "dCP", "dP", "dMC")}

@@ -279,7 +279,7 @@ class SphereGrid:
 
         Section 4.4's weights ``w0/(w0+w1)`` with ``w = d/(eps+beta)^2`` are formed as
         ``s1/(s1 + r*s0)`` with ``s = (eps/4 + beta/4)^2`` (``r = d1/d0``; the factor 16
-        is exact and cancels) and ``q1 = k*c + bo*(oth - c)``: the same values with five
+        is exact and cancels) and ``q1 = k*c + bo*(oth - c)``: the same values with six
         multiplications fewer per face half, which the advection kernel is bound by.
         """
         return (
