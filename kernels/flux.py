@@ -11,7 +11,7 @@ row sums the caller reduces across ranks (see ``hpcml.apps.flux.layout``).
 Per-point arithmetic never depends on the block bounds or the thread count, so
 any decomposition gives the same bits.  No ``fastmath``: contraction into FMAs
 would differ between vectorised and remainder loops.  Where a fused multiply-add
-pays (the WENO3 faces) it is written out as :func:`_fma` (``llvm.fma``), which is
+pays (the WENO3 faces) it is written out as ``_intrinsics.fma`` (``llvm.fma``), which is
 fused in every loop version alike.
 """
 
@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 
 from hpcml.jit import kernel
+
+from ._intrinsics import fma as _fma
 
 __all__ = [
     "adv_pole_terms",
@@ -126,19 +125,6 @@ def _wrap_row(out, i, c0, c1, h):  # pragma: no cover - compiled
 # ---------------------------------------------------------------------------------------
 # advection
 # ---------------------------------------------------------------------------------------
-@intrinsic
-def _fma(typingctx, a, b, c):  # pragma: no cover - compiled
-    """``a*b + c`` rounded once (``llvm.fma.f64``): the same bits in vector and scalar loops."""
-    sig = types.float64(types.float64, types.float64, types.float64)
-
-    def codegen(context, builder, signature, args):
-        d = ir.DoubleType()
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(d, [d, d, d]), "llvm.fma.f64")
-        return builder.call(fn, args)
-
-    return sig, codegen
-
-
 @njit(cache=True, inline="always", error_model="numpy")
 def _upwind(v, f_here, f_before, upwind):
     """First-order upwind flux ``v * (...)`` with HipFT's ``sign(upwind, v)``."""

@@ -11,9 +11,9 @@ inner copy moves machine words, not bytes.  Offsets are 64-bit throughout.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
+
+from ._intrinsics import memmove
 
 __all__ = ["ADD_COPY", "ADD_UNPACK", "COPY", "PACK", "UNPACK", "ZERO", "pack_words", "run_table", "unpack_words"]
 
@@ -128,21 +128,6 @@ TABLE_HEAD = 4
 _MEMMOVE_MIN = 16
 
 
-@intrinsic
-def _memmove(typingctx, dst, dst_off, src, src_off, count):  # pragma: no cover - compiled
-    """``dst[dst_off : dst_off + count] = src[src_off : src_off + count]`` as one ``llvm.memmove``."""
-    sig = types.void(dst, types.intp, src, types.intp, types.intp)
-
-    def codegen(context, builder, signature, args):
-        dval, doff, sval, soff, n = args
-        darr = context.make_array(signature.args[0])(context, builder, dval)
-        sarr = context.make_array(signature.args[2])(context, builder, sval)
-        item = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
-        cgutils.raw_memmove(builder, builder.gep(darr.data, [doff]), builder.gep(sarr.data, [soff]), n, item)
-
-    return sig, codegen
-
-
 @njit(cache=True, nogil=True)
 def _copy_region(dst, d0, ds1, ds2, src, s0, ss1, ss2, run, c1, c2):  # pragma: no cover - compiled
     # Copy a (c2, c1, run) block between two strided layouts.  The loop nests keep every
@@ -151,7 +136,7 @@ def _copy_region(dst, d0, ds1, ds2, src, s0, ss1, ss2, run, c1, c2):  # pragma: 
     if run >= _MEMMOVE_MIN:
         for j2 in range(c2):
             for j1 in range(c1):
-                _memmove(dst, d0 + j2 * ds2 + j1 * ds1, src, s0 + j2 * ss2 + j1 * ss1, run)
+                memmove(dst, d0 + j2 * ds2 + j1 * ds1, src, s0 + j2 * ss2 + j1 * ss1, run)
     elif run == 1:
         for j2 in range(c2):
             dd = d0 + j2 * ds2

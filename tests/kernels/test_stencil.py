@@ -187,3 +187,28 @@ def test_diffusion_step_matches_reference(case, split):
         ref += coefs[d] * (shifted(u, halo, e) - 2 * c + shifted(u, halo, tuple(-x for x in e)))
     np.testing.assert_allclose(interior(out, halo), ref, rtol=tol(u.dtype), atol=tol(u.dtype))
     assert np.all(out[ghost_mask(u.shape, halo)] == 3.0)
+
+
+def _fake_cache(root, level, kind, size, shared):
+    d = root / f"index{level}{kind[0]}"
+    d.mkdir()
+    for name, text in (("level", str(level)), ("type", kind), ("size", size), ("shared_cpu_list", shared)):
+        (d / name).write_text(text + "\n")
+
+
+def test_cache_budget_is_the_l2_plus_half_the_l3_share(tmp_path, monkeypatch):
+    """The 3-D tile budget from sysfs: L2 + half of the L3 over the CPUs sharing it; 256 KiB without sysfs."""
+    from hpcml.kernels import stencil
+
+    _fake_cache(tmp_path, 1, "Data", "48K", "0")
+    _fake_cache(tmp_path, 1, "Instruction", "32K", "0")
+    _fake_cache(tmp_path, 2, "Unified", "1024K", "0")
+    _fake_cache(tmp_path, 3, "Unified", "32768K", "0-1,4-5")
+    assert stencil._cache_budget(str(tmp_path)) == (1 << 20) + (32 << 20) // 4 // 2
+    assert stencil._cache_budget(str(tmp_path / "missing")) == 256 << 10
+    # such a budget leaves a 320^3 sweep untiled; an L2-sized one cuts it into tiles
+    box = ((1, 1, 1), (321, 321, 321))
+    monkeypatch.setattr(stencil, "CACHE_BUDGET", stencil._cache_budget(str(tmp_path)))
+    assert stencil._tiles_3d(box, 8, 1)[0] == 320
+    monkeypatch.setattr(stencil, "CACHE_BUDGET", 256 << 10)
+    assert stencil._tiles_3d(box, 8, 1)[0] < 40

@@ -1,0 +1,94 @@
+"""LLVM intrinsics the CPU kernels call from Numba code (private).
+
+Each is a small :func:`numba.extending.intrinsic` that emits one LLVM instruction or
+attribute where plain Python in a ``njit`` function cannot say it:
+
+* :func:`fma` -- ``a*b + c`` rounded once, in vectorised and scalar loops alike;
+* :func:`memmove` -- one ``llvm.memmove`` between two arrays that may alias;
+* :func:`prefetch` -- a read prefetch of one cache line (never faults, never changes a value);
+* :func:`prefer_256_bit_vectors` -- vectorise the calling function with 256-bit vectors.
+
+They change speed only, never values (``fma`` changes rounding, and is used where that
+rounding is the specified one).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+__all__ = ["fma", "memmove", "prefer_256_bit_vectors", "prefetch"]
+
+
+@intrinsic
+def fma(typingctx, a, b, c):  # pragma: no cover - compiled
+    """``a*b + c`` rounded once (``llvm.fma.f64``): the same bits in vector and scalar loops."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        d = ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(d, [d, d, d]), "llvm.fma.f64")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@intrinsic
+def memmove(typingctx, dst, dst_off, src, src_off, count):  # pragma: no cover - compiled
+    """``dst[dst_off : dst_off + count] = src[src_off : src_off + count]`` as one ``llvm.memmove``."""
+    sig = types.void(dst, types.intp, src, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        dval, doff, sval, soff, n = args
+        darr = context.make_array(signature.args[0])(context, builder, dval)
+        sarr = context.make_array(signature.args[2])(context, builder, sval)
+        item = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
+        cgutils.raw_memmove(builder, builder.gep(darr.data, [doff]), builder.gep(sarr.data, [soff]), n, item)
+
+    return sig, codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, index):  # pragma: no cover - compiled
+    """Prefetch the cache line of ``arr.ravel()[index]`` for reading (``llvm.prefetch``, keep in all levels).
+
+    ``arr`` must be C-contiguous (a flat view).  A prefetch never faults, but the
+    callers keep ``index`` inside the array anyway.
+    """
+    sig = types.void(arr, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch"
+        )
+        # read (0), highest temporal locality (3), data cache (1)
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def prefer_256_bit_vectors(typingctx):  # pragma: no cover - compiled
+    """Mark the function being compiled ``"prefer-vector-width"="256"``.
+
+    LLVM vectorises AMD Zen 4/5 code with 512-bit vectors by default (Intel AVX-512
+    cores already default to 256).  A stencil that reads rows shifted by one element
+    makes every 512-bit load straddle two cache lines; with 256-bit vectors half of
+    them do.  Called first thing in a ``prange`` body it marks the outlined parallel
+    function too.  On CPUs without wider vectors it changes nothing.
+    """
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        # llvmlite's FunctionAttributes accepts only enum attributes; a string attribute is
+        # written into the IR as it is
+        set.add(builder.function.attributes, '"prefer-vector-width"="256"')
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -1,0 +1,62 @@
+"""The LLVM intrinsics of ``kernels._intrinsics``: what they emit and that values do not change."""
+
+from __future__ import annotations
+
+import numpy as np
+from hpcml.kernels._intrinsics import fma, memmove, prefer_256_bit_vectors, prefetch
+from numba import njit
+
+
+@njit
+def _sum_prefetched(a):
+    s = 0.0
+    for i in range(a.size):
+        prefetch(a, min(i + 8, a.size - 1))
+        s += a[i]
+    return s
+
+
+@njit
+def _scaled(a, out):
+    prefer_256_bit_vectors()
+    for i in range(a.size):
+        out[i] = 2.0 * a[i]
+
+
+@njit
+def _fma(a, b, c):
+    return fma(a, b, c)
+
+
+@njit
+def _move(dst, src, n):
+    memmove(dst, 0, src, 1, n)
+
+
+def test_prefetch_reads_nothing_into_values_and_emits_llvm_prefetch():
+    a = np.arange(100.0)
+    assert _sum_prefetched(a) == a.sum()
+    ir = next(iter(_sum_prefetched.inspect_llvm().values()))
+    assert "llvm.prefetch" in ir
+
+
+def test_prefer_256_bit_vectors_marks_the_function():
+    a = np.arange(37.0)
+    out = np.zeros_like(a)
+    _scaled(a, out)
+    np.testing.assert_array_equal(out, 2.0 * a)
+    ir = next(iter(_scaled.inspect_llvm().values()))
+    assert '"prefer-vector-width"="256"' in ir
+
+
+def test_fma_rounds_once():
+    # (1 + 2^-30)^2 - 1 exactly is 2^-29 + 2^-60: a separate multiply loses the 2^-60
+    x = 1.0 + 2.0**-30
+    assert _fma(x, x, -1.0) == 2.0**-29 + 2.0**-60
+    assert x * x - 1.0 == 2.0**-29
+
+
+def test_memmove_handles_overlap():
+    a = np.arange(10.0)
+    _move(a, a, 9)
+    np.testing.assert_array_equal(a, [1, 2, 3, 4, 5, 6, 7, 8, 9, 9])
