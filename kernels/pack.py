@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._intrinsics import memmove
+from ._intrinsics import memmove, prefetch
 
 __all__ = ["ADD_COPY", "ADD_UNPACK", "COPY", "PACK", "UNPACK", "ZERO", "pack_words", "run_table", "unpack_words"]
 
@@ -123,6 +123,9 @@ ZERO = 5
 TABLE_HEAD = 4
 
 
+#: elements ahead that :func:`_copy_pair` prefetches along a strided face (8-32 measured alike)
+_PREFETCH_AHEAD = 16
+
 #: runs of at least this many elements are copied with ``memmove`` (LLVM cannot vectorise a
 #: copy between arrays that may alias; measured 2.5x slower than ``memmove`` on a 600 KB slab)
 _MEMMOVE_MIN = 16
@@ -174,11 +177,19 @@ def _copy_pair(dst, da, db, ds1, ds2, src, sa, sb, ss1, ss2, run, c1, c2):  # pr
     # at memory latency; walking two blocks side by side keeps twice the independent
     # misses in flight.  Measured on the two halo-1 columns of a 4098x2050 block: 45 us
     # one after the other, 23 us as a pair (run 3: 55 -> 40 us).  A loop over more blocks
-    # instead of the explicit pair was no faster than one after the other.
+    # instead of the explicit pair was no faster than one after the other.  The lines
+    # _PREFETCH_AHEAD elements ahead are prefetched on both sides (the strided one is the
+    # array, read when packing and written when unpacking): the 192x192x384 exchange split
+    # on its fastest axis, halo 3, 2 ranks, 1.30 -> 1.13 ms on the Zen 5 VM.
     for j2 in range(c2):
         for j1 in range(c1):
             d = j2 * ds2 + j1 * ds1
             s = j2 * ss2 + j1 * ss1
+            if j1 + _PREFETCH_AHEAD < c1:
+                prefetch(src, sa + s + _PREFETCH_AHEAD * ss1)
+                prefetch(src, sb + s + _PREFETCH_AHEAD * ss1)
+                prefetch(dst, da + d + _PREFETCH_AHEAD * ds1)
+                prefetch(dst, db + d + _PREFETCH_AHEAD * ds1)
             dst[da + d] = src[sa + s]
             dst[db + d] = src[sb + s]
             if run > 1:
