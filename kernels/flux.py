@@ -46,6 +46,7 @@ __all__ = [
     "ptl_max",
     "ptl_tau",
     "row_chunks",
+    "scaled_add",
     "sequential_row_sums",
 ]
 
@@ -310,26 +311,35 @@ def adv_pole_terms(x, vt, dp, q, c0, c1, upwind, out):
             out[r, c - c0] = _upwind(vt[rf, q, c], x[r, q, c], x[r, q - 1, c], upwind) * dp[c]
 
 
-@njit(cache=True, error_model="numpy", fastmath=True)
+@kernel(cache=True, error_model="numpy", fastmath=True)
 def cfl_kappa(vt, vp, dt_i, st_i, dp_i, ia, ib, c0, c1):
     """Largest advective rate ``kappa`` over rows ``ia..ib-1`` (interior rows only).
 
-    ``fastmath`` only lets the max-reduction vectorise; a maximum is order-independent.
+    ``fastmath`` only lets the max-reduction vectorise; a maximum is order-independent,
+    so each (realization, row) task keeps its own maximum and the tasks' maxima are
+    reduced after the parallel loop: the same value for any thread count.
     """
-    kmax = 0.0
     nx = c1 - c0
+    nrow = max(ib - ia, 0)
+    part = np.zeros(vt.shape[0] * nrow)
     dpi = dp_i[c0:c1]
-    for r in range(vt.shape[0]):
-        for i in range(ia, ib):
-            v0 = vt[r, i, c0:c1]
-            v1 = vt[r, i + 1, c0:c1]
-            w0 = vp[r, i, c0:c1]
-            w1 = vp[r, i, c0 + 1 : c1 + 1]
-            dti = dt_i[i]
-            sti = st_i[i]
-            for k in range(nx):
-                kap = max(abs(v0[k]), abs(v1[k])) * dti + max(abs(w0[k]), abs(w1[k])) * sti * dpi[k]
-                kmax = max(kmax, kap)
+    for task in prange(vt.shape[0] * nrow):
+        r = task // nrow
+        i = ia + task % nrow
+        v0 = vt[r, i, c0:c1]
+        v1 = vt[r, i + 1, c0:c1]
+        w0 = vp[r, i, c0:c1]
+        w1 = vp[r, i, c0 + 1 : c1 + 1]
+        dti = dt_i[i]
+        sti = st_i[i]
+        kmax = 0.0
+        for k in range(nx):
+            kap = max(abs(v0[k]), abs(v1[k])) * dti + max(abs(w0[k]), abs(w1[k])) * sti * dpi[k]
+            kmax = max(kmax, kap)
+        part[task] = kmax
+    kmax = 0.0
+    for q in range(part.size):
+        kmax = max(kmax, part[q])
     return kmax
 
 
@@ -738,45 +748,89 @@ def diff_stage_var(
         _wrap_row(out[r], i, c0, c1, wrap)
 
 
-@njit(cache=True, error_model="numpy")
+@kernel(cache=True, error_model="numpy")
 def ptl_max(y, x, i0, i1, c0, c1):
-    """Largest ``|y|`` where ``|x| > 1e-14`` on the owned cells (-1 if none)."""
+    """Largest ``|y|`` where ``|x| > 1e-14`` on the owned cells (-1 if none).
+
+    One partial maximum per (realization, row) task, reduced after the parallel loop.
+    """
+    nrow = max(i1 - i0, 0)
+    part = np.empty(y.shape[0] * nrow)
+    for task in prange(y.shape[0] * nrow):
+        r = task // nrow
+        i = i0 + task % nrow
+        m = -1.0
+        for c in range(c0, c1):
+            if abs(x[r, i, c]) > 1e-14:
+                m = max(m, abs(y[r, i, c]))
+        part[task] = m
     m = -1.0
-    for r in range(y.shape[0]):
-        for i in range(i0, i1):
-            for c in range(c0, c1):
-                if abs(x[r, i, c]) > 1e-14:
-                    v = abs(y[r, i, c])
-                    m = max(m, v)
+    for q in range(part.size):
+        m = max(m, part[q])
     return m
 
 
-@njit(cache=True, error_model="numpy")
+@kernel(cache=True, error_model="numpy")
 def ptl_tau(y, x, m, ia, ib, c0, c1):
-    """PTL step candidates (section 6.5) at interior cells where ``|y| == m``."""
+    """PTL step candidates (section 6.5) at interior cells where ``|y| == m``; their minimum.
+
+    One partial minimum per (realization, row) task, reduced after the parallel loop.
+    """
+    nrow = max(ib - ia, 0)
+    part = np.empty(y.shape[0] * nrow)
+    for task in prange(y.shape[0] * nrow):
+        r = task // nrow
+        i = ia + task % nrow
+        tau = _HUGE
+        for c in range(c0, c1):
+            yc = y[r, i, c]
+            xc = x[r, i, c]
+            if abs(yc) != m or abs(xc) <= 1e-14:
+                continue
+            for n in range(4):
+                if n == 0:
+                    xn, yn = x[r, i - 1, c], y[r, i - 1, c]
+                elif n == 1:
+                    xn, yn = x[r, i + 1, c], y[r, i + 1, c]
+                elif n == 2:
+                    xn, yn = x[r, i, c - 1], y[r, i, c - 1]
+                else:
+                    xn, yn = x[r, i, c + 1], y[r, i, c + 1]
+                du = xc - xn
+                df = yc - yn
+                if du * df < -1e-14:
+                    tau = min(tau, -du / df)
+        part[task] = tau
     tau = _HUGE
-    for r in range(y.shape[0]):
-        for i in range(ia, ib):
-            for c in range(c0, c1):
-                yc = y[r, i, c]
-                xc = x[r, i, c]
-                if abs(yc) != m or abs(xc) <= 1e-14:
-                    continue
-                for n in range(4):
-                    if n == 0:
-                        xn, yn = x[r, i - 1, c], y[r, i - 1, c]
-                    elif n == 1:
-                        xn, yn = x[r, i + 1, c], y[r, i + 1, c]
-                    elif n == 2:
-                        xn, yn = x[r, i, c - 1], y[r, i, c - 1]
-                    else:
-                        xn, yn = x[r, i, c + 1], y[r, i, c + 1]
-                    du = xc - xn
-                    df = yc - yn
-                    if du * df < -1e-14:
-                        cand = -du / df
-                        tau = min(tau, cand)
+    for q in range(part.size):
+        tau = min(tau, part[q])
     return tau
+
+
+@kernel(cache=True, error_model="numpy")
+def scaled_add(y, a, x, b):
+    """``y = a*y + b*x`` element-wise on flat C-contiguous arrays (``x`` unread when ``b == 0``).
+
+    The same roundings as the NumPy statements it replaces (``y *= a``, ``y = b*x``,
+    ``y += x``, ``y = a*y + b*x``; no fused multiply-add), in parallel chunks.
+    """
+    n = y.size
+    nch = max(1, min(64, n // 65536))
+    for ch in prange(nch):
+        lo = (n * ch) // nch
+        hi = (n * (ch + 1)) // nch
+        if b == 0.0:
+            for k in range(lo, hi):
+                y[k] = y[k] * a
+        elif a == 0.0:
+            for k in range(lo, hi):
+                y[k] = x[k] * b
+        elif a == 1.0 and b == 1.0:
+            for k in range(lo, hi):
+                y[k] = y[k] + x[k]
+        else:
+            for k in range(lo, hi):
+                y[k] = y[k] * a + x[k] * b
 
 
 # ---------------------------------------------------------------------------------------

@@ -262,3 +262,71 @@ def test_weno_face_flux_equals_the_spec_formula(g, ab, d, eps_m, eps_0):
     # the two forms round differently: compare against the size of the terms summed
     scale = max(abs(x) for x in g)
     assert abs(got - want) <= 1e-13 * scale + 1e-300, (got, want)
+
+
+def _reference_reductions(y, x, vt, vp, dt_i, st_i, dp_i, i0, i1, c0, c1):
+    # the three reductions written out in NumPy: PTL maximum, PTL candidates, CFL rate
+    xo, yo = x[:, i0:i1, c0:c1], y[:, i0:i1, c0:c1]
+    mask = np.abs(xo) > 1e-14
+    m = float(np.max(np.abs(yo)[mask])) if mask.any() else -1.0
+    tau = np.finfo(np.float64).max
+    for r, i, c in zip(*np.nonzero((np.abs(y[:, i0:i1, c0:c1]) == m) & mask)):
+        i, c = i + i0, c + c0
+        for di, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            du = x[r, i, c] - x[r, i + di, c + dc]
+            df = y[r, i, c] - y[r, i + di, c + dc]
+            if du * df < -1e-14:
+                tau = min(tau, -du / df)
+    rows = slice(i0, i1)
+    kt = np.maximum(np.abs(vt[:, rows, c0:c1]), np.abs(vt[:, i0 + 1 : i1 + 1, c0:c1])) * dt_i[rows, None]
+    kp = np.maximum(np.abs(vp[:, rows, c0:c1]), np.abs(vp[:, rows, c0 + 1 : c1 + 1]))
+    kap = float(np.max(kt + kp * st_i[rows, None] * dp_i[None, c0:c1])) if i1 > i0 else 0.0
+    return m, tau, kap
+
+
+@settings(max_examples=40, deadline=None)
+@given(blocks, st.booleans(), st.booleans())
+def test_ptl_and_cfl_reductions_equal_numpy_serial_or_parallel(block, parallel, ties):
+    """Per-row partial maxima/minima reduced after the loop: NumPy's value, with one thread or several."""
+    from hpcml.kernels.flux import cfl_kappa, ptl_max, ptl_tau
+
+    nr, ny, nx, h, seed = block
+    rng = np.random.default_rng(seed)
+    shape = (nr, ny + 2 * h, nx + 2 * h)
+    x, y = rng.standard_normal(shape), rng.standard_normal(shape)
+    if ties:  # several cells share the maximum, some next to a tiny x
+        y[:, h, h] = 3.0
+        y[0, h + ny - 1, h + nx - 1] = -3.0
+        x[0, h, h] = 1e-15
+    vt = rng.standard_normal((nr, shape[1] + 1, shape[2]))
+    vp = rng.standard_normal((nr, shape[1], shape[2] + 1))
+    dt_i, st_i, dp_i = rng.random(shape[1] + 1) + 0.5, rng.random(shape[1]) + 0.5, rng.random(shape[2] + 1) + 0.5
+    i0, i1, c0, c1 = h, h + ny, h, h + nx
+    pick = (lambda k: k.parallel) if parallel else (lambda k: k.serial)
+    m, tau, kap = _reference_reductions(y, x, vt, vp, dt_i, st_i, dp_i, i0, i1, c0, c1)
+    assert pick(ptl_max)(y, x, i0, i1, c0, c1) == m
+    if m > 0:
+        assert pick(ptl_tau)(y, x, m, i0, i1, c0, c1) == tau
+    np.testing.assert_allclose(pick(cfl_kappa)(vt, vp, dt_i, st_i, dp_i, i0, i1, c0, c1), kap, rtol=1e-15)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 300_000), st.sampled_from([(2.5, 0.0), (0.0, -1.5), (1.0, 1.0), (0.75, 3.0)]), st.booleans())
+def test_scaled_add_gives_the_numpy_statements_bits(n, ab, parallel):
+    from hpcml.kernels.flux import scaled_add
+
+    a, b = ab
+    rng = np.random.default_rng(n)
+    y, x = rng.standard_normal(n), rng.standard_normal(n)
+    want = y.copy()
+    if b == 0.0:
+        want *= a
+    elif a == 0.0:
+        np.multiply(x, b, out=want)
+    elif a == 1.0 and b == 1.0:
+        want += x
+    else:
+        want *= a
+        want += b * x
+    (scaled_add.parallel if parallel else scaled_add.serial)(y, a, x, b)
+    np.testing.assert_array_equal(y, want)

@@ -177,8 +177,16 @@ class CpuDevice(Device):
         np.copyto(dst, src)
 
     def scaled_add(self, y: np.ndarray, a: float, x: np.ndarray, b: float) -> None:
-        """In-place NumPy (``y *= a`` / ``y = b*x`` / ``y += b*x`` without temporaries where possible)."""
-        if b == 0.0:
+        """:func:`hpcml.kernels.flux.scaled_add` on the flat arrays (NumPy where one is not contiguous).
+
+        The compiled loop runs on every Numba thread and needs no temporary for ``a*y + b*x``.
+        """
+        if y.flags.c_contiguous and (x is None or x.flags.c_contiguous):
+            from hpcml.kernels.flux import scaled_add
+
+            yf = y.reshape(-1)
+            scaled_add(yf, float(a), yf if x is None else x.reshape(-1), float(b))
+        elif b == 0.0:
             y *= a
         elif a == 0.0:
             np.multiply(x, b, out=y)
