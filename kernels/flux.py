@@ -44,6 +44,7 @@ __all__ = [
     "lf_alpha",
     "periodic_phi_fill",
     "ptl_max",
+    "ptl_partials",
     "ptl_tau",
     "row_chunks",
     "scaled_add",
@@ -748,63 +749,60 @@ def diff_stage_var(
         _wrap_row(out[r], i, c0, c1, wrap)
 
 
-@kernel(cache=True, error_model="numpy")
-def ptl_max(y, x, i0, i1, c0, c1):
-    """Largest ``|y|`` where ``|x| > 1e-14`` on the owned cells (-1 if none).
+@njit(cache=True, inline="always", error_model="numpy")
+def _ptl_row_max(y, x, r, i, c0, c1):  # pragma: no cover - compiled
+    # Largest |y| in row i where |x| > 1e-14 (-1 if none).
+    m = -1.0
+    for c in range(c0, c1):
+        if abs(x[r, i, c]) > 1e-14:
+            m = max(m, abs(y[r, i, c]))
+    return m
 
-    One partial maximum per (realization, row) task, reduced after the parallel loop.
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _ptl_row_tau(y, x, m, r, i, c0, c1):  # pragma: no cover - compiled
+    # Smallest PTL candidate (section 6.5) of row i's cells where |y| == m: over the four
+    # neighbours n with (x - x_n)(y - y_n) < -1e-14, the step -(x - x_n) / (y - y_n).
+    tau = _HUGE
+    for c in range(c0, c1):
+        if abs(y[r, i, c]) != m or abs(x[r, i, c]) <= 1e-14:
+            continue
+        for di, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            du = x[r, i, c] - x[r, i + di, c + dc]
+            df = y[r, i, c] - y[r, i + di, c + dc]
+            if du * df < -1e-14:
+                tau = min(tau, -du / df)
+    return tau
+
+
+@kernel(cache=True, error_model="numpy")
+def ptl_partials(y, x, m, i0, i1, c0, c1, candidates):
+    """Per (realization, row) of rows ``i0..i1-1``: the PTL maximum, or with ``candidates`` the PTL step.
+
+    Without ``candidates``: the largest ``|y|`` where ``|x| > 1e-14`` (-1 if none).  With
+    it: the smallest step candidate of section 6.5 at the cells where ``|y| == m``.
+    The partials are reduced by :func:`ptl_max` / :func:`ptl_tau`; maxima and minima do
+    not depend on the order, so any thread count gives the same value.
     """
     nrow = max(i1 - i0, 0)
     part = np.empty(y.shape[0] * nrow)
     for task in prange(y.shape[0] * nrow):
         r = task // nrow
         i = i0 + task % nrow
-        m = -1.0
-        for c in range(c0, c1):
-            if abs(x[r, i, c]) > 1e-14:
-                m = max(m, abs(y[r, i, c]))
-        part[task] = m
-    m = -1.0
-    for q in range(part.size):
-        m = max(m, part[q])
-    return m
+        part[task] = _ptl_row_tau(y, x, m, r, i, c0, c1) if candidates else _ptl_row_max(y, x, r, i, c0, c1)
+    return part
 
 
-@kernel(cache=True, error_model="numpy")
-def ptl_tau(y, x, m, ia, ib, c0, c1):
-    """PTL step candidates (section 6.5) at interior cells where ``|y| == m``; their minimum.
+def ptl_max(y: np.ndarray, x: np.ndarray, i0: int, i1: int, c0: int, c1: int) -> float:
+    """Largest ``|y|`` where ``|x| > 1e-14`` on the owned cells (-1 if none)."""
+    part = ptl_partials(y, x, 0.0, i0, i1, c0, c1, False)
+    return max(-1.0, float(part.max())) if part.size else -1.0
 
-    One partial minimum per (realization, row) task, reduced after the parallel loop.
-    """
-    nrow = max(ib - ia, 0)
-    part = np.empty(y.shape[0] * nrow)
-    for task in prange(y.shape[0] * nrow):
-        r = task // nrow
-        i = ia + task % nrow
-        tau = _HUGE
-        for c in range(c0, c1):
-            yc = y[r, i, c]
-            xc = x[r, i, c]
-            if abs(yc) != m or abs(xc) <= 1e-14:
-                continue
-            for n in range(4):
-                if n == 0:
-                    xn, yn = x[r, i - 1, c], y[r, i - 1, c]
-                elif n == 1:
-                    xn, yn = x[r, i + 1, c], y[r, i + 1, c]
-                elif n == 2:
-                    xn, yn = x[r, i, c - 1], y[r, i, c - 1]
-                else:
-                    xn, yn = x[r, i, c + 1], y[r, i, c + 1]
-                du = xc - xn
-                df = yc - yn
-                if du * df < -1e-14:
-                    tau = min(tau, -du / df)
-        part[task] = tau
-    tau = _HUGE
-    for q in range(part.size):
-        tau = min(tau, part[q])
-    return tau
+
+def ptl_tau(y: np.ndarray, x: np.ndarray, m: float, ia: int, ib: int, c0: int, c1: int) -> float:
+    """PTL step candidates (section 6.5) at interior cells where ``|y| == m``: their minimum."""
+    part = ptl_partials(y, x, m, ia, ib, c0, c1, True)
+    return min(_HUGE, float(part.min())) if part.size else _HUGE
 
 
 @kernel(cache=True, error_model="numpy")

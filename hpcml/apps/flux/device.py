@@ -42,6 +42,19 @@ class DeviceField:
     data: Any
 
 
+def numpy_scaled_add(y: np.ndarray, a: float, x: np.ndarray | None, b: float) -> None:
+    """``y = a*y + b*x`` as NumPy statements (``y *= a``, ``y = b*x``, ``y += x``); the CPU fallback and reference."""
+    if b == 0.0:
+        y *= a
+    elif a == 0.0:
+        np.multiply(x, b, out=y)
+    elif a == 1.0 and b == 1.0:
+        y += x
+    else:
+        y *= a
+        y += b * x
+
+
 class Device(ABC):
     """Memory, halo exchange and kernel launches for one kind of array."""
 
@@ -186,15 +199,8 @@ class CpuDevice(Device):
 
             yf = y.reshape(-1)
             scaled_add(yf, float(a), yf if x is None else x.reshape(-1), float(b))
-        elif b == 0.0:
-            y *= a
-        elif a == 0.0:
-            np.multiply(x, b, out=y)
-        elif a == 1.0 and b == 1.0:
-            y += x
         else:
-            y *= a
-            y += b * x
+            numpy_scaled_add(y, a, x, b)
 
     def advect_stage(self, *args: Any) -> None:
         """The Numba kernel (chunked rows, per-thread scratch)."""
