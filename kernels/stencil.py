@@ -95,7 +95,7 @@ def _lap9_cpu(u, out, i0, i1, j0, j1, ce, ck, cc):  # pragma: no cover - compile
     # Two rows per work item: rows i and i+1 share the 6 loads of their two middle input
     # rows (12 loads for 2 cells instead of 18; in cache 1.25x faster, same bits).
     for p in prange((i1 - i0 + 1) // 2):
-        prefer_256_bit_vectors()  # six of the nine rows are shifted: see the module notes
+        prefer_256_bit_vectors()  # six of the nine rows are shifted (see _intrinsics.prefer_256_bit_vectors)
         i = i0 + 2 * p
         if i + 1 < i1:
             r0w, r0c, r0e = u[i - 1, j0 - 1 : j1 - 1], u[i - 1, j0:j1], u[i - 1, j0 + 1 : j1 + 1]
