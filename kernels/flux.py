@@ -796,13 +796,13 @@ def ptl_partials(y, x, m, i0, i1, c0, c1, candidates):
 def ptl_max(y: np.ndarray, x: np.ndarray, i0: int, i1: int, c0: int, c1: int) -> float:
     """Largest ``|y|`` where ``|x| > 1e-14`` on the owned cells (-1 if none)."""
     part = ptl_partials(y, x, 0.0, i0, i1, c0, c1, False)
-    return max(-1.0, float(part.max())) if part.size else -1.0
+    return float(part.max()) if part.size else -1.0
 
 
 def ptl_tau(y: np.ndarray, x: np.ndarray, m: float, ia: int, ib: int, c0: int, c1: int) -> float:
     """PTL step candidates (section 6.5) at interior cells where ``|y| == m``: their minimum."""
     part = ptl_partials(y, x, m, ia, ib, c0, c1, True)
-    return min(_HUGE, float(part.min())) if part.size else _HUGE
+    return float(part.min()) if part.size else _HUGE
 
 
 @kernel(cache=True, error_model="numpy")
