@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-from hpcml.kernels.pack import ADD_COPY, ADD_UNPACK, COPY, PACK, UNPACK, ZERO, run_table
+import pytest
+from hpcml.kernels.pack import (
+    _PREFETCH_AHEAD,
+    ADD_COPY,
+    ADD_UNPACK,
+    COPY,
+    PACK,
+    UNPACK,
+    ZERO,
+    _pairs_with_next,
+    run_table,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -108,4 +119,39 @@ def test_same_shape_rows_copied_as_a_pair(case):
     run_table(work.ravel(), arr.ravel()[:0], region_table(rows, item))
     expect = arr.copy()
     expect[rb], expect[ra] = arr[ra], arr[ra]  # rows run in order: b <- a, then a <- (new) b
+    assert np.array_equal(work, expect)
+
+
+@pytest.mark.parametrize("run", [1, 2, 3, 4])
+@pytest.mark.parametrize("planes", [1, 3])
+def test_paired_strided_faces_longer_than_the_prefetch_distance(run, planes):
+    """Two same-shape strided faces (a pair, copied in lockstep) walked further than the
+    prefetch distance, with outer repeats: pack, unpack and local copy against NumPy."""
+    rows = _PREFETCH_AHEAD + 37
+    arr = np.random.default_rng(run).standard_normal((planes, rows, 2 * run + 9))
+    lo = (slice(None), slice(None), slice(1, 1 + run))
+    hi = (slice(None), slice(None), slice(run + 5, 2 * run + 5))
+    blk_lo, blk_hi = StridedBlock.from_view(arr, lo), StridedBlock.from_view(arr, hi)
+    n = blk_lo.nbytes // 8
+    table = region_table([(PACK, blk_lo, 0), (PACK, blk_hi, n * 8)], 8)
+    assert _pairs_with_next(table, 0)
+    buf = np.zeros(2 * n)
+    run_table(arr.ravel(), buf, table)
+    assert np.array_equal(buf, np.concatenate([arr[lo].ravel(), arr[hi].ravel()]))
+
+    work = arr.copy()
+    src = np.arange(2.0 * n)
+    run_table(work.ravel(), src, region_table([(UNPACK, blk_lo, 0), (UNPACK, blk_hi, n * 8)], 8))
+    expect = arr.copy()
+    expect[lo], expect[hi] = src[:n].reshape(expect[lo].shape), src[n:].reshape(expect[hi].shape)
+    assert np.array_equal(work, expect)
+
+    # local copies: lo -> the columns after it, hi -> the columns after it
+    to_lo = (slice(None), slice(None), slice(1 + run, 1 + 2 * run))
+    to_hi = (slice(None), slice(None), slice(2 * run + 5, 3 * run + 5))
+    work = arr.copy()
+    dest_lo, dest_hi = StridedBlock.from_view(arr, to_lo).start, StridedBlock.from_view(arr, to_hi).start
+    run_table(work.ravel(), work.ravel()[:0], region_table([(COPY, blk_lo, dest_lo), (COPY, blk_hi, dest_hi)], 8))
+    expect = arr.copy()
+    expect[to_lo], expect[to_hi] = arr[lo], arr[hi]
     assert np.array_equal(work, expect)
