@@ -155,7 +155,7 @@ class HaloRequest:
         self._data = data
         self._state = state
         self._stage = 0
-        self.done = not plan.layout.stages
+        self.done = not plan.strategy.nrounds
         self._reqs: list[MPI.Request] = []
         if self.done:
             plan._release(state)
@@ -179,7 +179,7 @@ class HaloRequest:
         plan = self._plan
         plan.strategy.finish(self._stage, self._data, self._state)
         self._stage += 1
-        if self._stage < len(plan.layout.stages):
+        if self._stage < plan.strategy.nrounds:
             self._reqs = plan.strategy.start(self._stage, self._data, self._state)
         else:
             self._reqs = []
@@ -248,7 +248,7 @@ class HaloExchange:
         self._check(data)
         strategy = self.strategy
         state = self._pool.pop() if self._pool else strategy.new_state()
-        for stage in range(len(self.layout.stages)):
+        for stage in range(strategy.nrounds):
             reqs = strategy.start(stage, data, state)
             if reqs:
                 MPI.Request.Waitall(reqs)

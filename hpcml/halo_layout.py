@@ -36,7 +36,18 @@ import numpy as np
 from hpcml.datatypes import StridedBlock
 from hpcml.kernels.pack import COPY, PACK, TABLE_HEAD, UNPACK
 
-__all__ = ["DIRECT_BYTES", "Face", "HaloLayout", "Message", "Stage", "forward_tables", "packed_rows", "region_table"]
+__all__ = [
+    "DIRECT_BYTES",
+    "Face",
+    "HaloLayout",
+    "Message",
+    "Round",
+    "Stage",
+    "forward_tables",
+    "host_rounds",
+    "packed_rows",
+    "region_table",
+]
 
 #: a dense face at least this large goes as its own message, straight from the array,
 #: rather than being copied into a merged buffer (a copy costs more than a message then)
@@ -272,15 +283,58 @@ def packed_rows(msgs: Sequence[Message], op: int, send: bool) -> tuple[list[tupl
     return rows, pos
 
 
-def forward_tables(stage: Stage, unit: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class Round:
+    """One round of a host exchange: a stage's messages and the local copies around them.
+
+    A stage without messages (every neighbour along its axis is this rank) needs no
+    round of its own: its copies run ``before`` the packs of the first stage with
+    messages, or ``after`` the unpack of the stage with messages before it.  The
+    order of the copies is the order of the stages, so edges and corners come out
+    the same; a 2-rank exchange split along one axis takes one round instead of one
+    per dimension.
+    """
+
+    index: int | None  # the layout stage whose messages travel (None: no stage has any)
+    before: tuple[Face, ...]
+    after: tuple[Face, ...]
+
+
+def host_rounds(stages: Sequence[Stage]) -> list[Round]:
+    """The stages of a layout folded into rounds (see :class:`Round`); none for no stages."""
+    rounds: list[Round] = []
+    pending: list[Face] = []
+    for i, stage in enumerate(stages):
+        if stage.sends or stage.recvs:
+            rounds.append(Round(i, tuple(pending), ()))
+            pending = []
+        elif rounds:  # after a stage with messages: once its ghosts are unpacked
+            last = rounds[-1]
+            rounds[-1] = Round(last.index, last.before, last.after + stage.copies)
+        else:
+            pending += stage.copies
+    if pending:
+        rounds.append(Round(None, tuple(pending), ()))
+    return rounds
+
+
+def forward_tables(
+    stage: Stage | None, unit: int, before: Sequence[Face] = (), after: Sequence[Face] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """``(pack, unpack)`` tables of one stage: packed faces into / out of the stage buffers.
 
     The pack table also holds the stage's local copies, so one compiled call packs
     every outgoing face and fills every self-neighbour ghost.  Offsets follow the
     order of :attr:`Stage.packed_sends` / :attr:`Stage.packed_recvs` in one
-    contiguous buffer per direction.
+    contiguous buffer per direction.  ``before`` are copies run ahead of the packs
+    and ``after`` copies run after the unpack (a :class:`Round`'s); ``stage=None``
+    gives tables of those copies alone.
     """
-    rows, _ = packed_rows(stage.packed_sends, PACK, send=True)
-    rows += [(COPY, f.send, f.recv.start) for f in stage.copies]
-    back, _ = packed_rows(stage.packed_recvs, UNPACK, send=False)
+    rows = [(COPY, f.send, f.recv.start) for f in before]
+    back = []
+    if stage is not None:
+        rows += packed_rows(stage.packed_sends, PACK, send=True)[0]
+        rows += [(COPY, f.send, f.recv.start) for f in stage.copies]
+        back += packed_rows(stage.packed_recvs, UNPACK, send=False)[0]
+    back += [(COPY, f.send, f.recv.start) for f in after]
     return region_table(rows, unit), region_table(back, unit)

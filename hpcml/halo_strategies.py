@@ -13,6 +13,10 @@ region tables, MPI datatypes, persistent requests -- and implements four calls:
     return the requests to complete.
 ``finish(stage, data, state)``
     After the requests completed: scatter received buffers into the ghosts.
+
+The front calls them for rounds ``0..nrounds-1``: one per layout stage, except
+that the host strategies fold stages without messages into the copies of a
+neighbouring round (:func:`~hpcml.halo_layout.host_rounds`).
 ``adjoint(data)``
     The transpose of the whole exchange (ghost values summed back into their owners).
 
@@ -35,7 +39,7 @@ from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
 
 from hpcml.devices import device_ops
-from hpcml.halo_layout import HaloLayout, Message, forward_tables, packed_rows, region_table
+from hpcml.halo_layout import HaloLayout, Message, forward_tables, host_rounds, packed_rows, region_table
 from hpcml.kernels.pack import ADD_COPY, ADD_UNPACK, COPY, PACK, ZERO, run_table
 
 __all__ = [
@@ -108,16 +112,21 @@ class HaloStrategy(ABC):
         """Whether ``auto`` may pick this strategy on this machine (e.g. CUDA-aware MPI present)."""
         return True
 
+    @property
+    def nrounds(self) -> int:
+        """Rounds of one exchange: ``start``/``finish`` take ``0..nrounds-1`` (one per layout stage here)."""
+        return len(self.layout.stages)
+
     @abstractmethod
     def new_state(self) -> Any:
         """Buffers and requests for one exchange in flight."""
 
     @abstractmethod
     def start(self, stage: int, data: Any, state: Any) -> list[MPI.Request]:
-        """Begin stage ``stage`` on ``data``; return the requests to complete."""
+        """Begin round ``stage`` (see :attr:`nrounds`) on ``data``; return the requests to complete."""
 
     def finish(self, stage: int, data: Any, state: Any) -> None:  # noqa: B027 - optional hook
-        """Complete stage ``stage`` once its requests are done (unpack received buffers)."""
+        """Complete round ``stage`` once its requests are done (unpack received buffers)."""
 
     @abstractmethod
     def adjoint(self, data: Any) -> None:
@@ -162,6 +171,10 @@ class _HostStrategy(HaloStrategy):
     compiled call of :func:`hpcml.kernels.pack.run_table` over the array viewed as
     machine words.  Messages sent straight from (into) the array use persistent
     requests bound to that array's memory, kept for the last few arrays seen.
+    Stages without messages cost no round of their own (:attr:`rounds`): on two
+    ranks an exchange split along one axis is one round, not one per dimension.
+    Measured on the Zen 5 VM, 2 ranks, halo 1: 64x64 6.3-6.6 -> 5.6-5.7 us, 32^3
+    split on its last axis 14.3-15.1 -> 13.0-13.2 us.
     """
 
     #: arrays whose bound requests are kept (two for a leapfrog pair, a few spare)
@@ -171,25 +184,35 @@ class _HostStrategy(HaloStrategy):
         super().__init__(layout, xp)
         self.unit = layout.word()
         self.word = _WORDS[self.unit]
-        self.tables = [forward_tables(s, self.unit) for s in layout.stages]
+        self.rounds = host_rounds(layout.stages)
+        self.tables = [
+            forward_tables(None if r.index is None else layout.stages[r.index], self.unit, r.before, r.after)
+            for r in self.rounds
+        ]
         # id(array) -> [weakref to it, per-stage (receives, sends), exchanges in flight on it]
         self._bound: OrderedDict[int, list[Any]] = OrderedDict()
+
+    @property
+    def nrounds(self) -> int:
+        """Rounds of one exchange: the stages with messages (one if only copies, none if nothing)."""
+        return len(self.rounds)
 
     def words(self, data: np.ndarray) -> np.ndarray:
         """``data``'s memory as a flat array of machine words (no copy)."""
         return data.ravel(order="K").view(self.word)
 
-    def _open(self, stage: int, data: np.ndarray, state: _HostState) -> tuple[np.ndarray, tuple[list[Any], list[Any]]]:
-        """The array's word view and stage ``stage``'s bound requests (looked up at stage 0)."""
-        if stage == 0:
+    def _open(self, rnd: int, data: np.ndarray, state: _HostState) -> tuple[np.ndarray, tuple[list[Any], list[Any]]]:
+        """The array's word view and round ``rnd``'s bound requests (looked up at round 0)."""
+        if rnd == 0:
             state.entry = self._entry(data)
             state.entry[2] += 1  # in flight: never evicted (its requests are active)
             state.words, state.bound = self.words(data), state.entry[1]
-        return state.words, state.bound[stage]
+        index = self.rounds[rnd].index
+        return state.words, (([], []) if index is None else state.bound[index])
 
     def finish(self, stage: int, data: np.ndarray, state: _HostState) -> None:
-        """After the last stage, forget the array (the state goes back to the pool)."""
-        if stage == len(self.layout.stages) - 1 and state.entry is not None:
+        """After the last round, forget the array (the state goes back to the pool)."""
+        if stage == len(self.rounds) - 1 and state.entry is not None:
             state.entry[2] -= 1
             state.words = state.bound = state.entry = None
 
@@ -306,8 +329,9 @@ class PackStrategy(_HostStrategy):
 
     def start(self, stage: int, data: np.ndarray, state: _HostState) -> list[MPI.Request]:
         """Receives first, then one compiled pack (and local copies), then the sends."""
-        send, _, rreqs, sreqs = state.stages[stage]
         words, (drecv, dsend) = self._open(stage, data, state)
+        index = self.rounds[stage].index
+        send, _, rreqs, sreqs = state.stages[index] if index is not None else (words[:0], None, [], [])
         recvs, sends = rreqs + drecv, sreqs + dsend
         if recvs:
             MPI.Prequest.Startall(recvs)
@@ -317,8 +341,9 @@ class PackStrategy(_HostStrategy):
         return recvs + sends
 
     def finish(self, stage: int, data: np.ndarray, state: _HostState) -> None:
-        """One compiled unpack of every packed message of the stage."""
-        run_table(state.words, state.stages[stage][1], self.tables[stage][1])
+        """One compiled unpack of every packed message of the round (and the copies after it)."""
+        index = self.rounds[stage].index
+        run_table(state.words, state.words[:0] if index is None else state.stages[index][1], self.tables[stage][1])
         super().finish(stage, data, state)
 
     def free(self) -> None:
@@ -351,8 +376,13 @@ class DatatypeStrategy(_HostStrategy):
             for side, msgs in ((True, stage.sends), (False, stage.recvs)):
                 for i, m in enumerate(msgs):
                     self._types[(s, side, i)] = self._message_type(m, side, order)
+        # per round: copies before the messages start (earlier stages'), with them, after them
         self.copy_tables = [
-            region_table([(COPY, f.send, f.recv.start) for f in s.copies], self.unit) for s in layout.stages
+            tuple(
+                region_table([(COPY, f.send, f.recv.start) for f in faces], self.unit)
+                for faces in (r.before, () if r.index is None else layout.stages[r.index].copies, r.after)
+            )
+            for r in self.rounds
         ]
 
     def _message_type(self, msg: Message, send: bool, order: int) -> MPI.Datatype:
@@ -388,14 +418,21 @@ class DatatypeStrategy(_HostStrategy):
         return recvs, sends
 
     def start(self, stage: int, data: np.ndarray, state: _HostState) -> list[MPI.Request]:
-        """Start every message of the stage; do its local copies meanwhile."""
+        """Start every message of the round; do its local copies meanwhile."""
         words, (recvs, sends) = self._open(stage, data, state)
+        before, during, _ = self.copy_tables[stage]
         if recvs:
             MPI.Prequest.Startall(recvs)
+        run_table(words, words, before)  # earlier stages' ghosts: the sends may read them
         if sends:
             MPI.Prequest.Startall(sends)
-        run_table(words, words, self.copy_tables[stage])
+        run_table(words, words, during)
         return recvs + sends
+
+    def finish(self, stage: int, data: np.ndarray, state: _HostState) -> None:
+        """The copies of later stages without messages, once this round's ghosts arrived."""
+        run_table(state.words, state.words, self.copy_tables[stage][2])
+        super().finish(stage, data, state)
 
     def free(self) -> None:
         """Free bound requests and the committed datatypes."""

@@ -52,8 +52,8 @@ def copyto_strategy():
     unregister_strategy(CopytoStrategy.name)
 
 
-def _exchange_matches(comm, shape, periodic, halo, method, corners=True):
-    d = CartDecomp(shape, comm, periodic=periodic, halo=halo)
+def _exchange_matches(comm, shape, periodic, halo, method, corners=True, dims=None):
+    d = CartDecomp(shape, comm, dims=dims, periodic=periodic, halo=halo)
     u = DistArray.full(d, SENTINEL)
     u.interior[...] = field_fn(shape)(*d.global_indices())
     u.exchange_halos(method=method, corners=corners)
@@ -128,7 +128,7 @@ def test_both_directions_to_one_rank_are_one_message(comm, method):
         assert len(messages) == (2 if dense and faces[0].nbytes >= 32 << 10 else 1)
         assert all(len(s.copies) == 2 for s in layout.stages if s.axes[0] != split)
         d.free()
-        ok, _ = _exchange_matches(comm, shape, True, 2, method)
+        ok, _ = _exchange_matches(comm, shape, True, 2, method, dims=dims)
         assert_all(comm, ok, f"{shape} dims={dims}")
 
 
@@ -146,6 +146,43 @@ def test_self_neighbour_faces_are_local_copies(comm, method):
     d.free()
     ok, _ = _exchange_matches(comm, shape, True, 2, method)
     assert_all(comm, ok, "self-neighbour copies")
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("method", ["pack", "datatype"])
+@pytest.mark.parametrize("corners", [True, False])
+def test_stages_without_messages_take_no_round(comm, method, corners):
+    """Host strategies fold the stages that only copy into a neighbouring round (before the
+    first stage with messages, or after the one before them): one round per stage with
+    messages, one if there are none; edges and corners still equal np.pad's wrap, blocking
+    and started, for every axis the ranks lie along and mixed periodicity."""
+    cases = []
+    for ndim in (2, 3):
+        for axis in range(ndim):
+            dims = [1] * ndim
+            dims[axis] = comm.size
+            shape = tuple(5 + 3 * comm.size if a == axis else 6 + a for a in range(ndim))
+            for periodic in (
+                (True,) * ndim,
+                tuple(a != axis for a in range(ndim)),
+                tuple(a == axis for a in range(ndim)),
+            ):
+                cases.append((shape, tuple(dims), periodic))
+    for shape, dims, periodic in cases:
+        ok, plan = _exchange_matches(comm, shape, periodic, 2, method, corners=corners, dims=dims)
+        stages = plan.layout.stages
+        with_messages = sum(1 for s in stages if s.sends or s.recvs)
+        ok &= plan.strategy.nrounds == (with_messages or (1 if stages else 0))
+        assert_all(comm, ok, f"{shape} dims={dims} periodic={periodic} corners={corners}")
+        # the started form walks the same rounds
+        d = CartDecomp(shape, comm, dims=dims, periodic=periodic, halo=2)
+        u = DistArray.full(d, SENTINEL)
+        u.interior[...] = field_fn(shape)(*d.global_indices())
+        req = u.start_exchange(method=method, corners=corners)
+        req.wait()
+        ok = np.array_equal(u.data, expected_ghosted(global_field(shape), d, corners=corners))
+        assert_all(comm, ok, f"started: {shape} dims={dims} periodic={periodic} corners={corners}")
+        d.free()
 
 
 @pytest.mark.mpi
