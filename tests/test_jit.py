@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 
+from hpcml.jit import PARALLEL_MIN_SIZE
+
 KERNELS = textwrap.dedent(
     """
     import json, sys, time
@@ -83,24 +85,33 @@ PRANGE = textwrap.dedent(
         return s
 
     numba.set_num_threads(int(__import__("sys").argv[1]))
-    x = np.arange(1000.0)
+    x = np.arange(float(__import__("sys").argv[2]))
     print(json.dumps({"sum": total(x), "variants": sorted(str(k) for k in total._variants)}))
     """
 )
 
 
-@pytest.mark.parametrize("threads, variant", [(1, "False"), (2, "True")])
-def test_kernel_compiles_only_the_variant_it_runs(tmp_path, threads, variant):
+@pytest.mark.parametrize(
+    "threads, size, variant",
+    [(1, 1000, "False"), (2, 1000, "True"), (1, PARALLEL_MIN_SIZE, "True"), (1, PARALLEL_MIN_SIZE - 1, "False")],
+)
+def test_kernel_compiles_only_the_variant_it_runs(tmp_path, threads, size, variant):
+    """Serial on one thread for small arrays; parallel with more threads or a big first argument."""
     script = tmp_path / "prange_kernel.py"
     script.write_text(PRANGE)
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"}
     res = subprocess.run(
-        [sys.executable, str(script), str(threads)], check=False, capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, str(script), str(threads), str(size)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    assert out["sum"] == 499500.0
+    assert out["sum"] == size * (size - 1) / 2
     assert out["variants"] == [variant]
     # the two variants are cached under different names
     names = {p.name.split("-")[0] for p in (tmp_path / "cache").rglob("*.nbi")}
-    assert any(n.endswith("total__serial") for n in names) == (threads == 1), names
+    assert any(n.endswith("total__serial") for n in names) == (variant == "False"), names
