@@ -209,7 +209,7 @@ def _theta_faces(x, vt, gp, gm, q, kq, wt, fr, r, rf, c0, c1, nx, upwind):
 @kernel(cache=True, error_model="numpy")
 def advect_stage(
     x, f0, out, vt, vp, at, ap, kind_t, wt, weno_p, wpt, sth, st_i, dt_i, dp_i,
-    i0, i1, c0, c1, a, b, cdt, upwind, apole_n, apole_s, inorth, isouth, nch, scratch,
+    i0, i1, c0, c1, a, b, cdt, upwind, apole_n, apole_s, inorth, isouth, wrap, nch, scratch,
 ):  # fmt: skip
     """One explicit stage ``out = a*f0 + b*x - cdt*A(x)`` on the owned cells.
 
@@ -220,6 +220,10 @@ def advect_stage(
     Pole rows take the cap values ``apole_n[r]`` / ``apole_s[r]`` computed by the
     caller.  The flows hold one realization each or one shared by all
     (``vt.shape[0] == 1``): realization ``r`` reads flow ``min(r, vt.shape[0] - 1)``.
+
+    ``wrap > 0`` (a block alone in phi, ``c0 == wrap``): each row's ``wrap`` phi ghosts
+    on both sides are filled from the opposite edge right after the row is written,
+    while it is in L1, instead of by a halo exchange after the stage.
 
     Work is split into ``nch`` row chunks per realization (see :func:`row_chunks`).
     A chunk sweeps its rows keeping the theta split fluxes of four rows in a ring,
@@ -300,6 +304,8 @@ def advect_stage(
                     for k in range(nx):
                         div = (s_s * fs[k] - s_n * fn[k]) * sti * dti + (fp[k + 1] - fp[k]) * sti * dpi[k]
                         orow[k] = a * frow[k] + b * xrow[k] - cdt * div
+            if wrap > 0:
+                _wrap_row(out[r], i, c0, c1, wrap)
             fn, fs = fs, fn
 
 

@@ -158,6 +158,39 @@ def test_super_step_in_one_call_gives_the_stage_by_stage_results(tmp_path, monke
     np.testing.assert_array_equal(fields[0], fields[1])
 
 
+def test_stage_kernels_fill_the_phi_halo_as_the_exchange_does(tmp_path, monkeypatch):
+    """A block alone in phi has the advection and diffusion stage kernels fill the periodic
+    phi halo row by row instead of an exchange after each stage: the same history files,
+    byte for byte, and the same ghosted block as with the exchange."""
+    from flux_helpers import case_config
+
+    from hpcml.apps.flux import FluxSolver
+    from hpcml.apps.flux.device import CpuDevice
+
+    wraps = []
+    own = CpuDevice.advect_stage
+
+    def counted(self, *args, wrap=0):
+        wraps.append(wrap)
+        return own(self, *args, wrap=wrap)
+
+    monkeypatch.setattr(CpuDevice, "advect_stage", counted)
+    fields, texts = [], []
+    for kernel_fill in (True, False):
+        if not kernel_fill:
+            monkeypatch.setattr(CpuDevice, "phi_wrap", lambda self, fld: 0)
+        out = tmp_path / f"wrap-{kernel_fill}"
+        cfg = case_config("diffuse_advect_soccer", out, 6.0)
+        cfg["grid"].update(res_nt=24, res_np=48)
+        sv = FluxSolver(cfg, MPI.COMM_SELF)
+        sv.run()
+        fields.append(sv.st.f.data.copy())  # the ghosted block: the phi halo included
+        texts.append([(out / f"hipft_history_sol_r00000{r}.out").read_text() for r in range(1, 5)])
+    assert wraps[0] > 0 and set(wraps) == {0, wraps[0]}  # the kernels filled the halo in the first run only
+    assert texts[0] == texts[1]
+    np.testing.assert_array_equal(fields[0], fields[1])
+
+
 def test_shared_flow_only_without_attenuation_and_with_equal_profiles():
     """The decision is the parameters': attenuation or differing profile coefficients give one flow each."""
     from types import SimpleNamespace

@@ -97,8 +97,12 @@ class Device(ABC):
 
     # -- kernels (same arguments as hpcml.kernels.flux unless said otherwise) ------------------
     @abstractmethod
-    def advect_stage(self, *args: Any) -> None:
-        """:func:`hpcml.kernels.flux.advect_stage` (cap values as arrays on the device)."""
+    def advect_stage(self, *args: Any, wrap: int = 0) -> None:
+        """:func:`hpcml.kernels.flux.advect_stage` (cap values as arrays on the device).
+
+        ``args`` end with the row chunks and the scratch; ``wrap > 0`` (only from
+        :meth:`phi_wrap`): the kernel fills the phi halo too.
+        """
 
     @abstractmethod
     def pole_terms(self, kind: str, *args: Any) -> None:
@@ -202,11 +206,12 @@ class CpuDevice(Device):
         else:
             numpy_scaled_add(y, a, x, b)
 
-    def advect_stage(self, *args: Any) -> None:
-        """The Numba kernel (chunked rows, per-thread scratch)."""
+    def advect_stage(self, *args: Any, wrap: int = 0) -> None:
+        """The Numba kernel (chunked rows, per-thread scratch; ``wrap``: see :meth:`phi_wrap`)."""
         from hpcml.kernels.flux import advect_stage
 
-        advect_stage(*args)
+        *head, nch, scratch = args
+        advect_stage(*head, wrap, nch, scratch)
 
     def pole_terms(self, kind: str, *args: Any) -> None:
         """``adv_pole_terms`` / ``diff_pole_terms``."""
@@ -345,8 +350,8 @@ class CudaDevice(Device):
         """One element-wise kernel."""
         self.k.scaled_add(self.name, y, a, y if x is None else x, b)
 
-    def advect_stage(self, *args: Any) -> None:
-        """One thread per cell (its four faces' fluxes and the stage)."""
+    def advect_stage(self, *args: Any, wrap: int = 0) -> None:
+        """One thread per cell (its four faces' fluxes and the stage; ``wrap`` is always 0 here)."""
         *head, _nch, _scratch = args
         self.k.advect_stage(self.name, *head)
 
