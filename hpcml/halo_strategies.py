@@ -13,12 +13,12 @@ region tables, MPI datatypes, persistent requests -- and implements four calls:
     return the requests to complete.
 ``finish(stage, data, state)``
     After the requests completed: scatter received buffers into the ghosts.
-
-The front calls them for rounds ``0..nrounds-1``: one per layout stage, except
-that the host strategies fold stages without messages into the copies of a
-neighbouring round (:func:`~hpcml.halo_layout.host_rounds`).
 ``adjoint(data)``
     The transpose of the whole exchange (ghost values summed back into their owners).
+
+The front calls ``start``/``finish`` for rounds ``0..nrounds-1``: one per layout
+stage, except that the host strategies fold stages without messages into the
+copies of a neighbouring round (:func:`~hpcml.halo_layout.host_rounds`).
 
 Registered here: ``pack`` and ``datatype`` for host arrays, ``staged`` and
 ``device`` for GPU arrays (CuPy or Numba-CUDA).  A new method is one subclass of

@@ -124,10 +124,10 @@ def test_same_shape_rows_copied_as_a_pair(case):
 
 @pytest.mark.parametrize("run", [1, 2, 3, 4])
 @pytest.mark.parametrize("planes", [1, 3])
-def test_paired_strided_faces_longer_than_the_prefetch_distance(run, planes):
-    """Two same-shape strided faces (a pair, copied in lockstep) walked further than the
-    prefetch distance, with outer repeats: pack, unpack and local copy against NumPy."""
-    rows = _PREFETCH_AHEAD + 37
+@pytest.mark.parametrize("rows", [_PREFETCH_AHEAD + 37, 37])
+def test_paired_strided_faces_longer_than_the_prefetch_distance(run, planes, rows):
+    """Two same-shape strided faces (a pair, copied in lockstep) in planes longer and shorter
+    than the prefetch distance, one or more planes: pack, unpack and local copy against NumPy."""
     arr = np.random.default_rng(run).standard_normal((planes, rows, 2 * run + 9))
     lo = (slice(None), slice(None), slice(1, 1 + run))
     hi = (slice(None), slice(None), slice(run + 5, 2 * run + 5))
