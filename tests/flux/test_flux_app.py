@@ -191,6 +191,66 @@ def test_stage_kernels_fill_the_phi_halo_as_the_exchange_does(tmp_path, monkeypa
     np.testing.assert_array_equal(fields[0], fields[1])
 
 
+@pytest.mark.parametrize("case", ["diffuse_advect_atten_map_1cr", "diffuse_advect_soccer"])
+def test_grouped_advance_gives_the_stage_by_stage_results(tmp_path, monkeypatch, case):
+    """A block holding whole realizations advances them a group at a time (every stage of
+    the step for one group, then the next): the same history files, byte for byte, and
+    the same ghosted block as every stage over all realizations.  1cr: one flow per
+    realization (attenuation), 5 realizations in groups of 1, and of 1 and 2 (3 groups);
+    soccer: one flow shared by its 4 realizations."""
+    from flux_helpers import case_config
+
+    import hpcml.apps.flux.advection as adv
+    from hpcml.apps.flux import FluxSolver
+    from hpcml.apps.flux.device import CpuDevice
+
+    sizes = []
+    own = CpuDevice.advect_stage
+
+    def counted(self, *args, wrap=0):
+        sizes.append(args[0].shape[0])
+        return own(self, *args, wrap=wrap)
+
+    monkeypatch.setattr(CpuDevice, "advect_stage", counted)
+    fields, texts, seen = [], [], []
+    for groups in ("one", "two", "all"):  # groups of 1, groups of at most 2, one group (stage by stage)
+        sizes.clear()
+        out = tmp_path / groups
+        cfg = case_config(case, out, 2.0 if "1cr" in case else 6.0)
+        if "1cr" not in case:  # the 1cr grid is its map's
+            cfg["grid"].update(res_nt=24, res_np=48)
+        sv = FluxSolver(cfg, MPI.COMM_SELF)
+        lay = sv.adv.s.lay
+        per = adv.ADVECT_ARRAYS * 8 * lay.NY * lay.NX  # one realization's bytes
+        sv.adv.group_bytes = {"one": per, "two": 2 * per, "all": 1 << 40}[groups]
+        sv.run()
+        seen.append(sorted(set(sizes)))
+        fields.append(sv.st.f.data.copy())
+        nr = sv.st.f.data.shape[0]
+        texts.append([(out / f"hipft_history_sol_r{r:06d}.out").read_text() for r in range(1, nr + 1)])
+    assert seen[0] == [1] and seen[1] == ([1, 2] if nr == 5 else [2]) and seen[2] == [nr]
+    for t, f in zip(texts[1:], fields[1:], strict=True):
+        assert t == texts[0]
+        np.testing.assert_array_equal(f, fields[0])
+
+
+def test_realization_groups_are_even_and_cover_every_realization():
+    """Groups follow the byte budget, are consecutive, cover 0..nr-1 once and differ by at most one."""
+    from hpcml.apps.flux.advection import ADVECT_ARRAYS, realization_groups
+
+    one = ADVECT_ARRAYS * 8 * 100
+    assert realization_groups(5, 100, one) == [slice(r, r + 1) for r in range(5)]
+    assert realization_groups(5, 100, 0) == [slice(r, r + 1) for r in range(5)]  # at least one each
+    assert realization_groups(7, 100, 3 * one) == [slice(0, 2), slice(2, 4), slice(4, 7)]
+    assert realization_groups(4, 100, 10 * one) == [slice(0, 4)]
+    for nr in range(1, 12):
+        for per in range(1, 6):
+            gs = realization_groups(nr, 100, per * one)
+            sizes = [g.stop - g.start for g in gs]
+            assert [g.start for g in gs] == [0, *(g.stop for g in gs[:-1])] and gs[-1].stop == nr
+            assert max(sizes) <= per and max(sizes) - min(sizes) <= 1
+
+
 def test_shared_flow_only_without_attenuation_and_with_equal_profiles():
     """The decision is the parameters': attenuation or differing profile coefficients give one flow each."""
     from types import SimpleNamespace
