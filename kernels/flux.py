@@ -618,10 +618,10 @@ def diff_stage(
 
 @kernel(cache=True, error_model="numpy")
 def diff_sts_stages(
-    w0, w1, w2, y0, dcoef, s2, c2r, c4r, b1, b5, pole_n, pole_s, dp, fac_n, fac_s, i0, i1, c0, c1,
-    inorth, isouth, mu, nu, mt, kap, nst, wrap,
+    w0, w1, w2, y0, u0, dcoef, s2, c2r, c4r, b1, b5, pole_n, pole_s, dp, fac_n, fac_s, i0, i1, c0, c1,
+    inorth, isouth, mu, nu, mt, kap, nst, tau, m1, wrap,
 ):  # fmt: skip
-    """Stages ``2..nst`` of one RKL2/RKG2 super-step, for a block that holds whole realizations.
+    """One RKL2/RKG2 super-step on increments, for a block that holds whole realizations.
 
     The block holds both poles and every column (one rank per ensemble group), so a
     stage needs no halo exchange: the cap values are summed here and each row's phi
@@ -631,9 +631,13 @@ def diff_sts_stages(
     realization runs all its stages in turn (``prange`` over realizations), so its
     planes stay in the cache from one stage to the next.
 
-    On entry ``w0`` holds ``v_1`` (its phi halo filled); the stages rotate through
-    ``w0, w1, w2`` as :meth:`Diffusion.super_step <hpcml.apps.flux.diffusion.Diffusion.super_step>`
-    does, so ``v_nst`` ends in ``(w0, w1, w2)[(4 - nst) % 3]``.  ``mu, nu, mt, kap`` are
+    Per realization, around the stages and on the whole ghosted plane, it also does
+    what :meth:`Diffusion.super_step <hpcml.apps.flux.diffusion.Diffusion.super_step>`
+    does with three passes of :func:`scaled_add` otherwise, with their roundings: on
+    entry ``y0`` holds ``L(u0)`` and becomes ``Y0 = tau L(u0)``, ``w0`` gets ``v_1 = m1 Y0``;
+    the stages rotate through ``w0, w1, w2`` as the stage-by-stage loop does, and
+    ``u_nst = u0 + v_nst`` ends in ``(w0, w1, w2)[(4 - nst) % 3]``, while the plane is in
+    the cache.  ``mu, nu, mt, kap`` are
     per stage (index ``j``; ``nu[2] = 0``, ``mt = mu~ tau``, ``kap = mu~ + gamma~``);
     ``fac_n, fac_s`` scale the north and south cap sums (the south value is negated);
     ``pole_n, pole_s`` are the realization-independent parts of the pole-face diffusivity.
@@ -642,11 +646,18 @@ def diff_sts_stages(
     nx = c1 - c0
     bw = b1[c0:c1]
     be = b5[c0:c1]
+    ny, nxg = w0.shape[1], w0.shape[2]
     for r in prange(nr):
         d = dcoef[r]
         dd = d + d
         yr = y0[r]
         p1 = w0[r]
+        for i in range(ny):
+            yi = yr[i]
+            vi = p1[i]
+            for k in range(nxg):
+                yi[k] = yi[k] * tau
+                vi[k] = yi[k] * m1
         p2 = w0[r]
         out = w2[r]
         spare = w1[r]
@@ -673,6 +684,12 @@ def diff_sts_stages(
                 _wrap_row(out, i, c0, c1, wrap)
             # v_{j-1} -> v_{j-2}, v_j -> v_{j-1}; v_{j+1} goes where v_{j-2} was (stage 2: the spare plane)
             p2, p1, out = p1, out, (spare if j == 2 else p2)
+        ur = u0[r]
+        for i in range(ny):  # u_nst = u0 + v_nst, halo included
+            vi = p1[i]
+            ui = ur[i]
+            for k in range(nxg):
+                vi[k] = vi[k] + ui[k]
 
 
 @kernel(cache=True, error_model="numpy")

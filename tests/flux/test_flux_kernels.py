@@ -134,8 +134,6 @@ def test_sts_stages_in_one_call_equal_stage_by_stage(block, nst, method, paralle
     ny, nx = max(ny, 3), max(nx, h)
     rng = np.random.default_rng(seed)
     shape = (nr, ny + 2 * h, nx + 2 * h)
-    y0 = rng.standard_normal(shape)
-    v1 = rng.standard_normal(shape)
     dcoef = rng.uniform(0.5, 2.0, nr)
     geo = [rng.uniform(0.5, 2.0, shape[1]) for _ in range(3)] + [rng.uniform(0.5, 2.0, shape[2]) for _ in range(2)]
     pole_n, pole_s, dp = (rng.uniform(0.0, 1.0, shape[2]) for _ in range(3))
@@ -145,13 +143,21 @@ def test_sts_stages_in_one_call_equal_stage_by_stage(block, nst, method, paralle
     coefs = (mu, nu, mt * 0.01, mt + gt)
     box = (h, h + ny, h, h + nx)
     common = (dcoef, geo, pole_n, pole_s, dp, fac_n, fac_s, box, coefs, nst, h)
+    # the reference: the scaled adds of Diffusion.super_step, then the stages one by one
+    tau, m1 = float(rng.uniform(0.1, 2.0)), float(mt[1])
+    u0 = rng.standard_normal(shape)
+    ly = rng.standard_normal(shape)  # L(u0) on entry
+    y0 = ly * tau
+    v1 = y0 * m1
     # stale values in the planes the stages write must not matter
     ref = [v1.copy(), rng.standard_normal(shape), rng.standard_normal(shape)]
     last = _stages_one_by_one(ref, y0, *common)
-    got = [v1.copy(), rng.standard_normal(shape), rng.standard_normal(shape)]
+    last = last + u0
+    got = [rng.standard_normal(shape) for _ in range(3)]
+    yk = ly.copy()
     k = diff_sts_stages.parallel if parallel else diff_sts_stages.serial
-    k(*got, y0, dcoef, *geo, pole_n, pole_s, dp, fac_n, fac_s, *box, box[0], box[1] - 1, *coefs, nst, h)
-    assert last is ref[(4 - nst) % 3]
+    k(*got, yk, u0, dcoef, *geo, pole_n, pole_s, dp, fac_n, fac_s, *box, box[0], box[1] - 1, *coefs, nst, tau, m1, h)
+    assert np.array_equal(yk, y0)  # Y0 = tau L(u0), the whole ghosted plane
     owned = (slice(None), slice(h, h + ny), slice(None))  # rows the stages write (ghost columns included)
     assert np.array_equal(got[(4 - nst) % 3][owned], last[owned])
 

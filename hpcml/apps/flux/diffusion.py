@@ -249,16 +249,14 @@ class Diffusion:
         # v_0 = 0, v_1 = mu~_1 Y0: u_0 is not streamed by every stage (4 streams, not 5).
         y0 = y
         dev = s.dev
-        dev.scaled_add(y0.data, tau, None, 0.0)  # Y0 = tau L(u0), pointwise (halo included)
         w = st.work
-        v1 = w[0]
-        dev.scaled_add(v1.data, 0.0, y0.data, float(mt[1]))
         if self._all_stages(st, y0, nst, tau, mu, nu, mt, gt):
             self.last_s = nst
-            prev1 = w[(4 - nst) % 3]  # where diff_sts_stages leaves v_s
-            dev.scaled_add(prev1.data, 1.0, u0.data, 1.0)
-            st.swap_field(prev1)
+            st.swap_field(w[(4 - nst) % 3])  # where diff_sts_stages leaves u_s
             return
+        dev.scaled_add(y0.data, tau, None, 0.0)  # Y0 = tau L(u0), pointwise (halo included)
+        v1 = w[0]
+        dev.scaled_add(v1.data, 0.0, y0.data, float(mt[1]))
         prev2, prev1 = v1, v1  # nu_2 multiplies v_0 = 0: pass v_1 with nu = 0
         free = [w[1], w[2]]
         for j in range(2, nst + 1):
@@ -274,12 +272,15 @@ class Diffusion:
         st.swap_field(prev1)
 
     def _all_stages(self, st: FluxState, y0: Any, nst: int, tau: float, mu: Any, nu: Any, mt: Any, gt: Any) -> bool:
-        """Stages ``2..nst`` in one device call when the block holds whole realizations (see ``diff_sts_stages``).
+        """The super-step in one device call when the block holds whole realizations (see ``diff_sts_stages``).
 
-        Same bits as the stage-by-stage loop; False (nothing done) where the device or
-        the block cannot.  On one rank per ensemble group the loop's Python and
-        dispatch cost (cap terms, cap sums and the stage, 30-70 us per stage) was a
-        quarter of a 2-realization stage.
+        ``Y0 = tau L(u0)``, ``v_1``, stages ``2..nst`` and ``u0 + v_nst``: the same bits as
+        the scaled adds and the stage-by-stage loop; False (nothing done) where the
+        device or the block cannot.  On one rank per ensemble group the loop's Python
+        and dispatch cost (cap terms, cap sums and the stage, 30-70 us per stage) was a
+        quarter of a 2-realization stage, and the three whole-array scaled adds cost
+        1.4 ms a step on 1cr (1 rank x 1 thread) against their share of the kernel's
+        sweep over planes in the cache.
         """
         s, lay, w = self.s, self.s.lay, st.work
         wrap = s.dev.phi_wrap(w[0])
@@ -289,9 +290,10 @@ class Diffusion:
         nu_j = nu.copy()
         nu_j[2] = 0.0  # nu_2 multiplies v_0 = 0
         done = s.dev.diff_sts_stages(
-            w[0].data, w[1].data, w[2].data, y0.data, self.dcoef, geo["s2"], geo["c2"], geo["c4"], geo["b1"],
-            geo["b5"], self.pole_n, self.pole_s, geo["dp"], self.caps.fac_n, self.caps.fac_s, lay.i0, lay.i1,
-            lay.c0, lay.c1, lay.inorth, lay.isouth, mu, nu_j, mt * tau, mt + gt, nst, wrap,
+            w[0].data, w[1].data, w[2].data, y0.data, st.f.data, self.dcoef, geo["s2"], geo["c2"], geo["c4"],
+            geo["b1"], geo["b5"], self.pole_n, self.pole_s, geo["dp"], self.caps.fac_n, self.caps.fac_s, lay.i0,
+            lay.i1, lay.c0, lay.c1, lay.inorth, lay.isouth, mu, nu_j, mt * tau, mt + gt, nst, float(tau),
+            float(mt[1]), wrap,
         )  # fmt: skip
         if done:
             self.n_stages += nst - 1
