@@ -42,6 +42,7 @@ __all__ = [
     "flux_rescale",
     "gaussian_factors",
     "lf_alpha",
+    "lf_alpha_kappa",
     "periodic_phi_fill",
     "ptl_max",
     "ptl_partials",
@@ -318,6 +319,22 @@ def adv_pole_terms(x, vt, dp, q, c0, c1, upwind, out):
             out[r, c - c0] = _upwind(vt[rf, q, c], x[r, q, c], x[r, q - 1, c], upwind) * dp[c]
 
 
+@njit(cache=True, inline="always", error_model="numpy", fastmath=True)
+def _kappa_row(vt, vp, dt_i, st_i, dpi, r, i, c0, c1):  # pragma: no cover - compiled
+    """Largest advective rate of row ``i`` of realization ``r`` (owned columns)."""
+    v0 = vt[r, i, c0:c1]
+    v1 = vt[r, i + 1, c0:c1]
+    w0 = vp[r, i, c0:c1]
+    w1 = vp[r, i, c0 + 1 : c1 + 1]
+    dti = dt_i[i]
+    sti = st_i[i]
+    kmax = 0.0
+    for k in range(c1 - c0):
+        kap = max(abs(v0[k]), abs(v1[k])) * dti + max(abs(w0[k]), abs(w1[k])) * sti * dpi[k]
+        kmax = max(kmax, kap)
+    return kmax
+
+
 @kernel(cache=True, error_model="numpy", fastmath=True)
 def cfl_kappa(vt, vp, dt_i, st_i, dp_i, ia, ib, c0, c1):
     """Largest advective rate ``kappa`` over rows ``ia..ib-1`` (interior rows only).
@@ -326,24 +343,11 @@ def cfl_kappa(vt, vp, dt_i, st_i, dp_i, ia, ib, c0, c1):
     so each (realization, row) task keeps its own maximum and the tasks' maxima are
     reduced after the parallel loop: the same value for any thread count.
     """
-    nx = c1 - c0
     nrow = max(ib - ia, 0)
     part = np.zeros(vt.shape[0] * nrow)
     dpi = dp_i[c0:c1]
     for task in prange(vt.shape[0] * nrow):
-        r = task // nrow
-        i = ia + task % nrow
-        v0 = vt[r, i, c0:c1]
-        v1 = vt[r, i + 1, c0:c1]
-        w0 = vp[r, i, c0:c1]
-        w1 = vp[r, i, c0 + 1 : c1 + 1]
-        dti = dt_i[i]
-        sti = st_i[i]
-        kmax = 0.0
-        for k in range(nx):
-            kap = max(abs(v0[k]), abs(v1[k])) * dti + max(abs(w0[k]), abs(w1[k])) * sti * dpi[k]
-            kmax = max(kmax, kap)
-        part[task] = kmax
+        part[task] = _kappa_row(vt, vp, dt_i, st_i, dpi, task // nrow, ia + task % nrow, c0, c1)
     kmax = 0.0
     for q in range(part.size):
         kmax = max(kmax, part[q])
@@ -454,6 +458,47 @@ def flow_fill(
                 o[k] = o[k] * (2.0 * e / (1.0 + e))
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _lf_row(vt, vp, at, ap, r, i, jrow, nt, nrows, c0, c1):  # pragma: no cover - compiled
+    """The LF speeds of row ``i`` of realization ``r`` (see :func:`lf_alpha`)."""
+    ncol = c1 - c0
+    j = jrow[i]
+    lo = max(1, j - 2) - j
+    hi = min(nt, j + 3) - j
+    o = at[r, i, c0:c1]
+    if lo == -2 and hi == 3:  # every row but the four next to the poles: one pass over six rows
+        v0 = vt[r, i - 2, c0:c1]
+        v1 = vt[r, i - 1, c0:c1]
+        v2 = vt[r, i, c0:c1]
+        v3 = vt[r, i + 1, c0:c1]
+        v4 = vt[r, i + 2, c0:c1]
+        v5 = vt[r, i + 3, c0:c1]
+        for k in range(ncol):
+            m01 = max(abs(v0[k]), abs(v1[k]))
+            m23 = max(abs(v2[k]), abs(v3[k]))
+            m45 = max(abs(v4[k]), abs(v5[k]))
+            o[k] = max(m01, m23, m45)
+    else:
+        v = vt[r, i + lo, c0:c1]
+        for k in range(ncol):
+            o[k] = abs(v[k])
+        for d in range(lo + 1, hi + 1):
+            v = vt[r, i + d, c0:c1]
+            for k in range(ncol):
+                o[k] = max(o[k], abs(v[k]))
+    o = ap[r, i, c0:c1]
+    if j >= 2 and j <= nrows - 1:
+        v = vp[r, i, c0 - 2 : c1 + 4]  # faces c0-2..c1+3
+        for k in range(ncol):
+            m01 = max(abs(v[k]), abs(v[k + 1]))
+            m23 = max(abs(v[k + 2]), abs(v[k + 3]))
+            m45 = max(abs(v[k + 4]), abs(v[k + 5]))
+            o[k] = max(m01, m23, m45)
+    else:
+        for k in range(ncol):
+            o[k] = 0.0
+
+
 @kernel(cache=True, error_model="numpy")
 def lf_alpha(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1):
     """Local Lax-Friedrichs speeds on the owned cells (section 4.3).
@@ -464,45 +509,33 @@ def lf_alpha(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1):
     """
     nr = vt.shape[0]
     nrow = i1 - i0
-    ncol = c1 - c0
+    for task in prange(nr * nrow):
+        _lf_row(vt, vp, at, ap, task // nrow, i0 + task % nrow, jrow, nt, nrows, c0, c1)
+
+
+@kernel(cache=True, error_model="numpy", fastmath=True)
+def lf_alpha_kappa(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1, dt_i, st_i, dp_i, ia, ib):
+    """:func:`lf_alpha` and :func:`cfl_kappa` in one sweep: the LF speeds, and the largest rate.
+
+    Both read the same velocity rows; here a row's rate is taken while they are in L1
+    instead of in a second pass over ``vt`` and ``vp`` (1cr, 1 thread: 0.6 ms a step).
+    ``ia..ib`` (the interior rows) must lie within ``i0..i1``.  The same values as the two
+    kernels: the speeds are maxima of magnitudes, and each task keeps its own maximum.
+    """
+    nr = vt.shape[0]
+    nrow = i1 - i0
+    part = np.zeros(nr * nrow)
+    dpi = dp_i[c0:c1]
     for task in prange(nr * nrow):
         r = task // nrow
         i = i0 + task % nrow
-        j = jrow[i]
-        lo = max(1, j - 2) - j
-        hi = min(nt, j + 3) - j
-        o = at[r, i, c0:c1]
-        if lo == -2 and hi == 3:  # every row but the four next to the poles: one pass over six rows
-            v0 = vt[r, i - 2, c0:c1]
-            v1 = vt[r, i - 1, c0:c1]
-            v2 = vt[r, i, c0:c1]
-            v3 = vt[r, i + 1, c0:c1]
-            v4 = vt[r, i + 2, c0:c1]
-            v5 = vt[r, i + 3, c0:c1]
-            for k in range(ncol):
-                m01 = max(abs(v0[k]), abs(v1[k]))
-                m23 = max(abs(v2[k]), abs(v3[k]))
-                m45 = max(abs(v4[k]), abs(v5[k]))
-                o[k] = max(m01, m23, m45)
-        else:
-            v = vt[r, i + lo, c0:c1]
-            for k in range(ncol):
-                o[k] = abs(v[k])
-            for d in range(lo + 1, hi + 1):
-                v = vt[r, i + d, c0:c1]
-                for k in range(ncol):
-                    o[k] = max(o[k], abs(v[k]))
-        o = ap[r, i, c0:c1]
-        if j >= 2 and j <= nrows - 1:
-            v = vp[r, i, c0 - 2 : c1 + 4]  # faces c0-2..c1+3
-            for k in range(ncol):
-                m01 = max(abs(v[k]), abs(v[k + 1]))
-                m23 = max(abs(v[k + 2]), abs(v[k + 3]))
-                m45 = max(abs(v[k + 4]), abs(v[k + 5]))
-                o[k] = max(m01, m23, m45)
-        else:
-            for k in range(ncol):
-                o[k] = 0.0
+        _lf_row(vt, vp, at, ap, r, i, jrow, nt, nrows, c0, c1)
+        if i >= ia and i < ib:
+            part[task] = _kappa_row(vt, vp, dt_i, st_i, dpi, r, i, c0, c1)
+    kmax = 0.0
+    for q in range(part.size):
+        kmax = max(kmax, part[q])
+    return kmax
 
 
 # ---------------------------------------------------------------------------------------

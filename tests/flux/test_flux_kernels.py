@@ -321,6 +321,44 @@ def test_ptl_and_cfl_reductions_equal_numpy_serial_or_parallel(block, parallel, 
 
 
 @settings(max_examples=40, deadline=None)
+@given(blocks, st.integers(0, 6), st.integers(0, 3), st.booleans())
+def test_lf_speeds_and_rate_in_one_sweep_equal_the_two_kernels_and_numpy(block, j_first, inset, parallel):
+    """``lf_alpha_kappa``: the LF speeds of ``lf_alpha`` (checked against NumPy's six-face
+    window maxima, clamped near the poles) and the rate of ``cfl_kappa`` over interior
+    rows ``ia..ib`` inside the owned ones, bit for bit, on one thread or several."""
+    from hpcml.kernels.flux import cfl_kappa, lf_alpha, lf_alpha_kappa
+
+    nr, ny, nx, _, seed = block
+    h = 3  # the window reaches three rows and columns beyond the owned ones
+    rng = np.random.default_rng(seed)
+    NY, NX = ny + 2 * h, nx + 2 * h
+    vt = rng.standard_normal((nr, NY + 1, NX))
+    vp = rng.standard_normal((nr, NY, NX + 1))
+    i0, i1, c0, c1 = h, h + ny, h, h + nx
+    jrow = np.arange(NY) - i0 + 1 + j_first  # global row of each local row (row 1: the north pole)
+    nt = int(jrow[i1 - 1]) + (1 if j_first % 2 else 3)  # the south pole on or past the last owned row
+    nrows = nt - 1
+    ia, ib = min(i0 + inset, i1), max(i1 - inset, min(i0 + inset, i1))
+    dt_i, st_i, dp_i = rng.random(NY + 1) + 0.5, rng.random(NY) + 0.5, rng.random(NX + 1) + 0.5
+    pick = (lambda k: k.parallel) if parallel else (lambda k: k.serial)
+    at1, ap1, at2, ap2 = (np.full((nr, NY, NX), np.nan) for _ in range(4))
+    pick(lf_alpha)(vt, vp, at1, ap1, jrow, nt, nrows, i0, i1, c0, c1)
+    kap1 = pick(cfl_kappa)(vt, vp, dt_i, st_i, dp_i, ia, ib, c0, c1)
+    kap2 = pick(lf_alpha_kappa)(vt, vp, at2, ap2, jrow, nt, nrows, i0, i1, c0, c1, dt_i, st_i, dp_i, ia, ib)
+    assert kap2 == kap1
+    np.testing.assert_array_equal(at2, at1)
+    np.testing.assert_array_equal(ap2, ap1)
+    for i in range(i0, i1):
+        j = int(jrow[i])
+        lo, hi = max(1, j - 2) - j, min(nt, j + 3) - j
+        want_t = np.abs(vt[:, i + lo : i + hi + 1, c0:c1]).max(axis=1)
+        np.testing.assert_array_equal(at1[:, i, c0:c1], want_t)
+        win = np.stack([np.abs(vp[:, i, c0 + d : c1 + d]) for d in range(-2, 4)])
+        want_p = win.max(axis=0) if 2 <= j <= nrows - 1 else np.zeros((nr, nx))
+        np.testing.assert_array_equal(ap1[:, i, c0:c1], want_p)
+
+
+@settings(max_examples=40, deadline=None)
 @given(st.integers(1, 300_000), st.sampled_from([(2.5, 0.0), (0.0, -1.5), (1.0, 1.0), (0.75, 3.0)]), st.booleans())
 def test_scaled_add_gives_the_numpy_statements_bits(n, ab, parallel):
     from hpcml.kernels.flux import scaled_add

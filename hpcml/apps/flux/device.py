@@ -147,6 +147,11 @@ class Device(ABC):
     def cfl_kappa(self, *args: Any) -> float:
         """The block's largest advective rate (host float)."""
 
+    def lf_alpha_kappa(self, lf_args: tuple[Any, ...], cfl_args: tuple[Any, ...]) -> float:
+        """:meth:`lf_alpha` with ``lf_args``, then :meth:`cfl_kappa` with ``cfl_args`` (rows among the owned ones)."""
+        self.lf_alpha(*lf_args)
+        return self.cfl_kappa(*cfl_args)
+
     @abstractmethod
     def ptl_max(self, *args: Any) -> float:
         """The block's largest ``|y|`` where ``|x| > 1e-14`` (host float, -1 if none)."""
@@ -284,6 +289,13 @@ class CpuDevice(Device):
         from hpcml.kernels.flux import cfl_kappa
 
         return float(cfl_kappa(*args))
+
+    def lf_alpha_kappa(self, lf_args: tuple[Any, ...], cfl_args: tuple[Any, ...]) -> float:
+        """Both in one sweep over the velocity rows (:func:`hpcml.kernels.flux.lf_alpha_kappa`)."""
+        from hpcml.kernels.flux import lf_alpha_kappa
+
+        dt_i, st_i, dp_i, ia, ib = cfl_args[2:7]  # the velocities and columns are lf_args'
+        return float(lf_alpha_kappa(*lf_args, dt_i, st_i, dp_i, ia, ib))
 
     def ptl_max(self, *args: Any) -> float:
         """The Numba kernel."""

@@ -143,28 +143,36 @@ class Flows:
         bounds = (lay.i0, lay.i1, lay.c0, lay.c1, self.att_lo, self.att_hi)
         s.dev.flows(self, st.f.data, bool(s.prm.attenuate), bounds)
         s.exchange(self.vel)
-        if s.prm.weno:
-            s.dev.lf_alpha(
-                self.vt, self.vp, self.at, self.ap, s.dgeo["jrow"], s.grid.nt, s.grid.Nt, lay.i0, lay.i1, lay.c0,
-                lay.c1,
-            )  # fmt: skip
+        cfl = self._cfl_args()
+        if s.prm.weno:  # the LF speeds and the block's largest rate in one sweep
+            lf = (self.vt, self.vp, self.at, self.ap, s.dgeo["jrow"], s.grid.nt, s.grid.Nt, lay.i0, lay.i1, lay.c0,
+                  lay.c1)  # fmt: skip
+            if cfl is None:
+                s.dev.lf_alpha(*lf)
+                kap = 0.0
+            else:
+                kap = s.dev.lf_alpha_kappa(lf, cfl)
             s.exchange(self.alpha)
-        self.dt_adv = self.stable_dt()
+        else:
+            kap = s.dev.cfl_kappa(*cfl) if cfl is not None else 0.0
+        self.dt_adv = self.stable_dt(kap)
         self.needs_update = self.every_step
 
-    def stable_dt(self) -> float:
-        """Advective step limit of section 5 (global minimum over every realization)."""
+    def _cfl_args(self) -> tuple[Any, ...] | None:
+        """:func:`~hpcml.kernels.flux.cfl_kappa`'s arguments for the block's interior rows (None if it has none)."""
         s, lay, g = self.s, self.s.lay, self.s.grid
         j = lay.j_of_row
         rows = np.arange(lay.i0, lay.i1)
         inner = rows[(j[rows] >= 2) & (j[rows] <= g.Nt - 1)]
-        kap = 0.0
-        if len(inner):
-            geo = s.dgeo
-            kap = s.dev.cfl_kappa(
-                self.vt, self.vp, geo["dt_i"], geo["st_i"], geo["dp_i"], int(inner[0]), int(inner[-1]) + 1, lay.c0,
-                lay.c1,
-            )  # fmt: skip
+        if not len(inner):
+            return None
+        geo = s.dgeo
+        return (self.vt, self.vp, geo["dt_i"], geo["st_i"], geo["dp_i"], int(inner[0]), int(inner[-1]) + 1, lay.c0,
+                lay.c1)  # fmt: skip
+
+    def stable_dt(self, kap: float) -> float:
+        """Advective step limit of section 5 from the block's largest rate ``kap`` (global over every realization)."""
+        s = self.s
         kap = s.world.allreduce(kap, op=MPI.MAX)
         dt = SAFETY * (0.5 / max(kap, TINY))
         if s.prm.time_scheme == "ssprk43":
