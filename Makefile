@@ -104,7 +104,7 @@ test-wheel: venv
 	  $(CURDIR)/$(WHEEL_VENV)/bin/hpcml bench flux --help > /dev/null; \
 	  timeout $(MPI_TIMEOUT) $(CURDIR)/$(WHEEL_VENV)/bin/mpiexec -n 2 $(CURDIR)/$(WHEEL_VENV)/bin/hpcml run; \
 	  ls flux_output; \
-	  HPCML_EXPECT_INSTALLED=1 timeout $(MPI_TIMEOUT) $(CURDIR)/$(WHEEL_VENV)/bin/python -m pytest -p no:cacheprovider -q -rs \
+	  HPCML_EXPECT_INSTALLED=1 timeout $(SERIAL_TIMEOUT) $(CURDIR)/$(WHEEL_VENV)/bin/python -m pytest -p no:cacheprovider -q -rs --durations=15 \
 	    --timeout=600 -m "not slow" $(CURDIR)/tests
 
 bench: venv

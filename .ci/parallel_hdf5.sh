@@ -6,6 +6,9 @@
 # two source builds (mpi4py, h5py: the slow part, ~5-8 min on 2 cores) are kept
 # as wheels under $HPCML_WHEEL_CACHE, keyed by Python, MPICH and HDF5 versions.
 #
+# `--build-only` stops once the venv is ready (packages, the two builds, hpcml): CI runs
+# that slow part in the background while the main suites run, and the tests later.
+#
 # Environment knobs:
 #   HPCML_WHEEL_CACHE   wheel cache dir      (default ~/.cache/hpcml-wheels)
 #   HPCML_PHDF5_VENV    venv to create       (default .venv-phdf5)
@@ -14,6 +17,15 @@
 #   MPI_TIMEOUT         seconds per pytest run (default 600)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BUILD_ONLY=0
+case "${1:-}" in
+  --build-only) BUILD_ONLY=1 ;;
+  "") ;;
+  *)
+    echo "usage: $0 [--build-only]" >&2
+    exit 2
+    ;;
+esac
 
 VENV=${HPCML_PHDF5_VENV:-.venv-phdf5}
 CACHE=${HPCML_WHEEL_CACHE:-$HOME/.cache/hpcml-wheels}
@@ -41,10 +53,10 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-command -v mpicc.mpich >/dev/null && command -v mpiexec.mpich >/dev/null || {
+if ! command -v mpicc.mpich >/dev/null || ! command -v mpiexec.mpich >/dev/null; then
   echo "mpicc.mpich / mpiexec.mpich not found after installing mpich" >&2
   exit 1
-}
+fi
 [[ -f $HDF5_INCLUDEDIR/H5FDmpio.h ]] || {
   echo "parallel HDF5 headers not found in $HDF5_INCLUDEDIR" >&2
   exit 1
@@ -92,8 +104,14 @@ fi
 "${PIP[@]}" install -q --no-index --find-links "$WHEELS" --force-reinstall --no-deps h5py
 
 # -- 5. hpcml, without the `mpi` extra (the pip mpich wheel would shadow Debian's MPICH) ----
-log "installing hpcml into $VENV"
-"${PIP[@]}" install -q -e '.[test,plot]'
+# An editable install writes hpcml.egg-info into the checkout, so it is skipped when the
+# marker is newer than the package metadata: a later call must not race a wheel build there.
+MARK=$VENV/.hpcml-installed
+if [[ ! -f $MARK || setup.cfg -nt $MARK || pyproject.toml -nt $MARK ]]; then
+  log "installing hpcml into $VENV"
+  "${PIP[@]}" install -q -e '.[test,plot]'
+  touch "$MARK"
+fi
 "$PY" - "$WHEELS" <<'EOF'
 import sys
 
@@ -106,6 +124,11 @@ lib = MPI.Get_library_version().splitlines()[0]
 assert "MPICH" in lib, f"mpi4py is linked to {lib!r}, not Debian's MPICH" + hint
 print(f"h5py {h5py.version.version} (HDF5 {h5py.version.hdf5_version}, mpi=True), {lib.strip()}")
 EOF
+
+if ((BUILD_ONLY)); then
+  log "venv ready (--build-only: the tests come in a later call)"
+  exit 0
+fi
 
 # -- 6. I/O tests: serial ones once, MPI ones on each rank count ----------------------------
 export HPCML_TEST_MPIEXEC=mpiexec.mpich  # serial tests that spawn ranks use Debian's launcher
