@@ -9,7 +9,8 @@ runs.  Started cold, every rank of a job compiles the same kernels at the same m
 kernels between the processes of a node with a file lock in the node's temporary
 folder.  The first rank to reach a kernel compiles it and writes the cache; the
 others wait for the lock, then *load* the cached code (Numba looks in its cache first),
-which takes milliseconds.  Kernels without ``cache=True`` are left alone (serialising
+which takes milliseconds.  A kernel already in the cache when a rank reaches it is
+loaded without the lock, by every rank at once.  Kernels without ``cache=True`` are left alone (serialising
 them would only add waiting).  Only the signatures a run actually calls are compiled:
 nothing is compiled eagerly.
 
@@ -133,6 +134,12 @@ def install() -> None:
         with _timed(getattr(self, "__name__", str(self)), sig):
             if not _cached(self):
                 return original(self, sig)  # nothing to share: serialising would only add waiting
+            if getattr(_LOCAL, "lock_depth", 0) == 0 and _in_cache(self, sig):
+                # A load, not a compile: every rank may load at once instead of one after
+                # another.  Numba replaces each cache file atomically, and an index entry
+                # whose data file is not written yet makes it compile instead (the rare
+                # race with a writer costs a compile, never a torn read).
+                return original(self, sig)
             with compile_lock():
                 # Numba itself loads from the cache first; this peek only decides whether to say so.
                 if getattr(_LOCAL, "lock_depth", 0) == 1 and not _in_cache(self, sig):

@@ -36,12 +36,13 @@ KERNELS = textwrap.dedent(
 )
 
 
-def _run(tmp_path, cache) -> dict:
+def _run(tmp_path, cache, timeout: float = 300) -> dict:
     script = tmp_path / "kernels_under_test.py"
     script.write_text(KERNELS)
-    env = {"NUMBA_CACHE_DIR": str(cache), "PATH": "/usr/bin:/bin"}
+    # TMPDIR: the node's compile lock lives in the test's folder, where a test can hold it
+    env = {"NUMBA_CACHE_DIR": str(cache), "PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)}
     res = subprocess.run(
-        [sys.executable, str(script)], check=False, capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, str(script)], check=False, capture_output=True, text=True, env=env, timeout=timeout
     )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -57,6 +58,24 @@ def test_compile_then_load_from_cache(tmp_path):
     assert first["work"] == pytest.approx(first["wall"] - first["compile"], abs=0.05)
     second = _run(tmp_path, cache)
     assert second["value"] == 4.0 and second["compiles"] == 0, "the second process loads the cached kernel"
+
+
+def test_cached_kernels_load_without_the_lock(tmp_path):
+    """With the code in the cache, a rank loads it while another process holds the node's lock."""
+    import fcntl
+    import os
+
+    cache = tmp_path / "cache"
+    assert _run(tmp_path, cache)["compiles"] == 1
+    lock = tmp_path / f"hpcml-numba-compile-{os.getuid()}.lock"
+    assert lock.exists(), "the first run compiled under the lock in TMPDIR"
+    with open(lock, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # another rank compiling something else for minutes
+        try:
+            second = _run(tmp_path, cache, timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("loading a cached kernel waited for the compile lock")
+    assert second["value"] == 4.0 and second["compiles"] == 0
 
 
 def test_compile_lock_is_reentrant(tmp_path, monkeypatch):
