@@ -17,6 +17,9 @@ def test_default_job_outputs(tmp_path):
     summary = run(cfg, MPI.COMM_SELF)
     assert summary["time"] == 24.0 and summary["realizations"] == 2
     assert abs(summary["flux_positive"] + summary["flux_negative"]) < 1e-6 * summary["flux_positive"]
+    # phase timers within the loop's wall time; the loop's CPU seconds read once at each end
+    assert sum(v for k, v in summary["timers"].items() if k != "output") <= summary["seconds"] * 1.01 + 1e-3
+    assert isinstance(summary["cpu_seconds"], float) and summary["cpu_seconds"] > 0
     with h5py.File(tmp_path / "flux_maps.h5") as fh:
         br = fh["br"]
         assert br.shape == (3, 2, 181, 360)  # t = 0, 12, 24 h
