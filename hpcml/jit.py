@@ -10,8 +10,8 @@ kernels between the processes of a node with a file lock in the node's temporary
 folder.  The first rank to reach a kernel compiles it and writes the cache; the
 others wait for the lock, then *load* the cached code (Numba looks in its cache first),
 which takes milliseconds.  A kernel already in the cache when a rank reaches it is
-loaded without the lock, by every rank at once.  Kernels without ``cache=True`` are left alone (serialising
-them would only add waiting).  Only the signatures a run actually calls are compiled:
+loaded without the lock, by every rank at once.  Kernels without ``cache=True`` are
+left alone (serialising them would only add waiting).  Only the signatures a run actually calls are compiled:
 nothing is compiled eagerly.
 
 :func:`compile_seconds` is the wall time this process spent compiling (or waiting to
