@@ -216,6 +216,7 @@ def test_stage_kernels_fill_the_phi_halo_as_the_exchange_does(tmp_path, monkeypa
         cfg = case_config("diffuse_advect_soccer", out, 6.0)
         cfg["grid"].update(res_nt=24, res_np=48)
         sv = FluxSolver(cfg, MPI.COMM_SELF)
+        sv.adv.fused = False  # stage by stage: the step-in-one-call path has its own test below
         sv.run()
         fields.append(sv.st.f.data.copy())  # the ghosted block: the phi halo included
         texts.append([(out / f"hipft_history_sol_r00000{r}.out").read_text() for r in range(1, 5)])
@@ -224,44 +225,65 @@ def test_stage_kernels_fill_the_phi_halo_as_the_exchange_does(tmp_path, monkeypa
     np.testing.assert_array_equal(fields[0], fields[1])
 
 
-@pytest.mark.parametrize("case", ["diffuse_advect_atten_map_1cr", "diffuse_advect_soccer"])
-def test_grouped_advance_gives_the_stage_by_stage_results(tmp_path, monkeypatch, case):
+@pytest.mark.parametrize(
+    ("case", "scheme"),
+    [
+        ("diffuse_advect_atten_map_1cr", "ssprk43"),
+        ("diffuse_advect_soccer", "ssprk43"),
+        ("diffuse_advect_atten_map_1cr", "ssprk33"),
+        ("diffuse_advect_soccer", "euler"),
+    ],
+)
+def test_grouped_and_one_call_advance_give_the_stage_by_stage_results(tmp_path, monkeypatch, case, scheme):
     """A block holding whole realizations advances them a group at a time (every stage of
-    the step for one group, then the next): the same history files, byte for byte, and
-    the same ghosted block as every stage over all realizations.  1cr: one flow per
-    realization (attenuation), 5 realizations in groups of 1, and of 1 and 2 (3 groups);
-    soccer: one flow shared by its 4 realizations."""
+    the step for one group, then the next), and by default the whole step in one kernel
+    call (``kernels.flux.advect_step``, caps summed in the kernel): the same history
+    files, byte for byte, and the same ghosted block as every stage over all
+    realizations.  1cr: one flow per realization (attenuation), 5 realizations in groups
+    of 1, and of 1 and 2 (3 groups); soccer: one flow shared by its 4 realizations."""
     from flux_helpers import case_config
 
     import hpcml.apps.flux.advection as adv
     from hpcml.apps.flux import FluxSolver
     from hpcml.apps.flux.device import CpuDevice
 
-    sizes = []
-    own = CpuDevice.advect_stage
+    sizes, steps = [], []
+    own, own_step = CpuDevice.advect_stage, CpuDevice.advect_step
 
     def counted(self, *args, wrap=0):
         sizes.append(args[0].shape[0])
         return own(self, *args, wrap=wrap)
 
+    def counted_step(self, *args):
+        steps.append(args[-3].tolist())  # the group bounds
+        return own_step(self, *args)
+
     monkeypatch.setattr(CpuDevice, "advect_stage", counted)
-    fields, texts, seen = [], [], []
-    for groups in ("one", "two", "all"):  # groups of 1, groups of at most 2, one group (stage by stage)
+    monkeypatch.setattr(CpuDevice, "advect_step", counted_step)
+    fields, texts, seen, bounds = [], [], [], []
+    for groups in ("one", "two", "all", "fused-one", "fused-all"):
         sizes.clear()
+        steps.clear()
         out = tmp_path / groups
         cfg = case_config(case, out, 2.0 if "1cr" in case else 6.0)
+        cfg["flow"]["time_scheme"] = scheme
         if "1cr" not in case:  # the 1cr grid is its map's
             cfg["grid"].update(res_nt=24, res_np=48)
         sv = FluxSolver(cfg, MPI.COMM_SELF)
         lay = sv.adv.s.lay
         per = adv.ADVECT_ARRAYS * 8 * lay.NY * lay.NX  # one realization's bytes
-        sv.adv.group_bytes = {"one": per, "two": 2 * per, "all": 1 << 40}[groups]
+        sv.adv.group_bytes = {"one": per, "two": 2 * per}.get(groups.removeprefix("fused-"), 1 << 40)
+        sv.adv.fused = groups.startswith("fused")
         sv.run()
         seen.append(sorted(set(sizes)))
+        bounds.append(steps[0] if steps else None)
+        assert len(set(map(tuple, steps))) <= 1
         fields.append(sv.st.f.data.copy())
         nr = sv.st.f.data.shape[0]
         texts.append([(out / f"hipft_history_sol_r{r:06d}.out").read_text() for r in range(1, nr + 1)])
     assert seen[0] == [1] and seen[1] == ([1, 2] if nr == 5 else [2]) and seen[2] == [nr]
+    assert seen[3] == seen[4] == []  # the one-call runs never ran a stage alone
+    assert bounds[:3] == [None] * 3 and bounds[3] == list(range(nr + 1)) and bounds[4] == [0, nr]
     for t, f in zip(texts[1:], fields[1:], strict=True):
         assert t == texts[0]
         np.testing.assert_array_equal(f, fields[0])

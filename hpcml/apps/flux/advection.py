@@ -26,7 +26,7 @@ from hpcml.apps.flux.grid import PI
 if TYPE_CHECKING:
     from hpcml.apps.flux.state import FluxContext, FluxState
 
-__all__ = ["ADVECT_GROUP_BYTES", "Advection", "PoleCaps", "realization_groups"]
+__all__ = ["ADVECT_GROUP_BYTES", "Advection", "PoleCaps", "realization_groups", "stage_table"]
 
 #: Bytes of field, stage buffers and flows per realization group of the grouped advance
 #: (:func:`realization_groups`): a group of 1cr (180 x 360, 3.8 MB) is one realization.
@@ -110,6 +110,29 @@ def realization_groups(nr: int, cells: int, budget: int = ADVECT_GROUP_BYTES) ->
     return [slice((nr * g) // n, (nr * (g + 1)) // n) for g in range(n)]
 
 
+#: One explicit stage: ``(x, f0, out, a, b, cdt)`` (buffer indices and coefficients), see :func:`stage_table`
+Stage = tuple[int, int, int, float, float, float]
+
+
+def stage_table(scheme: str, dt: float) -> list[Stage]:
+    """The stages of one step: ``(x, f0, out, a, b, cdt)`` for ``out = a*f0 + b*x - cdt*A(x)``.
+
+    Buffers: 0 the field, 1 and 2 the two work buffers.  SSPRK(4,3) and SSPRK(3,3)
+    end in the field; forward Euler ends in buffer 1 (the caller swaps it in).
+    """
+    if scheme == "ssprk43":
+        half = 0.5 * dt
+        return [(0, 0, 1, 0.0, 1.0, half), (1, 1, 2, 0.0, 1.0, half), (2, 0, 1, TWO_THIRDS, THIRD, SIXTH * dt),
+                (1, 1, 0, 0.0, 1.0, half)]  # fmt: skip
+    if scheme == "ssprk33":
+        return [
+            (0, 0, 1, 0.0, 1.0, dt),
+            (1, 0, 2, 0.75, 0.25, 0.25 * dt),
+            (2, 0, 0, THIRD, TWO_THIRDS, TWO_THIRDS * dt),
+        ]
+    return [(0, 0, 1, 0.0, 1.0, dt)]
+
+
 class Advection:
     """Stage kernels and integrators for one rank's block (the flows are given per call)."""
 
@@ -125,6 +148,11 @@ class Advection:
         self.nch = row_chunks(lay.ny)
         self.scratch = advect_scratch(lay.nx)
         self.group_bytes = ADVECT_GROUP_BYTES
+        #: whole steps in one kernel call where the block allows (:meth:`_step`); False: stage by stage
+        self.fused = True
+        self._fixed: dict[tuple[str, int], tuple[np.ndarray, ...]] = {}
+        self.cap_n = np.zeros(lay.nr)
+        self.cap_s = np.zeros(lay.nr)
 
     def groups(self, fld: Any) -> list[slice | None]:
         """Realization groups of the grouped advance, or ``[None]`` (every stage over the whole block).
@@ -187,25 +215,46 @@ class Advection:
 
     def advance(self, st: FluxState, fl: Any, dt: float) -> None:
         """Advance ``st.f`` by ``dt`` with the flows ``fl`` (halos valid on entry and exit)."""
-        f, b1, b2 = st.f, st.work[0], st.work[1]
-        scheme = self.s.prm.time_scheme
-        groups = self.groups(f)
-        for rs in groups:
-            if scheme == "ssprk43":
-                half = 0.5 * dt
-                self.stage(fl, f, f, b1, 0.0, 1.0, half, rs)
-                self.stage(fl, b1, b1, b2, 0.0, 1.0, half, rs)
-                self.stage(fl, b2, f, b1, TWO_THIRDS, THIRD, SIXTH * dt, rs)
-                self.stage(fl, b1, b1, f, 0.0, 1.0, half, rs)
-            elif scheme == "ssprk33":
-                self.stage(fl, f, f, b1, 0.0, 1.0, dt, rs)
-                self.stage(fl, b1, f, b2, 0.75, 0.25, 0.25 * dt, rs)
-                self.stage(fl, b2, f, f, THIRD, TWO_THIRDS, TWO_THIRDS * dt, rs)
-            else:
-                self.stage(fl, f, f, b1, 0.0, 1.0, dt, rs)
-        if groups[0] is not None:  # the kernels filled every halo: count the stages as the model does
-            n = {"ssprk43": 4, "ssprk33": 3}.get(scheme, 1)
-            self.n_stages += n
-            self.s.exchanges += n
-        if scheme not in ("ssprk43", "ssprk33"):
-            st.swap_field(b1)
+        bufs = (st.f, st.work[0], st.work[1])
+        table = stage_table(self.s.prm.time_scheme, dt)
+        if self.fused and self._step(bufs, fl, table):
+            groups: list[slice | None] = []
+        else:
+            groups = self.groups(st.f)
+            for rs in groups:
+                for x, f0, out, a, b, cdt in table:
+                    self.stage(fl, bufs[x], bufs[f0], bufs[out], a, b, cdt, rs)
+        if not groups or groups[0] is not None:  # the kernels filled every halo: count as the model does
+            self.n_stages += len(table)
+            self.s.exchanges += len(table)
+        if table[-1][2] != 0:  # forward Euler ends in a work buffer
+            st.swap_field(bufs[table[-1][2]])
+
+    def _step(self, bufs: tuple[Any, Any, Any], fl: Any, table: list[Stage]) -> bool:
+        """Every stage of the step in one device call (:func:`hpcml.kernels.flux.advect_step`); False if not possible.
+
+        Possible for a block holding whole realizations (``phi_wrap``, both poles) on a
+        device with that kernel: the kernel sums the caps itself and no stage exchanges
+        a halo.  Realizations go in the groups of :meth:`groups`.
+        """
+        s, lay, geo = self.s, self.s.lay, self.s.dgeo
+        wrap = s.dev.phi_wrap(bufs[0])
+        if not wrap or not (lay.owns_north and lay.owns_south):
+            return False
+        key = (self.s.prm.time_scheme, self.group_bytes)
+        fixed = self._fixed.get(key)
+        if fixed is None:
+            bounds = [0] + [g.stop for g in realization_groups(lay.nr, lay.NY * lay.NX, self.group_bytes)]
+            cols = list(zip(*table))
+            fixed = self._fixed[key] = (
+                *(np.array(c, dtype=np.int64) for c in cols[:3]),
+                np.array(bounds, dtype=np.int64),
+            )
+        src, base, dst, bounds = fixed
+        coef = np.array([row[3:] for row in table]).T.copy()
+        return s.dev.advect_step(
+            bufs[0].data, bufs[1].data, bufs[2].data, fl.vt, fl.vp, fl.at, fl.ap, geo["kind_t"], geo["weno_t"],
+            s.prm.weno, geo["weno_p"], geo["sth"], geo["st_i"], geo["dt_i"], geo["dp_i"], geo["dp"], lay.i0, lay.i1,
+            lay.c0, lay.c1, s.prm.upwind, lay.inorth, lay.isouth, self.fac[0], self.fac[1], wrap, self.nch,
+            self.scratch, src, base, dst, coef[0], coef[1], coef[2], bounds, self.cap_n, self.cap_s,
+        )  # fmt: skip

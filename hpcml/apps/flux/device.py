@@ -110,6 +110,15 @@ class Device(ABC):
         :meth:`phi_wrap`): the kernel fills the phi halo too.
         """
 
+    def advect_step(self, *args: Any) -> bool:
+        """Every stage of an advection step in one call (:func:`hpcml.kernels.flux.advect_step`).
+
+        Only for a block that holds whole realizations (:meth:`phi_wrap` > 0, both
+        poles).  Returns False where this device has no such kernel: the caller then
+        runs the stages one by one.
+        """
+        return False
+
     @abstractmethod
     def pole_terms(self, kind: str, *args: Any) -> None:
         """``adv_pole_terms`` or ``diff_pole_terms`` into a terms array on the device."""
@@ -223,6 +232,13 @@ class CpuDevice(Device):
 
         *head, nch, scratch = args
         advect_stage(*head, wrap, nch, scratch)
+
+    def advect_step(self, *args: Any) -> bool:
+        """The Numba kernel (see :meth:`Device.advect_step`)."""
+        from hpcml.kernels.flux import advect_step
+
+        advect_step(*args)
+        return True
 
     def pole_terms(self, kind: str, *args: Any) -> None:
         """``adv_pole_terms`` / ``diff_pole_terms``."""
