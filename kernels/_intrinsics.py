@@ -6,7 +6,8 @@ attribute where plain Python in a ``njit`` function cannot say it:
 * :func:`fma` -- ``a*b + c`` rounded once, in vectorised and scalar loops alike;
 * :func:`memmove` -- one ``llvm.memmove`` between two arrays that may alias;
 * :func:`prefetch` -- a read prefetch of one cache line (never faults, never changes a value);
-* :func:`prefer_256_bit_vectors` -- vectorise the calling function with 256-bit vectors.
+* :func:`prefer_256_bit_vectors` -- vectorise the calling function with 256-bit vectors;
+* :func:`f64_bits` / :func:`bits_f64` -- a double's bit pattern as an int64 and back.
 
 They change speed only, never values (``fma`` changes rounding, and is used where that
 rounding is the specified one).
@@ -18,7 +19,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-__all__ = ["fma", "memmove", "prefer_256_bit_vectors", "prefetch"]
+__all__ = ["bits_f64", "f64_bits", "fma", "memmove", "prefer_256_bit_vectors", "prefetch"]
 
 
 @intrinsic
@@ -90,5 +91,32 @@ def prefer_256_bit_vectors(typingctx):  # pragma: no cover - compiled
         # written into the IR as it is
         set.add(builder.function.attributes, '"prefer-vector-width"="256"')
         return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def f64_bits(typingctx, x):  # pragma: no cover - compiled
+    """The bits of the double ``x`` as an int64 (``bitcast``).
+
+    For doubles that are ``+0.0`` or positive (a magnitude, a sum of magnitudes) the
+    int64 order is the float order, and an integer maximum vectorises where Numba's
+    float ``max`` does not (it keeps Python's NaN rule, a branch per element).
+    """
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def bits_f64(typingctx, i):  # pragma: no cover - compiled
+    """The double whose bits are the int64 ``i`` (the inverse of :func:`f64_bits`)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
 
     return sig, codegen

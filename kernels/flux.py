@@ -23,6 +23,8 @@ from numba import njit, prange
 
 from hpcml.jit import kernel
 
+from ._intrinsics import bits_f64 as _bits_f64
+from ._intrinsics import f64_bits as _f64_bits
 from ._intrinsics import fma as _fma
 
 __all__ = [
@@ -390,7 +392,16 @@ def advect_step(
                               g0 + task // nch, task % nch)  # fmt: skip
 
 
-@njit(cache=True, inline="always", error_model="numpy", fastmath=True)
+@njit(cache=True, inline="always", error_model="numpy")
+def _max_bits(part):  # pragma: no cover - compiled
+    # The largest bits of the non-negative doubles in ``part`` (0 if empty): a NaN wins.
+    kbits = 0
+    for q in range(part.size):
+        kbits = max(kbits, _f64_bits(part[q]))
+    return kbits
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _kappa_row(vt, vp, dt_i, st_i, dpi, r, i, c0, c1):  # pragma: no cover - compiled
     """Largest advective rate of row ``i`` of realization ``r`` (owned columns)."""
     v0 = vt[r, i, c0:c1]
@@ -399,30 +410,30 @@ def _kappa_row(vt, vp, dt_i, st_i, dpi, r, i, c0, c1):  # pragma: no cover - com
     w1 = vp[r, i, c0 + 1 : c1 + 1]
     dti = dt_i[i]
     sti = st_i[i]
-    kmax = 0.0
+    kbits = 0  # +0.0: every rate is a sum of magnitudes, so the int64 maximum is the float one
     for k in range(c1 - c0):
         kap = max(abs(v0[k]), abs(v1[k])) * dti + max(abs(w0[k]), abs(w1[k])) * sti * dpi[k]
-        kmax = max(kmax, kap)
-    return kmax
+        kbits = max(kbits, _f64_bits(kap))
+    return _bits_f64(kbits)
 
 
-@kernel(cache=True, error_model="numpy", fastmath=True)
+@kernel(cache=True, error_model="numpy")
 def cfl_kappa(vt, vp, dt_i, st_i, dp_i, ia, ib, c0, c1):
     """Largest advective rate ``kappa`` over rows ``ia..ib-1`` (interior rows only).
 
-    ``fastmath`` only lets the max-reduction vectorise; a maximum is order-independent,
-    so each (realization, row) task keeps its own maximum and the tasks' maxima are
-    reduced after the parallel loop: the same value for any thread count.
+    A maximum is order-independent, so each (realization, row) task keeps its own
+    maximum (an int64 maximum of the rates' bits, which vectorises: Numba's float
+    ``max`` did not, even with ``fastmath``, 0.8 ns a cell) and the tasks' maxima are
+    reduced after the parallel loop: the same value for any thread count.  A NaN rate
+    (a NaN flow) is the result: the float ``max`` ignored it, and the step came from
+    the other cells.
     """
     nrow = max(ib - ia, 0)
     part = np.zeros(vt.shape[0] * nrow)
     dpi = dp_i[c0:c1]
     for task in prange(vt.shape[0] * nrow):
         part[task] = _kappa_row(vt, vp, dt_i, st_i, dpi, task // nrow, ia + task % nrow, c0, c1)
-    kmax = 0.0
-    for q in range(part.size):
-        kmax = max(kmax, part[q])
-    return kmax
+    return _bits_f64(_max_bits(part))
 
 
 # ---------------------------------------------------------------------------------------
@@ -584,7 +595,7 @@ def lf_alpha(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1):
         _lf_row(vt, vp, at, ap, task // nrow, i0 + task % nrow, jrow, nt, nrows, c0, c1)
 
 
-@kernel(cache=True, error_model="numpy", fastmath=True)
+@kernel(cache=True, error_model="numpy")
 def lf_alpha_kappa(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1, dt_i, st_i, dp_i, ia, ib):
     """:func:`lf_alpha` and :func:`cfl_kappa` in one sweep: the LF speeds, and the largest rate.
 
@@ -603,10 +614,7 @@ def lf_alpha_kappa(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1, dt_i, st_i, 
         _lf_row(vt, vp, at, ap, r, i, jrow, nt, nrows, c0, c1)
         if i >= ia and i < ib:
             part[task] = _kappa_row(vt, vp, dt_i, st_i, dpi, r, i, c0, c1)
-    kmax = 0.0
-    for q in range(part.size):
-        kmax = max(kmax, part[q])
-    return kmax
+    return _bits_f64(_max_bits(part))
 
 
 # ---------------------------------------------------------------------------------------
@@ -878,12 +886,16 @@ def diff_stage_var(
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _ptl_row_max(y, x, r, i, c0, c1):  # pragma: no cover - compiled
-    # Largest |y| in row i where |x| > 1e-14 (-1 if none).
-    m = -1.0
-    for c in range(c0, c1):
-        if abs(x[r, i, c]) > 1e-14:
-            m = max(m, abs(y[r, i, c]))
-    return m
+    # Largest |y| in row i where |x| > 1e-14 (-1 if none), NaN |y| skipped.  An int64
+    # maximum of the magnitudes' bits (their order is the float order; -1 is below every
+    # one): it vectorises, Numba's float max with its NaN rule does not.
+    yr = y[r, i, c0:c1]
+    xr = x[r, i, c0:c1]
+    mb = -1
+    for c in range(c1 - c0):
+        a = abs(yr[c])
+        mb = max(mb, _f64_bits(a) if abs(xr[c]) > 1e-14 and a == a else -1)  # noqa: PLR0124 - NaN test
+    return _bits_f64(mb) if mb >= 0 else -1.0
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -891,6 +903,13 @@ def _ptl_row_tau(y, x, m, r, i, c0, c1):  # pragma: no cover - compiled
     # Smallest PTL candidate (section 6.5) of row i's cells where |y| == m: over the four
     # neighbours n with (x - x_n)(y - y_n) < -1e-14, the step -(x - x_n) / (y - y_n).
     tau = _HUGE
+    yr = y[r, i, c0:c1]
+    xr = x[r, i, c0:c1]
+    hits = 0  # a vectorised count first: the maximum sits in a few cells of the whole block
+    for c in range(c1 - c0):
+        hits += 1 if abs(yr[c]) == m and abs(xr[c]) > 1e-14 else 0
+    if hits == 0:
+        return tau
     for c in range(c0, c1):
         if abs(y[r, i, c]) != m or abs(x[r, i, c]) <= 1e-14:
             continue

@@ -364,3 +364,20 @@ def test_history_row_reused_only_when_the_field_is_unchanged(tmp_path, monkeypat
         texts.append([(out / f"hipft_history_{k}_r00000{r}.out").read_text() for k in ("sol", "num") for r in (1, 2)])
     assert texts[0] == texts[1]
     assert (counts[0] < counts[1]) == reused, counts
+
+
+def test_a_nan_flow_stops_the_run_with_a_named_error(tmp_path):
+    """A NaN velocity (a NaN in a flow profile here; a flow file alike) makes the advective
+    rate NaN, and the step is refused with a named error instead of being taken from the
+    other cells (the float maximum ignored NaN)."""
+    from flux_helpers import case_config
+
+    from hpcml.apps.flux import FluxSolver
+
+    cfg = case_config("diffuse_advect_atten_map_1cr", tmp_path / "out", 1.0)
+    sv = FluxSolver(cfg, MPI.COMM_SELF)
+    sv.flows.rebuild(sv.st)  # finite flows: a finite step
+    assert np.isfinite(sv.flows.dt_adv)
+    sv.flows.vp_prof[1, 60] = np.nan
+    with pytest.raises(FloatingPointError, match="advective rate on this rank is nan"):
+        sv.flows.rebuild(sv.st)

@@ -173,6 +173,8 @@ class Flows:
     def stable_dt(self, kap: float) -> float:
         """Advective step limit of section 5 from the block's largest rate ``kap`` (global over every realization)."""
         s = self.s
+        if not math.isfinite(kap):  # a NaN velocity or field: say so instead of stepping by NaN
+            raise FloatingPointError(f"flux: the advective rate on this rank is {kap} (a non-finite flow or field)")
         kap = s.world.allreduce(kap, op=MPI.MAX)
         dt = SAFETY * (0.5 / max(kap, TINY))
         if s.prm.time_scheme == "ssprk43":
