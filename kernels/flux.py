@@ -731,7 +731,7 @@ def diff_stage(
 @kernel(cache=True, error_model="numpy")
 def diff_sts_stages(
     w0, w1, w2, y0, u0, dcoef, s2, c2r, c4r, b1, b5, pole_n, pole_s, dp, fac_n, fac_s, i0, i1, c0, c1,
-    inorth, isouth, mu, nu, mt, kap, nst, tau, m1, wrap,
+    inorth, isouth, mu, nu, mt, kap, nst, tau, m1, wrap, shares,
 ):  # fmt: skip
     """One RKL2/RKG2 super-step on increments, for a block that holds whole realizations.
 
@@ -753,55 +753,111 @@ def diff_sts_stages(
     per stage (index ``j``; ``nu[2] = 0``, ``mt = mu~ tau``, ``kap = mu~ + gamma~``);
     ``fac_n, fac_s`` scale the north and south cap sums (the south value is negated);
     ``pole_n, pole_s`` are the realization-independent parts of the pole-face diffusivity.
+
+    ``shares`` (the thread count): realizations go whole to the threads while they divide
+    evenly; the rest (fewer than ``shares``) are split into ``shares`` row chunks, stage
+    by stage (a parallel loop per stage, the caps summed between them), so no thread
+    waits on another's extra realization.  1cr on 2 threads had 3 realizations on one
+    thread and 2 on the other; one 512 x 1024 realization (diffuse_dipole) had one
+    thread idle.  The bits do not depend on ``shares``.
     """
     nr = w0.shape[0]
+    whole = (nr // shares) * shares
+    for r in prange(whole):
+        _sts_entry(y0[r], w0[r], 0, w0.shape[1], tau, m1)
+        planes = (w0[r], w1[r], w2[r])
+        p2, p1, out = 0, 0, 2  # plane indices: v_{j-2}, v_{j-1}, v_j (stage 2 writes w2)
+        for j in range(2, nst + 1):
+            lvn, lvs = _sts_caps(planes[p1], dcoef[r], pole_n, pole_s, dp, fac_n, fac_s, c0, c1, inorth, isouth)
+            _sts_rows(planes[out], planes[p1], planes[p2], y0[r], dcoef[r], s2, c2r, c4r, b1, b5, i0, i1, c0, c1,
+                      inorth, isouth, lvn, lvs, mu[j], nu[j], mt[j], kap[j], wrap)  # fmt: skip
+            # v_{j-1} -> v_{j-2}, v_j -> v_{j-1}; v_{j+1} goes where v_{j-2} was (stage 2: the spare plane)
+            p2, p1, out = p1, out, (1 if j == 2 else p2)
+        _sts_exit(planes[p1], u0[r], 0, w0.shape[1])
+    rest = nr - whole
+    if rest == 0:
+        return
+    nch = shares
+    ny = w0.shape[1]
+    for task in prange(rest * nch):
+        r = whole + task // nch
+        ch = task % nch
+        _sts_entry(y0[r], w0[r], (ny * ch) // nch, (ny * (ch + 1)) // nch, tau, m1)
+    cap_n = np.empty(rest)
+    cap_s = np.empty(rest)
+    bufs = (w0, w1, w2)
+    p2, p1, out = 0, 0, 2
+    nrow = i1 - i0
+    for j in range(2, nst + 1):
+        for q in range(rest):
+            cap_n[q], cap_s[q] = _sts_caps(bufs[p1][whole + q], dcoef[whole + q], pole_n, pole_s, dp, fac_n, fac_s,
+                                           c0, c1, inorth, isouth)  # fmt: skip
+        for task in prange(rest * nch):
+            q = task // nch
+            r = whole + q
+            ch = task % nch
+            _sts_rows(bufs[out][r], bufs[p1][r], bufs[p2][r], y0[r], dcoef[r], s2, c2r, c4r, b1, b5,
+                      i0 + (nrow * ch) // nch, i0 + (nrow * (ch + 1)) // nch, c0, c1, inorth, isouth, cap_n[q],
+                      cap_s[q], mu[j], nu[j], mt[j], kap[j], wrap)  # fmt: skip
+        p2, p1, out = p1, out, (1 if j == 2 else p2)
+    for task in prange(rest * nch):
+        r = whole + task // nch
+        ch = task % nch
+        _sts_exit(bufs[p1][r], u0[r], (ny * ch) // nch, (ny * (ch + 1)) // nch)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _sts_entry(yr, vr, ra, rb, tau, m1):  # pragma: no cover - compiled
+    # Rows ra..rb-1 of the whole ghosted plane: Y0 = tau L(u0) in place, v_1 = m1 Y0.
+    for i in range(ra, rb):
+        yi = yr[i]
+        vi = vr[i]
+        for k in range(yr.shape[1]):
+            yi[k] = yi[k] * tau
+            vi[k] = yi[k] * m1
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _sts_exit(vr, ur, ra, rb):  # pragma: no cover - compiled
+    # Rows ra..rb-1 of the whole ghosted plane: u_nst = u0 + v_nst, halo included.
+    for i in range(ra, rb):
+        vi = vr[i]
+        ui = ur[i]
+        for k in range(vr.shape[1]):
+            vi[k] = vi[k] + ui[k]
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _sts_caps(p1, d, pole_n, pole_s, dp, fac_n, fac_s, c0, c1, inorth, isouth):  # pragma: no cover - compiled
+    # The two cap values of plane p1 (one realization), summed in column order.
+    dd = d + d
+    sn = 0.0
+    for c in range(c0, c1):
+        sn += _cap_term(dd, pole_n[c], p1[inorth + 1, c], p1[inorth, c], dp[c])
+    ss = 0.0
+    for c in range(c0, c1):
+        ss += _cap_term(dd, pole_s[c], p1[isouth, c], p1[isouth - 1, c], dp[c])
+    return sn * fac_n, -(ss * fac_s)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _sts_rows(out, p1, p2, yr, d, s2, c2r, c4r, b1, b5, ra, rb, c0, c1, inorth, isouth, lvn, lvs, m_j, n_j, t_j, k_j,
+              wrap):  # fmt: skip  # pragma: no cover - compiled
+    # Rows ra..rb-1 of one stage of one realization (planes out, p1 = v_{j-1}, p2 = v_{j-2}).
     nx = c1 - c0
     bw = b1[c0:c1]
     be = b5[c0:c1]
-    ny, nxg = w0.shape[1], w0.shape[2]
-    for r in prange(nr):
-        d = dcoef[r]
-        dd = d + d
-        yr = y0[r]
-        p1 = w0[r]
-        for i in range(ny):
-            yi = yr[i]
-            vi = p1[i]
-            for k in range(nxg):
-                yi[k] = yi[k] * tau
-                vi[k] = yi[k] * m1
-        p2 = w0[r]
-        out = w2[r]
-        spare = w1[r]
-        for j in range(2, nst + 1):
-            sn = 0.0
-            for c in range(c0, c1):
-                sn += _cap_term(dd, pole_n[c], p1[inorth + 1, c], p1[inorth, c], dp[c])
-            ss = 0.0
-            for c in range(c0, c1):
-                ss += _cap_term(dd, pole_s[c], p1[isouth, c], p1[isouth - 1, c], dp[c])
-            lvn = sn * fac_n
-            lvs = -(ss * fac_s)
-            m_j, n_j, t_j, k_j = mu[j], nu[j], mt[j], kap[j]
-            for i in range(i0, i1):
-                o = out[i, c0:c1]
-                xc = p1[i, c0:c1]
-                if i == inorth or i == isouth:  # noqa: PLR1714 - Numba-friendly
-                    lv = lvn if i == inorth else lvs
-                    _sts_pole_row(o, xc, p2[i, c0:c1], yr[i, c0:c1], lv, m_j, n_j, t_j, k_j, nx)
-                else:
-                    _sts_row(o, p1[i, c0 - 1 : c1 - 1], p1[i - 1, c0:c1], xc, p1[i + 1, c0:c1],
-                             p1[i, c0 + 1 : c1 + 1], p2[i, c0:c1], yr[i, c0:c1], d * s2[i], d * c2r[i],
-                             d * c4r[i], bw, be, m_j, n_j, t_j, k_j, nx)  # fmt: skip
-                _wrap_row(out, i, c0, c1, wrap)
-            # v_{j-1} -> v_{j-2}, v_j -> v_{j-1}; v_{j+1} goes where v_{j-2} was (stage 2: the spare plane)
-            p2, p1, out = p1, out, (spare if j == 2 else p2)
-        ur = u0[r]
-        for i in range(ny):  # u_nst = u0 + v_nst, halo included
-            vi = p1[i]
-            ui = ur[i]
-            for k in range(nxg):
-                vi[k] = vi[k] + ui[k]
+    for i in range(ra, rb):
+        o = out[i, c0:c1]
+        xc = p1[i, c0:c1]
+        if i == inorth or i == isouth:  # noqa: PLR1714 - Numba-friendly
+            lv = lvn if i == inorth else lvs
+            _sts_pole_row(o, xc, p2[i, c0:c1], yr[i, c0:c1], lv, m_j, n_j, t_j, k_j, nx)
+        else:
+            _sts_row(o, p1[i, c0 - 1 : c1 - 1], p1[i - 1, c0:c1], xc, p1[i + 1, c0:c1], p1[i, c0 + 1 : c1 + 1],
+                     p2[i, c0:c1], yr[i, c0:c1], d * s2[i], d * c2r[i], d * c4r[i], bw, be, m_j, n_j, t_j, k_j,
+                     nx)  # fmt: skip
+        _wrap_row(out, i, c0, c1, wrap)
 
 
 @kernel(cache=True, error_model="numpy")

@@ -128,8 +128,9 @@ def _stages_one_by_one(w, y0, dcoef, geo, pole_n, pole_s, dp, fac_n, fac_s, box,
 
 
 @settings(max_examples=30, deadline=None)
-@given(blocks, st.sampled_from([3, 5, 7, 9]), st.sampled_from(["rkl2", "rkg2"]), st.booleans())
-def test_sts_stages_in_one_call_equal_stage_by_stage(block, nst, method, parallel):
+@given(blocks, st.sampled_from([3, 5, 7, 9]), st.sampled_from(["rkl2", "rkg2"]), st.booleans(), st.integers(1, 4))
+def test_sts_stages_in_one_call_equal_stage_by_stage(block, nst, method, parallel, shares):
+    """Any ``shares``: whole realizations per share, the rest split by rows (1-3 realizations on 1-4 shares)."""
     nr, ny, nx, h, seed = block
     ny, nx = max(ny, 3), max(nx, h)
     rng = np.random.default_rng(seed)
@@ -156,7 +157,8 @@ def test_sts_stages_in_one_call_equal_stage_by_stage(block, nst, method, paralle
     got = [rng.standard_normal(shape) for _ in range(3)]
     yk = ly.copy()
     k = diff_sts_stages.parallel if parallel else diff_sts_stages.serial
-    k(*got, yk, u0, dcoef, *geo, pole_n, pole_s, dp, fac_n, fac_s, *box, box[0], box[1] - 1, *coefs, nst, tau, m1, h)
+    k(*got, yk, u0, dcoef, *geo, pole_n, pole_s, dp, fac_n, fac_s, *box, box[0], box[1] - 1, *coefs, nst, tau, m1, h,
+      shares)  # fmt: skip
     assert np.array_equal(yk, y0)  # Y0 = tau L(u0), the whole ghosted plane
     owned = (slice(None), slice(h, h + ny), slice(None))  # rows the stages write (ghost columns included)
     assert np.array_equal(got[(4 - nst) % 3][owned], last[owned])

@@ -30,14 +30,10 @@ import numpy as np
 from hpcml.config import ConfigError
 
 __all__ = [
-    "DEVICES", "STS_SPARE_CELLS", "CpuDevice", "CudaDevice", "Device", "DeviceField", "backend_name", "resolve_device",
+    "DEVICES", "CpuDevice", "CudaDevice", "Device", "DeviceField", "backend_name", "resolve_device",
 ]  # fmt: skip
 
 _HUGE = float(np.finfo(np.float64).max)
-#: Cells the busiest Numba thread may hold beyond an even share of the realizations for the
-#: one-call diffusion super-step (:meth:`CpuDevice.diff_sts_stages`): about half a 180 x 360
-#: plane; a 512 x 1024 plane left idle costs more than the row-parallel stages' overhead.
-STS_SPARE_CELLS = 1 << 16
 
 
 @dataclass
@@ -264,27 +260,20 @@ class CpuDevice(Device):
                            wrap, var.scratch)  # fmt: skip
 
     def diff_sts_stages(self, *args: Any) -> bool:
-        """The Numba kernel, unless uneven realizations per thread leave too much idle (then False).
+        """The Numba kernel, its work shared among this process's Numba threads.
 
-        The kernel gives each thread whole realizations.  When they do not divide evenly
-        the busiest thread holds :data:`STS_SPARE_CELLS` or fewer cells beyond an even
-        share, or the row-parallel stages run instead.  Measured with 2 threads (diffusion
-        timer, 96 h, alternating in one process): 1cr grid (180 x 360), 5 realizations
-        1.17-1.44 s row-parallel, 0.96-1.19 s in the kernel; 3 realizations 0.68-0.97 s and
-        0.53-0.69 s; 1 realization 0.41-0.65 s and 0.41-0.47 s.  One 512 x 1024 realization
-        (diffuse_dipole, 6 h): 0.30-0.37 s row-parallel, 0.46-0.77 s in the kernel.
+        Realizations that do not divide evenly among the threads are split by rows
+        (see the kernel).  Before, the kernel gave each thread whole realizations and
+        was declined when that left a thread idle too long (then each stage was a
+        Python round trip).  One 9-stage call on 2 threads, best of 30 alternating with
+        whole realizations only (``shares=1``): 5 x 180 x 360 (1cr) 1.13 -> 0.94 ms,
+        1 x 512 x 1024 (diffuse_dipole) 3.49 -> 1.64 ms, 4 x 180 x 360 unchanged.
         """
         from numba import get_num_threads
 
         from hpcml.kernels.flux import diff_sts_stages
 
-        threads = get_num_threads()
-        nr, ny, nx = args[0].shape
-        if threads > 1 and nr % threads:
-            spare = (-(-nr // threads) - nr / threads) * ny * nx
-            if spare > STS_SPARE_CELLS:
-                return False
-        diff_sts_stages(*args)
+        diff_sts_stages(*args, get_num_threads())
         return True
 
     def flows(self, fl: Any, f: Any, attenuate: bool, bounds: tuple[int, ...]) -> None:
