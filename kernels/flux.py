@@ -337,18 +337,22 @@ def _advect_chunk(x, f0, out, flows, geo, box, coef, poles, sc, r, ch):  # pragm
 def adv_pole_terms(x, vt, dp, q, c0, c1, upwind, out):
     """Upwind theta flux x ``dp`` at face row ``q`` (face 2 or N_t) for the cap sums."""
     for r in range(x.shape[0]):
-        rf = min(r, vt.shape[0] - 1)  # a flow shared by every realization, or one each
         for c in range(c0, c1):
-            out[r, c - c0] = _upwind(vt[rf, q, c], x[r, q, c], x[r, q - 1, c], upwind) * dp[c]
+            out[r, c - c0] = _adv_cap_term(x, vt, dp, q, upwind, r, c)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _adv_cap_term(x, vt, dp, q, upwind, r, c):  # pragma: no cover - compiled
+    # One column's term of a cap sum; flow min(r, nflows - 1): one shared by every realization, or one each.
+    return _upwind(vt[min(r, vt.shape[0] - 1), q, c], x[r, q, c], x[r, q - 1, c], upwind) * dp[c]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _adv_cap(x, vt, dp, q, c0, c1, upwind, r):  # pragma: no cover - compiled
     """Row sum of :func:`adv_pole_terms` for realization ``r``, in column order (the bits of ``cap_sums``)."""
-    rf = min(r, vt.shape[0] - 1)
     s = 0.0
     for c in range(c0, c1):
-        s += _upwind(vt[rf, q, c], x[r, q, c], x[r, q - 1, c], upwind) * dp[c]
+        s += _adv_cap_term(x, vt, dp, q, upwind, r, c)
     return s
 
 
