@@ -487,6 +487,7 @@ def _att_exp_row(f, ib, t, ti, m):
 @kernel(cache=True, error_model="numpy")
 def flow_fill(
     vt, vp, vt_prof, vp_prof, vt_base, vp_base, has_base, f, inv_b0, th, attenuate, i0, i1, c0, c1, att_t_lo, att_t_hi,
+    wrap,
 ):  # fmt: skip
     """Broadcast per-row velocity profiles and apply |B| attenuation on the owned cells.
 
@@ -501,6 +502,9 @@ def flow_fill(
     ``2 e / (1 + e)`` with ``e = min(th)`` of the two cells sharing the face (``exp`` is
     monotone): one ``exp`` per cell instead of a ``tanh`` per face, and no cancellation
     where the flow is strongly attenuated.  It differs from HipFT's factor by rounding.
+
+    ``wrap > 0`` (a block alone in phi, ``c0 == wrap``): each owned row's phi ghosts are
+    filled from the opposite edge once the row is final, instead of by a halo exchange.
     """
     nr, ny, nx = vt.shape
     ncol = c1 - c0
@@ -542,11 +546,14 @@ def flow_fill(
             for k in range(ncol):
                 e = min(tw[k], t0[k])
                 o[k] = o[k] * (2.0 * e / (1.0 + e))
+        if wrap > 0 and i >= i0 and i < i1:
+            _wrap_row(vt[r], i, c0, c1, wrap)
+            _wrap_row(vp[r], i, c0, c1, wrap)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _lf_row(vt, vp, at, ap, r, i, jrow, nt, nrows, c0, c1):  # pragma: no cover - compiled
-    """The LF speeds of row ``i`` of realization ``r`` (see :func:`lf_alpha`)."""
+def _lf_row(vt, vp, at, ap, r, i, jrow, nt, nrows, c0, c1, wrap):  # pragma: no cover - compiled
+    """The LF speeds of row ``i`` of realization ``r`` (see :func:`lf_alpha`), its phi ghosts if ``wrap``."""
     ncol = c1 - c0
     j = jrow[i]
     lo = max(1, j - 2) - j
@@ -583,24 +590,28 @@ def _lf_row(vt, vp, at, ap, r, i, jrow, nt, nrows, c0, c1):  # pragma: no cover 
     else:
         for k in range(ncol):
             o[k] = 0.0
+    if wrap > 0:
+        _wrap_row(at[r], i, c0, c1, wrap)
+        _wrap_row(ap[r], i, c0, c1, wrap)
 
 
 @kernel(cache=True, error_model="numpy")
-def lf_alpha(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1):
+def lf_alpha(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1, wrap):
     """Local Lax-Friedrichs speeds on the owned cells (section 4.3).
 
     ``alpha_theta`` spans faces ``max(1, j-2)..min(nt, j+3)``; ``alpha_phi`` faces
     ``k-2..k+3`` (periodic through the halo) on rows 2..N_t-1, 0 on the pole rows.
     Both six-face windows are the max of three two-face maxima (no temporaries).
+    ``wrap > 0``: each row's phi ghosts are filled as in :func:`flow_fill`.
     """
     nr = vt.shape[0]
     nrow = i1 - i0
     for task in prange(nr * nrow):
-        _lf_row(vt, vp, at, ap, task // nrow, i0 + task % nrow, jrow, nt, nrows, c0, c1)
+        _lf_row(vt, vp, at, ap, task // nrow, i0 + task % nrow, jrow, nt, nrows, c0, c1, wrap)
 
 
 @kernel(cache=True, error_model="numpy")
-def lf_alpha_kappa(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1, dt_i, st_i, dp_i, ia, ib):
+def lf_alpha_kappa(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1, wrap, dt_i, st_i, dp_i, ia, ib):
     """:func:`lf_alpha` and :func:`cfl_kappa` in one sweep: the LF speeds, and the largest rate.
 
     Both read the same velocity rows; here a row's rate is taken while they are in L1
@@ -615,7 +626,7 @@ def lf_alpha_kappa(vt, vp, at, ap, jrow, nt, nrows, i0, i1, c0, c1, dt_i, st_i, 
     for task in prange(nr * nrow):
         r = task // nrow
         i = i0 + task % nrow
-        _lf_row(vt, vp, at, ap, r, i, jrow, nt, nrows, c0, c1)
+        _lf_row(vt, vp, at, ap, r, i, jrow, nt, nrows, c0, c1, wrap)
         if i >= ia and i < ib:
             part[task] = _kappa_row(vt, vp, dt_i, st_i, dpi, r, i, c0, c1)
     return _bits_f64(_max_bits(part))

@@ -63,7 +63,8 @@ def test_bad_namelist_is_reported_once(tmp_path):
 def test_flow_fill_attenuation_matches_numpy_exp():
     """The fill's SIMD ``exp`` gives the attenuation ``2e/(1+e)``, ``e = exp(-2 max|f| / B0)``, to rounding.
 
-    Covers large fields (``e`` at its floor) and ``B0 <= 0`` (``inv_b0`` huge: full attenuation).
+    Covers large fields (``e`` at its floor) and ``B0 <= 0`` (``inv_b0`` huge: full attenuation),
+    and the kernel filling the owned rows' phi halo (``wrap``) as the exchange does.
     """
     from hpcml.kernels.flux import flow_fill
 
@@ -76,7 +77,15 @@ def test_flow_fill_attenuation_matches_numpy_exp():
     vt_prof, vp_prof = rng.normal(size=(nr, ny)), rng.normal(size=(nr, ny))
     vt, vp, th = np.zeros((nr, ny, nx)), np.zeros((nr, ny, nx)), np.zeros((nr, ny, nx))
     base = np.zeros((ny, nx))
-    flow_fill(vt, vp, vt_prof, vp_prof, base, base, False, f, inv_b0, th, True, i0, i1, c0, c1, att_lo, att_hi)
+    flow_fill(vt, vp, vt_prof, vp_prof, base, base, False, f, inv_b0, th, True, i0, i1, c0, c1, att_lo, att_hi, 0)
+    # the same fill with the phi halo filled by the kernel: the owned rows' ghosts wrapped, nothing else changed
+    wt, wp = np.zeros_like(vt), np.zeros_like(vp)
+    flow_fill(wt, wp, vt_prof, vp_prof, base, base, False, f, inv_b0, th, True, i0, i1, c0, c1, att_lo, att_hi, c0)
+    for v, w in ((vt, wt), (vp, wp)):
+        want = v.copy()
+        want[:, i0:i1, :c0] = v[:, i0:i1, c1 - c0 : c1]
+        want[:, i0:i1, c1:] = v[:, i0:i1, c0 : 2 * c0]
+        np.testing.assert_array_equal(w, want)
     with np.errstate(over="ignore"):  # |f| * huge = inf, as in the kernel
         e = np.exp(np.maximum(-2.0 * (np.abs(f) * inv_b0[:, None, None]), -700.0))
     ref_t = np.repeat(vt_prof[:, :, None], nx, axis=2)

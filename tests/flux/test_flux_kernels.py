@@ -327,7 +327,8 @@ def test_ptl_and_cfl_reductions_equal_numpy_serial_or_parallel(block, parallel, 
 def test_lf_speeds_and_rate_in_one_sweep_equal_the_two_kernels_and_numpy(block, j_first, inset, parallel):
     """``lf_alpha_kappa``: the LF speeds of ``lf_alpha`` (checked against NumPy's six-face
     window maxima, clamped near the poles) and the rate of ``cfl_kappa`` over interior
-    rows ``ia..ib`` inside the owned ones, bit for bit, on one thread or several."""
+    rows ``ia..ib`` inside the owned ones, bit for bit, on one thread or several; with
+    ``wrap`` the owned rows' phi halo as well."""
     from hpcml.kernels.flux import cfl_kappa, lf_alpha, lf_alpha_kappa
 
     nr, ny, nx, _, seed = block
@@ -344,12 +345,23 @@ def test_lf_speeds_and_rate_in_one_sweep_equal_the_two_kernels_and_numpy(block, 
     dt_i, st_i, dp_i = rng.random(NY + 1) + 0.5, rng.random(NY) + 0.5, rng.random(NX + 1) + 0.5
     pick = (lambda k: k.parallel) if parallel else (lambda k: k.serial)
     at1, ap1, at2, ap2 = (np.full((nr, NY, NX), np.nan) for _ in range(4))
-    pick(lf_alpha)(vt, vp, at1, ap1, jrow, nt, nrows, i0, i1, c0, c1)
+    pick(lf_alpha)(vt, vp, at1, ap1, jrow, nt, nrows, i0, i1, c0, c1, 0)
     kap1 = pick(cfl_kappa)(vt, vp, dt_i, st_i, dp_i, ia, ib, c0, c1)
-    kap2 = pick(lf_alpha_kappa)(vt, vp, at2, ap2, jrow, nt, nrows, i0, i1, c0, c1, dt_i, st_i, dp_i, ia, ib)
+    kap2 = pick(lf_alpha_kappa)(vt, vp, at2, ap2, jrow, nt, nrows, i0, i1, c0, c1, 0, dt_i, st_i, dp_i, ia, ib)
     assert kap2 == kap1
     np.testing.assert_array_equal(at2, at1)
     np.testing.assert_array_equal(ap2, ap1)
+    if nx >= h:  # the kernels fill the owned rows' phi halo (wrap) as the exchange's slice copies do
+        at3, ap3, at4, ap4 = (np.full((nr, NY, NX), np.nan) for _ in range(4))
+        pick(lf_alpha)(vt, vp, at3, ap3, jrow, nt, nrows, i0, i1, c0, c1, h)
+        kap3 = pick(lf_alpha_kappa)(vt, vp, at4, ap4, jrow, nt, nrows, i0, i1, c0, c1, h, dt_i, st_i, dp_i, ia, ib)
+        assert kap3 == kap1
+        for a in (at1, ap1):
+            _numpy_fill(a, i0, i1, h, nx)
+        for got in (at3, at4):
+            np.testing.assert_array_equal(got, at1)
+        for got in (ap3, ap4):
+            np.testing.assert_array_equal(got, ap1)
     for i in range(i0, i1):
         j = int(jrow[i])
         lo, hi = max(1, j - 2) - j, min(nt, j + 3) - j

@@ -141,20 +141,23 @@ class Device(ABC):
         return False
 
     @abstractmethod
-    def flows(self, fl: Any, f: Any, attenuate: bool, bounds: tuple[int, ...]) -> None:
-        """Fill ``fl.vt``/``fl.vp`` from the profiles (+ base flows), attenuated with the field ``f``."""
+    def flows(self, fl: Any, f: Any, attenuate: bool, bounds: tuple[int, ...], wrap: int = 0) -> None:
+        """Fill ``fl.vt``/``fl.vp`` from the profiles (+ base flows), attenuated with the field ``f``.
+
+        ``wrap``: :meth:`phi_wrap` of the flows (the kernel fills their phi halo; 0 here).
+        """
 
     @abstractmethod
-    def lf_alpha(self, *args: Any) -> None:
-        """:func:`hpcml.kernels.flux.lf_alpha`."""
+    def lf_alpha(self, *args: Any, wrap: int = 0) -> None:
+        """:func:`hpcml.kernels.flux.lf_alpha` (``wrap`` as in :meth:`flows`)."""
 
     @abstractmethod
     def cfl_kappa(self, *args: Any) -> float:
         """The block's largest advective rate (host float)."""
 
-    def lf_alpha_kappa(self, lf_args: tuple[Any, ...], cfl_args: tuple[Any, ...]) -> float:
+    def lf_alpha_kappa(self, lf_args: tuple[Any, ...], cfl_args: tuple[Any, ...], wrap: int = 0) -> float:
         """:meth:`lf_alpha` with ``lf_args``, then :meth:`cfl_kappa` with ``cfl_args`` (rows among the owned ones)."""
-        self.lf_alpha(*lf_args)
+        self.lf_alpha(*lf_args, wrap=wrap)
         return self.cfl_kappa(*cfl_args)
 
     @abstractmethod
@@ -276,18 +279,18 @@ class CpuDevice(Device):
         diff_sts_stages(*args, get_num_threads())
         return True
 
-    def flows(self, fl: Any, f: Any, attenuate: bool, bounds: tuple[int, ...]) -> None:
-        """The Numba fill (``exp(-2 |f| / B0)`` once per cell inside it, SIMD)."""
+    def flows(self, fl: Any, f: Any, attenuate: bool, bounds: tuple[int, ...], wrap: int = 0) -> None:
+        """The Numba fill (``exp(-2 |f| / B0)`` once per cell inside it, SIMD; the phi halo if ``wrap``)."""
         from hpcml.kernels.flux import flow_fill
 
         flow_fill(fl.vt, fl.vp, fl.vt_prof, fl.vp_prof, fl.vt_base, fl.vp_base, fl.has_base, f, fl.inv_b0, fl.th,
-                  attenuate, *bounds)  # fmt: skip
+                  attenuate, *bounds, wrap)  # fmt: skip
 
-    def lf_alpha(self, *args: Any) -> None:
+    def lf_alpha(self, *args: Any, wrap: int = 0) -> None:
         """The Numba kernel."""
         from hpcml.kernels.flux import lf_alpha
 
-        lf_alpha(*args)
+        lf_alpha(*args, wrap)
 
     def cfl_kappa(self, *args: Any) -> float:
         """The Numba kernel."""
@@ -295,12 +298,12 @@ class CpuDevice(Device):
 
         return float(cfl_kappa(*args))
 
-    def lf_alpha_kappa(self, lf_args: tuple[Any, ...], cfl_args: tuple[Any, ...]) -> float:
+    def lf_alpha_kappa(self, lf_args: tuple[Any, ...], cfl_args: tuple[Any, ...], wrap: int = 0) -> float:
         """Both in one sweep over the velocity rows (:func:`hpcml.kernels.flux.lf_alpha_kappa`)."""
         from hpcml.kernels.flux import lf_alpha_kappa
 
         dt_i, st_i, dp_i, ia, ib = cfl_args[2:7]  # the velocities and columns are lf_args'
-        return float(lf_alpha_kappa(*lf_args, dt_i, st_i, dp_i, ia, ib))
+        return float(lf_alpha_kappa(*lf_args, wrap, dt_i, st_i, dp_i, ia, ib))
 
     def ptl_max(self, *args: Any) -> float:
         """The Numba kernel."""
@@ -405,13 +408,13 @@ class CudaDevice(Device):
         tf = var.theta_face if var is not None else self._dummy2
         self.k.diff_stage(self.name, x, xm2, u0, y0, out, dcoef, pf, tf, var is not None, s2, c2, c4, b1, b5, *rest)
 
-    def flows(self, fl: Any, f: Any, attenuate: bool, bounds: tuple[int, ...]) -> None:
-        """Profiles, base flows and ``tanh`` attenuation in one kernel."""
+    def flows(self, fl: Any, f: Any, attenuate: bool, bounds: tuple[int, ...], wrap: int = 0) -> None:
+        """Profiles, base flows and ``tanh`` attenuation in one kernel (``wrap`` is always 0 here)."""
         self.k.att_flow_fill(self.name, fl.vt, fl.vp, fl.vt_prof, fl.vp_prof, fl.vt_base, fl.vp_base, fl.has_base, f,
                              fl.inv_b0, attenuate, *bounds)  # fmt: skip
 
-    def lf_alpha(self, *args: Any) -> None:
-        """One thread per cell."""
+    def lf_alpha(self, *args: Any, wrap: int = 0) -> None:
+        """One thread per cell (``wrap`` is always 0 here)."""
         self.k.lf_alpha(self.name, *args)
 
     def _reduce(self, launch: Any, init: float, *args: Any) -> float:

@@ -15,6 +15,7 @@ diffusivity runs all the stages of a super-step in one compiled call on the CPU
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -47,7 +48,15 @@ def sts_stages(method: str, tau: float, dt_e: float) -> int:
 
 
 def sts_coefficients(method: str, s: int) -> tuple[np.ndarray, ...]:
-    """``mu, nu, mu_tilde, gamma_tilde`` (index = stage, 1..s) of RKL2 or RKG2."""
+    """``mu, nu, mu_tilde, gamma_tilde`` (index = stage, 1..s) of RKL2 or RKG2 (fresh copies of kept arrays).
+
+    Every diffusion cycle asks for them; the Python loops cost tens of microseconds a call.
+    """
+    return tuple(a.copy() for a in _sts_coefficients(method, s))
+
+
+@functools.lru_cache(maxsize=256)
+def _sts_coefficients(method: str, s: int) -> tuple[np.ndarray, ...]:
     mu, nu, mt, gt = (np.zeros(s + 1) for _ in range(4))
     b = np.zeros(s + 1)
     if method == "rkl2":
@@ -217,12 +226,10 @@ class Diffusion:
         m = s.world.allreduce(m, op=MPI.MAX)
         if m <= 0.0:
             return HUGE
-        j = lay.j_of_row
-        rows = np.arange(lay.i0, lay.i1)
-        inner = rows[(j[rows] >= 2) & (j[rows] <= g.Nt - 1)]
+        inner = lay.inner_rows(g.Nt)
         tau = HUGE
-        if len(inner):
-            tau = s.dev.ptl_tau(y.data, x, m, int(inner[0]), int(inner[-1]) + 1, lay.c0, lay.c1)
+        if inner is not None:
+            tau = s.dev.ptl_tau(y.data, x, m, *inner, lay.c0, lay.c1)
         tau = SAFETY * s.world.allreduce(tau, op=MPI.MIN)
         return max(tau, tau_in)
 

@@ -141,34 +141,39 @@ class Flows:
         if self.has_base and (switched or not self._base_loaded):
             self._load_base()
         bounds = (lay.i0, lay.i1, lay.c0, lay.c1, self.att_lo, self.att_hi)
-        s.dev.flows(self, st.f.data, bool(s.prm.attenuate), bounds)
-        s.exchange(self.vel)
+        wrap = s.dev.phi_wrap(self.vel)  # a block alone in phi: the kernels fill the phi halos row by row
+        s.dev.flows(self, st.f.data, bool(s.prm.attenuate), bounds, wrap)
+        self._halo(self.vel, wrap)
         cfl = self._cfl_args()
         if s.prm.weno:  # the LF speeds and the block's largest rate in one sweep
             lf = (self.vt, self.vp, self.at, self.ap, s.dgeo["jrow"], s.grid.nt, s.grid.Nt, lay.i0, lay.i1, lay.c0,
                   lay.c1)  # fmt: skip
             if cfl is None:
-                s.dev.lf_alpha(*lf)
+                s.dev.lf_alpha(*lf, wrap=wrap)
                 kap = 0.0
             else:
-                kap = s.dev.lf_alpha_kappa(lf, cfl)
-            s.exchange(self.alpha)
+                kap = s.dev.lf_alpha_kappa(lf, cfl, wrap=wrap)
+            self._halo(self.alpha, wrap)
         else:
             kap = s.dev.cfl_kappa(*cfl) if cfl is not None else 0.0
         self.dt_adv = self.stable_dt(kap)
         self.needs_update = self.every_step
 
+    def _halo(self, fld: Any, wrap: int) -> None:
+        """Exchange ``fld``'s halo unless the kernel filled it (``wrap``); counted either way, as the model does."""
+        if wrap:
+            self.s.exchanges += 1
+        else:
+            self.s.exchange(fld)
+
     def _cfl_args(self) -> tuple[Any, ...] | None:
         """:func:`~hpcml.kernels.flux.cfl_kappa`'s arguments for the block's interior rows (None if it has none)."""
-        s, lay, g = self.s, self.s.lay, self.s.grid
-        j = lay.j_of_row
-        rows = np.arange(lay.i0, lay.i1)
-        inner = rows[(j[rows] >= 2) & (j[rows] <= g.Nt - 1)]
-        if not len(inner):
+        s, lay = self.s, self.s.lay
+        inner = lay.inner_rows(s.grid.Nt)
+        if inner is None:
             return None
         geo = s.dgeo
-        return (self.vt, self.vp, geo["dt_i"], geo["st_i"], geo["dp_i"], int(inner[0]), int(inner[-1]) + 1, lay.c0,
-                lay.c1)  # fmt: skip
+        return (self.vt, self.vp, geo["dt_i"], geo["st_i"], geo["dp_i"], *inner, lay.c0, lay.c1)
 
     def stable_dt(self, kap: float) -> float:
         """Advective step limit of section 5 from the block's largest rate ``kap`` (global over every realization)."""

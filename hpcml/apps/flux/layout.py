@@ -132,8 +132,22 @@ class Layout:
             raise RuntimeError("internal: world and ensemble-group decompositions disagree")
         self._decomps: dict[int, CartDecomp] = {self.nr: self.decomp}  # by stacked planes
         self._gathered: dict[str, np.ndarray] = {}
+        self._inner: dict[int, tuple[int, int] | None] = {}
 
     # -- global <-> local --------------------------------------------------------------------
+    def inner_rows(self, nrows: int) -> tuple[int, int] | None:
+        """Local rows ``(ia, ib)`` of the owned rows with HipFT index ``2..nrows-1`` (None if none).
+
+        Those rows are contiguous; the result is kept (asked for every step).
+        """
+        found = self._inner.get(nrows, False)
+        if found is False:
+            j = self.j_of_row
+            rows = np.arange(self.i0, self.i1)
+            inner = rows[(j[rows] >= 2) & (j[rows] <= nrows - 1)]
+            found = self._inner[nrows] = (int(inner[0]), int(inner[-1]) + 1) if len(inner) else None
+        return found
+
     def rows(self, arr: np.ndarray, lo: int, hi: int) -> np.ndarray:
         """Local (ghosted) values of a 1-based theta array valid on ``lo..hi`` (0 elsewhere)."""
         j = self.j_of_row
