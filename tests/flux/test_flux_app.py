@@ -231,13 +231,14 @@ def test_stage_kernels_fill_the_phi_halo_as_the_exchange_does(tmp_path, monkeypa
         ("diffuse_advect_soccer", "euler"),
     ],
 )
-def test_grouped_and_one_call_advance_give_the_stage_by_stage_results(tmp_path, monkeypatch, case, scheme):
-    """A block holding whole realizations advances them a group at a time (every stage of
-    the step for one group, then the next), and by default the whole step in one kernel
-    call (``kernels.flux.advect_step``, caps summed in the kernel): the same history
-    files, byte for byte, and the same ghosted block as every stage over all
-    realizations.  1cr: one flow per realization (attenuation), 5 realizations in groups
-    of 1, and of 1 and 2 (3 groups); soccer: one flow shared by its 4 realizations."""
+def test_one_call_advance_gives_the_stage_by_stage_results(tmp_path, monkeypatch, case, scheme):
+    """A block holding whole realizations advances a whole step in one kernel call
+    (``kernels.flux.advect_step``: caps summed in the kernel, realizations a group at a
+    time, every stage of the step for one group, then the next): the same history files,
+    byte for byte, and the same ghosted block as every stage over all realizations.
+    1cr: one flow per realization (attenuation), 5 realizations in groups of 1, of at
+    most 2 (1, 2, 2: ``realization_groups`` splits evenly) and in one group; soccer: one
+    flow shared by its 4 realizations."""
     from flux_helpers import case_config
 
     import hpcml.apps.flux.advection as adv
@@ -258,10 +259,10 @@ def test_grouped_and_one_call_advance_give_the_stage_by_stage_results(tmp_path, 
     monkeypatch.setattr(CpuDevice, "advect_stage", counted)
     monkeypatch.setattr(CpuDevice, "advect_step", counted_step)
     fields, texts, seen, bounds = [], [], [], []
-    for groups in ("one", "two", "all", "fused-one", "fused-all"):
+    for variant in ("stages", "fused-one", "fused-two", "fused-all"):
         sizes.clear()
         steps.clear()
-        out = tmp_path / groups
+        out = tmp_path / variant
         cfg = case_config(case, out, 2.0 if "1cr" in case else 6.0)
         cfg["flow"]["time_scheme"] = scheme
         if "1cr" not in case:  # the 1cr grid is its map's
@@ -269,8 +270,8 @@ def test_grouped_and_one_call_advance_give_the_stage_by_stage_results(tmp_path, 
         sv = FluxSolver(cfg, MPI.COMM_SELF)
         lay = sv.adv.s.lay
         per = adv.ADVECT_ARRAYS * 8 * lay.NY * lay.NX  # one realization's bytes
-        sv.adv.group_bytes = {"one": per, "two": 2 * per}.get(groups.removeprefix("fused-"), 1 << 40)
-        sv.adv.fused = groups.startswith("fused")
+        sv.adv.group_bytes = {"one": per, "two": 2 * per}.get(variant.removeprefix("fused-"), 1 << 40)
+        sv.adv.fused = variant != "stages"
         sv.run()
         seen.append(sorted(set(sizes)))
         bounds.append(steps[0] if steps else None)
@@ -278,9 +279,10 @@ def test_grouped_and_one_call_advance_give_the_stage_by_stage_results(tmp_path, 
         fields.append(sv.st.f.data.copy())
         nr = sv.st.f.data.shape[0]
         texts.append([(out / f"hipft_history_sol_r{r:06d}.out").read_text() for r in range(1, nr + 1)])
-    assert seen[0] == [1] and seen[1] == ([1, 2] if nr == 5 else [2]) and seen[2] == [nr]
-    assert seen[3] == seen[4] == []  # the one-call runs never ran a stage alone
-    assert bounds[:3] == [None] * 3 and bounds[3] == list(range(nr + 1)) and bounds[4] == [0, nr]
+    assert seen[0] == [nr] and bounds[0] is None  # stage by stage over every realization
+    assert seen[1] == seen[2] == seen[3] == []  # the one-call runs never ran a stage alone
+    assert bounds[1] == list(range(nr + 1)) and bounds[3] == [0, nr]
+    assert bounds[2] == [0] + [g.stop for g in adv.realization_groups(nr, 1, 2 * adv.ADVECT_ARRAYS * 8)]
     for t, f in zip(texts[1:], fields[1:], strict=True):
         assert t == texts[0]
         np.testing.assert_array_equal(f, fields[0])

@@ -5,14 +5,15 @@ the pole rows, and applies one fused kernel (WENO3 or upwind fluxes, the
 divergence and the stage combination) on the owned cells, on the solver's device.
 
 A block that holds whole realizations on the CPU (alone in its ensemble group, so no
-stage needs a halo exchange) advances them group by group: all stages of a step for
-the first few realizations, then the next few (:func:`realization_groups`), instead of
-each stage over every realization.  Realizations do not interact within a step, so
-the bits are the same; a group's field, stage buffers and flows stay in the cache from
-one stage to the next.  One stage of the 1cr case streams seven 2.7 MB arrays over 5
+stage needs a halo exchange) advances a whole step in one kernel call
+(:func:`hpcml.kernels.flux.advect_step`), group by group: all stages of a step for the
+first few realizations, then the next few (:func:`realization_groups`), instead of each
+stage over every realization.  Realizations do not interact within a step, so the bits
+are the same; a group's field, stage buffers and flows stay in the cache from one stage
+to the next.  One stage of the 1cr case streams seven 2.7 MB arrays over 5
 realizations, more than a 2-core share of the L3 holds: 4 stages, 1 rank x 1 thread,
 13.4-14.4 ms a step stage by stage, 11.5-12.2 ms one realization at a time (2 threads:
-6.6-8.8 against 5.6-6.6 ms).
+6.6-8.8 against 5.6-6.6 ms; session 14, Zen 3 host).
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ class PoleCaps:
     value is minus its sum).
     """
 
-    def __init__(self, s: FluxContext, fac_n: float, fac_s: float, nr: int | None = None) -> None:
-        """Caps of ``nr`` realizations (default: the block's; fewer for a realization group)."""
+    def __init__(self, s: FluxContext, fac_n: float, fac_s: float) -> None:
+        """Caps of the block's realizations, scaled by ``fac_n`` / ``fac_s``."""
         self.s, self.fac_n, self.fac_s = s, fac_n, fac_s
         lay, dev = s.lay, s.dev
-        nr = self.nr = lay.nr if nr is None else int(nr)
+        nr = self.nr = lay.nr
         both = lay.owns_north and lay.owns_south
         self.terms = dev.put(np.zeros((2 * nr if both else nr, lay.nx)))
         self.zero = dev.put(np.zeros(nr))
@@ -141,7 +142,6 @@ class Advection:
         g, lay = s.grid, s.lay
         self.fac = (2.0 / (PI * g.dth[2]), 2.0 / (PI * g.dth[g.Nt]))
         self.caps = PoleCaps(s, *self.fac)
-        self._group_caps: dict[int, PoleCaps] = {}
         from hpcml.kernels.flux import advect_scratch, row_chunks
 
         self.n_stages = 0
@@ -154,18 +154,6 @@ class Advection:
         self.cap_n = np.zeros(lay.nr)
         self.cap_s = np.zeros(lay.nr)
 
-    def groups(self, fld: Any) -> list[slice | None]:
-        """Realization groups of the grouped advance, or ``[None]`` (every stage over the whole block).
-
-        Grouped only on the CPU for a block alone in its group (``Device.phi_wrap``): no
-        stage exchanges a halo, so one realization's stages can run before the next's.
-        """
-        lay = self.s.lay
-        if self.s.dev.on_device or not self.s.dev.phi_wrap(fld) or lay.nr < 2:
-            return [None]
-        found = realization_groups(lay.nr, lay.NY * lay.NX, self.group_bytes)
-        return [None] if len(found) == 1 else list(found)
-
     def _caps(self, x: Any, vt: Any, caps: PoleCaps) -> tuple[Any, Any]:
         """Cap divergences ``A[1]`` and ``A[N_t]`` per realization of ``x`` (row reductions)."""
         s, lay, geo = self.s, self.s.lay, self.s.dgeo
@@ -175,39 +163,23 @@ class Advection:
             s.dev.pole_terms("adv", x, vt, geo["dp"], q, lay.c0, lay.c1, up, caps.view(off))
         return caps.reduce()
 
-    def stage(
-        self, fl: Any, x: Any, f0: Any, out: Any, a: float, b: float, cdt: float, rs: slice | None = None
-    ) -> None:
+    def stage(self, fl: Any, x: Any, f0: Any, out: Any, a: float, b: float, cdt: float) -> None:
         """``out = a*f0 + b*x - cdt*A(x)`` with the flows ``fl`` on the owned cells, then fill ``out``'s halo.
 
         A block alone in phi has the kernel fill the periodic phi halo row by row
         (``Device.phi_wrap``): on one rank of the 1cr case the separate fill took
-        4 x 26 us a step.  ``rs``: only these realizations (from :meth:`groups`, which
-        guarantees the kernel fills every halo); the caller counts the stage.
+        4 x 26 us a step.
         """
         s, lay, geo = self.s, self.s.lay, self.s.dgeo
         wrap = s.dev.phi_wrap(out)
-        xd, f0d, od = x.data, f0.data, out.data
         vt, vp, at, ap = fl.vt, fl.vp, fl.at, fl.ap
-        if rs is None:
-            caps = self.caps
-            self.n_stages += 1
-        else:
-            xd, f0d, od = xd[rs], f0d[rs], od[rs]
-            if vt.shape[0] > 1:  # one flow per realization (else one shared by all)
-                vt, vp, at, ap = vt[rs], vp[rs], at[rs], ap[rs]
-            n = rs.stop - rs.start
-            caps = self._group_caps.get(n)
-            if caps is None:
-                caps = self._group_caps[n] = PoleCaps(s, *self.fac, nr=n)
-        an, as_ = self._caps(xd, vt, caps)
+        self.n_stages += 1
+        an, as_ = self._caps(x.data, vt, self.caps)
         s.dev.advect_stage(
-            xd, f0d, od, vt, vp, at, ap, geo["kind_t"], geo["weno_t"], s.prm.weno,
+            x.data, f0.data, out.data, vt, vp, at, ap, geo["kind_t"], geo["weno_t"], s.prm.weno,
             geo["weno_p"], geo["sth"], geo["st_i"], geo["dt_i"], geo["dp_i"], lay.i0, lay.i1, lay.c0, lay.c1,
             a, b, cdt, s.prm.upwind, an, as_, lay.inorth, lay.isouth, self.nch, self.scratch, wrap=wrap,
         )  # fmt: skip
-        if rs is not None:
-            return
         if wrap:
             s.exchanges += 1  # filled by the kernel: still one exchange for the performance model
         else:
@@ -218,15 +190,11 @@ class Advection:
         bufs = (st.f, st.work[0], st.work[1])
         table = stage_table(self.s.prm.time_scheme, dt)
         if self.fused and self._step(bufs, fl, table):
-            groups: list[slice | None] = []
-        else:
-            groups = self.groups(st.f)
-            for rs in groups:
-                for x, f0, out, a, b, cdt in table:
-                    self.stage(fl, bufs[x], bufs[f0], bufs[out], a, b, cdt, rs)
-        if not groups or groups[0] is not None:  # the kernels filled every halo: count as the model does
-            self.n_stages += len(table)
+            self.n_stages += len(table)  # the kernel filled every halo: count as the model does
             self.s.exchanges += len(table)
+        else:
+            for x, f0, out, a, b, cdt in table:
+                self.stage(fl, bufs[x], bufs[f0], bufs[out], a, b, cdt)
         if table[-1][2] != 0:  # forward Euler ends in a work buffer
             st.swap_field(bufs[table[-1][2]])
 
