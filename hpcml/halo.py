@@ -42,6 +42,7 @@ from mpi4py import MPI
 
 from hpcml.backend import array_module, is_contiguous, is_device_array, xp_from_name
 from hpcml.halo_layout import HaloLayout
+from hpcml.halo_shm import ShmStrategy  # noqa: F401 - registers the "shm" strategy
 from hpcml.halo_strategies import REGISTRY, HaloStrategy, register_strategy, unregister_strategy
 from hpcml.settings import rc
 
@@ -63,13 +64,15 @@ def methods() -> tuple[str, ...]:
     return ("auto", *REGISTRY)
 
 
-def choose_method(on_device: bool, requested: str = "auto", layout: HaloLayout | None = None) -> str:
+def choose_method(
+    on_device: bool, requested: str = "auto", layout: HaloLayout | None = None, exclude: tuple[str, ...] = ()
+) -> str:
     """Resolve ``requested`` to a registered strategy name as this rank sees it (no communication).
 
     ``"auto"`` takes ``rc.halo_method`` (``HPCML_HALO_METHOD``) if set, else the
     measured model's choice for ``layout``'s faces (when a model file exists and
     ``layout`` is given), else the usable strategy of highest priority for host or
-    GPU arrays.  Plans resolve ``"auto"`` on rank 0 only and broadcast the answer
+    GPU arrays, never one named in ``exclude``.  Plans resolve ``"auto"`` on rank 0 only and broadcast the answer
     (:func:`resolve_method`); call this directly only to report the choice.
 
     Raises
@@ -89,11 +92,14 @@ def choose_method(on_device: bool, requested: str = "auto", layout: HaloLayout |
             allowed = tuple(n for n, c in REGISTRY.items() if c.device == on_device)
             raise ValueError(f"halo method {requested!r} does not apply to {kind} arrays; use one of {allowed}")
         return requested
-    candidates = [n for n, c in REGISTRY.items() if c.device == on_device and c.usable()]
+    candidates = [n for n, c in REGISTRY.items() if c.device == on_device and c.usable() and n not in exclude]
     if not candidates:
         raise ValueError(f"no registered halo strategy serves {kind} arrays")
     measured = _model_choice(on_device, layout, candidates) if layout is not None else None
-    return measured or max(candidates, key=lambda n: REGISTRY[n].priority)
+    if measured is not None:  # a usable refinement of the measured method wins (shm: pack through shared memory)
+        better = [n for n in candidates if REGISTRY[n].refines == measured]
+        return max(better, key=lambda n: REGISTRY[n].priority) if better else measured
+    return max(candidates, key=lambda n: REGISTRY[n].priority)
 
 
 def _model_choice(on_device: bool, layout: HaloLayout, candidates: list[str]) -> str | None:
@@ -131,11 +137,12 @@ def resolve_method(decomp: Any, layout: HaloLayout, on_device: bool, requested: 
         return choose_method(on_device, requested)
     key = ("auto-choice", layout.dtype.str, on_device, layout.corners, layout.order, rc.halo_method)
     cache = decomp.plan_cache()
-    if key not in cache:
+    excluded: tuple[str, ...] = ()
+    while key not in cache:
         verdict: tuple[str, str] | None = None
         if decomp.cart.Get_rank() == 0:
             try:
-                verdict = ("ok", choose_method(on_device, "auto", layout))
+                verdict = ("ok", choose_method(on_device, "auto", layout, excluded))
             except Exception as exc:
                 verdict = ("error", f"{exc} (on rank 0, which chooses the halo method for every rank)")
         status, text = decomp.cart.bcast(verdict, root=0)
@@ -143,7 +150,26 @@ def resolve_method(decomp: Any, layout: HaloLayout, on_device: bool, requested: 
             raise ValueError(text)
         if text not in REGISTRY:  # rank 0 knows a strategy this rank has not registered
             raise ValueError(f"rank 0 chose halo method {text!r}, which is not registered on this rank")
-        cache[key] = text
+        if _passes_check(decomp, text):
+            cache[key] = text
+        else:
+            excluded += (text,)
+    return cache[key]
+
+
+def _passes_check(decomp: Any, name: str) -> bool:
+    """A strategy's own collective test of this communicator (``collective_check``), once per decomposition.
+
+    ``shm`` needs every rank on one node; ``auto`` skips a strategy that fails, the same
+    way on every rank (the test ends in a collective answer).
+    """
+    check = getattr(REGISTRY[name], "collective_check", None)
+    if check is None:
+        return True
+    key = ("collective-check", name)
+    cache = decomp.plan_cache()
+    if key not in cache:
+        cache[key] = bool(check(decomp.cart))
     return cache[key]
 
 

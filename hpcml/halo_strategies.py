@@ -94,11 +94,15 @@ class HaloStrategy(ABC):
     priority
         ``method="auto"`` without a measured model takes the usable strategy of
         highest priority for the array's kind.
+    refines
+        The method this one does better where it is usable: ``auto`` takes it where
+        the measured model picks that method.
     """
 
     name: ClassVar[str] = ""
     device: ClassVar[bool] = False
     priority: ClassVar[int] = 0
+    refines: ClassVar[str] = ""
 
     def __init__(self, layout: HaloLayout, xp: ModuleType) -> None:
         self.layout = layout

@@ -23,7 +23,7 @@ _FALSE = ("0", "false", "no", "off", "")
 
 #: Allowed values of the enumerated settings.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "halo_method": ("auto", "datatype", "pack", "staged", "device"),
+    "halo_method": ("auto", "datatype", "pack", "shm", "staged", "device"),
     "io_driver": ("auto", "mpio", "vds"),
     "backend": ("auto", "cpu", "gpu", "sim"),
 }
@@ -36,7 +36,7 @@ class Settings:
     Attributes
     ----------
     halo_method
-        Default halo-exchange method: ``auto|datatype|pack|staged|device``.  Rank 0's
+        Default halo-exchange method: ``auto|datatype|pack|shm|staged|device``.  Rank 0's
         value decides for every rank (:func:`hpcml.halo.resolve_method`).
     cuda_aware
         Whether MPI takes device buffers; ``None`` = detect.

@@ -11,7 +11,7 @@ from mpi4py import MPI
 from hpcml import CartDecomp, DistArray
 from hpcml.testing import SENTINEL, assert_all, expected_ghosted, field_fn, global_field, halo_case
 
-METHODS = ["pack", "datatype", "auto"]
+METHODS = ["pack", "datatype", "shm", "auto"]
 
 
 def _check(comm, shape, periodic, halo, method, corners=True, dtype="f8", order="C"):

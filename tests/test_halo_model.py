@@ -130,7 +130,7 @@ def test_ranks_with_different_model_files_agree(tmp_path, model_files, order):
     """Rank 0 alone reads the model and broadcasts its choice: no hang, one method everywhere."""
     res, lines = _mpmd(tmp_path, [{"HPCML_HALO_MODEL": model_files[k]} for k in order])
     assert res.returncode == 0, res.stderr
-    expect = "datatype" if order[0] == "valid" else "pack"
+    expect = "datatype" if order[0] == "valid" else "shm"  # no model: shm, the ranks share a node
     assert lines == [f"RANK {r} METHOD {expect}" for r in range(3)], res.stdout + res.stderr
     if order[0] == "corrupt":
         assert "not valid JSON" in res.stderr and "chosen without it" in res.stderr
@@ -140,7 +140,7 @@ def test_ranks_with_different_method_settings_agree(tmp_path):
     """``HPCML_HALO_METHOD`` is rank 0's: other ranks' values are ignored; an error on rank 0 is raised everywhere."""
     res, lines = _mpmd(tmp_path, [{}, {"HPCML_HALO_METHOD": "datatype"}, {"HPCML_HALO_METHOD": "staged"}])
     assert res.returncode == 0, res.stderr
-    assert lines == [f"RANK {r} METHOD pack" for r in range(3)], res.stdout + res.stderr
+    assert lines == [f"RANK {r} METHOD shm" for r in range(3)], res.stdout + res.stderr
     res, lines = _mpmd(tmp_path, [{"HPCML_HALO_METHOD": "staged"}, {}, {"HPCML_HALO_METHOD": "datatype"}])
     assert res.returncode == 0, res.stderr
     assert len(lines) == 3, res.stdout + res.stderr

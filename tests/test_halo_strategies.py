@@ -87,8 +87,9 @@ def test_registry_rules(copyto_strategy):
         register_strategy(type("Auto", (CopytoStrategy,), {"name": "auto"}))
     with pytest.raises(TypeError, match="not a HaloStrategy"):
         register_strategy(type("Other", (), {"name": "other"}))
-    # auto never picks a strategy of lower priority than pack
-    assert choose_method(False) == "pack"
+    # auto never picks a strategy of lower priority than pack; shm (same node) ranks above it
+    assert choose_method(False) == "shm"
+    assert choose_method(False, exclude=("shm",)) == "pack"
 
 
 def test_auto_considers_registered_strategies(monkeypatch, tmp_path):
@@ -230,4 +231,58 @@ def test_more_exchanges_in_flight_than_cached_bindings(comm, method):
             r.wait()
     ok = all(np.array_equal(u.data, (k + 1) * ref) for k, u in enumerate(arrays))
     assert_all(comm, ok, f"{method}: six exchanges in flight")
+    d.free()
+
+
+@pytest.mark.mpi
+def test_auto_skips_shm_where_its_collective_check_fails(comm, monkeypatch):
+    """``auto`` takes ``shm`` where every rank shares a node, and ``pack`` on every rank where
+    the check fails (here: forced to), with the same ghosts."""
+    from hpcml.halo_shm import ShmStrategy
+
+    results = []
+    for passes in (True, False):
+        if not passes:
+            monkeypatch.setattr(ShmStrategy, "collective_check", classmethod(lambda cls, c: False))
+        d = CartDecomp((11, 7), comm, periodic=True, halo=1)
+        u = DistArray.full(d, SENTINEL)
+        u.interior[...] = field_fn(d.shape)(*d.global_indices())
+        u.exchange_halos()
+        ref = expected_ghosted(global_field(d.shape), d)
+        results.append((u.halo_plan().method, np.array_equal(u.data, ref)))
+        d.free()
+    assert_all(comm, results == [("shm", True), ("pack", True)], f"auto choices {results}")
+
+
+@pytest.mark.mpi
+def test_shm_names_the_rank_that_cannot_map_a_neighbour(comm, monkeypatch):
+    """Ranks that do not share a node (here: each rank reports its own host name) get one
+    ``ValueError`` on every rank when ``shm`` is asked for, before any exchange: no rank
+    waits for a neighbour that gave up."""
+    import socket
+
+    if comm.size < 2:
+        pytest.skip("needs a neighbour rank")
+    monkeypatch.setattr(socket, "gethostname", lambda: f"node-{comm.rank}")
+    # split along the fastest axis: strided faces, packed (dense faces alone would go by MPI)
+    d = CartDecomp((6, 4 * comm.size + 1), comm, dims=(1, comm.size), periodic=True, halo=1)
+    u = DistArray.full(d, SENTINEL)
+    with pytest.raises(ValueError, match=r"'shm' is not usable here: rank \d+ cannot map rank \d+.*node-"):
+        u.exchange_halos(method="shm")
+    u.exchange_halos(method="pack")  # the communicator is still in step
+    d.free()
+
+
+def test_auto_takes_the_usable_refinement_of_the_measured_method(monkeypatch):
+    """Where the measured model picks ``pack``, ``auto`` takes ``shm`` (pack through shared
+    memory, usable here); a pick with no refinement stands."""
+    import hpcml.halo as halo
+
+    d = CartDecomp((6, 6), MPI.COMM_SELF, periodic=True)
+    layout = HaloLayout(d, np.dtype("f8"), "C", True)
+    monkeypatch.setattr(halo, "_model_choice", lambda on_device, lay, candidates: "pack")
+    assert choose_method(False, "auto", layout) == "shm"
+    assert choose_method(False, "auto", layout, exclude=("shm",)) == "pack"
+    monkeypatch.setattr(halo, "_model_choice", lambda on_device, lay, candidates: "datatype")
+    assert choose_method(False, "auto", layout) == "datatype"
     d.free()
