@@ -2,14 +2,14 @@
 
 On one node MPI moves a packed halo message with two copies, the sender's into
 MPI's shared-memory cells and the receiver's out of them, plus its handshakes.
-This strategy packs every outgoing face straight into a segment of shared memory
-the receiving rank has mapped, sends only an 8-byte token saying where the
-message lies, and the receiver unpacks straight from the sender's segment: one
-copy fewer on each side, and no rendezvous for large messages.  Measured on the
-2-core Zen 5 VM, 2 ranks, faces evicted from the cache before each exchange:
-4096x4096 split on its fastest axis, halo 1, 135 -> 62 us; halo 3, 169 -> 101 us;
-192x192x384 split on its fastest axis, halo 1, 433 -> 300 us (``pack`` -> a
-prototype of this strategy, while another job used the second core).
+This strategy packs every outgoing face (dense ones too) straight into a segment
+of shared memory the receiving rank has mapped, sends only an 8-byte token saying
+where the message lies, and the receiver unpacks straight from the sender's
+segment: one copy fewer on each side, and no rendezvous for large messages.
+``hpcml bench halo`` on the 2-core Zen 5 VM, 2 ranks, 5 alternating runs of each
+(auto / the modelled floor): 4096x4096 split on its fastest axis, halo 1, 1.64-1.94
+with ``pack`` -> 1.59-2.03; halo 2, 1.59-2.38 -> 1.60-1.77; halo 3, 1.66-2.58 ->
+1.45-1.62; 192x192x384 split on its fastest axis 0.53-1.36 -> 0.50-1.11.
 
 The segments are Linux ``memfd`` files: each rank creates one per plan, and its
 neighbours map it through ``/proc/<pid>/fd/<fd>`` while the plan is built (a
@@ -21,8 +21,10 @@ drops its mapping.
 
 Usable when every rank of the communicator runs on one node and may open its
 neighbours' files (:meth:`ShmStrategy.collective_check`, which ``method="auto"``
-runs before choosing it).  Dense faces that travel alone (``Message.direct``)
-still go by MPI from and into the array, as with ``pack``.
+runs before choosing it).  Dense faces that ``pack`` sends straight from the array
+(``Message.direct``) are copied through the segment as well: with MPI sending them
+from the array, a 4096x4096 split on its slowest axis (two 32 KiB rows) took
+1.04-1.12x the hand-written exchange, through the segment 0.84x.
 
 Each exchange state owns an area of the segment with two slots per round, used
 alternately: a rank writes a slot again only two exchanges of that state later,
@@ -46,7 +48,7 @@ from mpi4py import MPI
 
 from hpcml.halo_layout import HaloLayout, packed_rows, region_table
 from hpcml.halo_strategies import PackStrategy, _free_requests, _HostState, register_strategy
-from hpcml.kernels.pack import COPY, UNPACK, run_table
+from hpcml.kernels.pack import COPY, PACK, UNPACK, run_table
 
 __all__ = ["ShmStrategy"]
 
@@ -145,18 +147,28 @@ class ShmStrategy(PackStrategy):
         super().__init__(layout, xp)
         unit = self.unit
         # per stage: bytes of its packed sends (one slot), and where each packed send starts in a slot
-        self._slot = [sum(m.nbytes for m in st.packed_sends) for st in layout.stages]
-        self._starts = [np.cumsum([0] + [m.nbytes for m in st.packed_sends])[:-1] for st in layout.stages]
+        self._slot = [sum(m.nbytes for m in st.sends) for st in layout.stages]
+        self._starts = [np.cumsum([0] + [m.nbytes for m in st.sends])[:-1] for st in layout.stages]
         self._stage_off = np.cumsum([0] + [2 * -(-b // 64) * 64 for b in self._slot]).tolist()
         # per round: one unpack table per packed receive (offsets from the message's start), then the after-copies
         self._unpack: list[list[np.ndarray]] = []
         self._after: list[np.ndarray | None] = []
         for r in self.rounds:
-            msgs = [] if r.index is None else layout.stages[r.index].packed_recvs
+            msgs = [] if r.index is None else layout.stages[r.index].recvs
             self._unpack.append([region_table(packed_rows([m], UNPACK, send=False)[0], unit) for m in msgs])
             rows = [(COPY, f.send, f.recv.start) for f in r.after]
             self._after.append(region_table(rows, unit) if rows else None)
-        peers = {m.peer for st in layout.stages for m in st.packed_recvs}
+        # the pack table of each round: the copies before, every send (dense faces too), the stage's copies
+        self._pack = [
+            region_table(
+                [(COPY, f.send, f.recv.start) for f in r.before]
+                + ([] if r.index is None else packed_rows(layout.stages[r.index].sends, PACK, send=True)[0])
+                + ([] if r.index is None else [(COPY, f.send, f.recv.start) for f in layout.stages[r.index].copies]),
+                unit,
+            )
+            for r in self.rounds
+        ]
+        peers = {m.peer for st in layout.stages for m in st.recvs}
         seg, maps, error = _handshake(self.comm, self._stage_off[-1], peers)
         if error:
             raise ValueError(f"halo method 'shm' is not usable here: {error}; use 'pack'")
@@ -184,6 +196,10 @@ class ShmStrategy(PackStrategy):
             seg.close()
         return not error
 
+    def bind(self, index: int, address: int, nbytes: int) -> tuple[list[Any], list[Any]]:
+        """No request reads or writes the array: dense faces go through the segment too."""
+        return [], []
+
     # -- states ----------------------------------------------------------------------------
     def new_state(self) -> _HostState:
         """An area of the segment, token buffers and their persistent requests per stage."""
@@ -196,10 +212,10 @@ class ShmStrategy(PackStrategy):
         base = (_HEADER + area * self._seg.area) // self.unit  # in words
         stages = []
         for i, st in enumerate(self.layout.stages):
-            tokens_in = np.zeros((len(st.packed_recvs), 1), dtype=np.int64)
-            tokens_out = np.zeros((len(st.packed_sends), 1), dtype=np.int64)
-            rreqs = [self.comm.Recv_init([t, MPI.INT64_T], m.peer, m.tag) for t, m in zip(tokens_in, st.packed_recvs)]
-            sreqs = [self.comm.Send_init([t, MPI.INT64_T], m.peer, m.tag) for t, m in zip(tokens_out, st.packed_sends)]
+            tokens_in = np.zeros((len(st.recvs), 1), dtype=np.int64)
+            tokens_out = np.zeros((len(st.sends), 1), dtype=np.int64)
+            rreqs = [self.comm.Recv_init([t, MPI.INT64_T], m.peer, m.tag) for t, m in zip(tokens_in, st.recvs)]
+            sreqs = [self.comm.Send_init([t, MPI.INT64_T], m.peer, m.tag) for t, m in zip(tokens_out, st.sends)]
             start = base + self._stage_off[i] // self.unit
             half = (self._stage_off[i + 1] - self._stage_off[i]) // 2 // self.unit
             stages.append([start, half, tokens_in, tokens_out, rreqs, sreqs, 0, area])
@@ -218,14 +234,14 @@ class ShmStrategy(PackStrategy):
         words, (drecv, dsend) = self._open(stage, data, state)
         index = self.rounds[stage].index
         if index is None:
-            run_table(words, words[:0], self.tables[stage][0])
+            run_table(words, words[:0], self._pack[stage])
             return []
         start, half, _, tokens_out, rreqs, sreqs, count, _ = state.stages[index]
         recvs, sends = rreqs + drecv, sreqs + dsend
         if recvs:
             MPI.Prequest.Startall(recvs)
         at = start + (count & 1) * half
-        run_table(words, self._words[at : at + self._slot[index] // self.unit], self.tables[stage][0])
+        run_table(words, self._words[at : at + self._slot[index] // self.unit], self._pack[stage])
         tokens_out[:, 0] = at + self._starts[index] // self.unit
         if sends:
             MPI.Prequest.Startall(sends)
@@ -237,7 +253,7 @@ class ShmStrategy(PackStrategy):
         words = state.words
         if index is not None:
             st = state.stages[index]
-            for j, m in enumerate(self.layout.stages[index].packed_recvs):
+            for j, m in enumerate(self.layout.stages[index].recvs):
                 at = int(st[2][j, 0])
                 run_table(words, self._peer_words[m.peer][at : at + m.nbytes // self.unit], self._unpack[stage][j])
             st[6] += 1
