@@ -21,7 +21,8 @@ stage, except that the host strategies fold stages without messages into the
 copies of a neighbouring round (:func:`~hpcml.halo_layout.host_rounds`).
 
 Registered here: ``pack`` and ``datatype`` for host arrays, ``staged`` and
-``device`` for GPU arrays (CuPy or Numba-CUDA).  A new method is one subclass of
+``device`` for GPU arrays (CuPy or Numba-CUDA); :mod:`hpcml.halo_shm` adds ``shm``
+(host arrays, ranks on one node).  A new method is one subclass of
 :class:`HaloStrategy` and one :func:`register_strategy` call; ``method="auto"``
 then considers it too (see :func:`hpcml.halo.choose_method`).
 """
@@ -292,8 +293,9 @@ class PackStrategy(_HostStrategy):
 
     Dense faces that travel alone are sent from (received into) the array without a
     copy; every message uses persistent requests (``Send_init``/``Recv_init``,
-    started together).  The default on CPUs: on this MPICH strided MPI datatypes
-    cost 1.2-80x a contiguous send of the same bytes (docs/decomposition.md).
+    started together).  The default on CPUs across nodes (on one node ``shm``,
+    :mod:`hpcml.halo_shm`): on this MPICH strided MPI datatypes cost 1.2-80x a
+    contiguous send of the same bytes (docs/decomposition.md).
     """
 
     name = "pack"
