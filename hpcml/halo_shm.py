@@ -107,7 +107,7 @@ def _handshake(comm: MPI.Comm, area_bytes: int, peers: set[int]) -> tuple[_Segme
     seg: _Segment | None = None
     try:
         seg = _Segment(area_bytes)
-    except OSError as exc:
+    except Exception as exc:  # any failure must reach the collective below, or the other ranks would wait
         error = f"rank {comm.Get_rank()}: cannot create a memfd segment ({exc})"
     handles = comm.allgather(seg.handle if seg is not None else None)
     maps: dict[int, Any] = {}
@@ -119,7 +119,7 @@ def _handshake(comm: MPI.Comm, area_bytes: int, peers: set[int]) -> tuple[_Segme
             break
         try:
             maps[p] = _open_peer(handles[p], host)
-        except OSError as exc:
+        except Exception as exc:  # as above: reported through the collective, never raised alone
             error = f"rank {comm.Get_rank()} cannot map rank {p}'s halo segment: {exc}"
     errors = [e for e in comm.allgather(error) if e]  # every rank learns every failure: no rank goes on alone
     if errors:
