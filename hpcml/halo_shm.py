@@ -6,10 +6,14 @@ This strategy packs every outgoing face (dense ones too) straight into a segment
 of shared memory the receiving rank has mapped, sends only an 8-byte token saying
 where the message lies, and the receiver unpacks straight from the sender's
 segment: one copy fewer on each side, and no rendezvous for large messages.
-``hpcml bench halo`` on the 2-core Zen 5 VM, 2 ranks, 5 alternating runs of each
-(auto / the modelled floor): 4096x4096 split on its fastest axis, halo 1, 1.64-1.94
-with ``pack`` -> 1.59-2.03; halo 2, 1.59-2.38 -> 1.60-1.77; halo 3, 1.66-2.58 ->
-1.45-1.62; 192x192x384 split on its fastest axis 0.53-1.36 -> 0.50-1.11.
+``hpcml bench halo`` on the 2-core Zen 5 VM, 2 ranks, 3 alternating runs of each
+(auto / the modelled floor): 4096x4096 split on its fastest axis, halo 1-3,
+1.58-1.95 with ``pack`` -> 1.17-1.54; split on its slowest axis 1.06-1.49 ->
+0.81-1.11; 32x32x32 split on its last axis, halo 1, 17.6 -> 12.2 us.  The hot path
+is ``pack``'s: per round a ``Startall``, one compiled pack, a ``Startall``, the wait,
+one compiled unpack per message (the round's later copies ride on the last one);
+the tokens' values are fixed per slot, so nothing is computed in Python (computing
+them there cost 4 us an exchange: 64x64 took 12.5 us against ``pack``'s 8.1).
 
 The segments are Linux ``memfd`` files: each rank creates one per plan, and its
 neighbours map it through ``/proc/<pid>/fd/<fd>`` while the plan is built (a
@@ -150,14 +154,19 @@ class ShmStrategy(PackStrategy):
         self._slot = [sum(m.nbytes for m in st.sends) for st in layout.stages]
         self._starts = [np.cumsum([0] + [m.nbytes for m in st.sends])[:-1] for st in layout.stages]
         self._stage_off = np.cumsum([0] + [2 * -(-b // 64) * 64 for b in self._slot]).tolist()
-        # per round: one unpack table per packed receive (offsets from the message's start), then the after-copies
-        self._unpack: list[list[np.ndarray]] = []
+        # per round: one unpack table per received message (offsets from the message's start); the
+        # copies after the round ride on the last one's table (one compiled call fewer)
+        self._unpack: list[list[tuple[int, int, np.ndarray]]] = []
         self._after: list[np.ndarray | None] = []
         for r in self.rounds:
-            msgs = [] if r.index is None else layout.stages[r.index].recvs
-            self._unpack.append([region_table(packed_rows([m], UNPACK, send=False)[0], unit) for m in msgs])
-            rows = [(COPY, f.send, f.recv.start) for f in r.after]
-            self._after.append(region_table(rows, unit) if rows else None)
+            msgs = [] if r.index is None else list(layout.stages[r.index].recvs)
+            after = [(COPY, f.send, f.recv.start) for f in r.after]
+            tables = []
+            for j, m in enumerate(msgs):
+                rows = packed_rows([m], UNPACK, send=False)[0] + (after if j == len(msgs) - 1 else [])
+                tables.append((m.peer, m.nbytes // unit, region_table(rows, unit)))
+            self._unpack.append(tables)
+            self._after.append(region_table(after, unit) if after and not msgs else None)
         # the pack table of each round: the copies before, every send (dense faces too), the stage's copies
         self._pack = [
             region_table(
@@ -212,53 +221,58 @@ class ShmStrategy(PackStrategy):
         base = (_HEADER + area * self._seg.area) // self.unit  # in words
         stages = []
         for i, st in enumerate(self.layout.stages):
-            tokens_in = np.zeros((len(st.recvs), 1), dtype=np.int64)
-            tokens_out = np.zeros((len(st.sends), 1), dtype=np.int64)
-            rreqs = [self.comm.Recv_init([t, MPI.INT64_T], m.peer, m.tag) for t, m in zip(tokens_in, st.recvs)]
-            sreqs = [self.comm.Send_init([t, MPI.INT64_T], m.peer, m.tag) for t, m in zip(tokens_out, st.sends)]
             start = base + self._stage_off[i] // self.unit
             half = (self._stage_off[i + 1] - self._stage_off[i]) // 2 // self.unit
-            stages.append([start, half, tokens_in, tokens_out, rreqs, sreqs, 0, area])
+            slot = self._slot[i] // self.unit
+            views = [self._words[start + k * half : start + k * half + slot] for k in (0, 1)]
+            tokens_in = np.zeros((len(st.recvs), 1), dtype=np.int64)
+            rreqs = [self.comm.Recv_init([t, MPI.INT64_T], m.peer, m.tag) for t, m in zip(tokens_in, st.recvs)]
+            reqs = []
+            for k in (0, 1):  # one set of token sends per slot, their values fixed
+                tokens = (start + k * half + self._starts[i] // self.unit).astype(np.int64).reshape(-1, 1)
+                sreqs = [self.comm.Send_init([t, MPI.INT64_T], m.peer, m.tag) for t, m in zip(tokens, st.sends)]
+                reqs.append((sreqs, rreqs + sreqs, tokens))
+            stages.append([views, tokens_in, rreqs, reqs, 0, area])
         return _HostState(stages)
 
     def free_state(self, state: _HostState) -> None:
         """Free the token requests; the area returns to the segment."""
         for st in state.stages:
-            _free_requests(st[4] + st[5])
+            _free_requests(st[2] + st[3][0][0] + st[3][1][0])
         if state.stages:
-            self._seg.free_areas.append(state.stages[0][7])
+            self._seg.free_areas.append(state.stages[0][5])
 
     # -- one round ---------------------------------------------------------------------------
     def start(self, stage: int, data: np.ndarray, state: _HostState) -> list[MPI.Request]:
-        """Token receives first, the pack into this state's slot, then the tokens (and direct messages)."""
-        words, (drecv, dsend) = self._open(stage, data, state)
+        """Token receives first, the pack into this exchange's slot, then the tokens."""
+        words, _ = self._open(stage, data, state)
         index = self.rounds[stage].index
         if index is None:
             run_table(words, words[:0], self._pack[stage])
             return []
-        start, half, _, tokens_out, rreqs, sreqs, count, _ = state.stages[index]
-        recvs, sends = rreqs + drecv, sreqs + dsend
-        if recvs:
-            MPI.Prequest.Startall(recvs)
-        at = start + (count & 1) * half
-        run_table(words, self._words[at : at + self._slot[index] // self.unit], self._pack[stage])
-        tokens_out[:, 0] = at + self._starts[index] // self.unit
-        if sends:
-            MPI.Prequest.Startall(sends)
-        return recvs + sends
+        views, _, rreqs, reqs, count, _ = state.stages[index]
+        sreqs, both, _ = reqs[count & 1]
+        if rreqs:
+            MPI.Prequest.Startall(rreqs)
+        run_table(words, views[count & 1], self._pack[stage])
+        if sreqs:
+            MPI.Prequest.Startall(sreqs)
+        return both
 
     def finish(self, stage: int, data: np.ndarray, state: _HostState) -> None:
-        """Unpack each packed message from its sender's segment, then the copies after it."""
+        """Unpack each message from its sender's segment (the round's later copies with the last one)."""
         index = self.rounds[stage].index
         words = state.words
         if index is not None:
             st = state.stages[index]
-            for j, m in enumerate(self.layout.stages[index].recvs):
-                at = int(st[2][j, 0])
-                run_table(words, self._peer_words[m.peer][at : at + m.nbytes // self.unit], self._unpack[stage][j])
-            st[6] += 1
-        if self._after[stage] is not None:
-            run_table(words, words[:0], self._after[stage])
+            tokens = st[1]
+            for j, (peer, n, table) in enumerate(self._unpack[stage]):
+                at = int(tokens[j, 0])
+                run_table(words, self._peer_words[peer][at : at + n], table)
+            st[4] += 1
+        after = self._after[stage]
+        if after is not None:
+            run_table(words, words[:0], after)
         super(PackStrategy, self).finish(stage, data, state)
 
     def free(self) -> None:
