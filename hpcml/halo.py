@@ -71,9 +71,10 @@ def choose_method(
 
     ``"auto"`` takes ``rc.halo_method`` (``HPCML_HALO_METHOD``) if set, else the
     measured model's choice for ``layout``'s faces (when a model file exists and
-    ``layout`` is given), else the usable strategy of highest priority for host or
-    GPU arrays, never one named in ``exclude``.  Plans resolve ``"auto"`` on rank 0 only and broadcast the answer
-    (:func:`resolve_method`); call this directly only to report the choice.
+    ``layout`` is given; a usable strategy that ``refines`` it replaces it), else
+    the usable strategy of highest priority for host or GPU arrays; never one named
+    in ``exclude``.  Plans resolve ``"auto"`` on rank 0 only and broadcast the
+    answer (:func:`resolve_method`); call this directly only to report the choice.
 
     Raises
     ------
@@ -158,18 +159,11 @@ def resolve_method(decomp: Any, layout: HaloLayout, on_device: bool, requested: 
 
 
 def _passes_check(decomp: Any, name: str) -> bool:
-    """A strategy's own collective test of this communicator (``collective_check``), once per decomposition.
-
-    ``shm`` needs every rank on one node; ``auto`` skips a strategy that fails, the same
-    way on every rank (the test ends in a collective answer).
-    """
-    check = getattr(REGISTRY[name], "collective_check", None)
-    if check is None:
-        return True
+    """The strategy's :meth:`~HaloStrategy.collective_check` of this communicator, once per decomposition."""
     key = ("collective-check", name)
     cache = decomp.plan_cache()
     if key not in cache:
-        cache[key] = bool(check(decomp.cart))
+        cache[key] = bool(REGISTRY[name].collective_check(decomp.cart))
     return cache[key]
 
 

@@ -319,22 +319,24 @@ def host_rounds(stages: Sequence[Stage]) -> list[Round]:
 
 
 def forward_tables(
-    stage: Stage | None, unit: int, before: Sequence[Face] = (), after: Sequence[Face] = ()
+    stage: Stage | None, unit: int, before: Sequence[Face] = (), after: Sequence[Face] = (), every: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(pack, unpack)`` tables of one stage: packed faces into / out of the stage buffers.
 
     The pack table also holds the stage's local copies, so one compiled call packs
     every outgoing face and fills every self-neighbour ghost.  Offsets follow the
     order of :attr:`Stage.packed_sends` / :attr:`Stage.packed_recvs` in one
-    contiguous buffer per direction.  ``before`` are copies run ahead of the packs
-    and ``after`` copies run after the unpack (a :class:`Round`'s); ``stage=None``
-    gives tables of those copies alone.
+    contiguous buffer per direction (with ``every``, of all the stage's messages,
+    the dense ones that travel alone too).  ``before`` are copies run ahead of the
+    packs and ``after`` copies run after the unpack (a :class:`Round`'s);
+    ``stage=None`` gives tables of those copies alone.
     """
     rows = [(COPY, f.send, f.recv.start) for f in before]
     back = []
     if stage is not None:
-        rows += packed_rows(stage.packed_sends, PACK, send=True)[0]
+        sends, recvs = (stage.sends, stage.recvs) if every else (stage.packed_sends, stage.packed_recvs)
+        rows += packed_rows(sends, PACK, send=True)[0]
         rows += [(COPY, f.send, f.recv.start) for f in stage.copies]
-        back += packed_rows(stage.packed_recvs, UNPACK, send=False)[0]
+        back += packed_rows(recvs, UNPACK, send=False)[0]
     back += [(COPY, f.send, f.recv.start) for f in after]
     return region_table(rows, unit), region_table(back, unit)

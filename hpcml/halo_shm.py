@@ -50,9 +50,9 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.halo_layout import HaloLayout, packed_rows, region_table
-from hpcml.halo_strategies import PackStrategy, _free_requests, _HostState, register_strategy
-from hpcml.kernels.pack import COPY, PACK, UNPACK, run_table
+from hpcml.halo_layout import HaloLayout, forward_tables, packed_rows, region_table
+from hpcml.halo_strategies import _free_requests, _HostState, _HostStrategy, register_strategy
+from hpcml.kernels.pack import COPY, UNPACK, run_table
 
 __all__ = ["ShmStrategy"]
 
@@ -135,7 +135,7 @@ def _handshake(comm: MPI.Comm, area_bytes: int, peers: set[int]) -> tuple[_Segme
 
 
 @register_strategy
-class ShmStrategy(PackStrategy):
+class ShmStrategy(_HostStrategy):
     """``shm``: packed faces through shared memory on one node (see the module docstring).
 
     ``auto`` prefers it on the CPU where :meth:`collective_check` passes; otherwise
@@ -169,12 +169,7 @@ class ShmStrategy(PackStrategy):
             self._after.append(region_table(after, unit) if after and not msgs else None)
         # the pack table of each round: the copies before, every send (dense faces too), the stage's copies
         self._pack = [
-            region_table(
-                [(COPY, f.send, f.recv.start) for f in r.before]
-                + ([] if r.index is None else packed_rows(layout.stages[r.index].sends, PACK, send=True)[0])
-                + ([] if r.index is None else [(COPY, f.send, f.recv.start) for f in layout.stages[r.index].copies]),
-                unit,
-            )
+            forward_tables(None if r.index is None else layout.stages[r.index], unit, r.before, every=True)[0]
             for r in self.rounds
         ]
         peers = {m.peer for st in layout.stages for m in st.recvs}
@@ -204,10 +199,6 @@ class ShmStrategy(PackStrategy):
         if seg is not None:
             seg.close()
         return not error
-
-    def bind(self, index: int, address: int, nbytes: int) -> tuple[list[Any], list[Any]]:
-        """No request reads or writes the array: dense faces go through the segment too."""
-        return [], []
 
     # -- states ----------------------------------------------------------------------------
     def new_state(self) -> _HostState:
@@ -273,7 +264,7 @@ class ShmStrategy(PackStrategy):
         after = self._after[stage]
         if after is not None:
             run_table(words, words[:0], after)
-        super(PackStrategy, self).finish(stage, data, state)
+        super().finish(stage, data, state)
 
     def free(self) -> None:
         """Free bound requests and drop the mappings (local; the memory goes with the last one)."""

@@ -117,6 +117,16 @@ class HaloStrategy(ABC):
         """Whether ``auto`` may pick this strategy on this machine (e.g. CUDA-aware MPI present)."""
         return True
 
+    @classmethod
+    def collective_check(cls, comm: MPI.Comm) -> bool:
+        """Whether the strategy works on every rank of ``comm``; ``auto`` skips it where not.
+
+        Called on every rank, once per decomposition, after rank 0 chose the strategy;
+        an override that communicates must end in a collective answer (``shm``: one
+        node, and every rank can map the others' segments).  True here.
+        """
+        return True
+
     @property
     def nrounds(self) -> int:
         """Rounds of one exchange: ``start``/``finish`` take ``0..nrounds-1`` (one per layout stage here)."""
