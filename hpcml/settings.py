@@ -57,6 +57,10 @@ class Settings:
     backend
         Where apps that have both run their kernels: ``auto`` (GPU when CuPy sees one),
         ``cpu``, ``gpu`` or ``sim`` (Numba's CUDA simulator).
+    kernel_tuning
+        Time the equivalent variants of a large stencil sweep (3-D tile heights,
+        streaming stores) on its first call and keep the fastest for that layout;
+        ``False`` runs the default variant untimed.  Values never depend on it.
     """
 
     halo_method: str = "auto"
@@ -67,6 +71,7 @@ class Settings:
     progress: bool | None = None
     halo_model: str = ""
     backend: str = "auto"
+    kernel_tuning: bool = True
 
     def __setattr__(self, name: str, value: Any) -> None:
         known = {f.name for f in fields(self)}

@@ -7,7 +7,9 @@ attribute where plain Python in a ``njit`` function cannot say it:
 * :func:`memmove` -- one ``llvm.memmove`` between two arrays that may alias;
 * :func:`prefetch` -- a read prefetch of one cache line (never faults, never changes a value);
 * :func:`prefer_256_bit_vectors` -- vectorise the calling function with 256-bit vectors;
-* :func:`f64_bits` / :func:`bits_f64` -- a double's bit pattern as an int64 and back.
+* :func:`f64_bits` / :func:`bits_f64` -- a double's bit pattern as an int64 and back;
+* :func:`stream_store` / :func:`address` -- a non-temporal store to a 64-byte aligned
+  run of elements, and the address that tells where such a run starts.
 
 They change speed only, never values (``fma`` changes rounding, and is used where that
 rounding is the specified one).
@@ -19,7 +21,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-__all__ = ["bits_f64", "f64_bits", "fma", "memmove", "prefer_256_bit_vectors", "prefetch"]
+__all__ = ["address", "bits_f64", "f64_bits", "fma", "memmove", "prefer_256_bit_vectors", "prefetch", "stream_store"]
 
 
 @intrinsic
@@ -118,5 +120,44 @@ def bits_f64(typingctx, i):  # pragma: no cover - compiled
 
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+@intrinsic
+def address(typingctx, arr):  # pragma: no cover - compiled
+    """The address of ``arr``'s first element as an integer (``ptrtoint``)."""
+    sig = types.intp(arr)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.ptrtoint(ary.data, context.get_value_type(types.intp))
+
+    return sig, codegen
+
+
+@intrinsic
+def stream_store(typingctx, arr, index, value):  # pragma: no cover - compiled
+    """``arr[index] = value`` as a non-temporal store (``!nontemporal``, ``align 32``).
+
+    A non-temporal store writes around the caches: a line written whole is never
+    read first (no read-for-ownership), so an output that does not fit the cache
+    costs one memory transfer instead of two.  LLVM vectorises a loop of these into
+    ``vmovntpd``/``vmovntps``, which fault unless the vector's address is aligned
+    to its width; the store is declared 32-byte aligned, so the caller must run the
+    loop over whole 64-byte lines from a 64-byte aligned element (see
+    :func:`address`): then every vector store of 4 or more doubles (8 or more
+    floats) is aligned, and the vectoriser's scalar remainder never runs.  A wider
+    vector declared 32-byte aligned is split by LLVM, never misaligned.  No bounds
+    check, no negative indices: ``arr`` is a 1-D C-contiguous view.
+    """
+    sig = types.void(arr, types.intp, arr.dtype)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        store = builder.store(args[2], builder.gep(ary.data, [args[1]]))
+        store.align = 32
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))
+        return context.get_dummy_value()
 
     return sig, codegen

@@ -44,10 +44,11 @@ from numba import cuda, njit, prange
 
 from hpcml.backend import resolve_backend
 
+from . import _tuning
 from ._common import FM_CONTRACT, check_same_dtype, check_writeable, launch, spacing_tuple
-from ._intrinsics import prefer_256_bit_vectors, prefetch
+from ._intrinsics import address, prefer_256_bit_vectors, prefetch, stream_store
 
-__all__ = ["REGIONS", "diffusion_step", "jacobi_step", "laplacian", "region_boxes"]
+__all__ = ["REGIONS", "describe_variant", "diffusion_step", "jacobi_step", "laplacian", "region_boxes"]
 
 REGIONS = ("all", "interior", "boundary")
 
@@ -81,23 +82,45 @@ def _rows3(uf, b, plane, row, n):  # pragma: no cover - compiled
     )
 
 
+@njit(cache=True, inline="always")
+def _stream_span(o, stream):  # pragma: no cover - compiled
+    # (a, b): a row sweep writes o[:a] and o[b:] with plain stores and o[a:b] with
+    # streaming stores - the whole 64-byte lines from the first 64-byte aligned
+    # element (see _intrinsics.stream_store).  Without streaming, (n, n).
+    n = o.size
+    if not stream:
+        return n, n
+    a = min(n, ((-address(o)) % 64) // o.itemsize)
+    return a, a + ((n - a) * o.itemsize // 64) * (64 // o.itemsize)
+
+
 @njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
-def _lap5_cpu(u, out, i0, i1, j0, j1, cx, cy, cc):  # pragma: no cover - compiled
+def _lap5_cpu(u, out, i0, i1, j0, j1, cx, cy, cc, stream):  # pragma: no cover - compiled
     for i in prange(i0, i1):
         un, us, uw, uc, ue = _rows2(u, i, j0, j1)
         o = out[i, j0:j1]
-        for j in range(j1 - j0):
+        a, b = _stream_span(o, stream)
+        for j in range(a):
+            o[j] = cx * (un[j] + us[j]) + cy * (uw[j] + ue[j]) + cc * uc[j]
+        # the rest through views starting at a: indices from 0 keep the loads contiguous
+        un, us, uw, uc, ue, o = un[a:], us[a:], uw[a:], uc[a:], ue[a:], o[a:]
+        for j in range(b - a):
+            stream_store(o, j, cx * (un[j] + us[j]) + cy * (uw[j] + ue[j]) + cc * uc[j])
+        for j in range(b - a, o.size):
             o[j] = cx * (un[j] + us[j]) + cy * (uw[j] + ue[j]) + cc * uc[j]
 
 
 @njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
-def _lap9_cpu(u, out, i0, i1, j0, j1, ce, ck, cc):  # pragma: no cover - compiled
-    # Two rows per work item: rows i and i+1 share the 6 loads of their two middle input
-    # rows (12 loads for 2 cells instead of 18; in cache 1.25x faster, same bits).
-    for p in prange((i1 - i0 + 1) // 2):
+def _lap9_cpu(u, out, i0, i1, j0, j1, ce, ck, cc, stream):  # pragma: no cover - compiled
+    # Without streaming stores, two rows per work item: rows i and i+1 share the 6 loads
+    # of their two middle input rows (12 loads for 2 cells instead of 18; in cache 1.25x
+    # faster, same bits).  Streaming stores need each output row's own 64-byte alignment,
+    # so with them every work item is one row.
+    per = 1 if stream else 2
+    for p in prange((i1 - i0 + per - 1) // per):
         prefer_256_bit_vectors()  # six of the nine rows are shifted (see _intrinsics.prefer_256_bit_vectors)
-        i = i0 + 2 * p
-        if i + 1 < i1:
+        i = i0 + per * p
+        if per == 2 and i + 1 < i1:
             r0w, r0c, r0e = u[i - 1, j0 - 1 : j1 - 1], u[i - 1, j0:j1], u[i - 1, j0 + 1 : j1 + 1]
             r1w, r1c, r1e = u[i, j0 - 1 : j1 - 1], u[i, j0:j1], u[i, j0 + 1 : j1 + 1]
             r2w, r2c, r2e = u[i + 1, j0 - 1 : j1 - 1], u[i + 1, j0:j1], u[i + 1, j0 + 1 : j1 + 1]
@@ -114,17 +137,31 @@ def _lap9_cpu(u, out, i0, i1, j0, j1, ce, ck, cc):  # pragma: no cover - compile
             nw, ne = u[i - 1, j0 - 1 : j1 - 1], u[i - 1, j0 + 1 : j1 + 1]
             sw, se = u[i + 1, j0 - 1 : j1 - 1], u[i + 1, j0 + 1 : j1 + 1]
             o = out[i, j0:j1]
-            for j in range(j1 - j0):
+            a, b = _stream_span(o, stream)
+            for j in range(a):
+                o[j] = ce * (nn[j] + ss[j] + ww[j] + ee[j]) + ck * (nw[j] + ne[j] + sw[j] + se[j]) + cc * uc[j]
+            nn, ss, ww, uc, ee, o = nn[a:], ss[a:], ww[a:], uc[a:], ee[a:], o[a:]
+            nw, ne, sw, se = nw[a:], ne[a:], sw[a:], se[a:]
+            for j in range(b - a):
+                v = ce * (nn[j] + ss[j] + ww[j] + ee[j]) + ck * (nw[j] + ne[j] + sw[j] + se[j]) + cc * uc[j]
+                stream_store(o, j, v)
+            for j in range(b - a, o.size):
                 o[j] = ce * (nn[j] + ss[j] + ww[j] + ee[j]) + ck * (nw[j] + ne[j] + sw[j] + se[j]) + cc * uc[j]
 
 
 @njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
-def _jac2_cpu(u, f, out, i0, i1, j0, j1, cx, cy, inv):  # pragma: no cover - compiled
+def _jac2_cpu(u, f, out, i0, i1, j0, j1, cx, cy, inv, stream):  # pragma: no cover - compiled
     for i in prange(i0, i1):
         un, us, uw, _, ue = _rows2(u, i, j0, j1)
         fc = f[i, j0:j1]
         o = out[i, j0:j1]
-        for j in range(j1 - j0):
+        a, b = _stream_span(o, stream)
+        for j in range(a):
+            o[j] = (cx * (un[j] + us[j]) + cy * (uw[j] + ue[j]) + fc[j]) * inv
+        un, us, uw, ue, fc, o = un[a:], us[a:], uw[a:], ue[a:], fc[a:], o[a:]
+        for j in range(b - a):
+            stream_store(o, j, (cx * (un[j] + us[j]) + cy * (uw[j] + ue[j]) + fc[j]) * inv)
+        for j in range(b - a, o.size):
             o[j] = (cx * (un[j] + us[j]) + cy * (uw[j] + ue[j]) + fc[j]) * inv
 
 
@@ -199,16 +236,10 @@ def _jac3_cpu(u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv, tj, nchunk):  
                     o[k] = (cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + fc[k]) * inv
 
 
-def _cache_budget(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
-    """Bytes of cache one thread's working set of a 3-D sweep may fill.
+def _cache_sizes(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> dict[int, int]:
+    """Bytes of each data-cache level per CPU (the level's size over the CPUs sharing it).
 
-    The core's L2 plus half of its share of the L3 (the L3's size over the CPUs
-    that share it), read from Linux's sysfs; 256 KiB where that is not readable.
-    With the next row prefetched (see ``_lap7_cpu``) planes served from the L3 cost
-    little, while tiles cut to fit the L2 alone re-read the tile edges and make the
-    sweep short and choppy: on a Zen 5 VM (1 MiB L2, 32 MiB L3 for 2 cores) a
-    320^3 7-point sweep ran at 0.75 of the STREAM triad with L2-sized tiles and at
-    0.8-1.1 without tiles.
+    Read from Linux's sysfs; empty where that is not readable.
     """
     sizes: dict[int, int] = {}
     try:
@@ -226,7 +257,22 @@ def _cache_budget(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
                 shared += int(hi or lo) - int(lo) + 1
             sizes[level] = size // max(1, shared)
     except (OSError, ValueError):
-        return 256 << 10
+        return {}
+    return sizes
+
+
+def _cache_budget(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """Bytes of cache one thread's working set of a 3-D sweep may fill by default.
+
+    The core's L2 plus half of its share of the L3 (:func:`_cache_sizes`); 256 KiB
+    where sysfs does not tell.  With the next row prefetched (see ``_lap7_cpu``)
+    planes served from an AMD L3 cost little, while tiles cut to fit the L2 alone
+    re-read the tile edges and make the sweep short and choppy: on a Zen 5 VM (1 MiB
+    L2, 32 MiB L3 for 2 cores) a 320^3 7-point sweep ran at 0.75 of the STREAM triad
+    with L2-sized tiles and at 0.8-1.1 without tiles.  On an Intel Xeon VM the
+    opposite held (see :func:`_tile_candidates`), so large sweeps time both.
+    """
+    sizes = _cache_sizes(sysfs)
     if 2 not in sizes:
         return 256 << 10
     return sizes[2] + sizes.get(3, 0) // 2
@@ -236,20 +282,24 @@ def _cache_budget(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
 #: for any value, only speed changes; tests set it small to force many tiles)
 CACHE_BUDGET = _cache_budget()
 
+#: the core's L2 in bytes (256 KiB where sysfs does not tell): the smaller tile budgets
+#: a large 3-D sweep also times (see _tile_candidates)
+L2_BYTES = _cache_sizes().get(2, 256 << 10)
 
-def _tiles_3d(box: Box, itemsize: int, arrays: int) -> tuple[int, int]:
+
+def _tiles_3d(box: Box, itemsize: int, arrays: int, budget: int | None = None) -> tuple[int, int]:
     """``(tj, nchunk)`` for a 3-D sweep over ``box``: j-tile height and i chunks per tile.
 
     A sweep along i reuses planes i-1 and i for the next i only if three planes'
     rows of the current tile (plus the other arrays' rows) are still cached
-    (``CACHE_BUDGET``).  Tiles
-    are as tall as ``CACHE_BUDGET`` allows (the whole j range when a plane already
-    fits: no blocking); with too few tiles to share among the threads, each tile's i
-    range is cut into one chunk per thread.
+    (``budget`` bytes, ``CACHE_BUDGET`` by default).  Tiles are as tall as the
+    budget allows (the whole j range when a plane already fits: no blocking); with
+    too few tiles to share among the threads, each tile's i range is cut into one
+    chunk per thread.
     """
     (i0, j0, k0), (i1, j1, k1) = box
     row = (k1 - k0 + 2) * itemsize
-    tj = max(4, CACHE_BUDGET // ((3 + arrays) * row))
+    tj = max(4, (CACHE_BUDGET if budget is None else budget) // ((3 + arrays) * row))
     nj = j1 - j0
     tj = min(tj, nj)
     ntiles = -(-nj // tj)
@@ -260,6 +310,22 @@ def _tiles_3d(box: Box, itemsize: int, arrays: int) -> tuple[int, int]:
         tj = -(-nj // ntiles)
         return tj, 1
     return tj, max(1, min(threads, i1 - i0))
+
+
+def _tile_candidates(box: Box, itemsize: int, arrays: int) -> list[tuple[int, int]]:
+    """The blockings a large 3-D sweep times: ``CACHE_BUDGET``'s first, then the L2's and a sixth of it.
+
+    320^3 7-point sweeps, as a fraction of the STREAM triad: on the Zen 3 and Zen 5
+    VMs the untiled sweep (``CACHE_BUDGET``) was as fast as or faster than any tile
+    budget from 256 KiB to 8.5 MiB; on an Intel Xeon VM (2 MiB L2, a slow shared L3)
+    it ran at 0.61-0.82 against 0.77-1.07 with 256-384 KiB tiles (about 30 rows).
+    """
+    out: list[tuple[int, int]] = []
+    for budget in (CACHE_BUDGET, L2_BYTES, L2_BYTES // 6):
+        tiles = _tiles_3d(box, itemsize, arrays, budget)
+        if tiles not in out:
+            out.append(tiles)
+    return out
 
 
 # --------------------------------------------------------------- Numba-CUDA ---
@@ -387,7 +453,10 @@ def _sweep(
     get their blocking ``(tj, nchunk)`` (2-D sweeps keep three rows in cache without
     help: a row of 8192 doubles is 64 KiB) and index the arrays as flat C-ordered
     memory, so strided views (a sub-block of a larger array) are copied to contiguous
-    arrays once for all boxes, and ``out`` is copied back.
+    arrays once for all boxes, and ``out`` is copied back.  2-D sweeps take a
+    ``stream`` flag (streaming stores of ``out``).  Which blocking, and whether to
+    stream, is timed on a large sweep's first call per layout (:mod:`._tuning`): the
+    fastest differed between the CPUs measured, and every variant writes the same bits.
     """
     if backend != "cpu":
         for box in boxes:
@@ -396,12 +465,28 @@ def _sweep(
     work = arrays
     if arrays[0].ndim == 3 and not all(a.flags.c_contiguous for a in arrays):
         work = tuple(np.ascontiguousarray(a) for a in arrays)
+    itemsize, threads = work[0].dtype.itemsize, numba.get_num_threads()
     for box in boxes:
         bounds = tuple(itertools.chain.from_iterable(zip(*box)))
-        blocking = _tiles_3d(box, work[0].dtype.itemsize, len(work) - 1) if work[0].ndim == 3 else ()
-        kernel(*work, *bounds, *coefs, *blocking)
+        if work[0].ndim == 3:
+            candidates: list[tuple[Any, ...]] = list(_tile_candidates(box, itemsize, len(work) - 1))
+        else:
+            candidates = [(False,), (True,)]  # plain stores first, then streaming stores
+        key = (name, work[0].shape, tuple(a.strides for a in work), work[0].dtype.str, box, threads)
+        nbytes = itemsize * int(np.prod([h - lo for lo, h in zip(*box)]))
+        _tuning.run_tuned(key, candidates, lambda c, b=bounds: kernel(*work, *b, *coefs, *c), nbytes)
     if work[-1] is not arrays[-1]:
         arrays[-1][...] = work[-1]
+
+
+def describe_variant(key: tuple[Any, ...], choice: tuple[Any, ...]) -> str:
+    """A short phrase for the variant :mod:`._tuning` chose for a sweep's ``key`` (for reports)."""
+    if len(choice) == 1:
+        return "streaming stores" if choice[0] else "plain stores"
+    (_, j0, _), (_, j1, _) = key[4]
+    tj, nchunk = choice
+    tiles = "untiled" if tj >= j1 - j0 else f"{tj}-row tiles"
+    return tiles + (f", {nchunk} i-chunks" if nchunk > 1 else "")
 
 
 def _check_grid(u: Any, out: Any, f: Any, halo: int, backend: str | None) -> tuple[str, np.dtype]:

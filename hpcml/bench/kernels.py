@@ -31,6 +31,7 @@ from numba import cuda, njit, prange
 
 from hpcml import kernels as K
 from hpcml.bench.report import peak_rss_mib, write_report
+from hpcml.kernels import _tuning, stencil
 
 COLUMNS = [
     "kernel",
@@ -361,6 +362,7 @@ def run_case(
     DGEMM rate from the start of the run, or the peer's rate when the peer is
     the BLAS GEMM itself and was faster.
     """
+    tuned_before = set(_tuning.CHOICES)
     if case.bound == "memory":
         t, tp, tt = timer.group([case.ours, case.peer, triad], case.repeat or repeat)
         rate, unit = case.nbytes / t / 1e9, "GB/s"
@@ -371,9 +373,11 @@ def run_case(
         limit = limits["dgemm_GFLOPs"]
         if case.peer_name.endswith("matmul"):
             limit = max(limit, case.flops / tp / 1e9)
+    # the variants the stencils' first calls chose by timing (kernels._tuning)
+    tuned = [stencil.describe_variant(k, c) for k, c in _tuning.CHOICES.items() if k not in tuned_before]
     row: dict[str, Any] = {
         "kernel": case.kernel,
-        "impl": case.impl,
+        "impl": case.impl + (f" ({'; '.join(tuned)})" if tuned else ""),
         "size": case.size,
         "ms": 1e3 * t,
         "rate": rate,

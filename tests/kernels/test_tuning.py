@@ -1,0 +1,100 @@
+"""Tuned stencil variants: streaming stores and 3-D tile heights write the same bits; the tuner's choice."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from hpcml.kernels import _tuning, stencil
+from hpcml.kernels.stencil import jacobi_step, laplacian
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kernels_helpers import DTYPES
+
+from hpcml.settings import rc
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    rows=st.integers(1, 7),
+    cols=st.integers(1, 90),
+    offset=st.integers(0, 17),
+    dtype=DTYPES,
+    name=st.sampled_from(["lap5", "lap9", "jac2"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_streaming_stores_write_the_same_bits(rows, cols, offset, dtype, name, seed):
+    """Every row alignment and length: head, streamed 64-byte lines and tail give the plain sweep's bits."""
+    rng = np.random.default_rng(seed)
+    # a view starting `offset` elements into a wider array moves each row's 64-byte alignment
+    u = rng.standard_normal((rows + 2, cols + 2 + offset)).astype(dtype)[:, offset:]
+    f = rng.standard_normal(u.shape).astype(dtype)
+    plain = np.full((rows + 2, cols + 2 + offset), 7.0, dtype)[:, offset:]
+    streamed = np.full((rows + 2, cols + 2 + offset), 7.0, dtype)[:, offset:]
+    bounds = (1, rows + 1, 1, cols + 1)
+    coefs = tuple(dtype(c) for c in (0.7, 1.3, -4.1))
+    for out, stream in ((plain, False), (streamed, True)):
+        if name == "jac2":
+            stencil._jac2_cpu(u, f, out, *bounds, *coefs, stream)
+        else:
+            getattr(stencil, f"_{name}_cpu")(u, out, *bounds, *coefs, stream)
+    assert np.array_equal(plain, streamed)
+    assert np.all(streamed[0] == 7.0) and np.all(streamed[-1] == 7.0)
+    assert np.all(streamed[:, 0] == 7.0) and np.all(streamed[:, -1] == 7.0)
+
+
+def test_run_tuned_keeps_the_fastest_candidate(monkeypatch):
+    """Large sweeps time every candidate (interleaved) and reuse the winner; small ones run the first."""
+    monkeypatch.setattr(_tuning, "CHOICES", {})
+    calls: list[str] = []
+
+    def run(c: str) -> None:
+        calls.append(c)
+        time.sleep({"slow": 0.03, "fast": 0.0, "slower": 0.06}[c])
+
+    cands = ["slow", "fast", "slower"]
+    assert _tuning.run_tuned("k", cands, run, nbytes=_tuning.MIN_BYTES) == "fast"
+    assert calls == cands * _tuning.ROUNDS
+    calls.clear()
+    assert _tuning.run_tuned("k", cands, run, nbytes=0) == "fast"  # remembered, whatever the size
+    assert calls == ["fast"]
+    calls.clear()
+    assert _tuning.run_tuned("small", cands, run, nbytes=_tuning.MIN_BYTES - 1) == "slow"
+    assert calls == ["slow"] and "small" not in _tuning.CHOICES
+    monkeypatch.setattr(rc, "kernel_tuning", False)
+    calls.clear()
+    assert _tuning.run_tuned("off", cands, run, nbytes=1 << 40) == "slow"
+    assert calls == ["slow"] and "off" not in _tuning.CHOICES
+
+
+@pytest.mark.parametrize("shape", [(41, 203), (14, 23, 37)])
+def test_tuned_sweeps_match_untuned(monkeypatch, shape):
+    """With every sweep tuned, the chosen variant is recorded and the cells equal the untuned sweep's."""
+    monkeypatch.setattr(_tuning, "CHOICES", {})
+    monkeypatch.setattr(stencil, "L2_BYTES", 24 << 10)  # small enough to give the 3-D case several blockings
+    rng = np.random.default_rng(5)
+    u, f = rng.standard_normal(shape), rng.standard_normal(shape)
+    monkeypatch.setattr(rc, "kernel_tuning", False)
+    ref_lap, ref_jac = laplacian(u, np.zeros_like(u), 0.5), jacobi_step(u, f, np.zeros_like(u), 0.5)
+    monkeypatch.setattr(rc, "kernel_tuning", True)
+    monkeypatch.setattr(_tuning, "MIN_BYTES", 0)
+    for _ in range(2):  # the tuning call, then a call with the remembered choice
+        assert np.array_equal(laplacian(u, np.zeros_like(u), 0.5), ref_lap)
+        assert np.array_equal(jacobi_step(u, f, np.zeros_like(u), 0.5), ref_jac)
+    assert {k[0] for k in _tuning.CHOICES} == ({"lap5", "jac2"} if len(shape) == 2 else {"lap7", "jac3"})
+    box = stencil.region_boxes(shape, 1, "all")[0]
+    for key, choice in _tuning.CHOICES.items():
+        arrays = 1 if key[0].startswith("lap") else 2
+        expected = [(False,), (True,)] if len(shape) == 2 else stencil._tile_candidates(box, 8, arrays)
+        assert choice in expected
+    if len(shape) == 3:
+        assert len(stencil._tile_candidates(box, 8, 1)) > 1
+
+
+def test_tile_candidates_start_with_the_default_budget():
+    """The first 3-D candidate is CACHE_BUDGET's blocking (what runs untuned); no duplicates."""
+    box = ((1, 1, 1), (321, 321, 321))
+    cands = stencil._tile_candidates(box, 8, 1)
+    assert cands[0] == stencil._tiles_3d(box, 8, 1)
+    assert len(set(cands)) == len(cands)
