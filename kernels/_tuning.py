@@ -6,8 +6,8 @@ held on every CPU measured here:
 * 3-D tile heights: on the Zen 3 and Zen 5 hosts a 320^3 7-point sweep ran fastest
   untiled (the L3 serves the planes quickly), on the Intel Xeon host tiles of about
   30 rows (a sixth of its 2 MiB L2) ran 1.2-1.3x faster than untiled ones;
-* non-temporal stores of a 2-D sweep's output: 1.1-1.4x faster on the Xeon host,
-  slower on the Zen 5 host.
+* non-temporal (streaming) stores of a sweep's output: 1.05-1.4x faster on the Xeon
+  host, slower on the Zen 5 host.
 
 So the first sweep of a given layout large enough to matter times every candidate
 on the caller's own arrays (each candidate writes the same values, so the output is
@@ -32,7 +32,7 @@ __all__ = ["CHOICES", "MIN_BYTES", "ROUNDS", "run_tuned"]
 MIN_BYTES = 8 << 20
 
 #: times each candidate is run while tuning (interleaved; the best time counts)
-ROUNDS = 2
+ROUNDS = 3
 
 #: the chosen candidate per layout key (inspect it to see what was picked)
 CHOICES: dict[Hashable, Any] = {}

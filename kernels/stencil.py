@@ -193,11 +193,11 @@ def _prefetch_row(af, b, n):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
-def _lap7_cpu(u, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, cc, tj, nchunk):  # pragma: no cover - compiled
+def _lap7_cpu(u, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, cc, tj, nchunk, stream):  # pragma: no cover - compiled
     # Spatially blocked: work items are (j tile, i chunk); each sweeps its i range with
     # the j rows of one tile, so the three planes it reads stay cached (see _tiles_3d).
     # The row of plane i+1 the next step reads is prefetched: it is the only one that
-    # comes from memory.
+    # comes from memory.  Rows are written as the 2-D sweeps write them (_stream_span).
     plane, row, n = u.shape[1] * u.shape[2], u.shape[2], k1 - k0
     for w in prange(((j1 - j0 + tj - 1) // tj) * nchunk):
         prefer_256_bit_vectors()
@@ -210,12 +210,19 @@ def _lap7_cpu(u, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, cc, tj, nchunk):  # pr
                 _prefetch_row(uf, _next_row(i, j, ja, jb, u.shape[1], row, k0) + plane, n)
                 ua, ub, un, us, uw, uc, ue = _rows3(uf, b, plane, row, n)
                 o = of[b : b + n]
-                for k in range(n):
+                a, e = _stream_span(o, stream)
+                for k in range(a):
+                    o[k] = cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + cc * uc[k]
+                ua, ub, un, us, uw, uc, ue, o = ua[a:], ub[a:], un[a:], us[a:], uw[a:], uc[a:], ue[a:], o[a:]
+                for k in range(e - a):
+                    v = cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + cc * uc[k]
+                    stream_store(o, k, v)
+                for k in range(e - a, o.size):
                     o[k] = cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + cc * uc[k]
 
 
 @njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
-def _jac3_cpu(u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv, tj, nchunk):  # pragma: no cover - compiled
+def _jac3_cpu(u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv, tj, nchunk, stream):  # pragma: no cover - compiled
     plane, row, n = u.shape[1] * u.shape[2], u.shape[2], k1 - k0
     for w in prange(((j1 - j0 + tj - 1) // tj) * nchunk):
         prefer_256_bit_vectors()
@@ -232,7 +239,14 @@ def _jac3_cpu(u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv, tj, nchunk):  
                 ua, ub, un, us, uw, _, ue = _rows3(uf, b, plane, row, n)
                 fc = ff[b : b + n]
                 o = of[b : b + n]
-                for k in range(n):
+                a, e = _stream_span(o, stream)
+                for k in range(a):
+                    o[k] = (cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + fc[k]) * inv
+                ua, ub, un, us, uw, ue, fc, o = ua[a:], ub[a:], un[a:], us[a:], uw[a:], ue[a:], fc[a:], o[a:]
+                for k in range(e - a):
+                    v = (cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + fc[k]) * inv
+                    stream_store(o, k, v)
+                for k in range(e - a, o.size):
                     o[k] = (cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + fc[k]) * inv
 
 
@@ -282,8 +296,8 @@ def _cache_budget(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
 #: for any value, only speed changes; tests set it small to force many tiles)
 CACHE_BUDGET = _cache_budget()
 
-#: the core's L2 in bytes (256 KiB where sysfs does not tell): the smaller tile budgets
-#: a large 3-D sweep also times (see _tile_candidates)
+#: the core's L2 in bytes (256 KiB where sysfs does not tell): a sixth of it is the smaller
+#: tile budget a large 3-D sweep also times (see _tile_candidates)
 L2_BYTES = _cache_sizes().get(2, 256 << 10)
 
 
@@ -312,19 +326,24 @@ def _tiles_3d(box: Box, itemsize: int, arrays: int, budget: int | None = None) -
     return tj, max(1, min(threads, i1 - i0))
 
 
-def _tile_candidates(box: Box, itemsize: int, arrays: int) -> list[tuple[int, int]]:
-    """The blockings a large 3-D sweep times: ``CACHE_BUDGET``'s first, then the L2's and a sixth of it.
+def _tile_candidates(box: Box, itemsize: int, arrays: int) -> list[tuple[int, int, bool]]:
+    """The variants a large 3-D sweep times: ``(tj, nchunk, stream)``, the default first.
 
-    320^3 7-point sweeps, as a fraction of the STREAM triad: on the Zen 3 and Zen 5
-    VMs the untiled sweep (``CACHE_BUDGET``) was as fast as or faster than any tile
-    budget from 256 KiB to 8.5 MiB; on an Intel Xeon VM (2 MiB L2, a slow shared L3)
-    it ran at 0.61-0.82 against 0.77-1.07 with 256-384 KiB tiles (about 30 rows).
+    ``CACHE_BUDGET``'s blocking and one for a sixth of the L2, each with plain and
+    with streaming stores.  320^3 7-point sweeps, as a fraction of the STREAM triad:
+    on the Zen 3 and Zen 5 VMs the untiled sweep (``CACHE_BUDGET``) was as fast as
+    or faster than any tile budget from 256 KiB to 8.5 MiB; on an Intel Xeon VM (2
+    MiB L2, a slow shared L3) the untiled sweep ran at 0.61-0.82, 256-384 KiB tiles
+    (about 30 rows) at 0.77-1.07, and with streaming stores as well at 0.89-0.93
+    where plain ones gave 0.80-0.85 in the same rounds.  L2-sized tiles were never
+    the fastest.
     """
-    out: list[tuple[int, int]] = []
-    for budget in (CACHE_BUDGET, L2_BYTES, L2_BYTES // 6):
+    out: list[tuple[int, int, bool]] = []
+    for budget in (CACHE_BUDGET, L2_BYTES // 6):
         tiles = _tiles_3d(box, itemsize, arrays, budget)
-        if tiles not in out:
-            out.append(tiles)
+        for stream in (False, True):
+            if (*tiles, stream) not in out:
+                out.append((*tiles, stream))
     return out
 
 
@@ -453,8 +472,8 @@ def _sweep(
     get their blocking ``(tj, nchunk)`` (2-D sweeps keep three rows in cache without
     help: a row of 8192 doubles is 64 KiB) and index the arrays as flat C-ordered
     memory, so strided views (a sub-block of a larger array) are copied to contiguous
-    arrays once for all boxes, and ``out`` is copied back.  2-D sweeps take a
-    ``stream`` flag (streaming stores of ``out``).  Which blocking, and whether to
+    arrays once for all boxes, and ``out`` is copied back.  Every CPU sweep takes
+    a ``stream`` flag (streaming stores of ``out``).  Which blocking, and whether to
     stream, is timed on a large sweep's first call per layout (:mod:`._tuning`): the
     fastest differed between the CPUs measured, and every variant writes the same bits.
     """
@@ -481,12 +500,13 @@ def _sweep(
 
 def describe_variant(key: tuple[Any, ...], choice: tuple[Any, ...]) -> str:
     """A short phrase for the variant :mod:`._tuning` chose for a sweep's ``key`` (for reports)."""
+    stores = "streaming stores" if choice[-1] else "plain stores"
     if len(choice) == 1:
-        return "streaming stores" if choice[0] else "plain stores"
+        return stores
     (_, j0, _), (_, j1, _) = key[4]
-    tj, nchunk = choice
+    tj, nchunk, _ = choice
     tiles = "untiled" if tj >= j1 - j0 else f"{tj}-row tiles"
-    return tiles + (f", {nchunk} i-chunks" if nchunk > 1 else "")
+    return tiles + (f" x {nchunk} i-chunks" if nchunk > 1 else "") + ", " + stores
 
 
 def _check_grid(u: Any, out: Any, f: Any, halo: int, backend: str | None) -> tuple[str, np.dtype]:

@@ -44,6 +44,40 @@ def test_streaming_stores_write_the_same_bits(rows, cols, offset, dtype, name, s
     assert np.all(streamed[:, 0] == 7.0) and np.all(streamed[:, -1] == 7.0)
 
 
+@settings(deadline=None, max_examples=40)
+@given(
+    shape=st.tuples(st.integers(1, 5), st.integers(1, 9), st.integers(1, 70)),
+    offset=st.integers(0, 17),
+    dtype=DTYPES,
+    jacobi=st.booleans(),
+    tiles=st.sampled_from([(4, 1), (2, 3), (100, 1)]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_streaming_stores_write_the_same_bits_3d(shape, offset, dtype, jacobi, tiles, seed):
+    """The 3-D sweeps' streamed rows, in tiles and i-chunks, give the plain sweep's bits."""
+    rng = np.random.default_rng(seed)
+    full = tuple(s + 2 for s in shape)
+    u = rng.standard_normal(full).astype(dtype)
+    f = rng.standard_normal(full).astype(dtype)
+    # flat storage starting `offset` elements into a longer buffer moves the rows' alignment
+    outs = []
+    for stream in (False, True):
+        buf = np.full(int(np.prod(full)) + offset, 7.0, dtype)
+        out = buf[offset:].reshape(full)
+        bounds = (1, shape[0] + 1, 1, shape[1] + 1, 1, shape[2] + 1)
+        if jacobi:
+            coefs = tuple(dtype(c) for c in (0.7, 1.3, 0.4, 0.2))
+            stencil._jac3_cpu(u, f, out, *bounds, *coefs, *tiles, stream)
+        else:
+            coefs = tuple(dtype(c) for c in (0.7, 1.3, 0.4, -4.8))
+            stencil._lap7_cpu(u, out, *bounds, *coefs, *tiles, stream)
+        outs.append(out)
+    assert np.array_equal(outs[0], outs[1])
+    mask = np.ones(full, bool)
+    mask[1:-1, 1:-1, 1:-1] = False
+    assert np.all(outs[1][mask] == 7.0)
+
+
 def test_run_tuned_keeps_the_fastest_candidate(monkeypatch):
     """Large sweeps time every candidate (interleaved) and reuse the winner; small ones run the first."""
     monkeypatch.setattr(_tuning, "CHOICES", {})
@@ -93,8 +127,11 @@ def test_tuned_sweeps_match_untuned(monkeypatch, shape):
 
 
 def test_tile_candidates_start_with_the_default_budget():
-    """The first 3-D candidate is CACHE_BUDGET's blocking (what runs untuned); no duplicates."""
+    """The first 3-D candidate is CACHE_BUDGET's blocking with plain stores (what runs untuned); no duplicates."""
     box = ((1, 1, 1), (321, 321, 321))
     cands = stencil._tile_candidates(box, 8, 1)
-    assert cands[0] == stencil._tiles_3d(box, 8, 1)
-    assert len(set(cands)) == len(cands)
+    assert cands[0] == (*stencil._tiles_3d(box, 8, 1), False)
+    assert len(set(cands)) == len(cands) and {c[2] for c in cands} == {False, True}
+    assert (
+        stencil.describe_variant(("lap7", None, None, "<f8", box, 2), (32, 1, True)) == "32-row tiles, streaming stores"
+    )
