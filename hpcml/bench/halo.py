@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="process grids: slowest (all ranks on axis 0), fastest (last axis), auto (CartDecomp's), or 2x1 ...",
     )
     parser.add_argument("--methods", nargs="+", default=["auto"], help="hpcml methods timed (auto = the default)")
-    parser.add_argument("--repeat", type=int, default=50, help="interleaved samples per row (best of)")
+    parser.add_argument("--repeat", type=int, default=200, help="interleaved samples per row (best of; default 200)")
 
 
 def lines_touched(block: StridedBlock) -> int:
