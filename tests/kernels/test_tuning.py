@@ -135,3 +135,24 @@ def test_tile_candidates_start_with_the_default_budget():
     assert (
         stencil.describe_variant(("lap7", None, None, "<f8", box, 2), (32, 1, True)) == "32-row tiles, streaming stores"
     )
+
+
+def test_bench_kernels_names_the_chosen_variant(tmp_path, monkeypatch):
+    """`hpcml bench kernels --quick` on the stencils: every row met-or-not, and tuned rows say which variant ran."""
+    import argparse
+    import json
+
+    from hpcml.bench import kernels as bench
+
+    monkeypatch.setattr(_tuning, "CHOICES", {})
+    monkeypatch.setattr(_tuning, "MIN_BYTES", 0)  # quick sizes are small: tune them anyway
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--only", "laplacian", "jacobi", "--no-plot", "--out", str(tmp_path)])
+    assert bench.run(args) == 0
+    rows = json.loads((tmp_path / "kernels.json").read_text())["rows"]
+    stencils = {"laplacian 5-pt", "laplacian 9-pt", "jacobi 2-D", "laplacian 7-pt", "jacobi 3-D"}
+    assert {r["kernel"] for r in rows} == stencils
+    for r in rows:
+        assert r["impl"].startswith("numba (") and "stores" in r["impl"], r["impl"]
+        assert r["met"] in ("yes", "NO") and r["vs_peer"] > 0
