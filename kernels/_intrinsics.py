@@ -149,12 +149,21 @@ def stream_store(typingctx, arr, index, value):  # pragma: no cover - compiled
     :func:`address`): then every vector store of 4 or more doubles (8 or more
     floats) is aligned, and the vectoriser's scalar remainder never runs.  A wider
     vector declared 32-byte aligned is split by LLVM, never misaligned.  No bounds
-    check, no negative indices: ``arr`` is a 1-D C-contiguous view.
+    check, no negative indices.  ``arr`` is a 1-D view whose elements are adjacent;
+    an array typed as possibly strided (layout ``"A"``) is written through its stride
+    with a plain store instead, whatever the caller checked.
     """
+    if not isinstance(arr, types.Array) or arr.ndim != 1:
+        return None
     sig = types.void(arr, types.intp, arr.dtype)
 
     def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        if aryty.layout != "C":
+            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+            builder.store(args[2], ptr)
+            return context.get_dummy_value()
         store = builder.store(args[2], builder.gep(ary.data, [args[1]]))
         store.align = 32
         store.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))

@@ -86,11 +86,14 @@ def _rows3(uf, b, plane, row, n):  # pragma: no cover - compiled
 def _stream_span(o, stream):  # pragma: no cover - compiled
     # (a, b): a row sweep writes o[:a] and o[b:] with plain stores and o[a:b] with
     # streaming stores - the whole 64-byte lines from the first 64-byte aligned
-    # element (see _intrinsics.stream_store).  Without streaming, (n, n).
+    # element (see _intrinsics.stream_store).  Without streaming, when the elements are
+    # not adjacent (a view with a step), or when they are not aligned to their size (a
+    # buffer viewed at an odd offset, where no element starts a line), (n, n).
     n = o.size
-    if not stream:
+    addr = address(o)
+    if not stream or o.strides[0] != o.itemsize or addr % o.itemsize:
         return n, n
-    a = min(n, ((-address(o)) % 64) // o.itemsize)
+    a = min(n, ((-addr) % 64) // o.itemsize)
     return a, a + ((n - a) * o.itemsize // 64) * (64 // o.itemsize)
 
 

@@ -78,6 +78,27 @@ def test_streaming_stores_write_the_same_bits_3d(shape, offset, dtype, jacobi, t
     assert np.all(outs[1][mask] == 7.0)
 
 
+def test_streaming_stores_skip_misaligned_or_strided_rows():
+    """Doubles at an odd byte offset, or rows with a step, are written with plain stores: same values, nothing else."""
+    rng = np.random.default_rng(2)
+    u = rng.standard_normal((6, 70))
+    raw = np.zeros(u.nbytes + 64, np.uint8)
+    out = np.frombuffer(raw.data, dtype=np.float64, count=u.size, offset=3).reshape(u.shape)
+    assert not out.flags.aligned
+    ref = np.zeros_like(u)
+    stencil._lap5_cpu(u, ref, 1, 5, 1, 69, 1.0, 1.0, -4.0, False)
+    stencil._lap5_cpu(u, out, 1, 5, 1, 69, 1.0, 1.0, -4.0, True)
+    assert np.array_equal(out, ref)
+    # every other column of a wider array: rows with a step of two elements
+    wide = np.full((6, 140), 7.0)
+    stencil._lap5_cpu(u, wide[:, ::2], 1, 5, 1, 69, 1.0, 1.0, -4.0, True)
+    inner = (slice(1, 5), slice(1, 69))
+    assert np.array_equal(wide[:, ::2][inner], ref[inner]) and np.all(wide[:, 1::2] == 7.0)
+    stencil._lap9_cpu(u, wide[:, ::2], 1, 5, 1, 69, 1.0, 1.0, -4.0, True)
+    stencil._lap9_cpu(u, ref, 1, 5, 1, 69, 1.0, 1.0, -4.0, False)
+    assert np.array_equal(wide[:, ::2][inner], ref[inner]) and np.all(wide[:, 1::2] == 7.0)
+
+
 def test_run_tuned_keeps_the_fastest_candidate(monkeypatch):
     """Large sweeps time every candidate (interleaved) and reuse the winner; small ones run the first."""
     monkeypatch.setattr(_tuning, "CHOICES", {})
