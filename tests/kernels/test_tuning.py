@@ -123,20 +123,30 @@ def test_run_tuned_keeps_the_fastest_candidate(monkeypatch):
     assert calls == ["slow"] and "off" not in _tuning.CHOICES
 
 
+@pytest.mark.parametrize("step", [1, 2])
 @pytest.mark.parametrize("shape", [(41, 203), (14, 23, 37)])
-def test_tuned_sweeps_match_untuned(monkeypatch, shape):
-    """With every sweep tuned, the chosen variant is recorded and the cells equal the untuned sweep's."""
+def test_tuned_sweeps_match_untuned(monkeypatch, shape, step):
+    """With every sweep tuned, the chosen variant is recorded and the cells equal the untuned sweep's.
+
+    ``step`` 2 hands every array in as every other element of a wider one along the last axis.
+    """
     monkeypatch.setattr(_tuning, "CHOICES", {})
     monkeypatch.setattr(stencil, "L2_BYTES", 24 << 10)  # small enough to give the 3-D case several blockings
     rng = np.random.default_rng(5)
-    u, f = rng.standard_normal(shape), rng.standard_normal(shape)
+    wide = (*shape[:-1], shape[-1] * step)
+
+    def arr(fill=None):
+        a = rng.standard_normal(wide) if fill is None else np.full(wide, fill)
+        return a[..., ::step]
+
+    u, f = arr(), arr()
     monkeypatch.setattr(rc, "kernel_tuning", False)
-    ref_lap, ref_jac = laplacian(u, np.zeros_like(u), 0.5), jacobi_step(u, f, np.zeros_like(u), 0.5)
+    ref_lap, ref_jac = laplacian(u, arr(0.0), 0.5), jacobi_step(u, f, arr(0.0), 0.5)
     monkeypatch.setattr(rc, "kernel_tuning", True)
     monkeypatch.setattr(_tuning, "MIN_BYTES", 0)
     for _ in range(2):  # the tuning call, then a call with the remembered choice
-        assert np.array_equal(laplacian(u, np.zeros_like(u), 0.5), ref_lap)
-        assert np.array_equal(jacobi_step(u, f, np.zeros_like(u), 0.5), ref_jac)
+        assert np.array_equal(laplacian(u, arr(0.0), 0.5), ref_lap)
+        assert np.array_equal(jacobi_step(u, f, arr(0.0), 0.5), ref_jac)
     assert {k[0] for k in _tuning.CHOICES} == ({"lap5", "jac2"} if len(shape) == 2 else {"lap7", "jac3"})
     box = stencil.region_boxes(shape, 1, "all")[0]
     for key, choice in _tuning.CHOICES.items():
