@@ -488,12 +488,16 @@ def _sweep(
     if arrays[0].ndim == 3 and not all(a.flags.c_contiguous for a in arrays):
         work = tuple(np.ascontiguousarray(a) for a in arrays)
     itemsize, threads = work[0].dtype.itemsize, numba.get_num_threads()
+    out = work[-1]
+    streamable = out.strides[-1] == itemsize and out.flags.aligned
     for box in boxes:
         bounds = tuple(itertools.chain.from_iterable(zip(*box)))
         if work[0].ndim == 3:
             candidates: list[tuple[Any, ...]] = list(_tile_candidates(box, itemsize, len(work) - 1))
-        else:
+        elif streamable:
             candidates = [(False,), (True,)]  # plain stores first, then streaming stores
+        else:
+            candidates = [(False,)]  # rows that never stream (see _stream_span): nothing to time
         key = (name, work[0].shape, tuple(a.strides for a in work), work[0].dtype.str, box, threads)
         nbytes = itemsize * int(np.prod([h - lo for lo, h in zip(*box)]))
         _tuning.run_tuned(key, candidates, lambda c, b=bounds: kernel(*work, *b, *coefs, *c), nbytes)
@@ -502,7 +506,11 @@ def _sweep(
 
 
 def describe_variant(key: tuple[Any, ...], choice: tuple[Any, ...]) -> str:
-    """A short phrase for the variant :mod:`._tuning` chose for a sweep's ``key`` (for reports)."""
+    """A short phrase for the variant :mod:`._tuning` chose for a sweep's ``key`` (for reports).
+
+    ``key`` is :func:`_sweep`'s ``(name, shape, strides, dtype, box, threads)``; ``choice``
+    is ``(stream,)`` for a 2-D sweep and ``(tj, nchunk, stream)`` for a 3-D one.
+    """
     stores = "streaming stores" if choice[-1] else "plain stores"
     if len(choice) == 1:
         return stores
