@@ -157,6 +157,10 @@ def test_bench_smoke(tmp_path, name, args):
     record = json.loads((tmp_path / f"{name}.json").read_text())
     assert record["rows"] and all("peak MiB/rank" in r for r in record["rows"])
     assert "| " in (tmp_path / f"{name}.md").read_text()
+    if name == "halo":  # 2 ranks, one node: what they share is recorded, and a note says if it is too little
+        meta = record["meta"]
+        assert meta["ranks_per_node"] == 2 and meta["cpus_per_node"] >= 1
+        assert meta["oversubscribed"] == (meta["cpus_per_node"] < 2)
     if name == "datatypes":
         assert all(r["correct"] for r in record["rows"])
 

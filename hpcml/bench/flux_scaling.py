@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from hpcml.bench.report import oversubscribed_note, usable_cpus
+
 NT, NP = 1024, 2048
 SPLITS = {1: (1, 1), 2: (2, 1), 4: (2, 2)}
 # one InfiniBand HDR link between nodes (assumed for the model, not measured here)
@@ -266,7 +268,9 @@ def scaling(args: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list
         f"model_here_ms: the same model with this machine's messages; model_ms (and the columns before it) with "
         f"an assumed interconnect between nodes: latency {INTERNODE['a_s'] * 1e6:.0f} us, "
         f"{INTERNODE['b_Bps'] / 1e9:.0f} GB/s, allreduce step {INTERNODE['ar_s'] * 1e6:.0f} us.",
-        "4 ranks run on 2 cores here (oversubscribed): their measured point includes the sharing of the cores, "
-        "which the model does not (its 4-rank row is a 4-core node's).",
     ]
+    most = max(runs)
+    crowded = oversubscribed_note(most, usable_cpus())
+    if crowded:
+        notes.append(f"{crowded}; the model does not include it (its {most}-rank row is a {most}-core node's).")
     return strong, weak, notes

@@ -26,6 +26,51 @@ def peak_rss_mib() -> float:
     return rss / 1024.0 if sys.platform != "darwin" else rss / 2**20
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (a cgroup or a launcher's binding), else ``os.cpu_count()``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - macOS has no affinity masks
+        return os.cpu_count() or 1
+
+
+def node_share(comm: Any) -> tuple[int, int]:
+    """``(ranks, cpus)`` of the most crowded node of ``comm`` (collective).
+
+    ``ranks`` are the ranks of ``comm`` on that node and ``cpus`` the CPUs they may
+    run on together (the union of their affinity masks), so ranks bound two to a
+    core count as sharing, and a node whose ranks may use every CPU counts all.
+    """
+    from mpi4py import MPI
+
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    try:
+        mask = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - macOS has no affinity masks
+        mask = list(range(os.cpu_count() or 1))
+    cpus = len(set().union(*local.allgather(mask)))
+    here = (local.Get_size(), cpus)
+    local.Free()
+    return max(comm.allgather(here), key=lambda rc: rc[0] / rc[1])
+
+
+def oversubscribed_note(ranks: int, cpus: int, threads: int = 1) -> str | None:
+    """The note every MPI benchmark adds when ``ranks`` x ``threads`` exceed the ``cpus`` they share.
+
+    ``None`` when every thread has a CPU.  Otherwise a rank that waits for a
+    neighbour waits for the scheduler to run that neighbour: such rows measure
+    the sharing of the cores as much as the code, and a model that gives each
+    rank its CPUs does not hold.
+    """
+    if ranks * max(threads, 1) <= cpus:
+        return None
+    each = f" of {threads} thread(s) each" if threads > 1 else ""
+    return (
+        f"oversubscribed: {ranks} ranks{each} share {cpus} CPU(s) on one node, so a rank that waits for "
+        "another waits for the scheduler too; those rows measure time sharing as well as the code"
+    )
+
+
 def time_call(
     fn: Callable[[], Any],
     *,

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.bench.report import peak_rss_mib, write_report
+from hpcml.bench.report import node_share, oversubscribed_note, peak_rss_mib, write_report
 
 COLUMNS = [
     "case",
@@ -203,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     shape = tuple(int(s) for s in args.shape.lower().split("x"))
     ranks = sorted({p for p in args.ranks if p <= world.Get_size()})
+    node_ranks, node_cpus = node_share(world)
     rows: list[dict[str, Any]] = []
     single: dict[str, float] = {}
     single_cpu: dict[str, float] = {}
@@ -251,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.steps} timed steps after {args.warmup} warm-up steps; step_ms and samples/s from the fastest "
             "step (least disturbed by other processes on a shared host), median_ms alongside",
             f"threads per rank: Numba {numba.get_num_threads()}, OPENBLAS_NUM_THREADS={blas}, "
-            f"torch {args.threads}; {os.cpu_count()} CPUs on this host",
+            f"torch {args.threads}; {node_cpus} CPU(s) usable by the ranks on this node",
             "efficiency = samples/s / (ranks x single-process samples/s of the same conv method); "
             "cpu_ms = CPU time of the busiest rank per step (MPICH polls while waiting, so waiting counts, "
             "being descheduled by other processes does not); cpu_efficiency = single cpu_ms / (ranks x cpu_ms); "
@@ -259,11 +260,9 @@ def run(args: argparse.Namespace) -> int:
             "allreduce_pct = time waiting for gradient reductions after backward (exposed communication)",
             "scaling rows use conv = " + conv,
         ]
-        if (os.cpu_count() or 1) < max(ranks):
-            notes.append(
-                f"{max(ranks)} ranks on {os.cpu_count()} CPUs is oversubscribed: those rows measure time "
-                "sharing, not scaling"
-            )
+        crowded = oversubscribed_note(min(max(ranks), node_ranks), node_cpus, args.threads)
+        if crowded:
+            notes.append(crowded + ", not scaling")
         _jpath, mpath = write_report(
             "train",
             rows,

@@ -22,7 +22,6 @@ memory per rank.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.bench.report import peak_rss_mib, write_report
+from hpcml.bench.report import node_share, oversubscribed_note, peak_rss_mib, write_report
 
 COLUMNS = [
     "case",
@@ -205,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     world = MPI.COMM_WORLD
     torch.set_num_threads(args.threads)
     shape = tuple(int(s) for s in args.shape.lower().split("x"))
-    cores = os.cpu_count() or 1
+    node_ranks, cores = node_share(world)
     ranks = sorted({p for p in args.ranks if p <= world.Get_size()})
     first = _on_subset(world, 1, lambda c: _single(c, args, shape))
     peer = first.pop("peer")
@@ -243,8 +242,9 @@ def run(args: argparse.Namespace) -> int:
             "efficiency = samples/s / (ranks x peer samples/s); cpu_efficiency = peer CPU ms / (ranks x busiest "
             "rank's CPU ms); exchange_pct = halo exchanges + adjoints of the slowest rank / step time",
         ]
-        if cores < max(ranks):
-            notes.append(f"{max(ranks)} ranks on {cores} CPUs is oversubscribed: those rows measure time sharing")
+        crowded = oversubscribed_note(min(max(ranks), node_ranks), cores, args.threads)
+        if crowded:
+            notes.append(crowded)
         _j, mpath = write_report(
             "train_torch",
             rows,

@@ -11,8 +11,12 @@
 #      CuPy fields), the seven HipFT validation cases in full against HipFT's references
 #      (`hpcml bench flux --validate --device gpu`), and `hpcml bench flux --device gpu --quick`.
 #
-#   PART=core or PART=flux runs only steps 1-3 or only step 4 (one 600 s call each, if one call
-#   cannot hold both); the default PART=all runs everything.
+#   5. the CPU halo exchange on the machine's own cores (16, so 2-4 ranks each get one):
+#      `hpcml bench halo` on 2, 3 and 4 ranks, one core per rank (issue #16's targets, which the
+#      2-core development hosts can only measure on 2 ranks).
+#
+#   PART=core, PART=flux or PART=halo runs only steps 1-3, step 4 or step 5 (one 600 s call each,
+#   if one call cannot hold everything); the default PART=all runs everything.
 #
 #   bash tests/gpu/run_device_checks.sh            # results in ${OUT:-gpu-results}
 #
@@ -59,7 +63,7 @@ PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rs)
 HPCML=("$PY" -c "import sys; from hpcml.cli import main; sys.exit(main())")
 rc=0
 PART=${PART:-all}
-if [ "$PART" != flux ]; then
+if [ "$PART" = all ] || [ "$PART" = core ]; then
 timeout "$(cap 150)" "${PYTEST[@]}" tests/gpu 2>&1 | tee "$OUT/pytest-gpu.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 timeout "$(cap 60)" "${PYTEST[@]}" -m gpu tests/test_datatypes_device.py 2>&1 | tee "$OUT/pytest-pack.txt"
@@ -90,7 +94,7 @@ timeout "$(cap 90)" "$MPIEXEC" -n 2 "${HPCML[@]}" bench datatypes --device gpu -
 echo "bench datatypes exit status ${PIPESTATUS[0]}"
 fi
 
-if [ "$PART" != core ]; then
+if [ "$PART" = all ] || [ "$PART" = flux ]; then
 # flux: GPU path = CPU path (1e-10) on reduced cases, 2 ranks (the pole rows split along phi too)
 timeout "$(cap 150)" "$MPIEXEC" -n 2 "${PYTEST[@]}" --with-mpi -m "mpi and numba_cuda" tests/flux/test_flux_gpu.py \
     2>&1 | tee "$OUT/pytest-flux-gpu.txt"
@@ -103,6 +107,14 @@ timeout "$(cap 240)" "${HPCML[@]}" bench flux --validate --device gpu --out "$OU
 timeout "$(cap 150)" "${HPCML[@]}" bench flux --device gpu --quick --configs 1x1 --no-compile --out "$OUT" 2>&1 \
     | tail -12 | tee "$OUT/bench-flux.txt"
 echo "bench flux exit status ${PIPESTATUS[0]}"
+fi
+if [ "$PART" = all ] || [ "$PART" = halo ]; then
+# one core per rank; the JSON's meta records ranks_per_node and cpus_per_node
+for n in 2 3 4; do
+    NUMBA_NUM_THREADS=1 timeout "$(cap 60)" "$MPIEXEC" -bind-to core -n "$n" "${HPCML[@]}" bench halo \
+        --out "$OUT/halo-$n" 2>&1 | grep -E '^\||oversubscribed|skipped' | tee "$OUT/bench-halo-$n.txt"
+    echo "bench halo -n $n exit status ${PIPESTATUS[0]}"
+done
 fi
 echo "tests exit status $rc; ${SECONDS} s"
 exit "$rc"

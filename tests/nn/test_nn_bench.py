@@ -8,6 +8,7 @@ import json
 import pytest
 
 from hpcml.bench import train as bench_train
+from hpcml.bench.report import node_share
 
 
 @pytest.mark.mpi
@@ -43,3 +44,6 @@ def test_bench_train_writes_rows(comm, shared_tmp):
     if comm.size >= 2:
         assert {("spatial", "im2col", 2), ("data", "im2col", 2)} <= cases
     assert all(r["samples_per_s"] > 0 for r in rows)
+    ranks, cpus = node_share(comm)  # the largest case, 2 ranks (or 1), with 1 thread each
+    crowded = min(2, ranks) * args.threads > cpus
+    assert ("oversubscribed" in (shared_tmp / "train.md").read_text()) == crowded
