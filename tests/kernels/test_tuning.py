@@ -102,6 +102,7 @@ def test_streaming_stores_skip_misaligned_or_strided_rows():
 def test_run_tuned_keeps_the_fastest_candidate(monkeypatch):
     """Large sweeps time every candidate (interleaved) and reuse the winner; small ones run the first."""
     monkeypatch.setattr(_tuning, "CHOICES", {})
+    monkeypatch.setattr(_tuning, "_PENDING", {})
     calls: list[str] = []
 
     def run(c: str) -> None:
@@ -121,6 +122,45 @@ def test_run_tuned_keeps_the_fastest_candidate(monkeypatch):
     calls.clear()
     assert _tuning.run_tuned("off", cands, run, nbytes=1 << 40) == "slow"
     assert calls == ["slow"] and "off" not in _tuning.CHOICES
+
+
+def test_run_tuned_rechecks_a_choice_once(monkeypatch):
+    """A burst during the first timing picks the wrong candidate; the RECHECK_AT-th call corrects it, once."""
+    monkeypatch.setattr(_tuning, "CHOICES", {})
+    monkeypatch.setattr(_tuning, "_PENDING", {})
+    monkeypatch.setattr(_tuning, "RECHECK_AT", 4)
+    delay = {"slow": 0.02, "fast": 0.05}  # another process slows "fast" down during the first timing
+    calls: list[str] = []
+
+    def run(c: str) -> None:
+        calls.append(c)
+        time.sleep(delay[c])
+
+    cands = ["slow", "fast"]
+    assert _tuning.run_tuned("k", cands, run, nbytes=_tuning.MIN_BYTES) == "slow"
+    assert calls == cands * _tuning.ROUNDS
+    delay["fast"] = 0.0  # the burst is over
+    for _ in range(2):  # calls 2 and 3 run the choice only
+        calls.clear()
+        assert _tuning.run_tuned("k", cands, run, nbytes=_tuning.MIN_BYTES) == "slow"
+        assert calls == ["slow"]
+    calls.clear()  # call 4: one more interleaved round; the best time each ever had decides
+    assert _tuning.run_tuned("k", cands, run, nbytes=_tuning.MIN_BYTES) == "fast"
+    assert calls == cands and _tuning.CHOICES["k"] == "fast" and "k" not in _tuning._PENDING
+    delay["fast"] = 0.05  # never timed again: the choice stays
+    for _ in range(2 * _tuning.RECHECK_AT):
+        calls.clear()
+        assert _tuning.run_tuned("k", cands, run, nbytes=_tuning.MIN_BYTES) == "fast"
+        assert calls == ["fast"]
+    # a candidate that was truly faster at the first timing keeps its record: the recheck cannot
+    # replace it by a slower one that merely had a good moment later
+    monkeypatch.setattr(_tuning, "CHOICES", {})
+    delay.update(slow=0.03, fast=0.0)
+    assert _tuning.run_tuned("j", cands, run, nbytes=_tuning.MIN_BYTES) == "fast"
+    delay.update(slow=0.01, fast=0.02)
+    for _ in range(_tuning.RECHECK_AT - 1):
+        assert _tuning.run_tuned("j", cands, run, nbytes=_tuning.MIN_BYTES) == "fast"
+    assert _tuning.CHOICES["j"] == "fast" and "j" not in _tuning._PENDING
 
 
 @pytest.mark.parametrize("step", [1, 2])
