@@ -7,7 +7,9 @@ held on every CPU measured here:
   untiled (the L3 serves the planes quickly), on the Intel Xeon host tiles of about
   30 rows (a sixth of its 2 MiB L2) ran 1.2-1.3x faster than untiled ones;
 * non-temporal (streaming) stores of a sweep's output: 1.05-1.4x faster on the Xeon
-  host, slower on the Zen 5 host.
+  host, slower on the Zen 5 host;
+* the software prefetch of a 3-D sweep's next row: needed on the Zen 5 host, 1.27x
+  slower than none on a Zen 4 host.
 
 So the first sweep of a given layout large enough to matter times every candidate
 on the caller's own arrays (each candidate writes the same values, so the output is

@@ -196,11 +196,12 @@ def _prefetch_row(af, b, n):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
-def _lap7_cpu(u, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, cc, tj, nchunk, stream):  # pragma: no cover - compiled
+def _lap7_cpu(u, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, cc, tj, nchunk, stream, pf):  # pragma: no cover - compiled
     # Spatially blocked: work items are (j tile, i chunk); each sweeps its i range with
     # the j rows of one tile, so the three planes it reads stay cached (see _tiles_3d).
-    # The row of plane i+1 the next step reads is prefetched: it is the only one that
-    # comes from memory.  Rows are written as the 2-D sweeps write them (_stream_span).
+    # With ``pf`` the row of plane i+1 the next step reads is prefetched: it is the only
+    # one that comes from memory (see _tile_candidates for where that helps).  Rows are
+    # written as the 2-D sweeps write them (_stream_span).
     plane, row, n = u.shape[1] * u.shape[2], u.shape[2], k1 - k0
     for w in prange(((j1 - j0 + tj - 1) // tj) * nchunk):
         prefer_256_bit_vectors()
@@ -210,7 +211,8 @@ def _lap7_cpu(u, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, cc, tj, nchunk, stream
         for i in range(ia, ib):
             for j in range(ja, jb):
                 b = (i * u.shape[1] + j) * row + k0
-                _prefetch_row(uf, _next_row(i, j, ja, jb, u.shape[1], row, k0) + plane, n)
+                if pf:
+                    _prefetch_row(uf, _next_row(i, j, ja, jb, u.shape[1], row, k0) + plane, n)
                 ua, ub, un, us, uw, uc, ue = _rows3(uf, b, plane, row, n)
                 o = of[b : b + n]
                 a, e = _stream_span(o, stream)
@@ -225,7 +227,7 @@ def _lap7_cpu(u, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, cc, tj, nchunk, stream
 
 
 @njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
-def _jac3_cpu(u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv, tj, nchunk, stream):  # pragma: no cover - compiled
+def _jac3_cpu(u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv, tj, nchunk, stream, pf):  # pragma: no cover
     plane, row, n = u.shape[1] * u.shape[2], u.shape[2], k1 - k0
     for w in prange(((j1 - j0 + tj - 1) // tj) * nchunk):
         prefer_256_bit_vectors()
@@ -236,9 +238,10 @@ def _jac3_cpu(u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv, tj, nchunk, st
         for i in range(ia, ib):
             for j in range(ja, jb):
                 b = (i * u.shape[1] + j) * row + k0
-                nb = _next_row(i, j, ja, jb, u.shape[1], row, k0)
-                _prefetch_row(uf, nb + plane, n)
-                _prefetch_row(ff, nb, n)
+                if pf:
+                    nb = _next_row(i, j, ja, jb, u.shape[1], row, k0)
+                    _prefetch_row(uf, nb + plane, n)
+                    _prefetch_row(ff, nb, n)
                 ua, ub, un, us, uw, _, ue = _rows3(uf, b, plane, row, n)
                 fc = ff[b : b + n]
                 o = of[b : b + n]
@@ -329,24 +332,28 @@ def _tiles_3d(box: Box, itemsize: int, arrays: int, budget: int | None = None) -
     return tj, max(1, min(threads, i1 - i0))
 
 
-def _tile_candidates(box: Box, itemsize: int, arrays: int) -> list[tuple[int, int, bool]]:
-    """The variants a large 3-D sweep times: ``(tj, nchunk, stream)``, the default first.
+def _tile_candidates(box: Box, itemsize: int, arrays: int) -> list[tuple[int, int, bool, bool]]:
+    """The variants a large 3-D sweep times: ``(tj, nchunk, stream, pf)``, the default first.
 
     ``CACHE_BUDGET``'s blocking and one for a sixth of the L2, each with plain and
-    with streaming stores.  320^3 7-point sweeps, as a fraction of the STREAM triad:
-    on the Zen 3 and Zen 5 VMs the untiled sweep (``CACHE_BUDGET``) was as fast as
-    or faster than any tile budget from 256 KiB to 8.5 MiB; on an Intel Xeon VM (2
-    MiB L2, a slow shared L3) the untiled sweep ran at 0.61-0.82, 256-384 KiB tiles
-    (about 30 rows) at 0.77-1.07, and with streaming stores as well at 0.89-0.93
-    where plain ones gave 0.80-0.85 in the same rounds.  L2-sized tiles were never
-    the fastest.
+    with streaming stores, each with and without the software prefetch of the next
+    row.  320^3 7-point sweeps, as a fraction of the STREAM triad: on the Zen 3 and
+    Zen 5 VMs the untiled sweep (``CACHE_BUDGET``) was as fast as or faster than any
+    tile budget from 256 KiB to 8.5 MiB; on an Intel Xeon VM (2 MiB L2, a slow
+    shared L3) the untiled sweep ran at 0.61-0.82, 256-384 KiB tiles (about 30 rows)
+    at 0.77-1.07, and with streaming stores as well at 0.89-0.93 where plain ones
+    gave 0.80-0.85 in the same rounds.  L2-sized tiles were never the fastest.  On a
+    Zen 4 VM (1 MiB L2, 32 MiB L3) the prefetch cost a fifth: 2 threads, untiled,
+    plain stores, 1.38 Gcell/s with it and 1.75 without, the fastest of 40 variants
+    (tiles from 16 rows up, either store, either vector width, prefetch 1-4 rows ahead).
     """
-    out: list[tuple[int, int, bool]] = []
+    out: list[tuple[int, int, bool, bool]] = []
     for budget in (CACHE_BUDGET, L2_BYTES // 6):
         tiles = _tiles_3d(box, itemsize, arrays, budget)
         for stream in (False, True):
-            if (*tiles, stream) not in out:
-                out.append((*tiles, stream))
+            for pf in (True, False):
+                if (*tiles, stream, pf) not in out:
+                    out.append((*tiles, stream, pf))
     return out
 
 
@@ -476,8 +483,9 @@ def _sweep(
     help: a row of 8192 doubles is 64 KiB) and index the arrays as flat C-ordered
     memory, so strided views (a sub-block of a larger array) are copied to contiguous
     arrays once for all boxes, and ``out`` is copied back.  Every CPU sweep takes
-    a ``stream`` flag (streaming stores of ``out``).  Which blocking, and whether to
-    stream, is timed on a large sweep's first call per layout (:mod:`._tuning`): the
+    a ``stream`` flag (streaming stores of ``out``), a 3-D one a ``pf`` flag too (the
+    software prefetch of the next row).  Which blocking, whether to stream and whether
+    to prefetch is timed on a large sweep's first call per layout (:mod:`._tuning`): the
     fastest differed between the CPUs measured, and every variant writes the same bits.
     """
     if backend != "cpu":
@@ -509,15 +517,19 @@ def describe_variant(key: tuple[Any, ...], choice: tuple[Any, ...]) -> str:
     """A short phrase for the variant :mod:`._tuning` chose for a sweep's ``key`` (for reports).
 
     ``key`` is :func:`_sweep`'s ``(name, shape, strides, dtype, box, threads)``; ``choice``
-    is ``(stream,)`` for a 2-D sweep and ``(tj, nchunk, stream)`` for a 3-D one.
+    is ``(stream,)`` for a 2-D sweep and ``(tj, nchunk, stream, pf)`` for a 3-D one.
     """
-    stores = "streaming stores" if choice[-1] else "plain stores"
     if len(choice) == 1:
-        return stores
+        return "streaming stores" if choice[0] else "plain stores"
     (_, j0, _), (_, j1, _) = key[4]
-    tj, nchunk, _ = choice
+    tj, nchunk, stream, pf = choice
     tiles = "untiled" if tj >= j1 - j0 else f"{tj}-row tiles"
-    return tiles + (f" x {nchunk} i-chunks" if nchunk > 1 else "") + ", " + stores
+    return (
+        tiles
+        + (f" x {nchunk} i-chunks" if nchunk > 1 else "")
+        + (", streaming stores" if stream else ", plain stores")
+        + ("" if pf else ", no prefetch")
+    )
 
 
 def _check_grid(u: Any, out: Any, f: Any, halo: int, backend: str | None) -> tuple[str, np.dtype]:

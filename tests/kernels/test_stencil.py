@@ -164,7 +164,7 @@ def test_blocked_3d_sweeps_match_reference(monkeypatch, region):
     assert np.all(out[~mask] == 7.0) and np.all(jac[~mask] == 7.0)
     # i chunks inside each tile (what several threads get when tiles are few)
     direct = np.full_like(u, 7.0)
-    stencil._lap7_cpu(u, direct, 1, 12, 1, 16, 1, 10, 1.0, 4.0, 0.25, -10.5, 4, 3, False)
+    stencil._lap7_cpu(u, direct, 1, 12, 1, 16, 1, 10, 1.0, 4.0, 0.25, -10.5, 4, 3, False, True)
     np.testing.assert_allclose(interior(direct, 1), lap_reference(u, hs, 1, 7), rtol=1e-12, atol=1e-12)
 
 

@@ -54,28 +54,29 @@ def test_streaming_stores_write_the_same_bits(rows, cols, offset, dtype, name, s
     seed=st.integers(0, 2**31 - 1),
 )
 def test_streaming_stores_write_the_same_bits_3d(shape, offset, dtype, jacobi, tiles, seed):
-    """The 3-D sweeps' streamed rows, in tiles and i-chunks, give the plain sweep's bits."""
+    """The 3-D sweeps' rows, streamed or not, in tiles and i-chunks, with or without the prefetch: the same bits."""
     rng = np.random.default_rng(seed)
     full = tuple(s + 2 for s in shape)
     u = rng.standard_normal(full).astype(dtype)
     f = rng.standard_normal(full).astype(dtype)
     # flat storage starting `offset` elements into a longer buffer moves the rows' alignment
     outs = []
-    for stream in (False, True):
+    for stream, pf in ((False, True), (True, True), (False, False), (True, False)):
         buf = np.full(int(np.prod(full)) + offset, 7.0, dtype)
         out = buf[offset:].reshape(full)
         bounds = (1, shape[0] + 1, 1, shape[1] + 1, 1, shape[2] + 1)
         if jacobi:
             coefs = tuple(dtype(c) for c in (0.7, 1.3, 0.4, 0.2))
-            stencil._jac3_cpu(u, f, out, *bounds, *coefs, *tiles, stream)
+            stencil._jac3_cpu(u, f, out, *bounds, *coefs, *tiles, stream, pf)
         else:
             coefs = tuple(dtype(c) for c in (0.7, 1.3, 0.4, -4.8))
-            stencil._lap7_cpu(u, out, *bounds, *coefs, *tiles, stream)
+            stencil._lap7_cpu(u, out, *bounds, *coefs, *tiles, stream, pf)
         outs.append(out)
-    assert np.array_equal(outs[0], outs[1])
+    for other in outs[1:]:
+        assert np.array_equal(outs[0], other)
     mask = np.ones(full, bool)
     mask[1:-1, 1:-1, 1:-1] = False
-    assert np.all(outs[1][mask] == 7.0)
+    assert all(np.all(o[mask] == 7.0) for o in outs)
 
 
 def test_streaming_stores_skip_misaligned_or_strided_rows():
@@ -203,14 +204,16 @@ def test_tuned_sweeps_match_untuned(monkeypatch, shape, step):
 
 
 def test_tile_candidates_start_with_the_default_budget():
-    """The first 3-D candidate is CACHE_BUDGET's blocking with plain stores (what runs untuned); no duplicates."""
+    """The first 3-D candidate is CACHE_BUDGET's blocking with plain stores and the prefetch (what runs
+    untuned); every store kind with and without the prefetch; no duplicates."""
     box = ((1, 1, 1), (321, 321, 321))
     cands = stencil._tile_candidates(box, 8, 1)
-    assert cands[0] == (*stencil._tiles_3d(box, 8, 1), False)
-    assert len(set(cands)) == len(cands) and {c[2] for c in cands} == {False, True}
-    assert (
-        stencil.describe_variant(("lap7", None, None, "<f8", box, 2), (32, 1, True)) == "32-row tiles, streaming stores"
-    )
+    assert cands[0] == (*stencil._tiles_3d(box, 8, 1), False, True)
+    assert len(set(cands)) == len(cands)
+    assert {c[2:] for c in cands} == {(False, True), (True, True), (False, False), (True, False)}
+    key = ("lap7", None, None, "<f8", box, 2)
+    assert stencil.describe_variant(key, (32, 1, True, True)) == "32-row tiles, streaming stores"
+    assert stencil.describe_variant(key, (320, 2, False, False)) == "untiled x 2 i-chunks, plain stores, no prefetch"
 
 
 def test_bench_kernels_names_the_chosen_variant(tmp_path, monkeypatch):
