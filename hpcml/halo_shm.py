@@ -50,16 +50,34 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.halo_layout import HaloLayout, forward_tables, packed_rows, region_table
+from hpcml.halo_layout import HaloLayout, chunk_block, forward_tables, packed_rows, region_table
 from hpcml.halo_strategies import _free_requests, _HostState, _HostStrategy, register_strategy
-from hpcml.kernels.pack import COPY, UNPACK, run_table
+from hpcml.kernels.pack import COPY, PACK, UNPACK, run_table
+from hpcml.kernels.shm_stage import FLAG_STRIDE, run_stage
 
 __all__ = ["ShmStrategy"]
 
 #: exchange states (exchanges of one plan in flight at once) a segment has room for
 MAX_STATES = 16
+
+#: a blocking exchange cuts a stage's faces into chunks of about this many strided runs
+#: (rows of a face along the fastest axis; every such row is its own page), so that the
+#: pages packed in a chunk are still in the TLB when its ghosts are unpacked
+CHUNK_RUNS = 2048
+
+#: at most this many chunks per stage (flags per stage in a segment)
+MAX_CHUNKS = 16
+
+#: polls of a neighbour's flag before the wait returns to Python to let MPI progress
+SPINS = 2000
 _MAGIC = 0x6870636D6C73686D  # "hpcmlshm": the first word of every segment
 _HEADER = 64  # bytes before the first area (magic, nonce)
+
+
+def _bounded(chunks: list[list[tuple[int, Any, int]]], unit: int) -> tuple[np.ndarray, np.ndarray]:
+    """One region table of all ``chunks`` in turn, and the row where each chunk starts (plus the end)."""
+    bounds = np.cumsum([0] + [len(c) for c in chunks]).astype(np.int64)
+    return region_table([row for c in chunks for row in c], unit), bounds
 
 
 def _supported() -> bool:
@@ -67,19 +85,30 @@ def _supported() -> bool:
 
 
 class _Segment:
-    """One rank's memfd segment: a header, then :data:`MAX_STATES` areas of equal size."""
+    """One rank's memfd segment: a header, the flags, then :data:`MAX_STATES` + 1 areas of equal size.
 
-    def __init__(self, area_bytes: int) -> None:
+    Areas ``0 .. MAX_STATES - 1`` serve exchanges started with ``start`` (their
+    places travel in tokens); the last one serves blocking exchanges, whose places
+    the neighbours learn when the plan is built.
+    """
+
+    def __init__(self, area_bytes: int, flag_bytes: int = 0) -> None:
         self.area = max(64, -(-area_bytes // 64) * 64)
-        self.nbytes = _HEADER + MAX_STATES * self.area
+        self.first = _HEADER + flag_bytes  # a multiple of 64
+        self.nbytes = self.first + (MAX_STATES + 1) * self.area
         self.fd = os.memfd_create("hpcml-halo", os.MFD_CLOEXEC)
         os.ftruncate(self.fd, self.nbytes)  # pages are allocated when first written
         self.map = mmap.mmap(self.fd, self.nbytes)
         self.nonce = int.from_bytes(os.urandom(7), "little")
-        head = np.frombuffer(self.map, dtype=np.uint64, count=2)
-        head[:] = (_MAGIC, self.nonce)
+        head = np.frombuffer(self.map, dtype=np.uint64, count=self.first // 8)
+        head[:] = 0  # the flags start at 0: no exchange has published anything
+        head[:2] = (_MAGIC, self.nonce)
         self.handle = (socket.gethostname(), os.getpid(), self.fd, self.nonce, self.nbytes)
         self.free_areas = list(range(MAX_STATES - 1, -1, -1))
+
+    def area_start(self, area: int) -> int:
+        """Byte offset of area ``area`` in the segment."""
+        return self.first + area * self.area
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -104,13 +133,15 @@ def _open_peer(handle: tuple[str, int, int, int, int], host: str) -> mmap.mmap:
     return seg
 
 
-def _handshake(comm: MPI.Comm, area_bytes: int, peers: set[int]) -> tuple[_Segment, dict[int, Any], str]:
+def _handshake(
+    comm: MPI.Comm, area_bytes: int, peers: set[int], flag_bytes: int = 0
+) -> tuple[_Segment, dict[int, Any], str]:
     """Create this rank's segment and map ``peers``' (collective over ``comm``); ``(segment, maps, error)``."""
     host = socket.gethostname()
     error = ""
     seg: _Segment | None = None
     try:
-        seg = _Segment(area_bytes)
+        seg = _Segment(area_bytes, flag_bytes)
     except Exception as exc:  # any failure must reach the collective below, or the other ranks would wait
         error = f"rank {comm.Get_rank()}: cannot create a memfd segment ({exc})"
     handles = comm.allgather(seg.handle if seg is not None else None)
@@ -173,13 +204,101 @@ class ShmStrategy(_HostStrategy):
             for r in self.rounds
         ]
         peers = {m.peer for st in layout.stages for m in st.recvs}
-        seg, maps, error = _handshake(self.comm, self._stage_off[-1], peers)
+        flag_bytes = len(layout.shape) * MAX_CHUNKS * FLAG_STRIDE * 8
+        seg, maps, error = _handshake(self.comm, self._stage_off[-1], peers, flag_bytes)
         if error:
             raise ValueError(f"halo method 'shm' is not usable here: {error}; use 'pack'")
         seg.close()  # every neighbour has mapped it (the handshake ends in a collective): the mapping is enough
         self._seg = seg
         self._words = np.frombuffer(seg.map, dtype=self.word)
+        self._flags = np.frombuffer(seg.map, dtype=np.int64)
         self._peer_words = {p: np.frombuffer(m, dtype=self.word) for p, m in maps.items()}
+        self._seq = 0  # blocking exchanges done (every rank counts the same ones)
+        self._blocking = self._blocking_rounds()
+
+    # -- the blocking path -------------------------------------------------------------------
+    def _blocking_rounds(self) -> list[Any]:
+        """Per round: a copy table alone, or a stage in chunks (collective: agrees on offsets and chunks).
+
+        A stage entry is ``(flag0, (tables for even, odd exchanges), peer addresses,
+        peer sizes, done)``; see :func:`hpcml.kernels.shm_stage.run_stage`.
+        """
+        layout, unit = self.layout, self.unit
+        area = self._seg.area_start(MAX_STATES)
+        offsets: dict[int, dict[tuple[int, int], tuple[int, int]]] = {}
+        for i, st in enumerate(layout.stages):
+            half = (self._stage_off[i + 1] - self._stage_off[i]) // 2
+            for m, start in zip(st.sends, self._starts[i]):
+                base = area + self._stage_off[i] + int(start)
+                offsets.setdefault(m.peer, {})[(i, m.tag)] = (base, base + half)
+        # the places of the neighbours' messages to this rank, and one chunk count per stage for all
+        theirs: dict[int, dict[tuple[int, int], tuple[int, int]]] = {}
+        for p, got in enumerate(self.comm.alltoall([offsets.get(p, {}) for p in range(self.comm.Get_size())])):
+            if got:
+                theirs[p] = got
+        runs = np.zeros(max(len(layout.stages), 1), dtype=np.int64)
+        for i, st in enumerate(layout.stages):
+            runs[i] = sum(f.send.nbytes // f.send.counts[0] for m in st.sends for f in m.faces if f.send.nbytes)
+        self.comm.Allreduce(MPI.IN_PLACE, runs, op=MPI.MAX)
+        rounds: list[Any] = []
+        for r in self.rounds:
+            if r.index is None:
+                rounds.append(region_table([(COPY, f.send, f.recv.start) for f in r.before], unit))
+                continue
+            st = layout.stages[r.index]
+            parts = int(min(MAX_CHUNKS, max(1, -(-int(runs[r.index]) // CHUNK_RUNS))))
+            tables = tuple(self._chunk_tables(r, parts, offsets, theirs, odd) for odd in (0, 1))
+            peers = np.array([self._peer_words[m.peer].ctypes.data for m in st.recvs], dtype=np.int64)
+            sizes = np.array([self._peer_words[m.peer].nbytes for m in st.recvs], dtype=np.int64)
+            flag0 = _HEADER // 8 + min(st.axes) * MAX_CHUNKS * FLAG_STRIDE
+            rounds.append((flag0, tables, peers, sizes, parts * len(st.recvs)))
+        return rounds
+
+    def _chunk_tables(self, rnd: Any, parts: int, mine: dict, theirs: dict, odd: int) -> tuple[np.ndarray, ...]:
+        """``(pack table, its row bounds, unpack table, its row bounds)`` of one round in ``parts`` chunks."""
+        st = self.layout.stages[rnd.index]
+        pack: list[list[tuple[int, Any, int]]] = [[] for _ in range(parts)]
+        pack[0] += [(COPY, f.send, f.recv.start) for f in (*rnd.before, *st.copies)]
+        for m in st.sends:
+            pos = mine[m.peer][(rnd.index, m.tag)][odd]
+            for f in m.faces:
+                for k, piece in enumerate(chunk_block(f.send, parts)):
+                    if piece is not None:
+                        pack[k].append((PACK, piece[0], pos + piece[1]))
+                pos += f.nbytes
+        pack.append([(COPY, f.send, f.recv.start) for f in rnd.after])
+        unpack: list[list[tuple[int, Any, int]]] = [[] for _ in range(parts * len(st.recvs))]
+        for j, m in enumerate(st.recvs):
+            pos = theirs[m.peer][(rnd.index, m.tag)][odd]
+            for f in m.faces:
+                for k, piece in enumerate(chunk_block(f.recv, parts)):
+                    if piece is not None:
+                        unpack[k * len(st.recvs) + j].append((UNPACK, piece[0], pos + piece[1]))
+                pos += f.nbytes
+        return (*_bounded(pack, self.unit), *_bounded(unpack, self.unit))
+
+    def exchange(self, data: np.ndarray) -> bool:
+        """A blocking exchange through the segments, synchronised by flags: no MPI call (see the module docstring)."""
+        if self._blocking is None:
+            raise RuntimeError("halo method 'shm': this plan has been freed")
+        words = self.words(data)
+        self._seq += 1
+        seq, odd = self._seq, self._seq & 1
+        for rnd in self._blocking:
+            if not isinstance(rnd, tuple):
+                run_table(words, words[:0], rnd)
+                continue
+            flag0, tables, peers, sizes, done = rnd
+            pos = run_stage(words, self._words, self._flags, tables[odd], peers, sizes, flag0, seq, -1, SPINS)
+            while pos != done:
+                self._idle()
+                pos = run_stage(words, self._words, self._flags, tables[odd], peers, sizes, flag0, seq, pos, SPINS)
+        return True
+
+    def _idle(self) -> None:
+        """While a neighbour is late: let MPI progress this rank's other traffic, and yield the CPU."""
+        self.comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG)
+        os.sched_yield()
 
     @classmethod
     def usable(cls) -> bool:
@@ -209,7 +328,7 @@ class ShmStrategy(_HostStrategy):
                 f"{self.comm.Get_rank()}; wait for some first, or use method='pack'"
             )
         area = self._seg.free_areas.pop()
-        base = (_HEADER + area * self._seg.area) // self.unit  # in words
+        base = self._seg.area_start(area) // self.unit  # in words
         stages = []
         for i, st in enumerate(self.layout.stages):
             start = base + self._stage_off[i] // self.unit
@@ -269,5 +388,6 @@ class ShmStrategy(_HostStrategy):
     def free(self) -> None:
         """Free bound requests and drop the mappings (local; the memory goes with the last one)."""
         super().free()
+        self._blocking = None  # it holds the neighbours' addresses, unmapped once the views go
         self._peer_words.clear()
         self._seg.close()

@@ -143,6 +143,14 @@ class HaloStrategy(ABC):
     def finish(self, stage: int, data: Any, state: Any) -> None:  # noqa: B027 - optional hook
         """Complete round ``stage`` once its requests are done (unpack received buffers)."""
 
+    def exchange(self, data: Any) -> bool:
+        """A blocking exchange of ``data`` by a path of the strategy's own; False: it has none.
+
+        :meth:`hpcml.halo.HaloExchange.exchange` tries this first and otherwise runs
+        the rounds of ``start``/``finish``.  ``shm`` overrides it (no MPI message).
+        """
+        return False
+
     @abstractmethod
     def adjoint(self, data: Any) -> None:
         """Apply the adjoint of the exchange to ``data`` in place (see :meth:`hpcml.halo.HaloExchange.adjoint`)."""

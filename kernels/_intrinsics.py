@@ -9,7 +9,14 @@ attribute where plain Python in a ``njit`` function cannot say it:
 * :func:`prefer_256_bit_vectors` -- vectorise the calling function with 256-bit vectors;
 * :func:`f64_bits` / :func:`bits_f64` -- a double's bit pattern as an int64 and back;
 * :func:`stream_store` / :func:`address` -- a non-temporal store to a 64-byte aligned
-  run of elements, and the address that tells where such a run starts.
+  run of elements, and the address that tells where such a run starts;
+* :func:`load_acquire` / :func:`store_release` -- an atomic load (store) of one
+  element with acquire (release) ordering, for flags in memory that other
+  processes map: what was written before a release store is seen by whoever
+  reads the stored value with an acquire load;
+* :func:`spin_pause` -- the CPU's spin-wait hint (``pause`` on x86, ``yield`` on Arm);
+* :func:`pointer_like` -- an integer address as a typed pointer, for ``numba.carray``
+  views of memory mapped outside NumPy.
 
 They change speed only, never values (``fma`` changes rounding, and is used where that
 rounding is the specified one).
@@ -17,11 +24,26 @@ rounding is the specified one).
 
 from __future__ import annotations
 
+import platform
+
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-__all__ = ["address", "bits_f64", "f64_bits", "fma", "memmove", "prefer_256_bit_vectors", "prefetch", "stream_store"]
+__all__ = [
+    "address",
+    "bits_f64",
+    "f64_bits",
+    "fma",
+    "load_acquire",
+    "memmove",
+    "pointer_like",
+    "prefer_256_bit_vectors",
+    "prefetch",
+    "spin_pause",
+    "store_release",
+    "stream_store",
+]
 
 
 @intrinsic
@@ -168,5 +190,96 @@ def stream_store(typingctx, arr, index, value):  # pragma: no cover - compiled
         store.align = 32
         store.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))
         return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _element_pointer(context, builder, aryty, value, index):
+    ary = context.make_array(aryty)(context, builder, value)
+    return builder.gep(ary.data, [index])
+
+
+@intrinsic
+def load_acquire(typingctx, arr, index):  # pragma: no cover - compiled
+    """``arr[index]`` as one atomic load with acquire ordering (an integer element of a C-contiguous 1-D array).
+
+    No bounds check.  Loads after it are not moved before it, by the compiler or
+    the CPU, so data published with :func:`store_release` is read as written.
+    """
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(arr.dtype, types.Integer)):
+        return None
+    sig = arr.dtype(arr, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1])
+        return builder.load_atomic(ptr, "acquire", signature.args[0].dtype.bitwidth // 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def store_release(typingctx, arr, index, value):  # pragma: no cover - compiled
+    """``arr[index] = value`` as one atomic store with release ordering (see :func:`load_acquire`).
+
+    Stores before it are visible to any thread or process that reads ``value``
+    with an acquire load.  No bounds check.
+    """
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(arr.dtype, types.Integer)):
+        return None
+    sig = types.void(arr, types.intp, arr.dtype)
+
+    def codegen(context, builder, signature, args):
+        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1])
+        value = context.cast(builder, args[2], signature.args[2], signature.args[0].dtype)
+        builder.store_atomic(value, ptr, "release", signature.args[0].dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+#: the spin-wait hint of this CPU: (LLVM intrinsic, its arguments) or None
+_PAUSE = {
+    "x86_64": ("llvm.x86.sse2.pause", ()),
+    "AMD64": ("llvm.x86.sse2.pause", ()),
+    "aarch64": ("llvm.aarch64.hint", (1,)),  # HINT #1 is YIELD
+    "arm64": ("llvm.aarch64.hint", (1,)),
+}.get(platform.machine())
+
+
+@intrinsic
+def spin_pause(typingctx):  # pragma: no cover - compiled
+    """Tell the core this is a spin-wait loop (``pause`` / ``yield``; nothing on other CPUs).
+
+    The hint frees the core's resources for a sibling hardware thread and avoids the
+    memory-order flush when the awaited value arrives.
+    """
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        if _PAUSE is not None:
+            name, consts = _PAUSE
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [i32] * len(consts))
+            builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), [i32(c) for c in consts])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def pointer_like(typingctx, arr, addr):  # pragma: no cover - compiled
+    """The integer ``addr`` as a pointer to ``arr``'s element type (``inttoptr``).
+
+    ``numba.carray(pointer_like(arr, addr), n)`` views ``n`` such elements at
+    ``addr``; the caller keeps that memory mapped while the view is used.
+    """
+    if not isinstance(arr, types.Array) or not isinstance(addr, types.Integer):
+        return None
+    sig = types.CPointer(arr.dtype)(arr, addr)
+
+    def codegen(context, builder, signature, args):
+        ptrty = context.get_value_type(signature.return_type)
+        value = context.cast(builder, args[1], signature.args[1], types.intp)
+        return builder.inttoptr(value, ptrty)
 
     return sig, codegen

@@ -15,7 +15,18 @@ from numba import njit
 
 from ._intrinsics import memmove, prefetch
 
-__all__ = ["ADD_COPY", "ADD_UNPACK", "COPY", "PACK", "UNPACK", "ZERO", "pack_words", "run_table", "unpack_words"]
+__all__ = [
+    "ADD_COPY",
+    "ADD_UNPACK",
+    "COPY",
+    "PACK",
+    "UNPACK",
+    "ZERO",
+    "pack_words",
+    "run_rows",
+    "run_table",
+    "unpack_words",
+]
 
 
 @njit(cache=True, nogil=True)
@@ -251,10 +262,10 @@ def _copy_pair(dst, da, db, ds1, ds2, src, sa, sb, ss1, ss2, run, c1, c2):  # pr
 
 
 @njit(cache=True, nogil=True)
-def _pairs_with_next(table, r):  # pragma: no cover - compiled
-    # Whether rows r and r + 1 can be copied as a pair (_copy_pair): the same plain copy
-    # op (PACK, UNPACK, COPY), a run of at most 4 and the same counts and strides.
-    if r + 1 >= table.shape[0] or table[r, 0] > COPY or table[r, 3] > 4 or table[r + 1, 0] != table[r, 0]:
+def _pairs_with_next(table, r, stop):  # pragma: no cover - compiled
+    # Whether rows r and r + 1 (< stop) can be copied as a pair (_copy_pair): the same plain
+    # copy op (PACK, UNPACK, COPY), a run of at most 4 and the same counts and strides.
+    if r + 1 >= stop or table[r, 0] > COPY or table[r, 3] > 4 or table[r + 1, 0] != table[r, 0]:
         return False
     for c in range(3, table.shape[1]):
         if table[r + 1, c] != table[r, c]:
@@ -310,10 +321,16 @@ def _outer_shift(table, r, k, ndims):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _run_table(arr, buf, table):  # pragma: no cover - compiled
+    run_rows(arr, buf, table, 0, table.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def run_rows(arr, buf, table, start, stop):  # pragma: no cover - compiled
+    """Rows ``start`` to ``stop`` of a region table (compiled; for other compiled callers)."""
     ndims = (table.shape[1] - TABLE_HEAD) // 2
-    r = 0
-    while r < table.shape[0]:
-        if _pairs_with_next(table, r):
+    r = start
+    while r < stop:
+        if _pairs_with_next(table, r, stop):
             _run_pair(arr, buf, table, r, ndims)
             r += 2
             continue

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
-from hpcml.kernels._intrinsics import address, fma, memmove, prefer_256_bit_vectors, prefetch, stream_store
-from numba import njit
+from hpcml.kernels._intrinsics import (
+    address,
+    fma,
+    load_acquire,
+    memmove,
+    pointer_like,
+    prefer_256_bit_vectors,
+    prefetch,
+    spin_pause,
+    store_release,
+    stream_store,
+)
+from numba import carray, njit
 
 
 @njit
@@ -93,3 +106,41 @@ def test_address_and_stream_store():
             assert np.array_equal(out, a)
     ir = next(iter(_stream_copy.inspect_llvm().values()))
     assert "!nontemporal" in ir
+
+
+@njit
+def _publish(flags, data, i, value):
+    data[i] = 2 * value
+    store_release(flags, i, value)
+    spin_pause()
+    return load_acquire(flags, i)
+
+
+@njit
+def _view_at(like, addr, n):
+    return carray(pointer_like(like, addr), n)
+
+
+def test_acquire_release_flags_and_spin_pause():
+    """The atomic load and store move the value; the IR holds atomic acquire/release and the CPU's pause."""
+    for dtype in (np.int64, np.int32):
+        flags = np.zeros(4, dtype=dtype)
+        data = np.zeros(4, dtype=dtype)
+        assert _publish(flags, data, 2, 7) == 7
+        assert flags.tolist() == [0, 0, 7, 0] and data[2] == 14
+    ir = next(iter(_publish.inspect_llvm().values()))
+    assert "store atomic" in ir and "release" in ir
+    assert "load atomic" in ir and "acquire" in ir
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert "llvm.x86.sse2.pause" in ir
+
+
+def test_pointer_like_views_memory_at_an_address():
+    """``carray(pointer_like(...))`` sees (and writes) the memory at the address, typed like the template."""
+    src = np.arange(10.0)
+    view = _view_at(np.zeros(1), src.ctypes.data + 16, 5)
+    assert view.tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]
+    view[0] = -1.0
+    assert src[2] == -1.0
+    words = _view_at(np.zeros(1, dtype=np.uint32), src.ctypes.data, 4)
+    assert np.array_equal(words, src[:2].view(np.uint32))

@@ -134,7 +134,8 @@ def test_paired_strided_faces_longer_than_the_prefetch_distance(run, planes, row
     blk_lo, blk_hi = StridedBlock.from_view(arr, lo), StridedBlock.from_view(arr, hi)
     n = blk_lo.nbytes // 8
     table = region_table([(PACK, blk_lo, 0), (PACK, blk_hi, n * 8)], 8)
-    assert _pairs_with_next(table, 0)
+    assert _pairs_with_next(table, 0, 2)
+    assert not _pairs_with_next(table, 0, 1)  # a pair never reaches past the rows asked for
     buf = np.zeros(2 * n)
     run_table(arr.ravel(), buf, table)
     assert np.array_equal(buf, np.concatenate([arr[lo].ravel(), arr[hi].ravel()]))
