@@ -43,7 +43,6 @@ __all__ = [
     "Message",
     "Round",
     "Stage",
-    "chunk_block",
     "forward_tables",
     "host_rounds",
     "packed_rows",
@@ -341,27 +340,3 @@ def forward_tables(
         back += packed_rows(recvs, UNPACK, send=False)[0]
     back += [(COPY, f.send, f.recv.start) for f in after]
     return region_table(rows, unit), region_table(back, unit)
-
-
-def chunk_block(block: StridedBlock, parts: int) -> list[tuple[StridedBlock, int] | None]:
-    """``block`` cut into ``parts`` pieces along its outermost dimension.
-
-    Piece ``k`` holds outer indices ``k * n // parts`` to ``(k + 1) * n // parts``;
-    each entry is ``(piece, byte offset of the piece in the packed block)``, or
-    ``None`` for a piece with nothing in it.  A block of one dense run is not cut:
-    piece 0 is all of it.  A sent face and the ghost layer receiving it have equal
-    counts, so sender and receiver cut them alike.
-    """
-    if len(block.counts) == 1 or parts == 1:
-        return [(block, 0) if block.nbytes else None] + [None] * (parts - 1)
-    n = block.counts[-1]
-    inner = block.nbytes // n
-    out: list[tuple[StridedBlock, int] | None] = []
-    for k in range(parts):
-        lo, hi = k * n // parts, (k + 1) * n // parts
-        if hi == lo:
-            out.append(None)
-            continue
-        piece = StridedBlock(block.start + lo * block.strides[-1], (*block.counts[:-1], hi - lo), block.strides)
-        out.append((piece, lo * inner))
-    return out

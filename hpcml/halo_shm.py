@@ -3,25 +3,47 @@
 On one node MPI moves a packed halo message with two copies, the sender's into
 MPI's shared-memory cells and the receiver's out of them, plus its handshakes.
 This strategy packs every outgoing face (dense ones too) straight into a segment
-of shared memory the receiving rank has mapped, sends only an 8-byte token saying
-where the message lies, and the receiver unpacks straight from the sender's
-segment: one copy fewer on each side, and no rendezvous for large messages.
-``hpcml bench halo`` on the 2-core Zen 5 VM, 2 ranks, 3 alternating runs of each
-(auto / the modelled floor): 4096x4096 split on its fastest axis, halo 1-3,
-1.58-1.95 with ``pack`` -> 1.17-1.54; split on its slowest axis 1.06-1.49 ->
-0.81-1.11; 32x32x32 split on its last axis, halo 1, 17.6 -> 12.2 us.  The hot path
-is ``pack``'s: per round a ``Startall``, one compiled pack, a ``Startall``, the wait,
-one compiled unpack per message (the round's later copies ride on the last one);
-the tokens' values are fixed per slot, so nothing is computed in Python (computing
-them there cost 4 us an exchange: 64x64 took 12.5 us against ``pack``'s 8.1).
+of shared memory the receiving rank has mapped, and the receiver unpacks straight
+from the sender's segment: one copy fewer on each side, and no rendezvous for
+large messages.  Two paths share the segments:
+
+* **Blocking exchanges** (``exchange_halos``, :meth:`ShmStrategy.exchange`) send no
+  MPI message at all.  Per round one compiled call
+  (:func:`hpcml.kernels.shm_stage.run_stage`) packs the faces into this rank's
+  segment, raises this rank's flag of the stage, waits for the flag of every rank
+  it receives from and unpacks from their segments.  A flag holds the number of
+  the last blocking exchange that published the stage (a release store after the
+  packed values, an acquire load before reading them).  On the Zen 4 VM, 2 ranks,
+  4096x4096 split on its fastest axis, halo 1: 50-52 us with the token path below,
+  36-40 us this way; after a sweep over the array, as in an application, 178-192
+  -> 105-119 us (``docs/decomposition.md``, "Measured").
+* **Started exchanges** (``start_exchange``) keep MPI for the handshake, so that the
+  caller's work overlaps the wait: per round a ``Startall`` of the token receives,
+  one compiled pack, a ``Startall`` of 8-byte tokens saying where each message
+  lies (their values are fixed per slot), and at ``wait`` one compiled unpack per
+  message.  The token's arrival orders the packed data before the reads: MPI
+  completes a message only after the sender's earlier stores are visible.
+
+A blocking wait polls with the CPU's spin hint; after :data:`SPINS` polls
+(:data:`SPINS_SHARED` with more ranks than CPUs on the node) it returns to Python,
+which lets MPI progress (``Iprobe``: an ``Ssend`` to this rank completes only once
+this rank's MPI has matched it) and yields the CPU, then polls on.  Like an MPI
+exchange, it waits as long as the neighbour takes to arrive.
+
+Faces cut into chunks, each packed, flagged and unpacked in turn (so that the pages
+of a fastest-axis face are still in the TLB when its ghosts are unpacked), were
+measured and dropped: on the Zen 4 VM, 2 ranks, 4096x4096 split on its fastest
+axis, chunks of 2048-4096 rows gave 36.4-40.2 us against 38.9-40.5 us unchunked in
+the bench's loop, and were 0-30 % slower with the array swept or the caches evicted
+between exchanges (every chunk waits for the slower rank).
 
 The segments are Linux ``memfd`` files: each rank creates one per plan, and its
 neighbours map it through ``/proc/<pid>/fd/<fd>`` while the plan is built (a
 collective step over the decomposition's communicator, like every plan
-construction); then every rank closes its file descriptors and keeps the
-mappings.  Nothing is named in a file system, so a killed job leaves nothing
-behind, and no later call is collective: the memory goes when the last rank
-drops its mapping.
+construction, which also tells each rank where its neighbours' blocking messages
+lie); then every rank closes its file descriptors and keeps the mappings.  Nothing
+is named in a file system, so a killed job leaves nothing behind, and no later call
+is collective: the memory goes when the last rank drops its mapping.
 
 Usable when every rank of the communicator runs on one node and may open its
 neighbours' files (:meth:`ShmStrategy.collective_check`, which ``method="auto"``
@@ -30,13 +52,13 @@ runs before choosing it).  Dense faces that ``pack`` sends straight from the arr
 from the array, a 4096x4096 split on its slowest axis (two 32 KiB rows) took
 1.04-1.12x the hand-written exchange, through the segment 0.84x.
 
-Each exchange state owns an area of the segment with two slots per round, used
-alternately: a rank writes a slot again only two exchanges of that state later,
-after the neighbour has sent the token of the next one, so the neighbour has
-finished reading it.  That relies on what every exchange already relies on:
-exchanges in flight together are started and completed in the same order on
-every rank.  The token's arrival orders the packed data before the reads: MPI
-completes a message only after the sender's earlier stores are visible.
+Each started exchange owns an area of the segment, and blocking exchanges share
+one more; an area has two slots per round, used alternately.  A rank writes a slot
+again only two exchanges later, after the neighbour has published the exchange in
+between (a token, or a flag raised once its previous exchange was unpacked), so
+the neighbour has finished reading it.  That relies on what every exchange
+already relies on: exchanges are started and completed in the same order on every
+rank.
 """
 
 from __future__ import annotations
@@ -50,34 +72,42 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.halo_layout import HaloLayout, chunk_block, forward_tables, packed_rows, region_table
+from hpcml.halo_layout import HaloLayout, forward_tables, packed_rows, region_table
 from hpcml.halo_strategies import _free_requests, _HostState, _HostStrategy, register_strategy
 from hpcml.kernels.pack import COPY, PACK, UNPACK, run_table
 from hpcml.kernels.shm_stage import FLAG_STRIDE, run_stage
+from hpcml.runtime import node_share
 
 __all__ = ["ShmStrategy"]
 
 #: exchange states (exchanges of one plan in flight at once) a segment has room for
 MAX_STATES = 16
 
-#: a blocking exchange cuts a stage's faces into chunks of about this many strided runs
-#: (rows of a face along the fastest axis; every such row is its own page), so that the
-#: pages packed in a chunk are still in the TLB when its ghosts are unpacked
-CHUNK_RUNS = 2048
-
-#: at most this many chunks per stage (flags per stage in a segment)
-MAX_CHUNKS = 16
-
-#: polls of a neighbour's flag before the wait returns to Python to let MPI progress
+#: polls of a neighbour's flag before a blocking wait returns to Python to let MPI
+#: progress and yield the CPU (about 60-150 us with the spin hint)
 SPINS = 2000
+
+#: the same with more ranks than CPUs on the node: the neighbour awaited may need this
+#: rank's CPU, so yield almost at once
+SPINS_SHARED = 20
+
 _MAGIC = 0x6870636D6C73686D  # "hpcmlshm": the first word of every segment
-_HEADER = 64  # bytes before the first area (magic, nonce)
+_HEADER = 64  # bytes before the flags (magic, nonce)
 
 
-def _bounded(chunks: list[list[tuple[int, Any, int]]], unit: int) -> tuple[np.ndarray, np.ndarray]:
-    """One region table of all ``chunks`` in turn, and the row where each chunk starts (plus the end)."""
-    bounds = np.cumsum([0] + [len(c) for c in chunks]).astype(np.int64)
-    return region_table([row for c in chunks for row in c], unit), bounds
+def _bounded(parts: list[list[tuple[int, Any, int]]], unit: int) -> tuple[np.ndarray, np.ndarray]:
+    """One region table of all ``parts`` in turn, and the row where each part starts (plus the end)."""
+    bounds = np.cumsum([0] + [len(c) for c in parts]).astype(np.int64)
+    return region_table([row for c in parts for row in c], unit), bounds
+
+
+def _faces_at(msg: Any, send: bool) -> list[tuple[Any, int]]:
+    """``(block, byte offset in the packed message)`` of each face of ``msg`` (sent or ghost layers)."""
+    out, pos = [], 0
+    for f in msg.faces:
+        out.append((f.send if send else f.recv, pos))
+        pos += f.nbytes
+    return out
 
 
 def _supported() -> bool:
@@ -204,7 +234,7 @@ class ShmStrategy(_HostStrategy):
             for r in self.rounds
         ]
         peers = {m.peer for st in layout.stages for m in st.recvs}
-        flag_bytes = len(layout.shape) * MAX_CHUNKS * FLAG_STRIDE * 8
+        flag_bytes = len(layout.shape) * FLAG_STRIDE * 8  # one flag (a cache line) per stage
         seg, maps, error = _handshake(self.comm, self._stage_off[-1], peers, flag_bytes)
         if error:
             raise ValueError(f"halo method 'shm' is not usable here: {error}; use 'pack'")
@@ -214,16 +244,18 @@ class ShmStrategy(_HostStrategy):
         self._flags = np.frombuffer(seg.map, dtype=np.int64)
         self._peer_words = {p: np.frombuffer(m, dtype=self.word) for p, m in maps.items()}
         self._seq = 0  # blocking exchanges done (every rank counts the same ones)
+        ranks, cpus = node_share(self.comm)
+        self._spins = SPINS if ranks <= cpus else SPINS_SHARED
         self._blocking = self._blocking_rounds()
 
     # -- the blocking path -------------------------------------------------------------------
     def _blocking_rounds(self) -> list[Any]:
-        """Per round: a copy table alone, or a stage in chunks (collective: agrees on offsets and chunks).
+        """Per round: a copy table alone, or a stage's tables (collective: learns the neighbours' offsets).
 
-        A stage entry is ``(flag0, (tables for even, odd exchanges), peer addresses,
-        peer sizes, done)``; see :func:`hpcml.kernels.shm_stage.run_stage`.
+        A stage entry is ``(flag, (tables for even, odd exchanges), peer addresses,
+        peer sizes)``; see :func:`hpcml.kernels.shm_stage.run_stage`.
         """
-        layout, unit = self.layout, self.unit
+        layout = self.layout
         area = self._seg.area_start(MAX_STATES)
         offsets: dict[int, dict[tuple[int, int], tuple[int, int]]] = {}
         for i, st in enumerate(layout.stages):
@@ -231,51 +263,33 @@ class ShmStrategy(_HostStrategy):
             for m, start in zip(st.sends, self._starts[i]):
                 base = area + self._stage_off[i] + int(start)
                 offsets.setdefault(m.peer, {})[(i, m.tag)] = (base, base + half)
-        # the places of the neighbours' messages to this rank, and one chunk count per stage for all
-        theirs: dict[int, dict[tuple[int, int], tuple[int, int]]] = {}
-        for p, got in enumerate(self.comm.alltoall([offsets.get(p, {}) for p in range(self.comm.Get_size())])):
-            if got:
-                theirs[p] = got
-        runs = np.zeros(max(len(layout.stages), 1), dtype=np.int64)
-        for i, st in enumerate(layout.stages):
-            runs[i] = sum(f.send.nbytes // f.send.counts[0] for m in st.sends for f in m.faces if f.send.nbytes)
-        self.comm.Allreduce(MPI.IN_PLACE, runs, op=MPI.MAX)
+        # where each neighbour's blocking messages to this rank lie in its segment
+        theirs = self.comm.alltoall([offsets.get(p, {}) for p in range(self.comm.Get_size())])
         rounds: list[Any] = []
         for r in self.rounds:
             if r.index is None:
-                rounds.append(region_table([(COPY, f.send, f.recv.start) for f in r.before], unit))
+                rounds.append(region_table([(COPY, f.send, f.recv.start) for f in r.before], self.unit))
                 continue
             st = layout.stages[r.index]
-            parts = int(min(MAX_CHUNKS, max(1, -(-int(runs[r.index]) // CHUNK_RUNS))))
-            tables = tuple(self._chunk_tables(r, parts, offsets, theirs, odd) for odd in (0, 1))
+            tables = tuple(self._stage_tables(r, offsets, theirs, odd) for odd in (0, 1))
             peers = np.array([self._peer_words[m.peer].ctypes.data for m in st.recvs], dtype=np.int64)
             sizes = np.array([self._peer_words[m.peer].nbytes for m in st.recvs], dtype=np.int64)
-            flag0 = _HEADER // 8 + min(st.axes) * MAX_CHUNKS * FLAG_STRIDE
-            rounds.append((flag0, tables, peers, sizes, parts * len(st.recvs)))
+            rounds.append((_HEADER // 8 + min(st.axes) * FLAG_STRIDE, tables, peers, sizes))
         return rounds
 
-    def _chunk_tables(self, rnd: Any, parts: int, mine: dict, theirs: dict, odd: int) -> tuple[np.ndarray, ...]:
-        """``(pack table, its row bounds, unpack table, its row bounds)`` of one round in ``parts`` chunks."""
+    def _stage_tables(self, rnd: Any, mine: dict, theirs: list, odd: int) -> tuple[np.ndarray, ...]:
+        """``(pack table, its row bounds, unpack table, its row bounds per message)`` of one round."""
         st = self.layout.stages[rnd.index]
-        pack: list[list[tuple[int, Any, int]]] = [[] for _ in range(parts)]
-        pack[0] += [(COPY, f.send, f.recv.start) for f in (*rnd.before, *st.copies)]
+        rows = [(COPY, f.send, f.recv.start) for f in (*rnd.before, *st.copies)]
         for m in st.sends:
             pos = mine[m.peer][(rnd.index, m.tag)][odd]
-            for f in m.faces:
-                for k, piece in enumerate(chunk_block(f.send, parts)):
-                    if piece is not None:
-                        pack[k].append((PACK, piece[0], pos + piece[1]))
-                pos += f.nbytes
-        pack.append([(COPY, f.send, f.recv.start) for f in rnd.after])
-        unpack: list[list[tuple[int, Any, int]]] = [[] for _ in range(parts * len(st.recvs))]
-        for j, m in enumerate(st.recvs):
+            rows += [(PACK, blk, pos + off) for blk, off in _faces_at(m, send=True)]
+        after = [(COPY, f.send, f.recv.start) for f in rnd.after]
+        unpack = []
+        for m in st.recvs:
             pos = theirs[m.peer][(rnd.index, m.tag)][odd]
-            for f in m.faces:
-                for k, piece in enumerate(chunk_block(f.recv, parts)):
-                    if piece is not None:
-                        unpack[k * len(st.recvs) + j].append((UNPACK, piece[0], pos + piece[1]))
-                pos += f.nbytes
-        return (*_bounded(pack, self.unit), *_bounded(unpack, self.unit))
+            unpack.append([(UNPACK, blk, pos + off) for blk, off in _faces_at(m, send=False)])
+        return (*_bounded([rows, after], self.unit), *_bounded(unpack, self.unit))
 
     def exchange(self, data: np.ndarray) -> bool:
         """A blocking exchange through the segments, synchronised by flags: no MPI call (see the module docstring)."""
@@ -288,11 +302,11 @@ class ShmStrategy(_HostStrategy):
             if not isinstance(rnd, tuple):
                 run_table(words, words[:0], rnd)
                 continue
-            flag0, tables, peers, sizes, done = rnd
-            pos = run_stage(words, self._words, self._flags, tables[odd], peers, sizes, flag0, seq, -1, SPINS)
-            while pos != done:
+            flag, tables, peers, sizes = rnd
+            pos = run_stage(words, self._words, self._flags, tables[odd], peers, sizes, flag, seq, -1, self._spins)
+            while pos != len(peers):
                 self._idle()
-                pos = run_stage(words, self._words, self._flags, tables[odd], peers, sizes, flag0, seq, pos, SPINS)
+                pos = run_stage(words, self._words, self._flags, tables[odd], peers, sizes, flag, seq, pos, self._spins)
         return True
 
     def _idle(self) -> None:

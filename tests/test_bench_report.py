@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from hpcml.bench.report import node_share, oversubscribed_note, usable_cpus
+from hpcml.bench.report import oversubscribed_note, usable_cpus
+from hpcml.runtime import node_share
 from hpcml.testing import run_mpi
 
 

@@ -1,8 +1,8 @@
-"""The ``shm`` strategy's blocking path: faces in chunks through shared segments, synchronised by flags.
+"""The ``shm`` strategy's blocking path: faces through shared segments, synchronised by flags.
 
 Every exchange is checked against the NumPy reference built from the global array
-(``np.pad(mode="wrap")`` on periodic axes).  The chunk size is shrunk so that small
-fields are cut into many chunks, empty ones included, on uneven splits.
+(``np.pad(mode="wrap")`` on periodic axes), on uneven splits, several exchanges in
+a row with the values changed between them (the two slots of a round alternate).
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hpcml import CartDecomp, DistArray, halo_shm
-from hpcml.datatypes import StridedBlock
-from hpcml.halo_layout import chunk_block
 from hpcml.testing import SENTINEL, assert_all, expected_ghosted, field_fn, global_field, halo_case
 
 
-def _exchanges_match(comm, shape, periodic, halo, corners, dtype="f8", order="C", rounds=3):
+def _exchanges_match(comm, shape, periodic, halo, corners, dtype="f8", order="C", rounds=4):
     """Blocking shm exchanges (values changed between them, a nonblocking one interleaved) vs the reference."""
     d = CartDecomp(shape, comm, periodic=periodic, halo=halo)
     u = DistArray.full(d, SENTINEL, dtype=dtype, order=order)
@@ -44,23 +42,16 @@ def _shifted(values, k):
 
 @pytest.mark.mpi
 @given(data=st.data())
-def test_blocking_exchange_in_chunks_matches_reference(comm, data):
+def test_blocking_exchanges_match_reference(comm, data):
     shape, periodic, halo, corners = data.draw(halo_case(comm.size))
-    chunk_runs = data.draw(st.sampled_from([1, 2, 3, 7, 2048]))
-    old = halo_shm.CHUNK_RUNS
-    halo_shm.CHUNK_RUNS = chunk_runs
-    try:
-        ok = _exchanges_match(comm, shape, periodic, halo, corners)
-    finally:
-        halo_shm.CHUNK_RUNS = old
-    assert_all(comm, ok, f"shape={shape} periodic={periodic} halo={halo} corners={corners} chunk_runs={chunk_runs}")
+    ok = _exchanges_match(comm, shape, periodic, halo, corners)
+    assert_all(comm, ok, f"shape={shape} periodic={periodic} halo={halo} corners={corners}")
 
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("dtype", ["f4", "c16", "bool"])
 @pytest.mark.parametrize("order", ["C", "F"])
-def test_blocking_exchange_dtypes_and_orders(comm, dtype, order, monkeypatch):
-    monkeypatch.setattr(halo_shm, "CHUNK_RUNS", 2)
+def test_blocking_exchange_dtypes_and_orders(comm, dtype, order):
     ok = _exchanges_match(comm, (9, 4 * comm.size + 3, 5), (True, False, True), 2, True, dtype=dtype, order=order)
     assert_all(comm, ok, f"dtype={dtype} order={order}")
 
@@ -115,33 +106,15 @@ def test_blocking_exchange_lets_pending_messages_progress(comm):
     d.free()
 
 
-@given(
-    shape=st.lists(st.integers(1, 7), min_size=1, max_size=3),
-    cut=st.data(),
-    parts=st.integers(1, 9),
-)
-def test_chunk_block_pieces_tile_the_packed_block(shape, cut, parts):
-    """The pieces cover the block's bytes in packed order, once each, at their offsets."""
-    arr = np.arange(np.prod([s + 2 for s in shape]), dtype="f8").reshape([s + 2 for s in shape])
-    region = tuple(slice(1, 1 + cut.draw(st.integers(1, s), label="extent")) for s in shape)
-    block = StridedBlock.from_view(arr, region)
-    flat = arr.view(np.uint8).ravel()
-    packed = np.ascontiguousarray(arr[region]).view(np.uint8).ravel()
-    out = np.zeros_like(packed)
-    seen = 0
-    for piece in chunk_block(block, parts):
-        if piece is None:
-            continue
-        blk, off = piece
-        idx = _byte_indices(blk)
-        out[off : off + idx.size] = flat[idx]
-        seen += idx.size
-    assert seen == packed.size
-    assert np.array_equal(out, packed)
+@pytest.mark.mpi
+def test_waits_yield_sooner_on_a_crowded_node(comm):
+    """With more ranks than CPUs on the node a blocking wait returns to Python (and yields) after a few polls."""
+    from hpcml.runtime import node_share
 
-
-def _byte_indices(blk):
-    idx = np.arange(blk.counts[0]) + blk.start
-    for c, s in zip(blk.counts[1:], blk.strides[1:]):
-        idx = (np.arange(c)[:, None] * s + idx[None, :]).ravel()
-    return idx
+    d = CartDecomp((8, 4 * comm.size), comm, periodic=True, halo=1)
+    u = DistArray.zeros(d)
+    u.exchange_halos(method="shm")
+    ranks, cpus = node_share(comm)
+    spins = u.halo_plan("shm").strategy._spins
+    assert_all(comm, spins == (halo_shm.SPINS if ranks <= cpus else halo_shm.SPINS_SHARED), f"{spins} polls")
+    d.free()

@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.bench.report import node_share, oversubscribed_note, peak_rss_mib, write_report
+from hpcml.bench.report import oversubscribed_note, peak_rss_mib, write_report
 from hpcml.datatypes import StridedBlock
 from hpcml.decomp import CartDecomp
 from hpcml.distarray import DistArray
 from hpcml.halo_layout import HaloLayout
+from hpcml.runtime import node_share
 
 DEFAULT_FIELDS = ("4096x4096", "192x192x384")
 LINE = 64

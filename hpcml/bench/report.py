@@ -34,26 +34,6 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def node_share(comm: Any) -> tuple[int, int]:
-    """``(ranks, cpus)`` of the most crowded node of ``comm`` (collective).
-
-    ``ranks`` are the ranks of ``comm`` on that node and ``cpus`` the CPUs they may
-    run on together (the union of their affinity masks), so ranks bound two to a
-    core count as sharing, and a node whose ranks may use every CPU counts all.
-    """
-    from mpi4py import MPI
-
-    local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
-    try:
-        mask = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - macOS has no affinity masks
-        mask = list(range(os.cpu_count() or 1))
-    cpus = len(set().union(*local.allgather(mask)))
-    here = (local.Get_size(), cpus)
-    local.Free()
-    return max(comm.allgather(here), key=lambda rc: rc[0] / rc[1])
-
-
 def oversubscribed_note(ranks: int, cpus: int, threads: int = 1) -> str | None:
     """The note every MPI benchmark adds when ``ranks`` x ``threads`` exceed the ``cpus`` they share.
 

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.bench.report import node_share, oversubscribed_note, peak_rss_mib, write_report
+from hpcml.bench.report import oversubscribed_note, peak_rss_mib, write_report
+from hpcml.runtime import node_share
 
 COLUMNS = [
     "case",

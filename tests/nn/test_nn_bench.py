@@ -8,7 +8,7 @@ import json
 import pytest
 
 from hpcml.bench import train as bench_train
-from hpcml.bench.report import node_share
+from hpcml.runtime import node_share
 
 
 @pytest.mark.mpi
