@@ -15,7 +15,7 @@ large messages.  Two paths share the segments:
   the last blocking exchange that published the stage (a release store after the
   packed values, an acquire load before reading them).  On the Zen 4 VM, 2 ranks,
   4096x4096 split on its fastest axis, halo 1: 50-52 us with the token path below,
-  36-40 us this way; after a sweep over the array, as in an application, 178-192
+  39-44 us this way; after a sweep over the array, as in an application, 178-192
   -> 105-119 us (``docs/decomposition.md``, "Measured").
 * **Started exchanges** (``start_exchange``) keep MPI for the handshake, so that the
   caller's work overlaps the wait: per round a ``Startall`` of the token receives,
