@@ -184,7 +184,8 @@ class HaloRequest:
 
     def test(self) -> bool:
         """Progress without blocking; True once the whole exchange has completed."""
-        while not self.done and MPI.Request.Testall(self._reqs):
+        strategy = self._plan.strategy
+        while not self.done and MPI.Request.Testall(self._reqs) and strategy.arrived(self._stage, self._state):
             self._advance()
         return self.done
 

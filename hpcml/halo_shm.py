@@ -5,24 +5,28 @@ MPI's shared-memory cells and the receiver's out of them, plus its handshakes.
 This strategy packs every outgoing face (dense ones too) straight into a segment
 of shared memory the receiving rank has mapped, and the receiver unpacks straight
 from the sender's segment: one copy fewer on each side, and no rendezvous for
-large messages.  Two paths share the segments:
+large messages.  No MPI message travels at all: the ranks tell each other that data
+is ready through flags in the same segments.  A flag holds the number of the last
+exchange that published what it guards, written with a release store after the
+packed values and read with an acquire load before them.  Two paths:
 
-* **Blocking exchanges** (``exchange_halos``, :meth:`ShmStrategy.exchange`) send no
-  MPI message at all.  Per round one compiled call
-  (:func:`hpcml.kernels.shm_stage.run_stage`) packs the faces into this rank's
-  segment, raises this rank's flag of the stage, waits for the flag of every rank
-  it receives from and unpacks from their segments.  A flag holds the number of
-  the last blocking exchange that published the stage (a release store after the
-  packed values, an acquire load before reading them).  On the Zen 4 VM, 2 ranks,
-  4096x4096 split on its fastest axis, halo 1: 50-52 us with the token path below,
-  39-44 us this way; after a sweep over the array, as in an application, 178-192
-  -> 105-119 us (``docs/decomposition.md``, "Measured").
-* **Started exchanges** (``start_exchange``) keep MPI for the handshake, so that the
-  caller's work overlaps the wait: per round a ``Startall`` of the token receives,
-  one compiled pack, a ``Startall`` of 8-byte tokens saying where each message
-  lies (their values are fixed per slot), and at ``wait`` one compiled unpack per
-  message.  The token's arrival orders the packed data before the reads: MPI
-  completes a message only after the sender's earlier stores are visible.
+* **Blocking exchanges** (``exchange_halos``, :meth:`ShmStrategy.exchange`): per round
+  one compiled call (:func:`hpcml.kernels.shm_stage.run_stage`) packs the faces into
+  this rank's segment, raises this rank's flag of the stage, waits for the flag of
+  every rank it receives from and unpacks from their segments.  The blocking
+  exchanges share one area of the segment, with two slots per round used
+  alternately.  On the Zen 4 VM, 2 ranks, 4096x4096 split on its fastest axis, halo
+  1: 50-52 us with MPI tokens (how started exchanges worked until session 22), 39-44
+  us this way; after a sweep over the array, as in an application, 178-192 -> 105-119
+  us (``docs/decomposition.md``, "Measured").
+* **Started exchanges** (``start_exchange``; the caller's work overlaps the wait):
+  ``start`` packs a round into the exchange's own area and raises its flag, ``wait``
+  (or a ``test`` that finds every neighbour's flag raised) unpacks.  Exchanges are
+  numbered in the order they start, which every rank shares, and exchange ``n``
+  uses area ``n mod MAX_STATES``; so ranks may complete exchanges in flight together
+  in different orders.  Once a rank has unpacked an exchange it raises the area's
+  acknowledgement flag; an area is packed again only when every rank that reads it
+  has acknowledged its previous use.
 
 A blocking wait polls with the CPU's spin hint; after :data:`SPINS` polls
 (:data:`SPINS_SHARED` with more ranks than CPUs on the node) it returns to Python,
@@ -40,10 +44,11 @@ between exchanges (every chunk waits for the slower rank).
 The segments are Linux ``memfd`` files: each rank creates one per plan, and its
 neighbours map it through ``/proc/<pid>/fd/<fd>`` while the plan is built (a
 collective step over the decomposition's communicator, like every plan
-construction, which also tells each rank where its neighbours' blocking messages
-lie); then every rank closes its file descriptors and keeps the mappings.  Nothing
-is named in a file system, so a killed job leaves nothing behind, and no later call
-is collective: the memory goes when the last rank drops its mapping.
+construction, which also tells each rank where its neighbours' messages lie in
+their segments); then every rank closes its file descriptors and keeps the
+mappings.  Nothing is named in a file system, so a killed job leaves nothing
+behind, and no later call is collective: the memory goes when the last rank drops
+its mapping.
 
 Usable when every rank of the communicator runs on one node and may open its
 neighbours' files (:meth:`ShmStrategy.collective_check`, which ``method="auto"``
@@ -52,13 +57,8 @@ runs before choosing it).  Dense faces that ``pack`` sends straight from the arr
 from the array, a 4096x4096 split on its slowest axis (two 32 KiB rows) took
 1.04-1.12x the hand-written exchange, through the segment 0.84x.
 
-Each started exchange owns an area of the segment, and blocking exchanges share
-one more; an area has two slots per round, used alternately.  A rank writes a slot
-again only two exchanges later, after the neighbour has published the exchange in
-between (a token, or a flag raised once its previous exchange was unpacked), so
-the neighbour has finished reading it.  That relies on what every exchange
-already relies on: exchanges are started and completed in the same order on every
-rank.
+Every rank must start the exchanges of a plan in the same order, as MPI messages
+between the same ranks must be; a blocking exchange is complete when it returns.
 """
 
 from __future__ import annotations
@@ -73,14 +73,14 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcml.halo_layout import HaloLayout, forward_tables, packed_rows, region_table
-from hpcml.halo_strategies import _free_requests, _HostState, _HostStrategy, register_strategy
+from hpcml.halo_strategies import _HostState, _HostStrategy, register_strategy
 from hpcml.kernels.pack import COPY, PACK, UNPACK, run_table
-from hpcml.kernels.shm_stage import FLAG_STRIDE, run_stage
+from hpcml.kernels.shm_stage import FLAG_STRIDE, await_flags, publish, run_stage
 from hpcml.runtime import node_share
 
 __all__ = ["ShmStrategy"]
 
-#: exchange states (exchanges of one plan in flight at once) a segment has room for
+#: started exchanges of one plan in flight at once that a segment has room for
 MAX_STATES = 16
 
 #: polls of a neighbour's flag before a blocking wait returns to Python to let MPI
@@ -117,9 +117,9 @@ def _supported() -> bool:
 class _Segment:
     """One rank's memfd segment: a header, the flags, then :data:`MAX_STATES` + 1 areas of equal size.
 
-    Areas ``0 .. MAX_STATES - 1`` serve exchanges started with ``start`` (their
-    places travel in tokens); the last one serves blocking exchanges, whose places
-    the neighbours learn when the plan is built.
+    Areas ``0 .. MAX_STATES - 1`` serve exchanges started with ``start`` (exchange
+    ``n`` uses area ``n mod MAX_STATES``); the last one serves blocking exchanges.
+    The flags hold, per area, one line per stage (by axis) and one acknowledgement.
     """
 
     def __init__(self, area_bytes: int, flag_bytes: int = 0) -> None:
@@ -134,7 +134,6 @@ class _Segment:
         head[:] = 0  # the flags start at 0: no exchange has published anything
         head[:2] = (_MAGIC, self.nonce)
         self.handle = (socket.gethostname(), os.getpid(), self.fd, self.nonce, self.nbytes)
-        self.free_areas = list(range(MAX_STATES - 1, -1, -1))
 
     def area_start(self, area: int) -> int:
         """Byte offset of area ``area`` in the segment."""
@@ -195,6 +194,17 @@ def _handshake(
     return seg, maps, ""
 
 
+class _ShmState(_HostState):
+    """A started ``shm`` exchange: its number among the plan's started exchanges, and its area."""
+
+    __slots__ = ("area", "seq")
+
+    def __init__(self, stages: list[Any]) -> None:
+        super().__init__(stages)
+        self.seq = 0
+        self.area = -1
+
+
 @register_strategy
 class ShmStrategy(_HostStrategy):
     """``shm``: packed faces through shared memory on one node (see the module docstring).
@@ -234,7 +244,8 @@ class ShmStrategy(_HostStrategy):
             for r in self.rounds
         ]
         peers = {m.peer for st in layout.stages for m in st.recvs}
-        flag_bytes = len(layout.shape) * FLAG_STRIDE * 8  # one flag (a cache line) per stage
+        self._lines = len(layout.shape) + 1  # flag lines per area: one per stage (by axis), one ack
+        flag_bytes = (MAX_STATES + 1) * self._lines * FLAG_STRIDE * 8
         seg, maps, error = _handshake(self.comm, self._stage_off[-1], peers, flag_bytes)
         if error:
             raise ValueError(f"halo method 'shm' is not usable here: {error}; use 'pack'")
@@ -244,51 +255,75 @@ class ShmStrategy(_HostStrategy):
         self._flags = np.frombuffer(seg.map, dtype=np.int64)
         self._peer_words = {p: np.frombuffer(m, dtype=self.word) for p, m in maps.items()}
         self._seq = 0  # blocking exchanges done (every rank counts the same ones)
+        self._started = 0  # exchanges started with ``start`` (every rank counts the same ones)
+        self._busy = [False] * MAX_STATES  # areas of started exchanges not yet completed here
         ranks, cpus = node_share(self.comm)
         self._spins = SPINS if ranks <= cpus else SPINS_SHARED
+        self._theirs = self._peer_places()
         self._blocking = self._blocking_rounds()
+        self._started_rounds = self._started_plan()
 
     # -- the blocking path -------------------------------------------------------------------
+    def _flag(self, area: int, line: int) -> int:
+        """int64 index, in every segment, of flag line ``line`` of area ``area`` (stage axes, then the ack)."""
+        return (_HEADER + (area * self._lines + line) * FLAG_STRIDE * 8) // 8
+
+    def _places(self) -> dict[tuple[int, int, int], tuple[int, int]]:
+        """``(stage, peer, tag) -> (byte offset of the message in an area, bytes to the stage's second slot)``."""
+        places = {}
+        for i, st in enumerate(self.layout.stages):
+            half = (self._stage_off[i + 1] - self._stage_off[i]) // 2
+            for m, start in zip(st.sends, self._starts[i]):
+                places[(i, m.peer, m.tag)] = (self._stage_off[i] + int(start), half)
+        return places
+
+    def _peer_places(self) -> dict[int, Any]:
+        """Per neighbour: where its segment's areas start, their size, and its messages to this rank (collective)."""
+        mine = self._places()
+        layout = self.layout
+        outgoing: list[Any] = [None] * self.comm.Get_size()
+        for i, st in enumerate(layout.stages):
+            for m in st.sends:
+                if outgoing[m.peer] is None:
+                    outgoing[m.peer] = (self._seg.first, self._seg.area, {})
+                outgoing[m.peer][2][(i, m.tag)] = mine[(i, m.peer, m.tag)]
+        return {p: got for p, got in enumerate(self.comm.alltoall(outgoing)) if got is not None}
+
     def _blocking_rounds(self) -> list[Any]:
-        """Per round: a copy table alone, or a stage's tables (collective: learns the neighbours' offsets).
+        """Per round: a copy table alone, or a stage's tables.
 
         A stage entry is ``(flag, (tables for even, odd exchanges), peer addresses,
         peer sizes)``; see :func:`hpcml.kernels.shm_stage.run_stage`.
         """
         layout = self.layout
-        area = self._seg.area_start(MAX_STATES)
-        offsets: dict[int, dict[tuple[int, int], tuple[int, int]]] = {}
-        for i, st in enumerate(layout.stages):
-            half = (self._stage_off[i + 1] - self._stage_off[i]) // 2
-            for m, start in zip(st.sends, self._starts[i]):
-                base = area + self._stage_off[i] + int(start)
-                offsets.setdefault(m.peer, {})[(i, m.tag)] = (base, base + half)
-        # where each neighbour's blocking messages to this rank lie in its segment
-        theirs = self.comm.alltoall([offsets.get(p, {}) for p in range(self.comm.Get_size())])
         rounds: list[Any] = []
         for r in self.rounds:
             if r.index is None:
                 rounds.append(region_table([(COPY, f.send, f.recv.start) for f in r.before], self.unit))
                 continue
             st = layout.stages[r.index]
-            tables = tuple(self._stage_tables(r, offsets, theirs, odd) for odd in (0, 1))
+            tables = tuple(self._stage_tables(r, odd) for odd in (0, 1))
             peers = np.array([self._peer_words[m.peer].ctypes.data for m in st.recvs], dtype=np.int64)
             sizes = np.array([self._peer_words[m.peer].nbytes for m in st.recvs], dtype=np.int64)
-            rounds.append((_HEADER // 8 + min(st.axes) * FLAG_STRIDE, tables, peers, sizes))
+            rounds.append((self._flag(MAX_STATES, min(st.axes)), tables, peers, sizes))
         return rounds
 
-    def _stage_tables(self, rnd: Any, mine: dict, theirs: list, odd: int) -> tuple[np.ndarray, ...]:
-        """``(pack table, its row bounds, unpack table, its row bounds per message)`` of one round."""
+    def _stage_tables(self, rnd: Any, odd: int) -> tuple[np.ndarray, ...]:
+        """``(pack table, its row bounds, unpack table, its row bounds per message)`` of one blocking round."""
         st = self.layout.stages[rnd.index]
+        mine = self._places()
+        base = self._seg.area_start(MAX_STATES)
         rows = [(COPY, f.send, f.recv.start) for f in (*rnd.before, *st.copies)]
         for m in st.sends:
-            pos = mine[m.peer][(rnd.index, m.tag)][odd]
-            rows += [(PACK, blk, pos + off) for blk, off in _faces_at(m, send=True)]
+            off, half = mine[(rnd.index, m.peer, m.tag)]
+            rows += [(PACK, blk, base + off + odd * half + at) for blk, at in _faces_at(m, send=True)]
         after = [(COPY, f.send, f.recv.start) for f in rnd.after]
         unpack = []
         for m in st.recvs:
-            pos = theirs[m.peer][(rnd.index, m.tag)][odd]
-            unpack.append([(UNPACK, blk, pos + off) for blk, off in _faces_at(m, send=False)])
+            first, area, msgs = self._theirs[m.peer]
+            off, half = msgs[(rnd.index, m.tag)]
+            pos = first + MAX_STATES * area + off + odd * half
+            unpack.append([(UNPACK, blk, pos + at) for blk, at in _faces_at(m, send=False)])
         return (*_bounded([rows, after], self.unit), *_bounded(unpack, self.unit))
 
     def exchange(self, data: np.ndarray) -> bool:
@@ -333,70 +368,96 @@ class ShmStrategy(_HostStrategy):
             seg.close()
         return not error
 
-    # -- states ----------------------------------------------------------------------------
-    def new_state(self) -> _HostState:
-        """An area of the segment, token buffers and their persistent requests per stage."""
-        if not self._seg.free_areas:
-            raise RuntimeError(
-                f"halo method 'shm': more than {MAX_STATES} exchanges of one plan in flight at once on rank "
-                f"{self.comm.Get_rank()}; wait for some first, or use method='pack'"
-            )
-        area = self._seg.free_areas.pop()
-        base = self._seg.area_start(area) // self.unit  # in words
-        stages = []
-        for i, st in enumerate(self.layout.stages):
-            start = base + self._stage_off[i] // self.unit
-            half = (self._stage_off[i + 1] - self._stage_off[i]) // 2 // self.unit
-            slot = self._slot[i] // self.unit
-            views = [self._words[start + k * half : start + k * half + slot] for k in (0, 1)]
-            tokens_in = np.zeros((len(st.recvs), 1), dtype=np.int64)
-            rreqs = [self.comm.Recv_init([t, MPI.INT64_T], m.peer, m.tag) for t, m in zip(tokens_in, st.recvs)]
-            reqs = []
-            for k in (0, 1):  # one set of token sends per slot, their values fixed
-                tokens = (start + k * half + self._starts[i] // self.unit).astype(np.int64).reshape(-1, 1)
-                sreqs = [self.comm.Send_init([t, MPI.INT64_T], m.peer, m.tag) for t, m in zip(tokens, st.sends)]
-                reqs.append((sreqs, rreqs + sreqs, tokens))
-            stages.append([views, tokens_in, rreqs, reqs, 0, area])
-        return _HostState(stages)
+    # -- the started path ------------------------------------------------------------------
+    def _started_plan(self) -> list[Any]:
+        """Per round of a started exchange: ``None`` (copies only), or its views, peers and message places.
 
-    def free_state(self, state: _HostState) -> None:
-        """Free the token requests; the area returns to the segment."""
-        for st in state.stages:
-            _free_requests(st[2] + st[3][0][0] + st[3][1][0])
-        if state.stages:
-            self._seg.free_areas.append(state.stages[0][5])
+        A stage entry is ``(own slot view per area, flag line, peer addresses, peer
+        sizes, per message (peer, word offset in area 0, words per area))``.
+        """
+        unit = self.unit
+        plan: list[Any] = []
+        for r in self.rounds:
+            if r.index is None:
+                plan.append(None)
+                continue
+            i, st = r.index, self.layout.stages[r.index]
+            slot = self._slot[i] // unit
+            views = []
+            for area in range(MAX_STATES):
+                at = (self._seg.area_start(area) + self._stage_off[i]) // unit
+                views.append(self._words[at : at + slot])
+            msgs = []
+            for m in st.recvs:
+                first, area_bytes, places = self._theirs[m.peer]
+                msgs.append((m.peer, (first + places[(i, m.tag)][0]) // unit, area_bytes // unit))
+            peers = np.array([self._peer_words[m.peer].ctypes.data for m in st.recvs], dtype=np.int64)
+            sizes = np.array([self._peer_words[m.peer].nbytes for m in st.recvs], dtype=np.int64)
+            plan.append((views, min(st.axes), peers, sizes, msgs))
+        readers = sorted({m.peer for st in self.layout.stages for m in st.sends})
+        self._readers = (
+            np.array([self._peer_words[p].ctypes.data for p in readers], dtype=np.int64),
+            np.array([self._peer_words[p].nbytes for p in readers], dtype=np.int64),
+        )
+        return plan
 
-    # -- one round ---------------------------------------------------------------------------
-    def start(self, stage: int, data: np.ndarray, state: _HostState) -> list[MPI.Request]:
-        """Token receives first, the pack into this exchange's slot, then the tokens."""
+    def _await(self, peers: np.ndarray, sizes: np.ndarray, index: int, target: int) -> None:
+        """Wait until flag ``index`` of every peer's segment reaches ``target``, letting MPI progress meanwhile."""
+        while not await_flags(self._flags, peers, sizes, index, target, self._spins):
+            self._idle()
+
+    def new_state(self) -> _ShmState:
+        """A started exchange's number and area, set when it starts."""
+        return _ShmState([])
+
+    def start(self, stage: int, data: np.ndarray, state: _ShmState) -> list[MPI.Request]:
+        """Pack round ``stage`` into this exchange's area and raise its flag (no MPI message)."""
         words, _ = self._open(stage, data, state)
-        index = self.rounds[stage].index
-        if index is None:
+        if stage == 0:
+            seq = self._started + 1
+            area = seq % MAX_STATES
+            if self._busy[area]:
+                raise RuntimeError(
+                    f"halo method 'shm': more than {MAX_STATES} exchanges of one plan in flight at once on rank "
+                    f"{self.comm.Get_rank()}; wait for some first, or use method='pack'"
+                )
+            self._started, self._busy[area] = seq, True
+            state.seq, state.area = seq, area
+            # the neighbours have read what this area held, MAX_STATES exchanges ago
+            self._await(*self._readers, self._flag(area, self._lines - 1), seq - MAX_STATES)
+        entry = self._started_rounds[stage]
+        if entry is None:
             run_table(words, words[:0], self._pack[stage])
             return []
-        views, _, rreqs, reqs, count, _ = state.stages[index]
-        sreqs, both, _ = reqs[count & 1]
-        if rreqs:
-            MPI.Prequest.Startall(rreqs)
-        run_table(words, views[count & 1], self._pack[stage])
-        if sreqs:
-            MPI.Prequest.Startall(sreqs)
-        return both
+        views, line, _, _, _ = entry
+        run_table(words, views[state.area], self._pack[stage])
+        publish(self._flags, self._flag(state.area, line), state.seq)
+        return []
 
-    def finish(self, stage: int, data: np.ndarray, state: _HostState) -> None:
-        """Unpack each message from its sender's segment (the round's later copies with the last one)."""
-        index = self.rounds[stage].index
+    def arrived(self, stage: int, state: _ShmState) -> bool:
+        """Whether every neighbour has published round ``stage`` of this exchange (one look, no wait)."""
+        entry = self._started_rounds[stage]
+        if entry is None:
+            return True
+        _, line, peers, sizes, _ = entry
+        return await_flags(self._flags, peers, sizes, self._flag(state.area, line), state.seq, 0)
+
+    def finish(self, stage: int, data: np.ndarray, state: _ShmState) -> None:
+        """Wait for the neighbours' flags, unpack from their segments; after the last round, acknowledge."""
         words = state.words
-        if index is not None:
-            st = state.stages[index]
-            tokens = st[1]
-            for j, (peer, n, table) in enumerate(self._unpack[stage]):
-                at = int(tokens[j, 0])
+        entry = self._started_rounds[stage]
+        if entry is not None:
+            _, line, peers, sizes, msgs = entry
+            self._await(peers, sizes, self._flag(state.area, line), state.seq)
+            for (peer, first, step), (_, n, table) in zip(msgs, self._unpack[stage]):
+                at = first + state.area * step
                 run_table(words, self._peer_words[peer][at : at + n], table)
-            st[4] += 1
         after = self._after[stage]
         if after is not None:
             run_table(words, words[:0], after)
+        if stage == len(self.rounds) - 1:
+            publish(self._flags, self._flag(state.area, self._lines - 1), state.seq)  # read: the area may be reused
+            self._busy[state.area] = False
         super().finish(stage, data, state)
 
     def free(self) -> None:

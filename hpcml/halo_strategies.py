@@ -143,6 +143,10 @@ class HaloStrategy(ABC):
     def finish(self, stage: int, data: Any, state: Any) -> None:  # noqa: B027 - optional hook
         """Complete round ``stage`` once its requests are done (unpack received buffers)."""
 
+    def arrived(self, stage: int, state: Any) -> bool:
+        """Whether round ``stage`` can finish without waiting, beyond its MPI requests (``shm``: flags)."""
+        return True
+
     def exchange(self, data: Any) -> bool:
         """A blocking exchange of ``data`` by a path of the strategy's own; False: it has none.
 

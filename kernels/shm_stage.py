@@ -20,7 +20,7 @@ from numba import carray, njit
 from ._intrinsics import load_acquire, pointer_like, spin_pause, store_release
 from .pack import run_rows
 
-__all__ = ["FLAG_STRIDE", "run_stage"]
+__all__ = ["FLAG_STRIDE", "await_flags", "publish", "run_stage"]
 
 #: int64 words between two flags: one 64-byte cache line each, so a rank raising the
 #: flag of one stage does not disturb the readers polling another
@@ -79,3 +79,37 @@ def run_stage(
     """
     ptab, pix, utab, uix = tables
     return int(_stage(arr, own, own_flags, ptab, pix, utab, uix, peers, peer_bytes, flag, seq, pos, spins))
+
+
+@njit(cache=True, nogil=True)
+def _publish(flags, index, value):  # pragma: no cover - compiled
+    store_release(flags, index, value)
+
+
+@njit(cache=True, nogil=True)
+def _await(like, peers, peer_bytes, index, target, spins):  # pragma: no cover - compiled
+    for p in range(peers.shape[0]):
+        flags = carray(pointer_like(like, peers[p]), peer_bytes[p] // 8)
+        left = spins
+        while load_acquire(flags, index) < target:
+            if left == 0:
+                return False
+            spin_pause()
+            left -= 1
+    return True
+
+
+def publish(flags: np.ndarray, index: int, value: int) -> None:
+    """``flags[index] = value`` as a release store: everything written before it is seen with it."""
+    _publish(flags, index, value)
+
+
+def await_flags(
+    like: np.ndarray, peers: np.ndarray, peer_bytes: np.ndarray, index: int, target: int, spins: int
+) -> bool:
+    """Whether int64 word ``index`` of every peer's segment has reached ``target`` (acquire loads).
+
+    Polls each peer's flag up to ``spins`` times (0: look once); ``like`` is any int64
+    array (the type of the views made at ``peers``' addresses).
+    """
+    return bool(_await(like, peers, peer_bytes, index, target, spins))

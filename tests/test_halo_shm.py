@@ -118,3 +118,65 @@ def test_waits_yield_sooner_on_a_crowded_node(comm):
     spins = u.halo_plan("shm").strategy._spins
     assert_all(comm, spins == (halo_shm.SPINS if ranks <= cpus else halo_shm.SPINS_SHARED), f"{spins} polls")
     d.free()
+
+
+def _field(d, k=0):
+    u = DistArray.full(d, SENTINEL)
+    u.interior[...] = field_fn(d.shape)(*d.global_indices()) + k
+    return u
+
+
+def _ref(d, k=0):
+    return expected_ghosted(global_field(d.shape) + k, d)
+
+
+@pytest.mark.mpi
+def test_started_exchanges_complete_in_any_order_on_each_rank(comm):
+    """Exchanges in flight together are matched by the order they started in: ranks may wait for
+    them in different orders (here reversed on odd ranks), and areas are reused many times over."""
+    d = CartDecomp((6, 3 * comm.size + 1), comm, dims=[1, comm.size], periodic=True, halo=1)
+    ok = True
+    for rnd in range(3 * halo_shm.MAX_STATES // 5 + 2):
+        arrays = [_field(d, 10 * rnd + k) for k in range(5)]
+        reqs = [a.start_exchange(method="shm") for a in arrays]
+        for k in reversed(range(5)) if comm.rank % 2 else range(5):
+            reqs[k].wait()
+        ok &= all(np.array_equal(a.data, _ref(d, 10 * rnd + k)) for k, a in enumerate(arrays))
+    assert_all(comm, ok)
+    d.free()
+
+
+@pytest.mark.mpi
+def test_more_started_exchanges_in_flight_than_areas_is_refused(comm):
+    d = CartDecomp((6, 3 * comm.size + 1), comm, dims=[1, comm.size], periodic=True, halo=1)
+    arrays = [_field(d, k) for k in range(halo_shm.MAX_STATES + 1)]
+    reqs = [a.start_exchange(method="shm") for a in arrays[:-1]]
+    with pytest.raises(RuntimeError, match="more than 16 exchanges of one plan in flight"):
+        arrays[-1].start_exchange(method="shm")
+    for r in reqs:
+        r.wait()
+    ok = all(np.array_equal(a.data, _ref(d, k)) for k, a in enumerate(arrays[:-1]))
+    late = arrays[-1].start_exchange(method="shm")  # room again
+    late.wait()
+    assert_all(comm, ok and np.array_equal(arrays[-1].data, _ref(d, halo_shm.MAX_STATES)))
+    d.free()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_test_does_not_wait_for_a_late_neighbour(comm):
+    """``test()`` on a started exchange returns False while a neighbour has not started it, and True once done."""
+    import time
+
+    d = CartDecomp((6, 3 * comm.size + 1), comm, dims=[1, comm.size], periodic=True, halo=1)
+    u = _field(d)
+    u.exchange_halos(method="shm")  # the plan exists everywhere
+    comm.Barrier()
+    if comm.rank != 0:
+        time.sleep(0.3)
+    req = u.start_exchange(method="shm")
+    early = req.test()
+    while not req.test():
+        pass
+    ok = np.array_equal(u.data, _ref(d)) and (comm.rank != 0 or not early)
+    assert_all(comm, ok, f"test() before the neighbours started: {early}")
+    d.free()
