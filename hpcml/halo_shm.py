@@ -279,7 +279,7 @@ class ShmStrategy(_HostStrategy):
 
     def _peer_places(self) -> dict[int, Any]:
         """Per neighbour: where its segment's areas start, their size, and its messages to this rank (collective)."""
-        mine = self._places()
+        mine = self._mine = self._places()
         layout = self.layout
         outgoing: list[Any] = [None] * self.comm.Get_size()
         for i, st in enumerate(layout.stages):
@@ -303,15 +303,13 @@ class ShmStrategy(_HostStrategy):
                 continue
             st = layout.stages[r.index]
             tables = tuple(self._stage_tables(r, odd) for odd in (0, 1))
-            peers = np.array([self._peer_words[m.peer].ctypes.data for m in st.recvs], dtype=np.int64)
-            sizes = np.array([self._peer_words[m.peer].nbytes for m in st.recvs], dtype=np.int64)
-            rounds.append((self._flag(MAX_STATES, min(st.axes)), tables, peers, sizes))
+            rounds.append((self._flag(MAX_STATES, min(st.axes)), tables, *self._mapped([m.peer for m in st.recvs])))
         return rounds
 
     def _stage_tables(self, rnd: Any, odd: int) -> tuple[np.ndarray, ...]:
         """``(pack table, its row bounds, unpack table, its row bounds per message)`` of one blocking round."""
         st = self.layout.stages[rnd.index]
-        mine = self._places()
+        mine = self._mine
         base = self._seg.area_start(MAX_STATES)
         rows = [(COPY, f.send, f.recv.start) for f in (*rnd.before, *st.copies)]
         for m in st.sends:
@@ -391,15 +389,16 @@ class ShmStrategy(_HostStrategy):
             for m in st.recvs:
                 first, area_bytes, places = self._theirs[m.peer]
                 msgs.append((m.peer, (first + places[(i, m.tag)][0]) // unit, area_bytes // unit))
-            peers = np.array([self._peer_words[m.peer].ctypes.data for m in st.recvs], dtype=np.int64)
-            sizes = np.array([self._peer_words[m.peer].nbytes for m in st.recvs], dtype=np.int64)
-            plan.append((views, min(st.axes), peers, sizes, msgs))
-        readers = sorted({m.peer for st in self.layout.stages for m in st.sends})
-        self._readers = (
-            np.array([self._peer_words[p].ctypes.data for p in readers], dtype=np.int64),
-            np.array([self._peer_words[p].nbytes for p in readers], dtype=np.int64),
-        )
+            plan.append((views, min(st.axes), *self._mapped([m.peer for m in st.recvs]), msgs))
+        self._readers = self._mapped(sorted({m.peer for st in self.layout.stages for m in st.sends}))
         return plan
+
+    def _mapped(self, ranks: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Addresses and sizes of ``ranks``' segments as mapped here (what the compiled waits take)."""
+        return (
+            np.array([self._peer_words[p].ctypes.data for p in ranks], dtype=np.int64),
+            np.array([self._peer_words[p].nbytes for p in ranks], dtype=np.int64),
+        )
 
     def _await(self, peers: np.ndarray, sizes: np.ndarray, index: int, target: int) -> None:
         """Wait until flag ``index`` of every peer's segment reaches ``target``, letting MPI progress meanwhile."""
