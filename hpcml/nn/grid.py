@@ -44,7 +44,8 @@ class TrainGrid:
     shape
         Global field shape (spatial dimensions only, e.g. ``(ny, nx)``).
     dims
-        Spatial ranks per dimension (``None``/zeros: ``MPI.Compute_dims``).
+        Spatial ranks per dimension (``None``/zeros: chosen from ``shape`` by
+        :func:`hpcml.decomp.choose_dims`).
     periodic
         Periodicity of the field per dimension (default padding of conv layers).
 
