@@ -89,6 +89,8 @@ def collect_info() -> dict[str, Any]:
         "ranks_per_node": rt.local_size,
         "threads_per_rank": rt.threads,
         "threads_from": "NUMBA_NUM_THREADS" if rt.threads_from_env else "cores per node / ranks per node",
+        "blas_threads_per_rank": rt.blas_threads,
+        "blas_threads_from": "environment" if rt.blas_threads_from_env else "cores per node / ranks per node",
         "gpus_seen": rt.gpus_seen,
         "cuda_aware_mpi": describe_cuda_aware(),
         "halo_method_cpu": choose_method(False),

@@ -139,13 +139,17 @@ def run_mpi(
     timeout: float = 120,
     env: dict[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    unset: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run ``mpiexec -n n python args...`` (this interpreter, one Numba thread per rank) with a hard timeout.
 
-    Raises ``subprocess.TimeoutExpired`` when the job outlives ``timeout`` seconds.
+    ``unset`` names variables removed from this process's environment, and ``env``
+    adds to what is left.  Raises ``subprocess.TimeoutExpired`` when the job outlives ``timeout`` seconds.
     """
     e = dict(os.environ)
     e.setdefault("NUMBA_NUM_THREADS", "1")
+    for name in unset:
+        e.pop(name, None)
     e.update(env or {})
     cmd = [MPIEXEC, "-n", str(n), sys.executable, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, cwd=cwd, check=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import textwrap
 
 import pytest
@@ -122,3 +124,47 @@ def test_init_on_comm_self_inside_a_wired_up_srun_step(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     # each rank prints "1"; the launcher may interleave the two lines ("11\n\n")
     assert "".join(res.stdout.split()) == "11", res.stdout
+
+
+_BLAS_REPORT = """
+import json, os, sys
+import numpy  # loads NumPy's BLAS before init, as any user script does
+from threadpoolctl import threadpool_info
+from mpi4py import MPI
+import hpcml
+rt = hpcml.init()
+pools = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+report = [rt.blas_threads, rt.blas_threads_from_env, pools, os.environ.get("OPENBLAS_NUM_THREADS")]
+with open(os.path.join(sys.argv[1], f"rank{rt.rank}.json"), "w") as f:
+    json.dump(report, f)
+"""
+
+
+def _blas_reports(tmp_path, ranks, **kw):
+    script = tmp_path / "blas.py"
+    script.write_text(_BLAS_REPORT)
+    res = run_mpi(ranks, [str(script), str(tmp_path)], timeout=120, **kw)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(ranks)]
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_init_gives_blas_the_ranks_share_of_the_node(tmp_path, ranks):
+    """Without BLAS thread variables, each rank's BLAS gets cores per node // ranks per node threads
+    (NumPy's OpenBLAS would start one per core in every rank), and libraries loaded later are told so."""
+    from hpcml.runtime import BLAS_THREAD_VARS
+
+    want = max(1, (os.cpu_count() or 1) // ranks)
+    for threads, from_env, pools, exported in _blas_reports(tmp_path, ranks, unset=BLAS_THREAD_VARS):
+        assert pools and set(pools) == {want} and threads == want and not from_env
+        assert exported == str(want)
+
+
+def test_init_leaves_blas_threads_the_user_set(tmp_path):
+    """``OPENBLAS_NUM_THREADS`` (or OMP_/MKL_/BLIS_NUM_THREADS) in the environment wins over hpcml's share."""
+    from hpcml.runtime import BLAS_THREAD_VARS
+
+    users = max(1, (os.cpu_count() or 1) - 1)
+    env = {"OPENBLAS_NUM_THREADS": str(users)}
+    for threads, from_env, pools, exported in _blas_reports(tmp_path, 2, unset=BLAS_THREAD_VARS, env=env):
+        assert set(pools) == {users} and threads == users and from_env and exported == str(users)
