@@ -57,6 +57,9 @@ def check_float_dtype(name: str, a: Any) -> np.dtype:
 def check_same_dtype(**arrays: Any) -> np.dtype:
     """All given arrays (``None`` skipped) share one float dtype; return it."""
     items = [(k, v) for k, v in arrays.items() if v is not None]
+    for k, v in items:
+        if not hasattr(v, "dtype") or not hasattr(v, "shape"):
+            raise TypeError(f"{k} must be an array, got {type(v).__name__}")
     dt = check_float_dtype(items[0][0], items[0][1])
     for k, v in items[1:]:
         if np.dtype(v.dtype) != dt:
@@ -94,7 +97,7 @@ def check_method(method: str, allowed: tuple[str, ...]) -> None:
 
 def spacing_tuple(spacing: Any, ndim: int) -> tuple[float, ...]:
     """Normalise a stencil ``spacing`` (float or one per axis) to positive floats."""
-    if np.ndim(spacing) == 0:
+    if isinstance(spacing, (float, int)) or np.ndim(spacing) == 0:
         hs = (float(spacing),) * ndim
     else:
         hs = tuple(float(h) for h in spacing)

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 from hpcml.kernels.stencil import jacobi_step, laplacian, region_boxes
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernels_helpers import DTYPES, ghosted, tol
 
@@ -212,3 +212,89 @@ def test_cache_budget_is_the_l2_plus_half_the_l3_share(tmp_path, monkeypatch):
     assert stencil._tiles_3d(box, 8, 1)[0] == 320
     monkeypatch.setattr(stencil, "CACHE_BUDGET", 256 << 10)
     assert stencil._tiles_3d(box, 8, 1)[0] < 40
+
+
+_DEFECTS = (
+    None, "1-D", "4-D", "int dtype", "big-endian", "out is u", "out views u", "read-only out", "out dtype",
+    "out shape", "f dtype", "f shape", "f list", "halo 0", "halo bool", "halo np.int64", "halo float",
+    "halo too wide", "backend cpu", "backend gpu", "backend nonsense",
+)  # fmt: skip
+
+
+@st.composite
+def _call_arguments(draw):
+    """Arguments of a stencil call: valid ones with at most one defect."""
+    defect = draw(st.sampled_from(_DEFECTS))
+    ndim = {"1-D": 1, "4-D": 4}.get(defect, draw(st.sampled_from([2, 3])))
+    halo = draw(st.integers(1, 2))
+    shape = tuple(draw(st.integers(2 * halo, 2 * halo + 3)) for _ in range(ndim))
+    dtype = {"int dtype": np.int64, "big-endian": np.dtype(">f8")}.get(defect, draw(DTYPES))
+    u = np.zeros(shape, dtype=dtype)
+    out = np.zeros(shape, dtype=dtype)
+    if defect == "out is u":
+        out = u
+    elif defect == "out views u":
+        out = u[...]
+    elif defect == "read-only out":
+        out.flags.writeable = False
+    elif defect == "out dtype":
+        out = out.astype(np.float32 if out.dtype == np.float64 else np.float64)
+    elif defect == "out shape":
+        out = np.zeros((*shape[:-1], shape[-1] + 1), dtype=dtype)
+    f = np.zeros(shape, dtype=dtype) if draw(st.booleans()) else None
+    wrong_f = {
+        "f dtype": np.zeros(shape, np.float16), "f shape": np.zeros((*shape[:-1], 1), dtype), "f list": u.tolist()
+    }  # fmt: skip
+    f = wrong_f.get(defect, f)
+    halo = {
+        "halo 0": 0, "halo bool": True, "halo np.int64": np.int64(halo), "halo float": float(halo),
+        "halo too wide": max(shape),
+    }.get(defect, halo)  # fmt: skip
+    backend = {"backend cpu": "cpu", "backend gpu": "gpu", "backend nonsense": "nonsense"}.get(defect)
+    return u, out, f, halo, backend
+
+
+@settings(max_examples=300)
+@given(_call_arguments())
+def test_quick_argument_check_accepts_only_what_the_full_checks_accept(args):
+    """The fast path of a stencil call's checks agrees with the full checks on NumPy arguments."""
+    from hpcml.kernels import stencil
+
+    try:
+        full = stencil._check_grid_fully(*args)
+    except (TypeError, ValueError):
+        full = None
+    quick = stencil._valid_host_grid(*args)
+    if quick:
+        assert full == ("cpu", args[0].dtype)
+    _, _, f, halo, backend = args
+    if full is not None and backend in (None, "cpu") and type(halo) is int and (f is None or type(f) is np.ndarray):
+        assert quick  # the usual arguments never take the slow path
+    assert (stencil._check_grid(*args) if full is not None else full) == full
+
+
+def test_sweep_plans_are_remembered_per_layout_and_stay_right_for_new_arrays():
+    """A second call on the same layout reuses the derived plan; new arrays of that layout give right values."""
+    from hpcml.kernels import stencil
+
+    rng = np.random.default_rng(5)
+    u = rng.random((34, 40))
+    first = laplacian(u, np.zeros_like(u), region="boundary").copy()
+    boxes = stencil._boxes_of(u.shape, 1, "boundary")
+    plan = stencil._cpu_plan("lap5", (u, np.zeros_like(u)), boxes)
+    assert stencil._cpu_plan("lap5", (u, np.zeros_like(u)), boxes) is plan
+    assert len(plan) == 4  # the frame's four slabs
+    v = rng.random(u.shape)
+    out = laplacian(v, np.zeros_like(v), region="boundary")
+    ref = np.zeros_like(v)
+    ref[1:-1, 1:-1] = v[:-2, 1:-1] + v[2:, 1:-1] + v[1:-1, :-2] + v[1:-1, 2:] - 4 * v[1:-1, 1:-1]
+    frame = np.zeros(u.shape, dtype=bool)
+    frame[1:-1, 1:-1] = True
+    frame[2:-2, 2:-2] = False
+    np.testing.assert_allclose(out[frame], ref[frame], rtol=1e-12)
+    assert not out[~frame].any()
+    # an output buffer at an odd byte offset: same shape and strides, another layout (no streaming stores)
+    raw = np.zeros(u.size * 8 + 8, dtype=np.uint8)
+    odd = raw[1 : 1 + u.size * 8].view(np.float64).reshape(u.shape)
+    assert not odd.flags.aligned
+    np.testing.assert_array_equal(laplacian(u, odd, region="boundary"), first)
