@@ -403,6 +403,12 @@ class ShmStrategy(_HostStrategy):
             np.array([self._peer_words[p].nbytes for p in ranks], dtype=np.int64),
         )
 
+    def _started_plan_or_raise(self) -> list[Any]:
+        """The started path's plan; after :meth:`free` its neighbours' addresses are unmapped: refuse."""
+        if self._started_rounds is None:
+            raise RuntimeError("halo method 'shm': this plan has been freed")
+        return self._started_rounds
+
     def new_state(self) -> _ShmState:
         """A started exchange's number and area, set when it starts."""
         return _ShmState([])
@@ -414,6 +420,7 @@ class ShmStrategy(_HostStrategy):
         :data:`MAX_STATES` exchanges ago.
         """
         ack, target = -1, 0
+        self._started_plan_or_raise()
         if stage == 0:
             seq = self._started + 1
             area = seq % MAX_STATES
@@ -427,8 +434,8 @@ class ShmStrategy(_HostStrategy):
             if seq > MAX_STATES:
                 ack, target = self._flag(area, self._lines - 1), seq - MAX_STATES
         words, area = state.words, state.area
-        entry = self._started_rounds[stage]
-        if entry is None or not isinstance(entry, tuple):
+        entry = self._started_plan_or_raise()[stage]
+        if not isinstance(entry, tuple):
             view, flag = words[:0], -1  # copies only: nobody reads this round
         else:
             view, flag = entry[0][area], self._flag(area, entry[1])
@@ -441,7 +448,7 @@ class ShmStrategy(_HostStrategy):
 
     def arrived(self, stage: int, state: _ShmState) -> bool:
         """Whether every neighbour has published round ``stage`` of this exchange (one look, no wait)."""
-        entry = self._started_rounds[stage]
+        entry = self._started_plan_or_raise()[stage]
         if not isinstance(entry, tuple):
             return True
         _, line, peers, sizes, _, _ = entry
@@ -451,7 +458,7 @@ class ShmStrategy(_HostStrategy):
         """Wait for the neighbours' flags, unpack from their segments; after the last round, acknowledge."""
         words, area, seq = state.words, state.area, state.seq
         ack = self._flag(area, self._lines - 1) if stage == len(self.rounds) - 1 else -1
-        entry = self._started_rounds[stage]
+        entry = self._started_plan_or_raise()[stage]
         if isinstance(entry, tuple):
             _, line, peers, sizes, tables, shifts = entry
             args = (words, self._words, self._flags, tables, peers, sizes, shifts[area], self._flag(area, line), seq)
@@ -471,6 +478,6 @@ class ShmStrategy(_HostStrategy):
     def free(self) -> None:
         """Free bound requests and drop the mappings (local; the memory goes with the last one)."""
         super().free()
-        self._blocking = None  # it holds the neighbours' addresses, unmapped once the views go
+        self._blocking = self._started_rounds = None  # they hold the neighbours' addresses, unmapped once the views go
         self._peer_words.clear()
         self._seg.close()

@@ -180,3 +180,20 @@ def test_test_does_not_wait_for_a_late_neighbour(comm):
     ok = np.array_equal(u.data, _ref(d)) and (comm.rank != 0 or not early)
     assert_all(comm, ok, f"test() before the neighbours started: {early}")
     d.free()
+
+
+@pytest.mark.mpi
+def test_a_freed_plan_refuses_every_exchange(comm):
+    """After ``free()`` the neighbours' segments are unmapped: exchanges raise instead of touching them."""
+    from hpcml.halo import HaloExchange
+
+    d = CartDecomp((6, 3 * comm.size + 1), comm, dims=[1, comm.size], periodic=True, halo=1)
+    u = _field(d)
+    plan = HaloExchange(d, u.dtype, method="shm")
+    plan.start(u.data).wait()
+    plan.free()
+    with pytest.raises(RuntimeError, match="freed"):
+        plan.start(u.data)
+    with pytest.raises(RuntimeError, match="freed"):
+        plan.exchange(u.data)
+    d.free()
