@@ -58,3 +58,17 @@ def test_bench_halo_says_when_ranks_share_a_cpu(tmp_path):
     meta = json.loads((tmp_path / "halo.json").read_text())["meta"]
     assert (meta["ranks_per_node"], meta["cpus_per_node"], meta["oversubscribed"]) == (2, 1, True)
     assert "oversubscribed: 2 ranks share 1 CPU(s)" in (tmp_path / "halo.md").read_text()
+
+
+def test_bench_halo_times_started_exchanges_on_request(tmp_path):
+    """``--started`` adds each method's ``start_exchange().wait()`` and its ratio to the hand-written exchange."""
+    args = ["bench", "halo", "--fields", "20x18", "--halo", "1", "--splits", "fastest", "--methods", "auto", "pack"]
+    args += ["--started", "--repeat", "3", "--out", str(tmp_path)]
+    res = run_mpi(2, ["-m", "hpcml.cli", *args], timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "halo.json").read_text())["rows"]
+    assert row["correct"] is True
+    for m in ("auto", "pack"):
+        assert row[f"{m} started ms"] > 0
+        assert row[f"{m} started / hand"] == row[f"{m} started ms"] / row["hand ms"]
+    assert "`started`:" in (tmp_path / "halo.md").read_text()
