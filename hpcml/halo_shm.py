@@ -310,13 +310,18 @@ class ShmStrategy(_HostStrategy):
             off, half = mine[(rnd.index, m.peer, m.tag)]
             rows += [(PACK, blk, base + off + odd * half + at) for blk, at in _faces_at(m, send=True)]
         after = [(COPY, f.send, f.recv.start) for f in rnd.after]
-        unpack = []
-        for m in st.recvs:
-            first, area, msgs = self._theirs[m.peer]
-            off, half = msgs[(rnd.index, m.tag)]
-            pos = first + MAX_STATES * area + off + odd * half
-            unpack.append([(UNPACK, blk, pos + at) for blk, at in _faces_at(m, send=False)])
+        unpack = self._unpack_parts(rnd.index, MAX_STATES, odd)
         return (*_bounded([rows, after], self.unit), *_bounded(unpack, self.unit))
+
+    def _unpack_parts(self, index: int, area: int, odd: int = 0) -> list[list[tuple[int, Any, int]]]:
+        """Unpack rows per message stage ``index`` receives, reading the sender's area ``area``, slot ``odd``."""
+        parts = []
+        for m in self.layout.stages[index].recvs:
+            first, area_bytes, msgs = self._theirs[m.peer]
+            off, half = msgs[(index, m.tag)]
+            pos = first + area * area_bytes + off + odd * half
+            parts.append([(UNPACK, blk, pos + at) for blk, at in _faces_at(m, send=False)])
+        return parts
 
     def exchange(self, data: np.ndarray) -> bool:
         """A blocking exchange through the segments, synchronised by flags: no MPI call (see the module docstring)."""
@@ -384,13 +389,8 @@ class ShmStrategy(_HostStrategy):
             for area in range(MAX_STATES):
                 at = (self._seg.area_start(area) + self._stage_off[i]) // unit
                 views.append(self._words[at : at + slot])
-            unpack, steps = [], []
-            for m in st.recvs:
-                first, area_bytes, places = self._theirs[m.peer]
-                pos = first + places[(i, m.tag)][0]
-                unpack.append([(UNPACK, blk, pos + at) for blk, at in _faces_at(m, send=False)])
-                steps.append(area_bytes)
-            tables = (*_bounded([[], after], unit), *_bounded(unpack, unit))
+            steps = [self._theirs[m.peer][1] for m in st.recvs]  # bytes per area of each sender's segment
+            tables = (*_bounded([[], after], unit), *_bounded(self._unpack_parts(i, 0), unit))
             shifts = [np.array(steps, dtype=np.int64) * area for area in range(MAX_STATES)]
             plan.append((views, min(st.axes), *self._mapped([m.peer for m in st.recvs]), tables, shifts))
         self._readers = self._mapped(sorted({m.peer for st in self.layout.stages for m in st.sends}))

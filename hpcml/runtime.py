@@ -257,7 +257,7 @@ def _set_blas_threads(threads: int | None, local_size: int) -> tuple[int | None,
     NumPy's OpenBLAS starts one thread per core in every rank, and after a call its
     threads spin for a while before they sleep, on cores the other ranks need: with
     2 ranks on 2 cores and a ``norm()`` every 100 steps, the heat app (256x256, 5000
-    steps) took 1.3-5.6 s instead of 0.45-0.67 s.  So unless one of
+    steps) took 1.3-5.6 s instead of 0.39-0.72 s.  So unless one of
     :data:`BLAS_THREAD_VARS` is set, the BLAS libraries loaded now are limited with
     ``threadpoolctl`` to ``threads`` (else cores per node // ranks per node), and
     ``OPENBLAS_NUM_THREADS``/``MKL_NUM_THREADS`` are set for those loaded later.
