@@ -197,65 +197,43 @@ def _prefetch_row(af, b, n):  # pragma: no cover - compiled
         prefetch(af, b + n - 1)
 
 
-def _lap7_variant(stream: bool) -> Any:
-    """The compiled 3-D 7-point sweep with streaming stores (``stream``) or plain ones.
+@njit(cache=True, inline="always")
+def _cell3(jacobi, ua, ub, un, us, uw, ue, g, cx, cy, cz, c4):  # pragma: no cover - compiled
+    # One cell of a 3-D sweep from its six neighbours and g: the 7-point Laplacian
+    # (g the cell itself, c4 its weight) or the Jacobi update (g the right-hand side,
+    # c4 the inverse diagonal).
+    s = cx * (ua + ub) + cy * (un + us) + cz * (uw + ue)
+    if jacobi:
+        return (s + g) * c4
+    return s + c4 * g
 
-    ``stream`` is a constant of each variant rather than an argument: with the three
-    loops of a streamed row (plain head, streamed middle, plain tail) merely present
-    in the function, LLVM compiled the plain row loop 1.7-2x slower in cache (48^3 and
-    96^3 blocks, 2 threads: 1.1-1.4 against 2.0-2.9 Gcell/s) and 1.3x slower at 320^3.
-    The 2-D sweeps showed no such effect and keep ``stream`` as an argument.
+
+def _sweep3_variant(jacobi: bool, stream: bool) -> Any:
+    """The compiled 3-D sweep: Jacobi (``jacobi``) or 7-point, streaming stores (``stream``) or plain.
+
+    ``jacobi`` and ``stream`` are constants of each variant rather than arguments
+    (closure constants, which Numba folds and caches per value).  With the three loops
+    of a streamed row (plain head, streamed middle, plain tail) merely present in the
+    function, LLVM compiled the plain row loop 1.7-2x slower in cache (48^3 and 96^3
+    blocks, 2 threads: 1.1-1.4 against 2.0-2.9 Gcell/s) and 1.3x slower at 320^3; a
+    branch at run time did not help.  The 2-D sweeps showed no such effect and keep
+    ``stream`` as an argument.
     """
 
     @njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
-    def sweep(u, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, cc, tj, nchunk, pf):  # pragma: no cover - compiled
+    def sweep(u, g, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, c4, tj, nchunk, pf):  # pragma: no cover - compiled
         # Spatially blocked: work items are (j tile, i chunk); each sweeps its i range
         # with the j rows of one tile, so the three planes it reads stay cached (see
         # _tiles_3d).  With ``pf`` the row of plane i+1 the next step reads is
-        # prefetched: it is the only one that comes from memory (see _tile_candidates
-        # for where that helps).  Streamed rows are written as the 2-D sweeps write
-        # them (_stream_span).
+        # prefetched (and g's row, for Jacobi): it is the only one that comes from
+        # memory (see _tile_candidates for where that helps).  Streamed rows are
+        # written as the 2-D sweeps write them (_stream_span).
         plane, row, n = u.shape[1] * u.shape[2], u.shape[2], k1 - k0
         for w in prange(((j1 - j0 + tj - 1) // tj) * nchunk):
             prefer_256_bit_vectors()
             ia, ib, ja, jb = _tile(w, i0, i1, j0, j1, tj, nchunk)
             uf = u.reshape(-1)
-            of = out.reshape(-1)
-            for i in range(ia, ib):
-                for j in range(ja, jb):
-                    b = (i * u.shape[1] + j) * row + k0
-                    if pf:
-                        _prefetch_row(uf, _next_row(i, j, ja, jb, u.shape[1], row, k0) + plane, n)
-                    ua, ub, un, us, uw, uc, ue = _rows3(uf, b, plane, row, n)
-                    o = of[b : b + n]
-                    if not stream:
-                        for k in range(n):
-                            o[k] = cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + cc * uc[k]
-                        continue
-                    a, e = _stream_span(o, True)
-                    for k in range(a):
-                        o[k] = cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + cc * uc[k]
-                    ua, ub, un, us, uw, uc, ue, o = ua[a:], ub[a:], un[a:], us[a:], uw[a:], uc[a:], ue[a:], o[a:]
-                    for k in range(e - a):
-                        v = cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + cc * uc[k]
-                        stream_store(o, k, v)
-                    for k in range(e - a, o.size):
-                        o[k] = cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + cc * uc[k]
-
-    return sweep
-
-
-def _jac3_variant(stream: bool) -> Any:
-    """The compiled 3-D Jacobi sweep; ``stream`` a constant as in :func:`_lap7_variant`."""
-
-    @njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
-    def sweep(u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv, tj, nchunk, pf):  # pragma: no cover - compiled
-        plane, row, n = u.shape[1] * u.shape[2], u.shape[2], k1 - k0
-        for w in prange(((j1 - j0 + tj - 1) // tj) * nchunk):
-            prefer_256_bit_vectors()
-            ia, ib, ja, jb = _tile(w, i0, i1, j0, j1, tj, nchunk)
-            uf = u.reshape(-1)
-            ff = f.reshape(-1)
+            gf = g.reshape(-1)
             of = out.reshape(-1)
             for i in range(ia, ib):
                 for j in range(ja, jb):
@@ -263,39 +241,40 @@ def _jac3_variant(stream: bool) -> Any:
                     if pf:
                         nb = _next_row(i, j, ja, jb, u.shape[1], row, k0)
                         _prefetch_row(uf, nb + plane, n)
-                        _prefetch_row(ff, nb, n)
+                        if jacobi:
+                            _prefetch_row(gf, nb, n)
                     ua, ub, un, us, uw, _, ue = _rows3(uf, b, plane, row, n)
-                    fc = ff[b : b + n]
+                    gc = gf[b : b + n]
                     o = of[b : b + n]
                     if not stream:
                         for k in range(n):
-                            o[k] = (cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + fc[k]) * inv
+                            o[k] = _cell3(jacobi, ua[k], ub[k], un[k], us[k], uw[k], ue[k], gc[k], cx, cy, cz, c4)
                         continue
                     a, e = _stream_span(o, True)
                     for k in range(a):
-                        o[k] = (cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + fc[k]) * inv
-                    ua, ub, un, us, uw, ue, fc, o = ua[a:], ub[a:], un[a:], us[a:], uw[a:], ue[a:], fc[a:], o[a:]
+                        o[k] = _cell3(jacobi, ua[k], ub[k], un[k], us[k], uw[k], ue[k], gc[k], cx, cy, cz, c4)
+                    ua, ub, un, us, uw, ue, gc, o = ua[a:], ub[a:], un[a:], us[a:], uw[a:], ue[a:], gc[a:], o[a:]
                     for k in range(e - a):
-                        v = (cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + fc[k]) * inv
+                        v = _cell3(jacobi, ua[k], ub[k], un[k], us[k], uw[k], ue[k], gc[k], cx, cy, cz, c4)
                         stream_store(o, k, v)
                     for k in range(e - a, o.size):
-                        o[k] = (cx * (ua[k] + ub[k]) + cy * (un[k] + us[k]) + cz * (uw[k] + ue[k]) + fc[k]) * inv
+                        o[k] = _cell3(jacobi, ua[k], ub[k], un[k], us[k], uw[k], ue[k], gc[k], cx, cy, cz, c4)
 
     return sweep
 
 
-_LAP7 = {stream: _lap7_variant(stream) for stream in (False, True)}
-_JAC3 = {stream: _jac3_variant(stream) for stream in (False, True)}
+#: the compiled 3-D sweeps by (jacobi, stream)
+_SWEEP3 = {(jacobi, stream): _sweep3_variant(jacobi, stream) for jacobi in (False, True) for stream in (False, True)}
 
 
 def _lap7_cpu(u, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, cc, tj, nchunk, stream, pf):
     # The 3-D sweeps take the 2-D sweeps' arguments (stream last but one): _sweep calls
-    # every CPU kernel alike.
-    _LAP7[bool(stream)](u, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, cc, tj, nchunk, pf)
+    # every CPU kernel alike.  The centre row is u's own (g = u).
+    _SWEEP3[False, bool(stream)](u, u, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, cc, tj, nchunk, pf)
 
 
 def _jac3_cpu(u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv, tj, nchunk, stream, pf):
-    _JAC3[bool(stream)](u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv, tj, nchunk, pf)
+    _SWEEP3[True, bool(stream)](u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv, tj, nchunk, pf)
 
 
 def _cache_sizes(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> dict[int, int]:
