@@ -277,6 +277,90 @@ def _jac3_cpu(u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv, tj, nchunk, st
     _SWEEP3[True, bool(stream)](u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv, tj, nchunk, pf)
 
 
+#: 2-D stencils' numbers in the row-segment sweeps (a closure constant of each)
+_KIND2 = {"lap5": 0, "lap9": 1, "jac2": 2}
+
+
+def _segments2_variant(kind: int) -> Any:
+    """The compiled 2-D sweep over a table of row segments ``(i, j0, j1)`` (see :func:`_segments_of`).
+
+    For regions of several small boxes (the one-cell frame of ``region="boundary"``):
+    one call and one parallel launch instead of one per box, each of which cost about
+    2 us besides its cells.  ``kind`` (:data:`_KIND2`) selects the formula; ``g`` is
+    ``f`` for Jacobi and ``u`` otherwise.  Plain stores: the rows are short or cached.
+    The formulas are the box sweeps', term for term, so the bits agree with them.
+    """
+
+    @njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
+    def sweep(u, g, out, segs, c1, c2, c3):  # pragma: no cover - compiled
+        for s in prange(segs.shape[0]):
+            i, j0, j1 = segs[s, 0], segs[s, 1], segs[s, 2]
+            un, us, uw, uc, ue = _rows2(u, i, j0, j1)
+            o = out[i, j0:j1]
+            if kind == 1:
+                nw, ne = u[i - 1, j0 - 1 : j1 - 1], u[i - 1, j0 + 1 : j1 + 1]
+                sw, se = u[i + 1, j0 - 1 : j1 - 1], u[i + 1, j0 + 1 : j1 + 1]
+                for j in range(o.size):
+                    o[j] = c1 * (un[j] + us[j] + uw[j] + ue[j]) + c2 * (nw[j] + ne[j] + sw[j] + se[j]) + c3 * uc[j]
+            elif kind == 2:
+                gc = g[i, j0:j1]
+                for j in range(o.size):
+                    o[j] = (c1 * (un[j] + us[j]) + c2 * (uw[j] + ue[j]) + gc[j]) * c3
+            else:
+                for j in range(o.size):
+                    o[j] = c1 * (un[j] + us[j]) + c2 * (uw[j] + ue[j]) + c3 * uc[j]
+
+    return sweep
+
+
+def _segments3_variant(jacobi: bool) -> Any:
+    """The compiled 3-D sweep over row segments ``(i, j, k0, k1)``; see :func:`_segments2_variant`."""
+
+    @njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
+    def sweep(u, g, out, segs, c1, c2, c3, c4):  # pragma: no cover - compiled
+        plane, row = u.shape[1] * u.shape[2], u.shape[2]
+        uf = u.reshape(-1)
+        gf = g.reshape(-1)
+        of = out.reshape(-1)
+        for s in prange(segs.shape[0]):
+            b = (segs[s, 0] * u.shape[1] + segs[s, 1]) * row + segs[s, 2]
+            n = segs[s, 3] - segs[s, 2]
+            ua, ub, un, us, uw, _, ue = _rows3(uf, b, plane, row, n)
+            gc = gf[b : b + n]
+            o = of[b : b + n]
+            for k in range(n):
+                o[k] = _cell3(jacobi, ua[k], ub[k], un[k], us[k], uw[k], ue[k], gc[k], c1, c2, c3, c4)
+
+    return sweep
+
+
+#: the compiled row-segment sweeps by stencil name
+_SEGMENTS = {
+    **{name: _segments2_variant(kind) for name, kind in _KIND2.items()},
+    "lap7": _segments3_variant(False),
+    "jac3": _segments3_variant(True),
+}
+
+
+def _segments_cpu(name: str) -> Any:
+    """``run(*work, segs, *coefs)`` for stencil ``name``'s row-segment sweep (``work`` as for the box kernels)."""
+    sweep = _SEGMENTS[name]
+    if name.startswith("jac"):
+        return sweep  # (u, f, out, segs, *coefs) as it is
+    return lambda u, out, segs, *coefs: sweep(u, u, out, segs, *coefs)
+
+
+def _segments_of(boxes: Sequence[Box]) -> np.ndarray:
+    """Every row of ``boxes`` as one line of an int64 table: ``(i, j0, j1)`` in 2-D, ``(i, j, k0, k1)`` in 3-D."""
+    parts = []
+    for lo, hi in boxes:
+        lead = np.stack(np.meshgrid(*(np.arange(a, b) for a, b in zip(lo[:-1], hi[:-1])), indexing="ij"), -1)
+        lead = lead.reshape(-1, len(lo) - 1)
+        ends = np.broadcast_to(np.array([lo[-1], hi[-1]]), (lead.shape[0], 2))
+        parts.append(np.hstack([lead, ends]))
+    return np.ascontiguousarray(np.vstack(parts), dtype=np.int64)
+
+
 def _cache_sizes(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> dict[int, int]:
     """Bytes of each data-cache level per CPU (the level's size over the CPUs sharing it).
 
@@ -517,7 +601,8 @@ def _sweep(
 ) -> None:
     """Run stencil ``name`` over every box; ``arrays`` is ``(u, out)`` or ``(u, f, out)``.
 
-    GPU and simulator: one CUDA launch per box.  CPU: ``kernel`` per box; 3-D sweeps
+    GPU and simulator: one CUDA launch per box.  CPU: ``kernel`` per box, or one
+    row-segment sweep for a region of several boxes too small to time (:func:`_cpu_plan`); 3-D sweeps
     get their blocking ``(tj, nchunk)`` (2-D sweeps keep three rows in cache without
     help: a row of 8192 doubles is 64 KiB) and index the arrays as flat C-ordered
     memory, so strided views (a sub-block of a larger array) are copied to contiguous
@@ -534,8 +619,8 @@ def _sweep(
     work = arrays
     if arrays[0].ndim == 3 and not all(a.flags.c_contiguous for a in arrays):
         work = tuple(np.ascontiguousarray(a) for a in arrays)
-    for bounds, key, candidates, nbytes in _cpu_plan(name, work, boxes):
-        _tuning.run_tuned(key, candidates, lambda c, b=bounds: kernel(*work, *b, *coefs, *c), nbytes)
+    for run, bounds, key, candidates, nbytes in _cpu_plan(name, kernel, work, boxes):
+        _tuning.run_tuned(key, candidates, lambda c, k=run, b=bounds: k(*work, *b, *coefs, *c), nbytes)
     if work[-1] is not arrays[-1]:
         arrays[-1][...] = work[-1]
 
@@ -544,12 +629,16 @@ def _sweep(
 _PLANS: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
 
 
-def _cpu_plan(name: str, work: tuple[np.ndarray, ...], boxes: Sequence[Box]) -> list[tuple[Any, ...]]:
-    """Per box: the kernel's bounds, the tuning key, the candidates and the bytes it writes.
+def _cpu_plan(name: str, kernel: Any, work: tuple[np.ndarray, ...], boxes: Sequence[Box]) -> list[tuple[Any, ...]]:
+    """Per call to make: the kernel, its bounds, the tuning key, the candidates and the bytes it writes.
 
-    Derived once per layout (stencil, shapes, strides, dtype, alignment, boxes, thread
-    count) and remembered: a time loop sweeps the same layout every step, and on a small
-    block deriving it took longer than the sweep (64x128 cells: 20 us against 5).
+    One call per box of ``kernel`` (the box sweep), except for a region of several
+    boxes none of which is large enough to be timed (:data:`._tuning.MIN_BYTES`), such
+    as the frame of ``region="boundary"``: that is one call of the row-segment sweep
+    (:func:`_segments2_variant`) over a table of the boxes' rows.  Derived once per
+    layout (stencil, shapes, strides, dtype, alignment, boxes, thread count) and
+    remembered: a time loop sweeps the same layout every step, and on a small block
+    deriving it took longer than the sweep (64x128 cells: 20 us against 5).
     """
     threads = numba.get_num_threads()
     out = work[-1]
@@ -561,7 +650,12 @@ def _cpu_plan(name: str, work: tuple[np.ndarray, ...], boxes: Sequence[Box]) -> 
     itemsize = work[0].dtype.itemsize
     streamable = out.strides[-1] == itemsize and out.flags.aligned
     plan = []
-    for box in boxes:
+    sizes = [itemsize * math.prod(h - lo for lo, h in zip(*box)) for box in boxes]
+    if len(boxes) > 1 and max(sizes) < _tuning.MIN_BYTES:
+        key = (name, "segments", work[0].shape, strides, work[0].dtype.str, tuple(boxes), threads)
+        plan.append((_segments_cpu(name), (_segments_of(boxes),), key, [()], sum(sizes)))
+        boxes, sizes = (), []
+    for box, nbytes in zip(boxes, sizes):
         if work[0].ndim == 3:
             candidates: list[tuple[Any, ...]] = list(_tile_candidates(box, itemsize, len(work) - 1))
         elif streamable:
@@ -569,8 +663,7 @@ def _cpu_plan(name: str, work: tuple[np.ndarray, ...], boxes: Sequence[Box]) -> 
         else:
             candidates = [(False,)]  # rows that never stream (see _stream_span): nothing to time
         key = (name, work[0].shape, strides, work[0].dtype.str, box, threads)
-        nbytes = itemsize * math.prod(h - lo for lo, h in zip(*box))
-        plan.append((tuple(itertools.chain.from_iterable(zip(*box))), key, candidates, nbytes))
+        plan.append((kernel, tuple(itertools.chain.from_iterable(zip(*box))), key, candidates, nbytes))
     if len(_PLANS) >= 512:  # many layouts (a sweep over shapes): start afresh rather than grow
         _PLANS.clear()
     _PLANS[layout] = plan

@@ -281,9 +281,9 @@ def test_sweep_plans_are_remembered_per_layout_and_stay_right_for_new_arrays():
     u = rng.random((34, 40))
     first = laplacian(u, np.zeros_like(u), region="boundary").copy()
     boxes = stencil._boxes_of(u.shape, 1, "boundary")
-    plan = stencil._cpu_plan("lap5", (u, np.zeros_like(u)), boxes)
-    assert stencil._cpu_plan("lap5", (u, np.zeros_like(u)), boxes) is plan
-    assert len(plan) == 4  # the frame's four slabs
+    plan = stencil._cpu_plan("lap5", stencil._lap5_cpu, (u, np.zeros_like(u)), boxes)
+    assert stencil._cpu_plan("lap5", stencil._lap5_cpu, (u, np.zeros_like(u)), boxes) is plan
+    assert len(plan) == 1 and plan[0][2][1] == "segments"  # the frame's four slabs in one call
     v = rng.random(u.shape)
     out = laplacian(v, np.zeros_like(v), region="boundary")
     ref = np.zeros_like(v)
@@ -298,3 +298,83 @@ def test_sweep_plans_are_remembered_per_layout_and_stay_right_for_new_arrays():
     odd = raw[1 : 1 + u.size * 8].view(np.float64).reshape(u.shape)
     assert not odd.flags.aligned
     np.testing.assert_array_equal(laplacian(u, odd, region="boundary"), first)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    case=stencil_case(),
+    kind=st.sampled_from(["laplacian", "jacobi", "diffusion"]),
+    per_box=st.booleans(),
+    view=st.booleans(),
+)
+def test_boundary_in_one_call_has_the_bits_of_the_whole_sweep(case, kind, per_box, view):
+    """The frame swept as one table of row segments (or box by box) writes what region="all" writes there.
+
+    Interior plus boundary must equal the whole sweep bit for bit: the row-segment sweeps
+    use the box sweeps' formulas term for term.  ``view``: the arrays are strided
+    sub-blocks of larger ones.
+    """
+    from hpcml.kernels import _tuning, stencil
+    from hpcml.kernels.stencil import diffusion_step
+
+    u, halo, points, _, spacing = case
+    if view:  # the same values in a sub-block of a larger array (rows not contiguous)
+        big = np.zeros(tuple(s + 3 for s in u.shape), dtype=u.dtype)
+        big[(slice(1, -2),) * u.ndim] = u
+        u = big[(slice(1, -2),) * u.ndim]
+    f = np.random.default_rng(4).standard_normal(u.shape).astype(u.dtype)
+
+    def run(out, region):
+        if kind == "laplacian":
+            laplacian(u, out, spacing, points=points, halo=halo, region=region)
+        elif kind == "jacobi":
+            jacobi_step(u, f, out, spacing, halo=halo, region=region)
+        else:
+            diffusion_step(u, out, tuple(0.1 / (d + 1) for d in range(u.ndim)), halo=halo, region=region)
+
+    whole = np.full(u.shape, 5.0, dtype=u.dtype)
+    run(whole, "all")
+    parts = np.full(u.shape, 5.0, dtype=u.dtype)
+    saved = _tuning.MIN_BYTES
+    try:
+        if per_box:  # every box large enough to be timed: one call per box, as before
+            _tuning.MIN_BYTES = 0
+            stencil._PLANS.clear()  # plans made with the usual threshold
+        run(parts, "interior")
+        run(parts, "boundary")
+    finally:
+        _tuning.MIN_BYTES = saved
+        stencil._PLANS.clear()
+    np.testing.assert_array_equal(parts, whole)
+
+
+@pytest.mark.parametrize("shape", [(9, 12), (6, 7, 8)])
+def test_a_frame_of_small_slabs_is_one_call_and_large_slabs_keep_their_own(monkeypatch, shape):
+    """``_cpu_plan``: the frame's 2*ndim slabs in one row-segment call, unless a slab is large enough to be timed."""
+    from hpcml.kernels import _tuning, stencil
+
+    u = np.random.default_rng(2).random(shape)
+    work = (u, np.zeros_like(u))
+    boxes = stencil._boxes_of(u.shape, 1, "boundary")
+    name = "lap5" if u.ndim == 2 else "lap7"
+    monkeypatch.setattr(stencil, "_PLANS", {})
+    (entry,) = stencil._cpu_plan(name, stencil._lap5_cpu, work, boxes)
+    _, (segs,), key, candidates, nbytes = entry
+    assert (
+        key[1] == "segments"
+        and candidates == [()]
+        and nbytes == 8 * sum(np.prod(np.subtract(hi, lo)) for lo, hi in boxes)
+    )
+    # every frame cell is in exactly one segment
+    covered = np.zeros(shape, int)
+    for *lead, a, b in segs:
+        covered[(*lead, slice(a, b))] += 1
+    frame = np.zeros(shape, int)
+    for lo, hi in boxes:
+        frame[tuple(slice(a, b) for a, b in zip(lo, hi))] += 1
+    np.testing.assert_array_equal(covered, frame)
+    assert frame.max() == 1
+    monkeypatch.setattr(stencil, "_PLANS", {})
+    monkeypatch.setattr(_tuning, "MIN_BYTES", 8 * 9)
+    plan = stencil._cpu_plan(name, stencil._lap5_cpu, work, boxes)
+    assert len(plan) == len(boxes) == 2 * u.ndim and all(e[0] is stencil._lap5_cpu for e in plan)
