@@ -7,7 +7,7 @@
   fused pass for whatever of alpha/beta/bias/activation is not the identity.
 * ``method="tiled"``: our own kernels.  On the CPU a GotoBLAS-style
   cache-blocked Numba kernel (pack a KC x NC panel of B and MC x KC blocks of A,
-  a 4 x 2 register-blocked micro-kernel, the epilogue applied while the last
+  a 4 x 4 register-blocked micro-kernel, the epilogue applied while the last
   K-panel is written).  On the GPU / in the simulator a shared-memory tiled
   Numba-CUDA kernel with the same epilogue.
 
@@ -46,10 +46,14 @@ ACTIVATIONS = {None: 0, "relu": 1, "tanh": 2}
 
 # Blocking of the CPU kernel.  The micro-kernel computes a MR x NR tile as MR*NR
 # dot products over a K-panel; reassociation lets LLVM vectorise each dot along
-# p, and 4 x 2 keeps 8 vector accumulators (x interleave) in registers while
-# loading 6 vectors per 8 FMAs.  A MR x KC A-panel (16 KiB) sits in L1, the
-# MC x KC block of A in L2 and the packed KC x NC panel of B in L3.
-MR, NR = 4, 2
+# p.  4 x 4 keeps 16 vector accumulators and loads 8 vectors per 16 FMAs; 4 x 2
+# (8 accumulators, 6 loads per 8 FMAs) ran at 0.50-0.51 of OpenBLAS's DGEMM on 2
+# Zen 4 cores (2048^2 and 4096^2), 4 x 4 at 0.67-0.76, and at 0.63-0.75 compiled
+# for AVX2 alone (NUMBA_CPU_NAME=znver3 or haswell: 16 vector registers) against
+# 0.49-0.50.  A MR x KC A-panel and a KC x NR B-panel (16 KiB each) sit in L1
+# (KC 256 and 384 were slower), the MC x KC block of A in L2 and the packed KC x NC
+# panel of B in L3.
+MR, NR = 4, 4
 KC = 512
 MC_MAX = 128
 NC = 2048
@@ -83,8 +87,9 @@ def _epilogue_impl(P, C, alpha, beta, bias, has_bias, act, zero):  # pragma: no 
 
 
 @njit(cache=True, fastmath=FM_REDUCE)
-def _micro(kc, a0, a1, a2, a3, b0, b1, zero):  # pragma: no cover - compiled
-    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = zero
+def _micro(kc, a0, a1, a2, a3, b0, b1, b2, b3, zero):  # pragma: no cover - compiled
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = zero
+    c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = zero
     for p in range(kc):
         x0 = a0[p]
         x1 = a1[p]
@@ -92,15 +97,25 @@ def _micro(kc, a0, a1, a2, a3, b0, b1, zero):  # pragma: no cover - compiled
         x3 = a3[p]
         y0 = b0[p]
         y1 = b1[p]
+        y2 = b2[p]
+        y3 = b3[p]
         c00 += x0 * y0
         c01 += x0 * y1
+        c02 += x0 * y2
+        c03 += x0 * y3
         c10 += x1 * y0
         c11 += x1 * y1
+        c12 += x1 * y2
+        c13 += x1 * y3
         c20 += x2 * y0
         c21 += x2 * y1
+        c22 += x2 * y2
+        c23 += x2 * y3
         c30 += x3 * y0
         c31 += x3 * y1
-    return c00, c01, c10, c11, c20, c21, c30, c31
+        c32 += x3 * y2
+        c33 += x3 * y3
+    return c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33
 
 
 @njit(cache=True)
@@ -148,13 +163,12 @@ def _row_block(A, Bp, C, i0, mcb, jc, pc, alpha, beta, bias, has_bias, act, zero
     _pack_a(A, Ap, i0, mcb, pc, kc, zero)
     T = np.empty((MR, NR), dtype=C.dtype)
     for q2 in range(npan):
-        b0 = Bp[q2, 0]
-        b1 = Bp[q2, 1]
+        b0, b1, b2, b3 = Bp[q2, 0], Bp[q2, 1], Bp[q2, 2], Bp[q2, 3]
         j0 = jc + q2 * NR
         for q in range(mpan):
-            (T[0, 0], T[0, 1], T[1, 0], T[1, 1], T[2, 0], T[2, 1], T[3, 0], T[3, 1]) = _micro(
-                kc, Ap[q, 0], Ap[q, 1], Ap[q, 2], Ap[q, 3], b0, b1, zero
-            )
+            acc = _micro(kc, Ap[q, 0], Ap[q, 1], Ap[q, 2], Ap[q, 3], b0, b1, b2, b3, zero)
+            T[0, 0], T[0, 1], T[0, 2], T[0, 3], T[1, 0], T[1, 1], T[1, 2], T[1, 3] = acc[:8]
+            T[2, 0], T[2, 1], T[2, 2], T[2, 3], T[3, 0], T[3, 1], T[3, 2], T[3, 3] = acc[8:]
             for r in range(MR):
                 i = i0 + q * MR + r
                 if i >= m:
