@@ -597,7 +597,13 @@ def _region_boxes(shape: tuple[int, ...], halo: int, region: str) -> list[Box]:
 
 
 def _sweep(
-    name: str, kernel: Any, backend: str, arrays: tuple[Any, ...], boxes: Sequence[Box], coefs: tuple[Any, ...]
+    name: str,
+    kernel: Any,
+    backend: str,
+    arrays: tuple[Any, ...],
+    boxes: Sequence[Box],
+    coefs: tuple[Any, ...],
+    remember: tuple[Any, bool] | None = None,
 ) -> None:
     """Run stencil ``name`` over every box; ``arrays`` is ``(u, out)`` or ``(u, f, out)``.
 
@@ -611,6 +617,10 @@ def _sweep(
     software prefetch of the next row).  Which blocking, whether to stream and whether
     to prefetch is timed on a large sweep's first call per layout (:mod:`._tuning`): the
     fastest differed between the CPUs measured, and every variant writes the same bits.
+
+    ``remember``: ``(call key, transposed)`` of the public call (:func:`_call_key`);
+    when no copy was needed, the kernel calls are recorded under that key for the
+    next call with the same signature (:func:`_run_remembered`).
     """
     if backend != "cpu":
         for box in boxes:
@@ -619,10 +629,90 @@ def _sweep(
     work = arrays
     if arrays[0].ndim == 3 and not all(a.flags.c_contiguous for a in arrays):
         work = tuple(np.ascontiguousarray(a) for a in arrays)
-    for run, bounds, key, candidates, nbytes in _cpu_plan(name, kernel, work, boxes):
-        _tuning.run_tuned(key, candidates, lambda c, k=run, b=bounds: k(*work, *b, *coefs, *c), nbytes)
+    calls = tuple(
+        (run, (*bounds, *coefs), key, cands, nbytes)
+        for run, bounds, key, cands, nbytes in _cpu_plan(name, kernel, work, boxes)
+    )
+    _run_calls(calls, work)
     if work[-1] is not arrays[-1]:
         arrays[-1][...] = work[-1]
+    if remember is not None and work is arrays:  # (calls on copies are not remembered)
+        if len(_CALLS) >= 512:  # many signatures: start afresh rather than grow
+            _CALLS.clear()
+        try:
+            _CALLS[remember[0]] = (remember[1], calls)
+        except TypeError:  # unhashable parameters (a list of coefficients): not remembered
+            pass
+
+
+def _run_calls(calls: tuple[tuple[Any, ...], ...], arrays: tuple[np.ndarray, ...]) -> None:
+    """Make the kernel calls of a plan: ``(kernel, arguments after the arrays, tuning key, candidates, bytes)``."""
+    for run, args, key, candidates, nbytes in calls:
+        if len(candidates) == 1:  # nothing to choose: no timing, no bookkeeping
+            run(*arrays, *args, *candidates[0])
+        else:
+            _tuning.run_tuned(key, candidates, lambda c, k=run, a=args: k(*arrays, *a, *c), nbytes)
+
+
+#: per signature of a stencil call on NumPy arrays (:func:`_call_key`): whether the
+#: arrays were transposed (:func:`_c_order`) and the kernel calls made (:func:`_sweep`)
+_CALLS: dict[tuple[Any, ...], tuple[bool, tuple[tuple[Any, ...], ...]]] = {}
+
+try:  # the calling thread's Numba thread count without get_num_threads' launch check (1 us)
+    from numba.np.ufunc.parallel import _get_num_threads as _threads_now
+except ImportError:  # pragma: no cover - other Numba versions
+    _threads_now = numba.get_num_threads
+
+
+def _call_key(name: str, u: Any, out: Any, f: Any, params: Any, halo: Any, region: Any, backend: Any) -> Any:
+    """The signature of a stencil call on NumPy arrays, or ``None`` when it must take the full path.
+
+    Everything a call derives before its kernels run (checks, coefficients, layout,
+    boxes, plan) follows from the stencil, its parameters as given, the arrays' shapes,
+    strides and dtypes, the output's alignment, halo, region and the thread count; a
+    time loop makes the same call every step, and on a small block deriving all that
+    took twice as long as the sweep.  What can change between two calls with one
+    signature (the output made read-only, the arrays overlapping) is checked on every
+    call (:func:`_run_remembered`).
+    """
+    if backend not in (None, "cpu") or type(u) is not np.ndarray or type(out) is not np.ndarray:
+        return None
+    fk = None
+    if f is not None:
+        if type(f) is not np.ndarray:
+            return None
+        fk = (f.shape, f.strides, f.dtype)
+    aligned = out.flags.aligned
+    return (
+        name,
+        params,
+        halo,
+        type(halo),  # True == 1, but halo=True is refused
+        region,
+        u.shape,
+        u.strides,
+        u.dtype,
+        out.shape,
+        out.strides,
+        out.dtype,
+        aligned,
+        fk,
+        _threads_now(),
+    )
+
+
+def _run_remembered(key: Any, u: np.ndarray, out: np.ndarray, f: np.ndarray | None) -> bool:
+    """Run the kernel calls recorded for ``key``; ``False`` when there are none (or the call needs the full checks)."""
+    try:
+        entry = _CALLS.get(key)
+    except TypeError:  # unhashable parameters (a list of coefficients): the full path
+        return False
+    if entry is None or not out.flags.writeable or np.may_share_memory(u, out):
+        return False
+    transposed, calls = entry
+    arrays = (u, out) if f is None else (u, f, out)
+    _run_calls(calls, tuple(a.T for a in arrays) if transposed else arrays)
+    return True
 
 
 #: per CPU sweep layout, what :func:`_cpu_plan` derived from it
@@ -801,6 +891,9 @@ def laplacian(
     ValueError
         Bad shapes, spacing, points, halo or region; ``out`` overlapping ``u``.
     """
+    key = _call_key("laplacian", u, out, None, (spacing, points), halo, region, backend)
+    if key is not None and _run_remembered(key, u, out, None):
+        return out
     b, dt = _check_grid(u, out, None, halo, backend)
     nd = u.ndim
     hs = spacing_tuple(spacing, nd)
@@ -819,7 +912,8 @@ def laplacian(
         name, coefs = ("lap5" if nd == 2 else "lap7"), (*inv, -2.0 * sum(inv))
     coefs = _typed(dt, coefs)
     cpu = {"lap5": _lap5_cpu, "lap9": _lap9_cpu, "lap7": _lap7_cpu}[name]
-    _sweep(name, cpu, b, (u, out), _boxes_of(u.shape, halo, region), coefs)
+    remember = None if key is None else (key, out is not result)
+    _sweep(name, cpu, b, (u, out), _boxes_of(u.shape, halo, region), coefs, remember)
     return result
 
 
@@ -855,6 +949,9 @@ def jacobi_step(
     ValueError
         Bad shapes, spacing, halo or region; ``out`` overlapping ``u``.
     """
+    key = _call_key("jacobi", u, out, f, spacing, halo, region, backend)
+    if key is not None and _run_remembered(key, u, out, f):
+        return out
     b, dt = _check_grid(u, out, f, halo, backend)
     nd = u.ndim
     result = out
@@ -863,7 +960,8 @@ def jacobi_step(
     coefs = _typed(dt, (*inv, 1.0 / (2.0 * sum(inv))))
     name = "jac2" if nd == 2 else "jac3"
     cpu = _jac2_cpu if nd == 2 else _jac3_cpu
-    _sweep(name, cpu, b, (u, f, out), _boxes_of(u.shape, halo, region), coefs)
+    remember = None if key is None else (key, out is not result)
+    _sweep(name, cpu, b, (u, f, out), _boxes_of(u.shape, halo, region), coefs, remember)
     return result
 
 
@@ -902,6 +1000,9 @@ def diffusion_step(
     ValueError
         Bad shapes, coefficients, halo or region; ``out`` overlapping ``u``.
     """
+    key = _call_key("diffusion", u, out, None, coefs, halo, region, backend)
+    if key is not None and _run_remembered(key, u, out, None):
+        return out
     b, dt = _check_grid(u, out, None, halo, backend)
     nd = u.ndim
     scalar = isinstance(coefs, (float, int)) or (not isinstance(coefs, (tuple, list)) and np.ndim(coefs) == 0)
@@ -913,5 +1014,6 @@ def diffusion_step(
     name = "lap5" if nd == 2 else "lap7"
     cpu = _lap5_cpu if nd == 2 else _lap7_cpu
     weights = _typed(dt, (*cs, 1.0 - 2.0 * sum(cs)))
-    _sweep(name, cpu, b, (u, out), _boxes_of(u.shape, halo, region), weights)
+    remember = None if key is None else (key, out is not result)
+    _sweep(name, cpu, b, (u, out), _boxes_of(u.shape, halo, region), weights, remember)
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numba
 import numpy as np
 import pytest
 from hpcml.kernels.stencil import jacobi_step, laplacian, region_boxes
@@ -378,3 +379,71 @@ def test_a_frame_of_small_slabs_is_one_call_and_large_slabs_keep_their_own(monke
     monkeypatch.setattr(_tuning, "MIN_BYTES", 8 * 9)
     plan = stencil._cpu_plan(name, stencil._lap5_cpu, work, boxes)
     assert len(plan) == len(boxes) == 2 * u.ndim and all(e[0] is stencil._lap5_cpu for e in plan)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    case=stencil_case(),
+    kind=st.sampled_from(["laplacian", "jacobi", "diffusion"]),
+    region=st.sampled_from(["all", "interior", "boundary"]),
+    order=st.sampled_from(["C", "F", "view"]),
+)
+def test_a_remembered_call_writes_what_the_full_path_writes(case, kind, region, order):
+    """The second call of a signature runs the recorded kernel calls: same bits as the first, on new arrays."""
+    from hpcml.kernels import stencil
+    from hpcml.kernels.stencil import diffusion_step
+
+    u0, halo, points, _, spacing = case
+
+    def arrays(seed):
+        rng = np.random.default_rng(seed)
+        u, f = (rng.standard_normal(u0.shape).astype(u0.dtype) for _ in range(2))
+        if order == "F":
+            u, f = np.asfortranarray(u), np.asfortranarray(f)
+        elif order == "view":  # sub-blocks of larger arrays
+            big = np.zeros((2, *(s + 2 for s in u0.shape)), dtype=u0.dtype)
+            big[(slice(None),) + (slice(1, -1),) * u0.ndim] = np.stack([u, f])
+            u, f = big[(0,) + (slice(1, -1),) * u0.ndim], big[(1,) + (slice(1, -1),) * u0.ndim]
+        out = np.full(u0.shape, 9.0, dtype=u0.dtype, order="F" if order == "F" else "C")
+        return u, f, out
+
+    def run(u, f, out):
+        if kind == "laplacian":
+            return laplacian(u, out, spacing, points=points, halo=halo, region=region)
+        if kind == "jacobi":
+            return jacobi_step(u, f, out, spacing, halo=halo, region=region)
+        return diffusion_step(u, out, 0.05, halo=halo, region=region)
+
+    stencil._CALLS.clear()
+    first = run(*arrays(1)).copy()
+    key = stencil._CALLS and next(iter(stencil._CALLS))
+    u, f, out = arrays(1)
+    assert run(u, f, out) is out
+    np.testing.assert_array_equal(out, first)
+    if key:  # remembered (a strided 3-D view runs on copies and is not)
+        assert len(stencil._CALLS) == 1 and key[-1] == numba.get_num_threads()
+    # what can change between two calls of one signature is still checked
+    with pytest.raises(ValueError, match="overlap"):
+        run(u, f, u)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        run(u, f, out)
+
+
+def test_remembered_calls_still_refuse_what_the_full_path_refuses():
+    """halo=True after halo=1, and unhashable coefficients (taken, not remembered)."""
+    from hpcml.kernels import stencil
+    from hpcml.kernels.stencil import diffusion_step
+
+    u = np.random.default_rng(0).random((10, 12))
+    out = np.zeros_like(u)
+    stencil._CALLS.clear()
+    diffusion_step(u, out, 0.1)
+    diffusion_step(u, out, 0.1)
+    assert len(stencil._CALLS) == 1
+    with pytest.raises(ValueError, match="halo"):
+        diffusion_step(u, out, 0.1, halo=True)
+    listed = np.zeros_like(u)
+    diffusion_step(u, listed, [0.1, 0.1])
+    np.testing.assert_array_equal(listed, out)
+    assert len(stencil._CALLS) == 1
