@@ -148,6 +148,8 @@ def test_blocked_3d_sweeps_match_reference(monkeypatch, region):
     from hpcml.kernels import stencil
 
     monkeypatch.setattr(stencil, "CACHE_BUDGET", 2048)
+    monkeypatch.setattr(stencil, "_PLANS", {})  # no plan or call remembered with the usual budget
+    monkeypatch.setattr(stencil, "_CALLS", {})
     rng = np.random.default_rng(11)
     u, f = rng.standard_normal((13, 17, 11)), rng.standard_normal((13, 17, 11))
     box = stencil.region_boxes(u.shape, 1, "all")[0]
@@ -340,12 +342,14 @@ def test_boundary_in_one_call_has_the_bits_of_the_whole_sweep(case, kind, per_bo
     try:
         if per_box:  # every box large enough to be timed: one call per box, as before
             _tuning.MIN_BYTES = 0
-            stencil._PLANS.clear()  # plans made with the usual threshold
+            stencil._PLANS.clear()  # plans and remembered calls made with the usual threshold
+            stencil._CALLS.clear()
         run(parts, "interior")
         run(parts, "boundary")
     finally:
         _tuning.MIN_BYTES = saved
         stencil._PLANS.clear()
+        stencil._CALLS.clear()
     np.testing.assert_array_equal(parts, whole)
 
 
