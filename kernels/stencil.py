@@ -282,40 +282,53 @@ def _jac3_cpu(u, f, out, i0, i1, j0, j1, k0, k1, cx, cy, cz, inv, tj, nchunk, st
 _KIND2 = {"lap5": 0, "lap9": 1, "jac2": 2}
 
 
+@njit(cache=True, inline="always")
+def _cell2(kind, un, us, uw, ue, uc, nw, ne, sw, se, g, c1, c2, c3):  # pragma: no cover - compiled
+    # One cell of a 2-D sweep, term for term as the box sweeps write it: 5-point
+    # (kind 0), 9-point (1; nw..se its corners) or Jacobi (2; g the right-hand side).
+    if kind == 1:
+        return c1 * (un + us + uw + ue) + c2 * (nw + ne + sw + se) + c3 * uc
+    if kind == 2:
+        return (c1 * (un + us) + c2 * (uw + ue) + g) * c3
+    return c1 * (un + us) + c2 * (uw + ue) + c3 * uc
+
+
 def _segments2_variant(kind: int) -> Any:
-    """The compiled 2-D sweep over a table of row segments ``(i, j0, j1)`` (see :func:`_segments_of`).
+    """The compiled 2-D sweep over a table of row segments ``(i, j0, j1, step)`` (see :func:`_segments_of`).
 
     For regions of several small boxes (the one-cell frame of ``region="boundary"``):
     one call and one parallel launch instead of one per box, each of which cost about
     2 us besides its cells.  ``kind`` (:data:`_KIND2`) selects the formula; ``g`` is
-    ``f`` for Jacobi and ``u`` otherwise.  Plain stores: the rows are short or cached.
-    The formulas are the box sweeps', term for term, so the bits agree with them.
+    ``f`` for Jacobi and ``u`` otherwise.  A segment of step 1 is a run of cells swept
+    through row views; a larger step names single cells (a row's two frame cells),
+    computed one by one without building views.  Plain stores: the rows are short or
+    cached.  The formulas are the box sweeps', term for term, so the bits agree.
     """
 
     @njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
     def sweep(u, g, out, segs, c1, c2, c3):  # pragma: no cover - compiled
         for s in prange(segs.shape[0]):
-            i, j0, j1 = segs[s, 0], segs[s, 1], segs[s, 2]
+            i, j0, j1, step = segs[s, 0], segs[s, 1], segs[s, 2], segs[s, 3]
+            if step != 1:
+                for j in range(j0, j1, step):
+                    out[i, j] = _cell2(
+                        kind, u[i - 1, j], u[i + 1, j], u[i, j - 1], u[i, j + 1], u[i, j],
+                        u[i - 1, j - 1], u[i - 1, j + 1], u[i + 1, j - 1], u[i + 1, j + 1], g[i, j], c1, c2, c3,
+                    )  # fmt: skip
+                continue
             un, us, uw, uc, ue = _rows2(u, i, j0, j1)
+            nw, ne = u[i - 1, j0 - 1 : j1 - 1], u[i - 1, j0 + 1 : j1 + 1]
+            sw, se = u[i + 1, j0 - 1 : j1 - 1], u[i + 1, j0 + 1 : j1 + 1]
+            gc = g[i, j0:j1]
             o = out[i, j0:j1]
-            if kind == 1:
-                nw, ne = u[i - 1, j0 - 1 : j1 - 1], u[i - 1, j0 + 1 : j1 + 1]
-                sw, se = u[i + 1, j0 - 1 : j1 - 1], u[i + 1, j0 + 1 : j1 + 1]
-                for j in range(o.size):
-                    o[j] = c1 * (un[j] + us[j] + uw[j] + ue[j]) + c2 * (nw[j] + ne[j] + sw[j] + se[j]) + c3 * uc[j]
-            elif kind == 2:
-                gc = g[i, j0:j1]
-                for j in range(o.size):
-                    o[j] = (c1 * (un[j] + us[j]) + c2 * (uw[j] + ue[j]) + gc[j]) * c3
-            else:
-                for j in range(o.size):
-                    o[j] = c1 * (un[j] + us[j]) + c2 * (uw[j] + ue[j]) + c3 * uc[j]
+            for j in range(o.size):
+                o[j] = _cell2(kind, un[j], us[j], uw[j], ue[j], uc[j], nw[j], ne[j], sw[j], se[j], gc[j], c1, c2, c3)
 
     return sweep
 
 
 def _segments3_variant(jacobi: bool) -> Any:
-    """The compiled 3-D sweep over row segments ``(i, j, k0, k1)``; see :func:`_segments2_variant`."""
+    """The compiled 3-D sweep over row segments ``(i, j, k0, k1, step)``; see :func:`_segments2_variant`."""
 
     @njit(parallel=True, cache=True, fastmath=FM_CONTRACT)
     def sweep(u, g, out, segs, c1, c2, c3, c4):  # pragma: no cover - compiled
@@ -324,8 +337,17 @@ def _segments3_variant(jacobi: bool) -> Any:
         gf = g.reshape(-1)
         of = out.reshape(-1)
         for s in prange(segs.shape[0]):
-            b = (segs[s, 0] * u.shape[1] + segs[s, 1]) * row + segs[s, 2]
-            n = segs[s, 3] - segs[s, 2]
+            b = (segs[s, 0] * u.shape[1] + segs[s, 1]) * row
+            k0, k1, step = segs[s, 2], segs[s, 3], segs[s, 4]
+            if step != 1:
+                for k in range(b + k0, b + k1, step):
+                    of[k] = _cell3(
+                        jacobi, uf[k - plane], uf[k + plane], uf[k - row], uf[k + row], uf[k - 1], uf[k + 1], gf[k],
+                        c1, c2, c3, c4,
+                    )  # fmt: skip
+                continue
+            b += k0
+            n = k1 - k0
             ua, ub, un, us, uw, _, ue = _rows3(uf, b, plane, row, n)
             gc = gf[b : b + n]
             o = of[b : b + n]
@@ -352,14 +374,37 @@ def _segments_cpu(name: str) -> Any:
 
 
 def _segments_of(boxes: Sequence[Box]) -> np.ndarray:
-    """Every row of ``boxes`` as one line of an int64 table: ``(i, j0, j1)`` in 2-D, ``(i, j, k0, k1)`` in 3-D."""
+    """Every row of ``boxes`` as lines of an int64 table ``(i, [j,] start, stop, step)``.
+
+    A box's rows are runs of step 1.  Single cells of one row (the frame's slabs on the
+    last axis put one cell at each end of every middle row) are merged into one line
+    whose step reaches from the first to the next: half the lines, and no views built
+    for a cell (a 64^3 frame has 7688 such cells).
+    """
     parts = []
     for lo, hi in boxes:
         lead = np.stack(np.meshgrid(*(np.arange(a, b) for a, b in zip(lo[:-1], hi[:-1])), indexing="ij"), -1)
         lead = lead.reshape(-1, len(lo) - 1)
-        ends = np.broadcast_to(np.array([lo[-1], hi[-1]]), (lead.shape[0], 2))
+        ends = np.broadcast_to(np.array([lo[-1], hi[-1], 1]), (lead.shape[0], 3))
         parts.append(np.hstack([lead, ends]))
-    return np.ascontiguousarray(np.vstack(parts), dtype=np.int64)
+    table = np.vstack(parts).astype(np.int64)
+    single = table[:, -2] - table[:, -3] == 1
+    runs, cells = table[~single], table[single]
+    if len(cells):
+        order = np.lexsort((cells[:, -3], *cells[:, :-3].T[::-1]))
+        cells = cells[order]
+        merged = []
+        q = 0
+        while q < len(cells):
+            if q + 1 < len(cells) and np.array_equal(cells[q, :-3], cells[q + 1, :-3]):
+                a, b = cells[q, -3], cells[q + 1, -3]
+                merged.append([*cells[q, :-3], a, b + 1, b - a])
+                q += 2
+            else:
+                merged.append(list(cells[q]))
+                q += 1
+        runs = np.vstack([runs, np.array(merged, dtype=np.int64).reshape(-1, table.shape[1])])
+    return np.ascontiguousarray(runs, dtype=np.int64)
 
 
 def _cache_sizes(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> dict[int, int]:

@@ -372,8 +372,9 @@ def test_a_frame_of_small_slabs_is_one_call_and_large_slabs_keep_their_own(monke
     )
     # every frame cell is in exactly one segment
     covered = np.zeros(shape, int)
-    for *lead, a, b in segs:
-        covered[(*lead, slice(a, b))] += 1
+    for *lead, a, b, step in segs:
+        covered[(*lead, slice(a, b, step))] += 1
+    assert (segs[:, -1] > 1).sum() == np.prod(np.subtract(shape, 4)[:-1])  # a middle row's two cells: one line
     frame = np.zeros(shape, int)
     for lo, hi in boxes:
         frame[tuple(slice(a, b) for a, b in zip(lo, hi))] += 1
