@@ -436,7 +436,7 @@ def _cache_budget(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
     """Bytes of cache one thread's working set of a 3-D sweep may fill by default.
 
     The core's L2 plus half of its share of the L3 (:func:`_cache_sizes`); 256 KiB
-    where sysfs does not tell.  With the next row prefetched (see ``_lap7_cpu``)
+    where sysfs does not tell.  With the next row prefetched (see :func:`_sweep3_variant`)
     planes served from an AMD L3 cost little, while tiles cut to fit the L2 alone
     re-read the tile edges and make the sweep short and choppy: on a Zen 5 VM (1 MiB
     L2, 32 MiB L3 for 2 cores) a 320^3 7-point sweep ran at 0.75 of the STREAM triad
@@ -781,7 +781,7 @@ def _cpu_plan(name: str, kernel: Any, work: tuple[np.ndarray, ...], boxes: Seque
     remembered: a time loop sweeps the same layout every step, and on a small block
     deriving it took longer than the sweep (64x128 cells: 20 us against 5).
     """
-    threads = numba.get_num_threads()
+    threads = _threads_now()
     out = work[-1]
     strides = tuple(a.strides for a in work)
     layout = (name, work[0].shape, strides, work[0].dtype.str, out.flags.aligned, tuple(boxes), threads)
