@@ -171,10 +171,12 @@ class CartDecomp:
     Raises
     ------
     ValueError
-        On every rank, before any communication, for non-positive sizes, a wrong
-        ``dims`` product, or a block narrower than the halo (naming a grid that works,
-        or the largest rank count that has one).  Arguments that differ
-        between ranks are detected by one ``allgather`` and raise on every rank.
+        On every rank, for non-positive sizes, a wrong ``dims`` product, or a block
+        narrower than the halo (naming a grid that works, or the largest rank count
+        that has one).  Each rank checks its own arguments and one ``allgather``
+        shares the verdicts and compares the arguments, so arguments that are
+        invalid on some ranks only, or differ between ranks, raise on every rank
+        instead of leaving the others waiting.
     """
 
     def __init__(
@@ -186,40 +188,31 @@ class CartDecomp:
         halo: int | Sequence[int] = 1,
     ) -> None:
         comm = comm_or_world(comm)
-        shape_t = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
-        ndim = len(shape_t)
-        if ndim == 0:
-            raise ValueError("shape must have at least one dimension")
-        if any(s <= 0 for s in shape_t):
-            raise ValueError(f"grid sizes must be positive, got shape={shape_t}")
         size = comm.Get_size()
-        periodic_t = _as_tuple(periodic, ndim, "periodic", bool)
-        halo_t = _as_tuple(halo, ndim, "halo", int)
-        if any(h < 0 for h in halo_t):
-            raise ValueError(f"halo widths must be >= 0, got {halo_t}")
-        dims_t = self._resolve_dims(dims, shape_t, size, halo_t, periodic_t)
-        for d in range(ndim):
-            smallest = shape_t[d] // dims_t[d]
-            if smallest == 0:
-                raise ValueError(
-                    f"dimension {d}: {shape_t[d]} cells cannot be split over {dims_t[d]} ranks "
-                    f"(dims={dims_t}); {_advice(shape_t, size, halo_t, periodic_t)}"
-                )
-            if smallest < halo_t[d]:
-                raise ValueError(
-                    f"dimension {d}: smallest block has {smallest} cells, narrower than the halo "
-                    f"width {halo_t[d]} (shape={shape_t}, dims={dims_t}); {_advice(shape_t, size, halo_t, periodic_t)}"
-                )
-        # One cheap collective proves every rank passed the same arguments; a
-        # mismatch would otherwise deadlock or corrupt data later.
-        mine = (shape_t, dims_t, periodic_t, halo_t)
-        everyone = comm.allgather(mine)
-        bad = [r for r, other in enumerate(everyone) if other != everyone[0]]
+        # Validated on every rank, then compared in one cheap collective: a rank
+        # whose own arguments are invalid (or differ from rank 0's) makes every
+        # rank raise, where raising alone would leave the others in the allgather.
+        error: ValueError | TypeError | None = None
+        try:
+            mine = self._validated(shape, size, dims, periodic, halo)
+        except (ValueError, TypeError) as exc:
+            mine, error = None, exc
+        problem = None if error is None else (type(error), str(error))
+        everyone = comm.allgather((mine, problem))
+        failed = [r for r, (_, p) in enumerate(everyone) if p is not None]
+        if failed:
+            if error is not None:
+                raise error
+            r = failed[0]
+            raise everyone[r][1][0](f"{everyone[r][1][1]} (the CartDecomp arguments of rank {r})")
+        bad = [r for r, (other, _) in enumerate(everyone) if other != everyone[0][0]]
         if bad:
             raise ValueError(
                 f"CartDecomp arguments differ between ranks: rank 0 has (shape, dims, periodic, halo)="
-                f"{everyone[0]}, rank {bad[0]} has {everyone[bad[0]]}"
+                f"{everyone[0][0]}, rank {bad[0]} has {everyone[bad[0]][0]}"
             )
+        shape_t, dims_t, periodic_t, halo_t = mine
+        ndim = len(shape_t)
         self.comm = comm
         self.shape = shape_t
         self.ndim = ndim
@@ -238,6 +231,41 @@ class CartDecomp:
         self.ghosted_shape = tuple(n + 2 * h for n, h in zip(self.local_shape, self.halo))
         self.interior = tuple(slice(h, h + n) for h, n in zip(self.halo, self.local_shape))
         self._plans: dict[Any, Any] = {}
+
+    @classmethod
+    def _validated(
+        cls,
+        shape: int | Sequence[int],
+        size: int,
+        dims: Sequence[int] | None,
+        periodic: bool | Sequence[bool],
+        halo: int | Sequence[int],
+    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[bool, ...], tuple[int, ...]]:
+        """(shape, dims, periodic, halo) as tuples, checked against ``size`` ranks (local, no MPI)."""
+        shape_t = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+        ndim = len(shape_t)
+        if ndim == 0:
+            raise ValueError("shape must have at least one dimension")
+        if any(s <= 0 for s in shape_t):
+            raise ValueError(f"grid sizes must be positive, got shape={shape_t}")
+        periodic_t = _as_tuple(periodic, ndim, "periodic", bool)
+        halo_t = _as_tuple(halo, ndim, "halo", int)
+        if any(h < 0 for h in halo_t):
+            raise ValueError(f"halo widths must be >= 0, got {halo_t}")
+        dims_t = cls._resolve_dims(dims, shape_t, size, halo_t, periodic_t)
+        for d in range(ndim):
+            smallest = shape_t[d] // dims_t[d]
+            if smallest == 0:
+                raise ValueError(
+                    f"dimension {d}: {shape_t[d]} cells cannot be split over {dims_t[d]} ranks "
+                    f"(dims={dims_t}); {_advice(shape_t, size, halo_t, periodic_t)}"
+                )
+            if smallest < halo_t[d]:
+                raise ValueError(
+                    f"dimension {d}: smallest block has {smallest} cells, narrower than the halo "
+                    f"width {halo_t[d]} (shape={shape_t}, dims={dims_t}); {_advice(shape_t, size, halo_t, periodic_t)}"
+                )
+        return shape_t, dims_t, periodic_t, halo_t
 
     @staticmethod
     def _resolve_dims(

@@ -70,6 +70,11 @@ class DistArray(NDArrayOperatorsMixin):
     def __init__(self, decomp: CartDecomp, data: Any) -> None:
         if tuple(data.shape) != decomp.ghosted_shape:
             raise ValueError(f"data shape {tuple(data.shape)} != ghosted shape {decomp.ghosted_shape}")
+        if not (is_contiguous(data, "C") or is_contiguous(data, "F")):
+            raise ValueError(
+                "data must be C- or F-contiguous (the halo exchange and the kernels address it as one block); "
+                "got a strided view: pass a contiguous copy (numpy.ascontiguousarray)"
+            )
         check_dtype(data.dtype)
         self.decomp = decomp
         self.data = data
@@ -271,6 +276,8 @@ class DistArray(NDArrayOperatorsMixin):
         array plus one block at a time.
         """
         comm = self.decomp.cart
+        if not 0 <= root < comm.Get_size():
+            raise ValueError(f"root={root} is not a rank of a {comm.Get_size()}-rank communicator")
         mpitype = from_numpy_dtype(self.dtype)
         local = np.ascontiguousarray(to_host(self.interior))
         if comm.Get_rank() != root:
@@ -343,14 +350,14 @@ class DistArray(NDArrayOperatorsMixin):
 
     def dot(self, other: DistArray) -> Any:
         """Global ``sum(self * other)`` (no conjugation, like ``numpy.dot``)."""
-        self._check_compatible(other)
+        distarray_ops.same_layout(self, other)
         xp, a, b = self._local(other)
         local = xp.vdot(xp.conj(a), b) if a.size else 0
         return self._allreduce(_scalar(local), MPI.SUM)
 
     def vdot(self, other: DistArray) -> Any:
         """Global ``sum(conj(self) * other)`` (like ``numpy.vdot``)."""
-        self._check_compatible(other)
+        distarray_ops.same_layout(self, other)
         xp, a, b = self._local(other)
         local = xp.vdot(a, b) if a.size else 0
         return self._allreduce(_scalar(local), MPI.SUM)
@@ -360,10 +367,6 @@ class DistArray(NDArrayOperatorsMixin):
         xp, a, _ = self._local()
         local = float(xp.linalg.norm(a.ravel())) if a.size else 0.0
         return float(np.sqrt(self._allreduce(local * local, MPI.SUM)))
-
-    def _check_compatible(self, other: DistArray) -> None:
-        if other.decomp.shape != self.decomp.shape or other.decomp.local_shape != self.decomp.local_shape:
-            raise ValueError("arrays have different decompositions")
 
     # -- HDF5 shortcuts (hpcml.io does the work) ------------------------------------------
     def write(self, path: Any, name: str, step: int | None = None, time: float | None = None, **kw: Any) -> None:

@@ -72,6 +72,13 @@ def same_layout(a: DistArray, b: DistArray) -> None:
     """Raise ``ValueError`` (on every rank) unless ``a`` and ``b`` hold the same cells on the same ranks."""
     if a.decomp is b.decomp:
         return
+    if MPI.Comm.Compare(a.decomp.cart, b.decomp.cart) not in (MPI.IDENT, MPI.CONGRUENT):
+        # the same block on rank r of each would be a different block of the field;
+        # Comm.Compare is local and gives the same verdict on every rank of both
+        raise ValueError(
+            "DistArrays on different communicators (other ranks, or the same ranks in another order); "
+            "build both decompositions on one communicator"
+        )
     ka, kb = layout_key(a.decomp), layout_key(b.decomp)
     if ka != kb:
         raise ValueError(

@@ -36,6 +36,7 @@ __all__ = [
     "install_stop_handlers",
     "launch_rank",
     "node_share",
+    "raise_if_any",
     "runtime_info",
     "stop_requested",
     "stop_signal_received",
@@ -57,6 +58,25 @@ def comm_or_world(comm: MPI.Comm | None = None) -> MPI.Comm:
     from mpi4py import MPI
 
     return MPI.COMM_WORLD
+
+
+def raise_if_any(comm: MPI.Comm, message: str | None, exc: type[Exception] = ValueError) -> None:
+    """Raise ``exc`` on every rank if ``message`` is set on any rank (collective).
+
+    For checks whose verdict can differ between ranks (a rank's own block, its
+    own arguments): a rank that raised alone would leave the others waiting in
+    the next collective.  The common case (no error anywhere) costs one integer
+    ``Allreduce``; only when some rank failed are the messages gathered, so every
+    rank raises with the first failing rank's text.
+    """
+    from mpi4py import MPI
+
+    flag = np.array([0 if message is None else 1], dtype=np.int32)
+    comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
+    if flag[0]:
+        msgs = comm.allgather(message)
+        rank, text = next((r, m) for r, m in enumerate(msgs) if m is not None)
+        raise exc(f"{text} (detected on rank {rank})" if comm.Get_size() > 1 else text)
 
 
 class LaunchError(RuntimeError):

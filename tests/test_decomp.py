@@ -148,3 +148,26 @@ def test_default_grid_fits_the_shape(comm):
             CartDecomp((3, 3), comm, halo=2)
         with pytest.raises(ValueError, match=r"dims=\(1, .*\) works on"):
             CartDecomp((1, 4 * n), comm, dims=(n, 1), halo=1)
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        lambda rank: {"dims": (2, 1) if rank == 0 else (4, 1)},  # invalid on rank 1 only
+        lambda rank: {"halo": 1 if rank == 0 else 9},
+        lambda rank: {"shape": (8, 8) if rank == 0 else (0, 8)},
+    ],
+    ids=["dims", "halo", "shape"],
+)
+def test_arguments_invalid_on_some_ranks_raise_everywhere(comm, kwargs):
+    # a rank whose own arguments fail the local checks must not leave the others
+    # waiting in the allgather: every rank raises (the test would hang otherwise)
+    kw = kwargs(comm.rank)
+    shape = kw.pop("shape", (8, 8))
+    if "dims" in kw:
+        kw["dims"] = (comm.size, 1) if comm.rank == 0 else (comm.size + 2, 1)
+    with pytest.raises(ValueError, match=r"rank 1|multiplies to|narrower than|positive") as info:
+        CartDecomp(shape, comm, **kw)
+    if comm.rank == 0:
+        assert "rank 1" in str(info.value)

@@ -82,3 +82,55 @@ def test_unknown_dtype():
         DistArray.zeros(d, dtype="float99")
     with pytest.raises(TypeError, match="not supported"):
         DistArray.zeros(d, dtype="U4")
+
+
+@pytest.mark.mpi(min_size=3)
+def test_dot_on_different_layouts_raises_everywhere(comm):
+    # blocks (2, 2, 2) against (2, 1, 3): rank 0's blocks agree, the others' do not;
+    # every rank must raise (rank 0 used to go on into the allreduce and hang)
+    from hpcml.decomp_blocks import BlockDecomp
+
+    sub = comm.Split(0 if comm.rank < 3 else MPI.UNDEFINED, comm.rank)
+    if sub == MPI.COMM_NULL:
+        return
+    u = DistArray.from_global(CartDecomp((6,), sub, halo=0), lambda i: 1.0 + i)
+    v = DistArray.from_global(BlockDecomp([(2, 1, 3)], sub, halo=0), lambda i: 1.0 + i)
+    for op in (u.dot, u.vdot):
+        with pytest.raises(ValueError, match="different decompositions"):
+            op(v)
+    sub.Free()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_arrays_on_reordered_communicator_are_refused(comm):
+    rev = comm.Split(0, comm.size - 1 - comm.rank)
+    du, dv = CartDecomp((4 * comm.size,), comm, halo=0), CartDecomp((4 * comm.size,), rev, halo=0)
+    u = DistArray.from_global(du, lambda i: 1.0 * i)
+    v = DistArray.from_global(dv, lambda i: 1.0 * i)
+    with pytest.raises(ValueError, match="different communicators"):
+        u.dot(v)
+    with pytest.raises(ValueError, match="different communicators"):
+        u + v
+    # the same ranks in the same order (another communicator object) are the same layout
+    same = comm.Split(0, comm.rank)
+    w = DistArray.from_global(CartDecomp((4 * comm.size,), same, halo=0), lambda i: 1.0 * i)
+    expect = float(np.dot(np.arange(4.0 * comm.size), np.arange(4.0 * comm.size)))
+    assert_all(comm, u.dot(w) == expect, u.dot(w))
+    rev.Free()
+    same.Free()
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("root", [-1, "size"])
+def test_gather_bad_root_raises_everywhere(comm, root):
+    u = DistArray.from_global(CartDecomp((8,), comm), lambda i: 1.0 * i)
+    r = comm.size if root == "size" else root
+    with pytest.raises(ValueError, match="not a rank"):
+        u.gather(root=r)
+
+
+def test_strided_data_refused_at_construction():
+    d = CartDecomp((4, 4), MPI.COMM_SELF)
+    with pytest.raises(ValueError, match="C- or F-contiguous"):
+        DistArray(d, np.zeros((12, 12))[::2, ::2])
+    DistArray(d, np.zeros((6, 6), order="F"))  # F order is fine

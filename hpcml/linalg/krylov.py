@@ -156,6 +156,7 @@ def gmres(
         return s.precondition(v, out)
 
     k = 0
+    done = done or s.maxiter <= 0  # no iteration allowed: x0 stands, reason "maxiter" as _begin left it
     while not done:
         basis[0] = r.interior.reshape(-1) / rnorm
         g[:] = 0.0

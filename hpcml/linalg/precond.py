@@ -179,7 +179,15 @@ class BlockILU(Preconditioner):
         self.layout = layout
         block = local_block(A).astype(np.float64)
         n = block.shape[0]
-        block = sps.csr_array(block + sps.diags_array(np.zeros(n)))  # make every diagonal entry explicit
+        # Every diagonal entry stored, a missing one as an explicit zero (so that ILU(0)
+        # meets it as a zero pivot): adding a zero diagonal matrix would not store it,
+        # SciPy drops the zeros of a sum; duplicates of a COO matrix are summed instead.
+        c = sps.coo_array(block)
+        diag_i = np.arange(n)
+        block = sps.csr_array(
+            sps.coo_array((np.r_[c.data, np.zeros(n)], (np.r_[c.row, diag_i], np.r_[c.col, diag_i])), shape=(n, n))
+        )
+        block.sum_duplicates()
         block.sort_indices()
         ptr, idx = block.indptr.astype(np.int64), block.indices.astype(np.int64)
         val = block.data.copy()

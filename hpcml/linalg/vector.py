@@ -19,6 +19,7 @@ from mpi4py import MPI
 from hpcml.decomp import CartDecomp
 from hpcml.distarray import DistArray
 from hpcml.linalg import _kernels
+from hpcml.runtime import raise_if_any
 
 __all__ = ["Layout", "allreduce_sum", "distribute", "raise_if_any", "solve_vectors"]
 
@@ -28,21 +29,6 @@ def allreduce_sum(comm: MPI.Comm, *values: float) -> np.ndarray:
     buf = np.array(values, dtype=np.float64)
     comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
     return buf
-
-
-def raise_if_any(comm: MPI.Comm, message: str | None, exc: type[Exception] = ValueError) -> None:
-    """Raise ``exc`` on every rank if ``message`` is set on any rank (collective).
-
-    The common case (no error anywhere) costs one integer ``Allreduce``; only
-    when some rank failed are the messages gathered, so every rank raises with
-    the first failing rank's text instead of leaving the others in a collective.
-    """
-    flag = np.array([0 if message is None else 1], dtype=np.int32)
-    comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
-    if flag[0]:
-        msgs = comm.allgather(message)
-        rank, text = next((r, m) for r, m in enumerate(msgs) if m is not None)
-        raise exc(f"{text} (detected on rank {rank})" if comm.Get_size() > 1 else text)
 
 
 class Layout:

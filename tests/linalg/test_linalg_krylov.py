@@ -134,3 +134,81 @@ def test_bad_preconditioners_fail_everywhere(comm):
         gmres(op, b, restart=0)
     assert_all(comm, True)
     d.free()
+
+
+def _ilu0_dense(a):
+    """Reference ILU(0) of a dense matrix on its nonzero pattern plus the diagonal: (L, U)."""
+    n = a.shape[0]
+    pattern = (a != 0) | np.eye(n, dtype=bool)
+    lu = a.astype(np.float64).copy()
+    for i in range(1, n):
+        for k in range(i):
+            if pattern[i, k]:
+                lu[i, k] /= lu[k, k]
+                for j in range(k + 1, n):
+                    if pattern[i, j]:
+                        lu[i, j] -= lu[i, k] * lu[k, j]
+    return np.tril(lu, -1) + np.eye(n), np.triu(lu)
+
+
+def test_block_ilu_with_a_missing_diagonal_entry_matches_ilu0():
+    # a diagonal entry not stored must join the pattern as a zero (SciPy drops the
+    # zeros of a sum, so adding a zero diagonal did not store it: garbage factors)
+    from mpi4py import MPI
+
+    from hpcml.linalg.precond import BlockILU
+
+    n = 8
+    s = sps.diags_array([-np.ones(n - 1), 4 * np.ones(n), -np.ones(n - 1)], offsets=[-1, 0, 1]).tolil()
+    s[n - 1, n - 1] = 0.0
+    s = sps.csr_array(s)
+    s.eliminate_zeros()
+    A = DistCSR.from_scipy(s, MPI.COMM_SELF)
+    pre = BlockILU(A, A.layout)
+    r = A.create_vector(np.arange(1.0, n + 1))
+    z = A.create_vector(np.zeros(n))
+    pre.apply(r, z)
+    low, up = _ilu0_dense(s.toarray())
+    ref = np.linalg.solve(up, np.linalg.solve(low, np.arange(1.0, n + 1)))
+    np.testing.assert_allclose(z.allgather(), ref, rtol=1e-12)
+    # an empty row is a zero pivot: refused, not factored
+    e = s.tolil()
+    e[3, :] = 0.0
+    e = sps.csr_array(e)
+    e.eliminate_zeros()
+    E = DistCSR.from_scipy(e, MPI.COMM_SELF)
+    with pytest.raises(ValueError, match="zero pivot"):
+        BlockILU(E, E.layout)
+
+
+@pytest.mark.mpi
+def test_float32_operator_passes_the_symmetry_check(comm):
+    # the symmetry check's tolerance follows the operator's precision (float32 CG used
+    # to be refused as "not symmetric" by a float64 tolerance)
+    n = 4 * comm.size + 3
+    s = sps.diags_array([-np.ones(n - 1), 4 * np.ones(n), -np.ones(n - 1)], offsets=[-1, 0, 1]).astype(np.float32)
+    A = DistCSR.from_scipy(sps.csr_array(s) if comm.rank == 0 else None, comm)
+    b = A.create_vector(lambda i: np.ones_like(i, dtype=np.float32))
+    x, info = cg(A, b, rtol=1e-5)
+    ref = spla.spsolve(sps.csc_array(s.astype(np.float64)), np.ones(n))
+    ok = info.converged and x.dtype == np.float32 and np.allclose(x.allgather(), ref, rtol=1e-4)
+    # a float32 matrix that is not symmetric is still refused
+    ns = sps.csr_array(s + sps.diags_array([0.5 * np.ones(n - 1)], offsets=[1]).astype(np.float32))
+    B = DistCSR.from_scipy(ns if comm.rank == 0 else None, comm)
+    with pytest.raises(ValueError, match="not symmetric"):
+        cg(B, B.create_vector(lambda i: np.ones_like(i, dtype=np.float32)), rtol=1e-5)
+    assert_all(comm, bool(ok), info)
+    A.free()
+    B.free()
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_maxiter_zero_does_no_iteration(comm, name):
+    d = CartDecomp((12, 9), comm)
+    op = PoissonOperator(d)
+    b = op.create_vector(lambda i, j: 1.0 + 0.1 * i - 0.05 * j)
+    x, info = SOLVERS[name](op, b, maxiter=0)
+    ok = info.iterations == 0 and not info.converged and info.reason == "maxiter" and not x.allgather().any()
+    assert_all(comm, bool(ok), info)
+    d.free()
