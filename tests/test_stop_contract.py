@@ -177,3 +177,97 @@ def test_flux_stop_and_restart(tmp_path):
         ours = np.loadtxt(tmp_path / "flux_output" / name, skiprows=1)[-1]
         theirs = np.loadtxt(ref_dir / "flux_output" / name, skiprows=1)[-1]
         assert np.array_equal(ours, theirs), name
+
+
+def _run_and_kill(sets: list[str], cwd: Path, ckdir: Path, settle: float = 1.0) -> int:
+    """Start a long run on 2 ranks and SIGKILL the whole job (no handler runs) once a checkpoint exists.
+
+    Returns the newest checkpoint's step.  A kill leaves the output as it was last
+    made readable; the contract is that it then reaches at least the newest
+    checkpoint, so a restart from that checkpoint appends without a gap.
+    """
+    import os
+
+    proc = subprocess.Popen(
+        _cmd(2, sets), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not list(ckdir.glob("ckpt-*.h5")):
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.1)
+        time.sleep(settle)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    return max(int(p.stem.split("-")[1]) for p in ckdir.glob("ckpt-*.h5"))
+
+
+def test_heat_hard_kill_restarts_without_a_gap(tmp_path):
+    # the main file is replaced at most every 5 s (Output.flush_seconds); a checkpoint
+    # taken in between used to be ahead of it, and the restart left the steps between
+    # the file's last entry and the checkpoint out of the series
+    base = ["app=heat", "grid.shape=[96, 80]", "output.every=100", "checkpoint.every=2000", "checkpoint.dir='ck'"]
+    _run(2, [*base, "heat.steps=3", "output.path=''", "checkpoint.dir=''"], tmp_path)  # warm the cache
+    k = _run_and_kill([*base, "heat.steps=100000000"], tmp_path, tmp_path / "ck", settle=2.5)
+    total = k + 1000
+    resumed = _run(3, [*base, f"heat.steps={total}", "run.restart=auto"], tmp_path)
+    assert resumed["restarted_from"] == k
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    _run(2, [*base, f"heat.steps={total}", "checkpoint.dir=''"], ref_dir)
+    ours, ref = tmp_path / "heat.h5", ref_dir / "heat.h5"
+    assert np.array_equal(_dataset(ours, "step"), _dataset(ref, "step"))
+    assert np.array_equal(_dataset(ours, "u"), _dataset(ref, "u"))
+
+
+def test_poisson_hard_kill_keeps_the_residual_series(tmp_path):
+    # poisson writes its output at the end of the solve: a job killed after a checkpoint
+    # left no residuals, and the restart's series began at the checkpoint's iteration
+    base = ["app=poisson", "grid.shape=[1024, 768]", "checkpoint.dir='ck'", "checkpoint.every=100", "solver.rtol=1e-10"]
+    _run(2, [*base, "solver.maxiter=3", "output.path=''", "checkpoint.dir=''"], tmp_path)
+    k = _run_and_kill(base, tmp_path, tmp_path / "ck", settle=0.2)
+    resumed = _run(3, [*base, "run.restart=auto"], tmp_path)
+    assert resumed["restarted_from"] == k and resumed["converged"]
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    _run(2, [*base, "checkpoint.dir=''"], ref_dir)
+    with h5py.File(tmp_path / "poisson.h5", "r") as f:
+        steps, res = f["iteration"][...], f["residual"][...]
+    with h5py.File(ref_dir / "poisson.h5", "r") as f:
+        ref = f["residual"][: k + 1]
+    assert steps[0] == 0 and np.all(np.diff(steps) == 1) and steps[-1] == resumed["iterations"]
+    # up to the checkpoint: the killed run's own residuals (iteration 0 is ||b||, to rounding)
+    assert np.allclose(res[: k + 1], ref, rtol=1e-12, atol=0)
+
+
+@pytest.mark.slow
+def test_flux_hard_kill_restarts_without_a_gap(tmp_path):
+    # maps every 6 h, checkpoints every 24 h: the maps file (replaced at most every 5 s)
+    # and the buffered history rows must reach each checkpoint before it is written
+    base = [
+        "grid.res_nt=91",
+        "grid.res_np=181",
+        "output.map_cadence=6.0",
+        "output.checkpoint_cadence=24.0",
+        "output.checkpoint='ck'",
+    ]
+    _run(2, [*base, "time.end=2.0", "output.checkpoint=''"], tmp_path)  # warm the cache
+    ckdir = tmp_path / "flux_output" / "ck"
+    k = _run_and_kill([*base, "time.end=100000.0"], tmp_path, ckdir, settle=3.0)
+    with h5py.File(ckdir / f"ckpt-{k:010d}.h5", "r") as f:
+        t_ck = float(f.attrs["time"])
+    end = round(t_ck + 48.0, 6)
+    _run(3, [*base, f"time.end={end}", "run.restart=auto"], tmp_path)
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    _run(2, [*base, f"time.end={end}", "output.checkpoint=''"], ref_dir)
+    ours, ref = tmp_path / "flux_output" / "flux_maps.h5", ref_dir / "flux_output" / "flux_maps.h5"
+    assert np.array_equal(_dataset(ours, "time"), _dataset(ref, "time"))
+    assert np.array_equal(_dataset(ours, "br"), _dataset(ref, "br"))
+    for name in ("hipft_history_sol_r000001.out", "hipft_history_sol_r000002.out"):
+        a = np.loadtxt(tmp_path / "flux_output" / name, skiprows=1)
+        b = np.loadtxt(ref_dir / "flux_output" / name, skiprows=1)
+        assert np.array_equal(a, b), name

@@ -182,6 +182,8 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
             if out is not None:
                 _record(out, u, last, o["fields"])
         if ckdir is not None and ((ck["every"] and n % ck["every"] == 0) or stopping):
+            if out is not None:  # the output holds every entry up to the checkpoint (a kill leaves no gap)
+                out.flush(force=True)
             checkpoint.save(
                 ckdir, {"u": u}, n, time=n * dt, comm=comm, keep=ck["keep"], config=dumps(config), solution=plan.record
             )

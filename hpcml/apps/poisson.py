@@ -96,22 +96,38 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
     ckdir = restart.checkpoint_directory(ck["dir"], o["path"])
     plan = restart.plan(config, ckdir, SOLUTION_KEYS, comm, "poisson")
     x0, start = None, 0
+    # The residual series so far, {iteration: norm}, carried in every checkpoint: a job
+    # killed after a checkpoint (before its output was written) resumes with it whole.
+    history: dict[int, float] | None = {}
     if plan.resume:
         state = checkpoint.load(ckdir, {"x": decomp}, expect=plan.record)
         x0, start = state["x"], int(state.step)
+        saved = state.get("residuals")
+        history = None if saved is None else dict(zip(saved["iteration"].tolist(), saved["norm"].tolist()))
         if rank0:
             log.info("poisson: continuing from the iterate of iteration %d in %s", start, state.path)
 
     def save(k: int, x: Any) -> None:
         if ckdir is not None:
+            state: dict[str, Any] = {"x": x}
+            if history is not None:
+                if 0 not in history:  # a fresh solve's ||b - A 0|| before its solver reported it
+                    history[0] = f.norm()
+                its = sorted(i for i in history if i <= start + k)
+                state["residuals"] = {
+                    "iteration": np.array(its, dtype=np.int64),
+                    "norm": np.array([history[i] for i in its]),
+                }
             checkpoint.save(
-                ckdir, {"x": x}, start + k, comm=comm, keep=ck["keep"], config=dumps(config), solution=plan.record
+                ckdir, state, start + k, comm=comm, keep=ck["keep"], config=dumps(config), solution=plan.record
             )
 
     stop = StopPoll(comm)  # agreed by all ranks within about a second, whatever the iteration time
     stopped = {"at": None}
 
     def every(k: int, rnorm: float, x: Any) -> bool:
+        if history is not None and k > 0:
+            history[start + k] = rnorm  # the solver's own value (info.residuals[k] after the solve)
         if ck["every"] and k > 0 and k % ck["every"] == 0:
             save(k, x)
         if stop():
@@ -142,6 +158,10 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
     else:
         solve = cg if s["method"] == "cg" else cg_pipelined
         x, info = solve(op, f, x0=x0, rtol=s["rtol"], maxiter=maxiter, M=s["preconditioner"], callback=every)
+    if history is not None:  # the solver's complete record replaces the callbacks' (and ||b|| of iteration 0)
+        for it, r in zip(info.residual_iterations, info.residuals):
+            if not (start and it == 0):
+                history[start + int(it)] = float(r)
     save(info.iterations, x)
     err = x.copy()
     err.interior[...] -= exact.interior
@@ -185,30 +205,42 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
             summary["ms_per_iteration"],
         )
     if o["path"]:
-        _write(o, config, comm, info, x, err, start, op)
+        _write(o, config, comm, info, x, err, start, op, history)
         summary["output"] = o["path"]
     decomp.free()
     return summary
 
 
 def _write(
-    o: dict[str, Any], config: dict[str, Any], comm: MPI.Comm, info: Any, x: Any, err: Any, start: int, op: Any
+    o: dict[str, Any],
+    config: dict[str, Any],
+    comm: MPI.Comm,
+    info: Any,
+    x: Any,
+    err: Any,
+    start: int,
+    op: Any,
+    history: dict[int, float] | None,
 ) -> None:
     """Residual history (series axis ``iteration``) and, optionally, the static fields ``u`` and ``error``.
 
-    A continued solve (``start`` > 0) keeps the residuals up to its checkpoint's
-    iteration and appends its own from there (its iteration 0 is that one); the
-    fields are replaced by the continued solve's.
+    ``history`` is the whole series, the checkpoints' part included, so a continued
+    solve (``start`` > 0) rewrites it whole: the residuals up to its checkpoint's
+    iteration are there even when the job that wrote the checkpoint was killed
+    before writing its output.  With ``None`` (a checkpoint of an older hpcml,
+    without the series) the file's residuals up to the checkpoint's iteration are
+    kept and the continued solve's appended.  The fields are replaced.
     """
-    mode, keep = ("a", start + 1) if start else ("w", None)
+    if history is not None:
+        mode, keep = ("a", 0) if start else ("w", None)
+        series = sorted(history.items())
+    else:
+        mode, keep = "a", start + 1
+        series = [(start + int(it), float(r)) for it, r in zip(info.residual_iterations, info.residuals) if it]
     title = f"hpcml poisson: -laplacian(u) = f on the unit {'square' if x.decomp.ndim == 2 else 'cube'}"
     with Output(o["path"], comm, config=dumps(config), mode=mode, restart_step=keep, flush_every=0, title=title) as out:
-        for it, r in zip(info.residual_iterations, info.residuals):
-            if start and it == 0:
-                continue
-            out.write_scalar(
-                "residual", float(r), step=start + int(it), axis="iteration", long_name="residual norm ||b - A x||"
-            )
+        for it, r in series:
+            out.write_scalar("residual", r, step=it, axis="iteration", long_name="residual norm ||b - A x||")
         if o["fields"]:
             names = ("y", "x") if x.decomp.ndim == 2 else ("z", "y", "x")
             coords = {}

@@ -127,6 +127,14 @@ class MapWriter:
         self.out.flush()
         self.count += 1
 
+    def sync(self) -> None:
+        """Make every map written so far readable in the main file now (collective).
+
+        Called before a checkpoint, so that a job killed later leaves a file that
+        reaches the checkpoint's step (its restart then appends without a gap).
+        """
+        self.out.flush(force=True)
+
     def close(self) -> None:
         """Close the series (collective)."""
         self.out.close()

@@ -405,6 +405,12 @@ class FluxSolver:
                 if mcad > 0:
                     st.next_map_time = prm.t_start + st.maps_written * mcad
             if st.next_ckpt_time is not None and st.time >= st.next_ckpt_time and st.time < prm.t_end:
+                # the maps and the history files hold every entry up to the checkpoint, so a
+                # job killed later restarts from it without a gap in either
+                if maps is not None:
+                    maps.sync()
+                if self.history is not None:
+                    self.history.flush()
                 save_checkpoint(ctx, st, self.parts(), ckdir, self.solution)
                 st.next_ckpt_time += ccad
             if st.time < prm.t_end and stop():
