@@ -36,7 +36,13 @@ DEFAULT_APP = "flux"
 
 
 class ConfigError(ValueError):
-    """A configuration file or override is invalid."""
+    """A configuration file or override is invalid.
+
+    A job that meets one after the run started (an input file read by the app)
+    ends with ``exit_code`` as a usage error does (:func:`hpcml.runtime.abort_on_error`).
+    """
+
+    exit_code = 2
 
 
 def check_choice(config: Mapping[str, Any], dotted: str, choices: Iterable[str]) -> str:

@@ -194,7 +194,7 @@ class CartDecomp:
         # rank raise, where raising alone would leave the others in the allgather.
         error: ValueError | TypeError | None = None
         try:
-            mine = self._validated(shape, size, dims, periodic, halo)
+            mine = self.validate_arguments(shape, size, dims, periodic, halo)
         except (ValueError, TypeError) as exc:
             mine, error = None, exc
         problem = None if error is None else (type(error), str(error))
@@ -233,7 +233,7 @@ class CartDecomp:
         self._plans: dict[Any, Any] = {}
 
     @classmethod
-    def _validated(
+    def validate_arguments(
         cls,
         shape: int | Sequence[int],
         size: int,
@@ -241,7 +241,12 @@ class CartDecomp:
         periodic: bool | Sequence[bool],
         halo: int | Sequence[int],
     ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[bool, ...], tuple[int, ...]]:
-        """(shape, dims, periodic, halo) as tuples, checked against ``size`` ranks (local, no MPI)."""
+        """(shape, dims, periodic, halo) as tuples, checked against ``size`` ranks; no MPI call.
+
+        What the constructor checks on each rank, for callers that must refuse a
+        layout before any communicator exists (an app's configuration check).
+        Raises ``ValueError`` (``TypeError`` for wrongly typed entries).
+        """
         shape_t = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
         ndim = len(shape_t)
         if ndim == 0:

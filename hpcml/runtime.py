@@ -409,6 +409,12 @@ def _live_mpi() -> Any:
     return MPI
 
 
+#: seconds a rank other than 0 waits before reporting its error and aborting the job
+#: (longer than rank 0's own 0.5 s before ``Abort``): when rank 0 failed too, its abort
+#: ends the job first and the error is printed once
+REPORT_GRACE = 3.0
+
+
 def _end_job(code: int, MPI: Any) -> None:  # noqa: N803 - the module's usual name
     """End this process with ``code``; with MPI peers through ``Abort``, the only call that cannot hang."""
     sys.stderr.flush()
@@ -429,12 +435,18 @@ def _report_and_abort(exc: BaseException, tb: TracebackType | None) -> None:
         if rank == 0:
             sys.stderr.write("hpcml: interrupted\n")
         _end_job(130, MPI)
+    if rank != 0 and MPI is not None:
+        # An error every rank meets (bad input, an output in use) is printed once: rank 0
+        # reports and aborts the job at once, which ends this rank during the wait.  An
+        # error of this rank alone is reported after it.
+        time.sleep(REPORT_GRACE)
     msg = str(exc).strip() or repr(exc)
     lines = [f"[rank {rank}] {type(exc).__name__}: {msg}\n"]
     if rc.traceback:
         lines += [f"[rank {rank}] {line}" for line in "".join(traceback.format_tb(tb)).splitlines(True)]
     sys.stderr.write("".join(lines))
-    _end_job(1, MPI)
+    code = getattr(exc, "exit_code", 1)  # hpcml.config.ConfigError: 2, as a usage error
+    _end_job(code if isinstance(code, int) and 0 < code < 256 else 1, MPI)
 
 
 class abort_on_error:  # noqa: N801 - used as a decorator, reads like a function
@@ -442,7 +454,10 @@ class abort_on_error:  # noqa: N801 - used as a decorator, reads like a function
 
     The exception is printed once as ``[rank R] Type: message`` (the traceback too
     when ``HPCML_TRACEBACK=1``) and ``MPI.COMM_WORLD.Abort(1)`` ends every rank, so
-    no rank is left waiting in a collective.  Ctrl-C (``KeyboardInterrupt``) prints
+    no rank is left waiting in a collective.  Ranks other than 0 report after
+    ``REPORT_GRACE`` seconds, so an error that every rank meets is printed by rank 0
+    alone; an exception with an ``exit_code`` attribute (a configuration error: 2)
+    ends the job with that code.  Ctrl-C (``KeyboardInterrupt``) prints
     ``hpcml: interrupted`` once and exits 130.  ``SystemExit`` keeps its code: it
     passes through in a lone process (argparse's usage errors exit 2), and ends every
     rank through ``Abort(code)`` when MPI peers may be waiting.

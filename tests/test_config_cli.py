@@ -100,6 +100,31 @@ def test_hpcml_run_bad_config_fails_fast(tmp_path):
     assert "heat.cfl must be in (0, 0.25]" in res.stderr
 
 
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["app=heat", "grid.shape=[64, 64]", "grid.dims=[2, 2]"], "multiplies to 4 but the communicator has 3"),
+        (["app=poisson", "grid.shape=[64, 64]", "grid.dims=[3, 1]", "grid.periodic=[true, true]"], None),
+        (["app=poisson", "grid.shape=[2, 64]", "grid.dims=[3, 1]"], "cannot be split over 3 ranks"),
+        (["app=train", "grid.shape=[64, 64]", "grid.dims=[2, 2]"], "on 3 ranks per replica"),
+        (["decomposition.dims=[2, 2]"], "needs 4 ranks per ensemble group"),
+        (["decomposition.ensemble=2"], "does not divide the 3 ranks"),
+    ],
+)
+def test_layout_that_the_rank_count_cannot_hold_is_a_config_error(tmp_path, sets, message):
+    # checked by rank 0 against the launch's rank count before the run starts: one
+    # line, exit 2 (as a typo), instead of an abort with one line per rank
+    args = ["-m", "hpcml.cli", "run"]
+    for s in sets:
+        args += ["--set", s]
+    res = run_mpi(3, args, timeout=120, cwd=tmp_path)
+    if message is None:  # a layout that fits: the run goes through
+        assert res.returncode == 0 and "configuration error" not in res.stderr, res.stderr
+        return
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("configuration error") == 1 and message in res.stderr, res.stderr
+
+
 def test_hpcml_info_json():
     res = run_mpi(2, ["-m", "hpcml.cli", "info", "--json"], timeout=60)
     assert res.returncode == 0, res.stderr

@@ -99,6 +99,26 @@ def test_exception_on_one_rank_aborts_others(tmp_path):
     assert res.stderr.count("RuntimeError") == 1
 
 
+def test_error_on_every_rank_is_printed_once_with_its_exit_code(tmp_path):
+    # bad input every rank meets inside a run (an input file): one line, and a
+    # configuration error ends the job with 2, as one found before the run does
+    script = _script(
+        tmp_path,
+        """
+        from mpi4py import MPI
+        import hpcml
+        from hpcml.config import ConfigError
+
+        with hpcml.abort_on_error():
+            raise ConfigError("grid.map file 'bad.h5' is not an HDF5 file")
+        """,
+    )
+    res = run_mpi(3, [script], timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("ConfigError") == 1, res.stderr
+    assert "[rank 0] ConfigError: grid.map file 'bad.h5' is not an HDF5 file" in res.stderr
+
+
 def test_clean_exit_passes_through(tmp_path):
     script = _script(
         tmp_path,

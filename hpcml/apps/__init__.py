@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # importing hpcml.apps (e.g. for the plot registry) needs no 
 
     from hpcml.decomp import CartDecomp
 
-__all__ = ["APPS", "PLOTS", "SUMMARIES", "app_comm", "grid_decomp", "plotter"]
+__all__ = ["APPS", "PLOTS", "SUMMARIES", "app_comm", "check_grid", "grid_decomp", "plotter"]
 
 
 def app_comm(comm: MPI.Comm | None) -> MPI.Comm:
@@ -36,6 +36,27 @@ def app_comm(comm: MPI.Comm | None) -> MPI.Comm:
     comm = comm_or_world(comm)
     init(comm)
     return comm
+
+
+def check_grid(grid: Mapping[str, Any], ranks: int | None, halo: int = 1, of: str = "ranks") -> None:
+    """Refuse a ``[grid]`` section that cannot be split over ``ranks`` (a configuration error).
+
+    The checks :class:`CartDecomp` would make on every rank (``dims`` multiplying to
+    the rank count, blocks at least ``halo`` wide), made once by rank 0 before the
+    run starts, so the error is printed once and every rank exits 2.  Nothing is
+    checked when ``ranks`` is ``None`` (no launch to check against).  ``of`` names
+    what ``ranks`` counts in the message.
+    """
+    if ranks is None:
+        return
+    from hpcml.config import ConfigError
+    from hpcml.decomp import CartDecomp
+
+    shape, dims = tuple(grid["shape"]), tuple(grid["dims"])
+    try:
+        CartDecomp.validate_arguments(shape, ranks, None if not any(dims) else dims, tuple(grid["periodic"]), halo)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"grid.shape = {list(shape)}, grid.dims = {list(dims)} on {ranks} {of}: {exc}") from None
 
 
 def grid_decomp(grid: Mapping[str, Any], comm: MPI.Comm, halo: int = 1) -> CartDecomp:

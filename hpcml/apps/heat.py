@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.apps import app_comm, grid_decomp, restart
+from hpcml.apps import app_comm, check_grid, grid_decomp, restart
 from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.distarray import DistArray
 from hpcml.io import Output, checkpoint
@@ -57,6 +57,7 @@ def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
             raise ConfigError(f"grid.{key} must have two entries, got {g[key]!r}")
     if not all(g["periodic"]):
         raise ConfigError("the heat app runs on a periodic grid: grid.periodic must be [true, true]")
+    check_grid(g, ranks, halo=1)
     if h["alpha"] <= 0:
         raise ConfigError(f"heat.alpha must be positive, got {h['alpha']}")
     if not 0 < h["cfl"] <= 0.25:

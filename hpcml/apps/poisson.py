@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcml.apps import app_comm, grid_decomp, restart
+from hpcml.apps import app_comm, check_grid, grid_decomp, restart
 from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.io import Output, checkpoint
 from hpcml.linalg import PoissonOperator, cg, cg_pipelined, jacobi, manufactured
@@ -72,6 +72,7 @@ def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
         raise ConfigError("solver.maxiter must be >= 0 and solver.check_every >= 1")
     if cfg["checkpoint"]["every"] < 0 or cfg["checkpoint"]["keep"] < 0:
         raise ConfigError("checkpoint.every and checkpoint.keep must be >= 0")
+    check_grid(g, ranks, halo=1)
 
 
 def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from mpi4py import MPI
 
-from hpcml.apps import app_comm, restart
+from hpcml.apps import app_comm, check_grid, restart
 from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.nn import HaloConv2d, Sequential, TileDataset, Trainer, TrainGrid, generate_heat_pairs
 from hpcml.settings import CHOICES
@@ -63,6 +63,7 @@ def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
     dp = t["data_parallel"]
     if dp < 1 or (ranks is not None and ranks % dp):
         raise ConfigError(f"train.data_parallel={dp} must be a positive divisor of the {ranks} ranks")
+    check_grid(g, None if ranks is None else ranks // dp, halo=0, of="ranks per replica")
     for key in ("epochs", "batch_size", "accumulation", "log_every"):
         if t[key] < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {t[key]}")

@@ -35,11 +35,16 @@ def validate_config(config: dict[str, Any], ranks: int | None = None) -> None:
     from hpcml.config import check_choice
     from hpcml.settings import CHOICES
 
-    Params(config)
+    prm = Params(config)
     check_choice(config, "decomposition.halo_method", CHOICES["halo_method"])
     grid = config["grid"]
     if grid["map"] and not Path(grid["map"]).is_file():
         raise ConfigError(f"grid.map file {grid['map']!r} does not exist")
+    if ranks is not None:  # the split of the launch's ranks into ensemble groups x (theta, phi) blocks
+        from hpcml.apps.flux.layout import choose_split
+
+        dec = config["decomposition"]
+        choose_split(ranks, prm.n_real, dec["ensemble"], tuple(dec["dims"]))
 
 
 def __getattr__(name: str) -> Any:
