@@ -152,6 +152,17 @@ def test_train_stop_and_restart(tmp_path):
     assert np.allclose(loss, _dataset(ref_dir / "train.h5", "loss"), rtol=1e-12, atol=0)
 
 
+def test_train_stop_while_generating_its_dataset(tmp_path):
+    # generating a large dataset takes minutes: the stop request is seen within the
+    # bound there too, and no partial dataset is left for a later run to take as whole
+    base = ["app=train", "grid.shape=[128, 128]", "data.samples=4000", "data.steps_ahead=200"]
+    _run(2, ["app=train", "train.epochs=1", "data.samples=8", "data.path='warm.h5'", "output.path=''"], tmp_path)
+    stopped, latency = _run_and_stop(base, tmp_path, ready="heat_pairs.partial.h5", settle=1.0)
+    assert latency < SEEN_WITHIN, f"stop seen {latency:.1f} s after SIGTERM"
+    assert stopped["steps"] == 0
+    assert not (tmp_path / "heat_pairs.h5").exists() and not list(tmp_path.glob("heat_pairs.partial*"))
+
+
 @pytest.mark.slow
 def test_flux_stop_and_restart(tmp_path):
     base = [

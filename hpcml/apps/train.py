@@ -25,6 +25,7 @@ from mpi4py import MPI
 from hpcml.apps import app_comm, check_grid, restart
 from hpcml.config import ConfigError, check_choice, dumps
 from hpcml.nn import HaloConv2d, Sequential, TileDataset, Trainer, TrainGrid, generate_heat_pairs
+from hpcml.runtime import StopPoll
 from hpcml.settings import CHOICES
 
 __all__ = ["SOLUTION_KEYS", "build_model", "run", "validate_config"]
@@ -94,6 +95,21 @@ def _dataset_exists(path: str, comm: MPI.Comm) -> bool:
     return bool(comm.bcast(os.path.exists(path) if comm.Get_rank() == 0 else None, root=0))
 
 
+def _stopped_before_training(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
+    """The summary of a run stopped before its first training step (nothing trained, nothing to checkpoint)."""
+    return {
+        "app": "train",
+        "ranks": comm.Get_size(),
+        "data_parallel": config["train"]["data_parallel"],
+        "resumed": False,
+        "epochs": 0,
+        "steps": 0,
+        "stopped_early": True,
+        "loss_first": float("nan"),
+        "loss_final": float("nan"),
+    }
+
+
 def run(config: dict[str, Any], comm: MPI.Comm | None = None) -> dict[str, Any]:
     """Run the training job described by ``config``; return a summary (same on every rank).
 
@@ -111,6 +127,7 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
     shape = tuple(g["shape"])
     rank0 = comm.Get_rank() == 0
     text = dumps(config)
+    stop = StopPoll(comm)  # generating a large dataset takes minutes: a stop request is seen within a second
     if d["generate"] == "always" or (d["generate"] == "missing" and not _dataset_exists(d["path"], comm)):
         t0 = time.perf_counter()
         info = generate_heat_pairs(
@@ -124,7 +141,12 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
             modes=d["modes"],
             seed=d["seed"],
             config=text,
+            stop=stop,
         )
+        if info["stopped"]:
+            if rank0:
+                log.info("train: stop signal while generating the dataset: none written (the next run makes it)")
+            return _stopped_before_training(config, comm)
         if rank0:
             log.info(
                 "train: wrote %d heat pairs (%d steps, dt=%.3e) to %s in %.2f s",

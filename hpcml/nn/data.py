@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,21 +69,33 @@ def generate_heat_pairs(
     modes: int = 4,
     seed: int = 0,
     config: Any = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Write ``samples`` pairs ``(u_0, u_k)`` of the periodic 2-D heat equation to ``path`` (collective).
 
-    Returns a small description (``samples``, ``shape``, ``dt``, ``steps_ahead``).
+    The dataset is complete or absent: it is written to a temporary file next to
+    ``path`` (one consolidated HDF5 file) that replaces ``path`` only once every
+    sample is in it, so a job killed or stopped meanwhile leaves the previous
+    dataset (if any) as it was and no partial one that a later run would take
+    for the whole.  ``stop`` (a collective poll such as
+    :class:`hpcml.runtime.StopPoll`, called once per solver step) ends the
+    generation early: the temporary file is removed and ``"stopped"`` is true.
+
+    Returns a small description (``samples``, ``shape``, ``dt``, ``steps_ahead``, ``stopped``).
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) != 2:
         raise ValueError(f"the heat generator is 2-D, got shape {shape}")
     if not 0 < cfl <= 0.25:
         raise ValueError(f"cfl must be in (0, 0.25], got {cfl}")
+    final = Path(path)
+    partial = final.with_name(f"{final.stem}.partial{final.suffix or '.h5'}")
     d = CartDecomp(shape, comm, periodic=True, halo=1)
     hy, hx = 1.0 / shape[0], 1.0 / shape[1]
     dt = cfl * min(hy, hx) ** 2 / alpha
     cy, cx = alpha * dt / hy**2, alpha * dt / hx**2
-    out = storage.open_output(path, comm, config, mode="w", xdmf=False, flush_every=0)
+    stopped = False
+    out = storage.open_output(partial, comm, config, mode="w", xdmf=False, flush_every=0, consolidate=True)
     try:
         for s in range(int(samples)):
             u = DistArray.from_global(d, random_field(shape, seed, s, modes), dtype="f8")
@@ -90,12 +104,35 @@ def generate_heat_pairs(
             for _ in range(int(steps_ahead)):
                 diffusion_step(u, un, (cy, cx))
                 u, un = un, u
+                if stop is not None and stop():
+                    stopped = True
+                    break
+            if stopped:
+                break
             later = {"time": steps_ahead * dt}
             out.write("u_out", u, step=s, axis="sample", long_name="field steps_ahead steps later", attrs=later)
+            if stop is not None and int(steps_ahead) == 0 and stop():
+                stopped = True
+                break
     finally:
         out.close()
         d.free()
-    return {"samples": int(samples), "shape": list(shape), "dt": dt, "steps_ahead": int(steps_ahead)}
+    if comm.Get_rank() == 0:
+        if stopped:
+            partial.unlink(missing_ok=True)
+        else:
+            os.replace(partial, final)  # atomic: the complete dataset or the previous one
+            old_parts = final.with_suffix(".d")  # the data files of a dataset written unconsolidated before
+            if old_parts.is_dir():
+                shutil.rmtree(old_parts, ignore_errors=True)
+    comm.Barrier()
+    return {
+        "samples": int(samples),
+        "shape": list(shape),
+        "dt": dt,
+        "steps_ahead": int(steps_ahead),
+        "stopped": stopped,
+    }
 
 
 class TileDataset:
