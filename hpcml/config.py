@@ -58,6 +58,27 @@ def check_choice(config: Mapping[str, Any], dotted: str, choices: Iterable[str])
     return value
 
 
+def check_output_path(config: Mapping[str, Any], dotted: str, folder: bool = False) -> None:
+    """Refuse an output path (at ``dotted``) that names the wrong kind of thing.
+
+    An output file must not be an existing folder, an output folder (``folder``:
+    the flux app's ``output.directory``) not an existing file; an empty path (no
+    output) passes, missing parent folders are created by the run.  Checked before
+    the run starts, so the job ends with one line and exit 2 instead of an error from
+    every rank when the file is first opened (for poisson, after the whole solve).
+    """
+    value: Any = config
+    for key in dotted.split("."):
+        value = value[key]
+    if not value:
+        return
+    p = Path(str(value)).expanduser()
+    if folder and p.exists() and not p.is_dir():
+        raise ConfigError(f"{dotted} = {str(value)!r} is a file, not a folder")
+    if not folder and p.is_dir():
+        raise ConfigError(f"{dotted} = {str(value)!r} is a folder; give the output file's name")
+
+
 def available_apps() -> list[str]:
     """Applications that ship a defaults file."""
     root = resources.files("hpcml") / "defaults"

@@ -158,3 +158,19 @@ def test_hipft_and_toml_conflict(tmp_path):
     cfg.write_text('app = "heat"\n')
     res = run_mpi(1, ["-m", "hpcml.cli", "run", str(cfg), "--hipft", "x.in"], timeout=60)
     assert res.returncode != 0 and "not both" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [["app=heat", "output.path='adir'"], ["app=poisson", "output.path='adir'"], ["output.directory='afile'"]],
+)
+def test_output_path_of_the_wrong_kind_is_a_config_error(tmp_path, sets):
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("not a folder")
+    args = ["-m", "hpcml.cli", "run"]
+    for s in sets:
+        args += ["--set", s]
+    res = run_mpi(2, args, timeout=120, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("configuration error") == 1 and ("is a folder" in res.stderr or "is a file" in res.stderr)
+    assert (tmp_path / "afile").read_text() == "not a folder"

@@ -19,7 +19,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcml.apps import app_comm, check_grid, grid_decomp, restart
-from hpcml.config import ConfigError, check_choice, dumps
+from hpcml.config import ConfigError, check_choice, check_output_path, dumps
 from hpcml.distarray import DistArray
 from hpcml.io import Output, checkpoint
 from hpcml.jit import work_clock
@@ -52,6 +52,7 @@ def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
                 "(a sine with more than shape/2 periods is not resolved by the grid)"
             )
     check_choice(cfg, "run.halo_method", HALO_METHODS)
+    check_output_path(cfg, "output.path")
     for key in ("periodic", "dims"):
         if len(g[key]) != 2:
             raise ConfigError(f"grid.{key} must have two entries, got {g[key]!r}")

@@ -31,7 +31,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcml.apps import app_comm, check_grid, grid_decomp, restart
-from hpcml.config import ConfigError, check_choice, dumps
+from hpcml.config import ConfigError, check_choice, check_output_path, dumps
 from hpcml.io import Output, checkpoint
 from hpcml.linalg import PoissonOperator, cg, cg_pipelined, jacobi, manufactured
 from hpcml.runtime import StopPoll
@@ -66,6 +66,7 @@ def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
     check_choice(cfg, "solver.method", METHODS)
     check_choice(cfg, "solver.preconditioner", PRECONDITIONERS)
     check_choice(cfg, "run.halo_method", CHOICES["halo_method"])
+    check_output_path(cfg, "output.path")
     if not 0 < s["rtol"] < 1:
         raise ConfigError(f"solver.rtol must be in (0, 1), got {s['rtol']}")
     if s["maxiter"] < 0 or s["check_every"] < 1:

@@ -23,7 +23,7 @@ from typing import Any
 from mpi4py import MPI
 
 from hpcml.apps import app_comm, check_grid, restart
-from hpcml.config import ConfigError, check_choice, dumps
+from hpcml.config import ConfigError, check_choice, check_output_path, dumps
 from hpcml.nn import HaloConv2d, Sequential, TileDataset, Trainer, TrainGrid, generate_heat_pairs
 from hpcml.runtime import StopPoll
 from hpcml.settings import CHOICES
@@ -61,6 +61,7 @@ def validate_config(cfg: dict[str, Any], ranks: int | None = None) -> None:
     check_choice(cfg, "model.dtype", ("float64", "float32"))
     check_choice(cfg, "train.optimizer", ("adam", "sgd"))
     check_choice(cfg, "run.halo_method", CHOICES["halo_method"])
+    check_output_path(cfg, "output.path")
     dp = t["data_parallel"]
     if dp < 1 or (ranks is not None and ranks % dp):
         raise ConfigError(f"train.data_parallel={dp} must be a positive divisor of the {ranks} ranks")

@@ -8,7 +8,8 @@ batch job, start time, command) and changes nothing.
 
 How
     Rank 0 opens ``NAME.lock`` next to the output file or folder ``NAME``
-    (nothing is created inside the folder) and takes an exclusive POSIX record lock on it
+    (nothing is created inside the folder, unless its parent is not writable: see
+    :func:`lock_file`) and takes an exclusive POSIX record lock on it
     (``fcntl.lockf``, which NFS and Lustre support; ``flock`` is local-only on
     some of them).  The kernel drops the lock when the process ends, however it
     ends, so a crashed or killed job never leaves a stale lock: the file it
@@ -48,9 +49,13 @@ def lock_file(path: str | os.PathLike[str]) -> Path:
     """The lock file of an output file or folder ``NAME``: ``NAME.lock`` beside it.
 
     A relative path is made absolute first (``"."``, a HipFT namelist's output folder,
-    has no name of its own).
+    has no name of its own).  An existing folder whose parent this user cannot write
+    (a run in ``$HOME`` or ``/scratch/$USER`` with the output folder ``"."``) keeps
+    its lock inside itself, ``NAME/.hpcml.lock``: every job computes the same place.
     """
     p = Path(path).absolute()
+    if p.is_dir() and not os.access(p.parent, os.W_OK):
+        return p / ".hpcml.lock"
     return p.with_name(p.name + ".lock")
 
 

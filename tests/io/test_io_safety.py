@@ -71,3 +71,24 @@ def test_second_job_on_a_path_in_use_is_refused_and_changes_nothing(tmp_path, dr
     steps, _ = _steps_and_values(path)
     assert steps == list(range(40))
     assert not path.with_name("busy.h5.lock").exists(), "a clean exit removes the lock file"
+
+
+def test_folder_in_an_unwritable_directory_is_locked_inside(tmp_path, monkeypatch):
+    # `hpcml run --hipft` in $HOME or /scratch/$USER writes into "."; its lock beside
+    # the folder would land in a directory the user cannot write
+    import os
+
+    from hpcml.io import lock as lk
+
+    work = tmp_path / "case"
+    work.mkdir()
+    real = os.access
+    monkeypatch.setattr(lk.os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real(p, mode))
+    assert lk.lock_file(work) == work / ".hpcml.lock"
+    assert lk.lock_file(tmp_path / "case" / "out") == work / "out.lock"  # not a folder yet: beside it
+    held = lk.hold(None, folders=[work])
+    assert (work / ".hpcml.lock").is_file()
+    held.release()
+    assert not (work / ".hpcml.lock").exists()
+    monkeypatch.setattr(lk.os, "access", real)
+    assert lk.lock_file(work) == tmp_path / "case.lock"

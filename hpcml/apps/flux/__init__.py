@@ -32,11 +32,12 @@ def validate_config(config: dict[str, Any], ranks: int | None = None) -> None:
     is built (still before any collective).
     """
     from hpcml.apps.flux.params import Params
-    from hpcml.config import check_choice
+    from hpcml.config import check_choice, check_output_path
     from hpcml.settings import CHOICES
 
     prm = Params(config)
     check_choice(config, "decomposition.halo_method", CHOICES["halo_method"])
+    check_output_path(config, "output.directory", folder=True)
     grid = config["grid"]
     if grid["map"] and not Path(grid["map"]).is_file():
         raise ConfigError(f"grid.map file {grid['map']!r} does not exist")
