@@ -174,3 +174,19 @@ def test_output_path_of_the_wrong_kind_is_a_config_error(tmp_path, sets):
     assert res.returncode == 2, res.stderr
     assert res.stderr.count("configuration error") == 1 and ("is a folder" in res.stderr or "is a file" in res.stderr)
     assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+def test_train_refuses_a_dataset_made_with_other_settings(tmp_path):
+    # data.generate = "missing" reuses an existing dataset: one made for another
+    # data.samples (or grid, seed, ...) would be trained on silently
+    base = ["-m", "hpcml.cli", "run", "--set", "app=train", "--set", "train.epochs=1", "--set", "output.path=''"]
+    first = run_mpi(2, [*base, "--set", "data.samples=8"], timeout=180, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    made = (tmp_path / "heat_pairs.h5").read_bytes()
+    res = run_mpi(2, [*base, "--set", "data.samples=16"], timeout=180, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("ConfigError") == 1 and "data.samples = 8 there, 16 now" in res.stderr
+    assert (tmp_path / "heat_pairs.h5").read_bytes() == made  # left as it was
+    always = [*base, "--set", "data.samples=16", "--set", "data.generate='always'"]
+    again = run_mpi(2, always, timeout=180, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr

@@ -96,6 +96,49 @@ def _dataset_exists(path: str, comm: MPI.Comm) -> bool:
     return bool(comm.bcast(os.path.exists(path) if comm.Get_rank() == 0 else None, root=0))
 
 
+#: The settings a generated dataset is made of (its file records the config that made it).
+DATASET_KEYS = ("grid.shape", "data.samples", "data.steps_ahead", "data.alpha", "data.cfl", "data.modes", "data.seed")
+
+
+def _dataset_mismatch(path: str, config: dict[str, Any]) -> str | None:
+    """Why the dataset at ``path`` was not made with this config's settings (``None`` if it was, or is not hpcml's).
+
+    Read by rank 0.  A dataset written by hpcml records the config that made it; one
+    made with other settings would train a model on data the config does not describe
+    (and that its checkpoints would misname), so it is refused rather than reused.
+    """
+    import h5py
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    try:
+        with h5py.File(path, "r") as f:
+            text = f.attrs.get("config")
+    except OSError as exc:
+        return f"data.path {path!r} is not a readable HDF5 file: {exc}"
+    if text is None:
+        return None  # not made by hpcml: the user's own dataset
+    try:
+        made = tomllib.loads(text.decode() if isinstance(text, bytes) else str(text))
+    except tomllib.TOMLDecodeError:
+        return None
+    diffs = []
+    for dotted in DATASET_KEYS:
+        section, key = dotted.split(".")
+        there, here = made.get(section, {}).get(key), config[section][key]
+        if there is not None and there != here:
+            diffs.append(f"{dotted} = {there!r} there, {here!r} now")
+    if not diffs:
+        return None
+    return (
+        f"dataset {path!r} was generated with other settings: {'; '.join(diffs)}. "
+        "Set data.generate = \"always\" to make it again, or give another data.path"
+    )
+
+
 def _stopped_before_training(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
     """The summary of a run stopped before its first training step (nothing trained, nothing to checkpoint)."""
     return {
@@ -159,6 +202,10 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
             )
     elif not _dataset_exists(d["path"], comm):
         raise ConfigError(f"data.path {d['path']!r} does not exist and data.generate = 'never'")
+    else:
+        mismatch = comm.bcast(_dataset_mismatch(d["path"], config) if rank0 else None, root=0)
+        if mismatch is not None:
+            raise ConfigError(mismatch)
     ckdir = restart.checkpoint_directory(t["checkpoint_dir"], o["path"])
     plan = restart.plan(config, ckdir, SOLUTION_KEYS, comm, "train")
     dims = None if all(x == 0 for x in g["dims"]) else tuple(g["dims"])
