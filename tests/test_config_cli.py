@@ -190,3 +190,13 @@ def test_train_refuses_a_dataset_made_with_other_settings(tmp_path):
     always = [*base, "--set", "data.samples=16", "--set", "data.generate='always'"]
     again = run_mpi(2, always, timeout=180, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
+
+
+def test_heat_restart_past_its_step_count_is_refused(tmp_path):
+    base = ["-m", "hpcml.cli", "run", "--set", "app=heat", "--set", "grid.shape=[32, 32]"]
+    base += ["--set", "checkpoint.every=10"]
+    first = run_mpi(2, [*base, "--set", "heat.steps=20"], timeout=120, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    res = run_mpi(2, [*base, "--set", "heat.steps=10", "--set", "run.restart=true"], timeout=120, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("ConfigError") == 1 and "is at step 20, past heat.steps = 10" in res.stderr

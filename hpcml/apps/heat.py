@@ -131,6 +131,11 @@ def _run(config: dict[str, Any], comm: MPI.Comm) -> dict[str, Any]:
     if plan.resume:
         state = checkpoint.load(ckdir, decomp, expect=plan.record)
         u, start = state["u"], int(state.step)
+        if start > h["steps"]:  # every rank loaded the same checkpoint: every rank raises
+            raise ConfigError(
+                f"checkpoint {state.path} is at step {start}, past heat.steps = {h['steps']}: set heat.steps "
+                f">= {start} to continue it, or run.restart = false to start again"
+            )
         if rank0:
             log.info("heat: restarting from %s (step %d)", state.path, start)
     if u is None:

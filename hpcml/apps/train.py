@@ -135,7 +135,7 @@ def _dataset_mismatch(path: str, config: dict[str, Any]) -> str | None:
         return None
     return (
         f"dataset {path!r} was generated with other settings: {'; '.join(diffs)}. "
-        "Set data.generate = \"always\" to make it again, or give another data.path"
+        'Set data.generate = "always" to make it again, or give another data.path'
     )
 
 
