@@ -144,9 +144,10 @@ def test_json_on_stdout_logs_on_stderr(tmp_path):
 
 
 def test_failure_exits_1_with_one_line(tmp_path):
-    (tmp_path / "taken.h5").mkdir()  # a directory where the output file should go: fails at run time
-    res = _hpcml("run", "--set", "app=heat", "--set", "heat.steps=2", "--set", "output.path='taken.h5'", cwd=tmp_path)
-    assert res.returncode == 1
+    (tmp_path / "taken").write_text("a file where the output's folder should be: fails at run time")
+    out = "output.path='taken/heat.h5'"
+    res = _hpcml("run", "--set", "app=heat", "--set", "heat.steps=2", "--set", out, cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
     assert res.stderr.count("[rank 0]") == 1, res.stderr
 
 
