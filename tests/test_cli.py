@@ -6,6 +6,7 @@ Every check runs the command in a fresh interpreter, as a user's shell would.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,3 +188,22 @@ def test_abort_on_error_every_form():
     res = _py(code)
     assert res.returncode == 1
     assert res.stderr.strip() == "[rank 0] ValueError: bad thing"
+
+
+def test_analyze_refuses_a_main_file_without_its_data_files(tmp_path):
+    # a main file copied without NAME.d/ reads fill values, or a same-named run's
+    # data in the working directory: refused, naming the missing files
+    run = tmp_path / "run"
+    run.mkdir()
+    made = _hpcml("run", "--set", "app=heat", "--set", "grid.shape=[16, 16]", "--set", "heat.steps=4", cwd=run)
+    assert made.returncode == 0, made.stderr
+    assert _hpcml("analyze", "heat.h5", "--no-plots", cwd=run).returncode == 0
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(run / "heat.h5", copy / "heat.h5")
+    res = _hpcml("analyze", str(copy / "heat.h5"), "--no-plots", cwd=run)  # run/ holds heat.d of the same name
+    assert res.returncode == 2 and "data files are missing: heat.d/" in res.stderr, res.stderr
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["x"] = [1.0, 2.0]
+    res = _hpcml("analyze", str(tmp_path / "plain.h5"), "--no-plots")
+    assert res.returncode == 2 and "not an hpcml output" in res.stderr, res.stderr

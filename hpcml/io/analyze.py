@@ -413,14 +413,32 @@ def run(args: argparse.Namespace, plotter: Callable[[str], Plotter | None] | Non
         return 2
     try:
         summary = summarize(path)
+        missing = _missing_sources(path)
     except (OSError, KeyError, ValueError) as exc:
         sys.stderr.write(f"hpcml analyze: {path}: not a readable hpcml output ({exc})\n")
+        return 2
+    if not summary["variables"]:
+        sys.stderr.write(f"hpcml analyze: {path}: not an hpcml output (no variables written by hpcml.io.Output)\n")
+        return 2
+    if missing:
+        # HDF5 would read fill values (or a same-named file in the working directory) instead
+        sys.stderr.write(
+            f"hpcml analyze: {path}: its data files are missing: {', '.join(missing[:5])} (names relative to "
+            f"{path.resolve().parent}); copy the folder of data files with the main file, or consolidate it "
+            "into one file (hpcml.io.consolidate)\n"
+        )
         return 2
     if not args.no_plots:
         try:
             files, constant = plot(path, args.out, plotter)
             summary["plots"] = [str(p) for p in files]
             summary["constant"] = constant
+        except BlockingIOError as exc:
+            sys.stderr.write(
+                f"hpcml analyze: {path}: cannot read the data for the figures ({exc}): the file is being written "
+                "by a running job; read it with HDF5_USE_FILE_LOCKING=FALSE (see docs/io.md), or use --no-plots\n"
+            )
+            return 1
         except ImportError as exc:
             sys.stderr.write(
                 f"hpcml analyze: no figures: {exc.name or 'matplotlib'} is not installed. "
@@ -435,6 +453,21 @@ def run(args: argparse.Namespace, plotter: Callable[[str], Plotter | None] | Non
     else:
         _print_summary(summary, sys.stdout)
     return 0
+
+
+def _missing_sources(path: Path) -> list[str]:
+    """Source files of the file's virtual datasets that do not exist beside it."""
+    from hpcml.io.vds import mappings_of, missing_sources
+
+    found: set[str] = set()
+    with h5py.File(path, "r") as f:
+
+        def visit(_name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset) and obj.is_virtual:
+                found.update(missing_sources(path, mappings_of(obj)))
+
+        f.visititems(visit)
+    return sorted(found)
 
 
 def _jsonable(o: Any) -> Any:
