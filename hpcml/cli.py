@@ -331,7 +331,7 @@ def _analyze(args: argparse.Namespace) -> int:
 # -- jobscript -------------------------------------------------------------------------------
 def cmd_jobscript(args: argparse.Namespace) -> int:
     """Print a validated batch script."""
-    from hpcml.jobscript import JobRequest, render
+    from hpcml.jobscript import JobRequest, JobScriptError, render
 
     command = list(args.cmd)
     if command and command[0] == "--":
@@ -341,7 +341,7 @@ def cmd_jobscript(args: argparse.Namespace) -> int:
         nodes=args.nodes,
         ntasks_per_node=args.ntasks_per_node,
         cpus_per_task=args.cpus_per_task,
-        time=args.time,
+        time=args.time.strip(),
         command=command,
         gpus_per_task=args.gpus_per_task,
         partition=args.partition,
@@ -349,11 +349,15 @@ def cmd_jobscript(args: argparse.Namespace) -> int:
         job_name=args.job_name,
         cores_per_node=args.cores_per_node,
     )
-    text = render(req)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
+    try:
+        text = render(req)
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+    except (JobScriptError, OSError) as exc:
+        sys.stderr.write(f"hpcml jobscript: error: {exc}\n")
+        return EXIT_USAGE
+    if not args.output:
         sys.stdout.write(text)
     return 0
 

@@ -22,7 +22,9 @@ _TIME = re.compile(r"^(?:(\d+)-)?(\d{1,2}):(\d{2}):(\d{2})$")
 
 
 class JobScriptError(ValueError):
-    """The requested job cannot be expressed or cannot run."""
+    """The requested job cannot be expressed or cannot run (a usage error: ``hpcml jobscript`` exits 2)."""
+
+    exit_code = 2
 
 
 def parse_time(text: str) -> int:
@@ -83,6 +85,10 @@ class JobRequest:
             raise JobScriptError("no command given: add it after --, e.g. -- hpcml run job.toml")
         if not re.match(r"^[A-Za-z0-9_.-]+$", self.job_name):
             raise JobScriptError(f"--job-name {self.job_name!r}: use letters, digits, '.', '_' and '-'")
+        for name in ("partition", "account"):  # written into #SBATCH lines as they are
+            value = getattr(self, name)
+            if value and not re.match(r"^[A-Za-z0-9_.,+-]+$", value):
+                raise JobScriptError(f"--{name} {value!r}: use letters, digits and '.', '_', '-', '+', ','")
 
     @property
     def ntasks(self) -> int:

@@ -75,6 +75,8 @@ def test_parse_time():
         ({"command": []}, "no command given"),
         ({"gpus_per_task": -1}, "--gpus-per-task"),
         ({"job_name": "a b"}, "--job-name"),
+        ({"partition": "gpu a100"}, "--partition"),
+        ({"account": "p;rm"}, "--account"),
     ],
 )
 def test_generator_rejects(change, message):
@@ -117,8 +119,12 @@ def test_cli_jobscript_error_exit(tmp_path):
         timeout=60,
         check=False,
     )
-    assert res.returncode != 0
-    assert "no room for the checkpoint signal" in res.stderr
+    assert res.returncode == 2, res.stderr  # a usage error, printed as one line
+    assert res.stderr.startswith("hpcml jobscript: error:") and "no room for the checkpoint signal" in res.stderr
+    assert "[rank" not in res.stderr and res.stderr.count("\n") == 1
+    spaced = [HPCML, "jobscript", "--ntasks-per-node", "2", "--time", " 01:00:00 ", "--", "hpcml", "run"]
+    text = subprocess.run(spaced, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "#SBATCH --time=01:00:00\n" in text
 
 
 # -- real SLURM ------------------------------------------------------------------------------
