@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from hpcml._version import __version__
-from hpcml.runtime import abort_on_error, launch_rank
 
 __all__ = ["build_parser", "main"]
 
@@ -50,6 +49,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that prints a usage error once per job (launcher rank 0), then exits 2."""
 
     def error(self, message: str) -> Any:  # type: ignore[override]
+        from hpcml.runtime import launch_rank
+
         if launch_rank() == 0:
             self.print_usage(sys.stderr)
             sys.stderr.write(f"{self.prog}: error: {message}\n")
@@ -444,9 +445,29 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
-@abort_on_error
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``hpcml`` console script."""
+    """Entry point of the ``hpcml`` console script.
+
+    The ``HPCML_*`` variables are read first (importing :mod:`hpcml.settings`): a bad
+    value is a usage error, printed once per job (launcher rank 0) with exit 2, before
+    anything else runs.  The command then runs under
+    :class:`~hpcml.runtime.abort_on_error`.
+    """
+    try:
+        import hpcml.settings  # noqa: F401 - reads the HPCML_* variables
+    except ValueError as exc:
+        import os
+
+        ranks = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
+        if next((os.environ[v] for v in ranks if v in os.environ), "0") == "0":
+            sys.stderr.write(f"hpcml: {exc}\n")
+        return EXIT_USAGE
+    from hpcml.runtime import abort_on_error
+
+    return int(abort_on_error(_main)(argv))
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     return int(args.func(args) or 0)

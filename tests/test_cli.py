@@ -207,3 +207,11 @@ def test_analyze_refuses_a_main_file_without_its_data_files(tmp_path):
         f["x"] = [1.0, 2.0]
     res = _hpcml("analyze", str(tmp_path / "plain.h5"), "--no-plots")
     assert res.returncode == 2 and "not an hpcml output" in res.stderr, res.stderr
+
+
+def test_bad_hpcml_variable_is_one_line_and_exit_2(tmp_path):
+    from hpcml.testing import run_mpi
+
+    res = run_mpi(2, ["-m", "hpcml.cli", "info"], timeout=120, env={"HPCML_HALO_METHOD": "bogus"})
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("HPCML_HALO_METHOD='bogus'") == 1 and "Traceback" not in res.stderr, res.stderr
