@@ -72,3 +72,21 @@ def test_bench_halo_times_started_exchanges_on_request(tmp_path):
         assert row[f"{m} started ms"] > 0
         assert row[f"{m} started / hand"] == row[f"{m} started ms"] / row["hand ms"]
     assert "`started`:" in (tmp_path / "halo.md").read_text()
+
+
+def test_json_is_strict_with_unmeasured_values_as_null(tmp_path):
+    import json
+
+    import numpy as np
+
+    from hpcml.bench.report import write_report
+
+    rows = [{"kernel": "x", "rate": float("nan"), "peer": np.float64("inf"), "n": np.int64(3), "ok": 1.5}]
+    jpath, mpath = write_report("strict", rows, ["kernel", "rate", "peer", "n", "ok"], tmp_path)
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    record = json.loads(jpath.read_text(), parse_constant=refuse)
+    assert record["rows"][0] == {"kernel": "x", "rate": None, "peer": None, "n": 3, "ok": 1.5}
+    assert mpath.is_file()

@@ -7,6 +7,7 @@ Markdown table of the same rows, both written atomically by rank 0.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import resource
@@ -145,6 +146,28 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinity as ``None`` (JSON ``null``), NumPy scalars as Python ones.
+
+    Python's ``json`` writes bare ``NaN``, which strict JSON parsers (``jq``,
+    JavaScript, many others) reject; a value that was not measured is ``null``.
+    """
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    try:
+        return strict_json(float(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def write_report(
     name: str,
     rows: Sequence[dict[str, Any]],
@@ -163,7 +186,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": name, "machine": machine_info(), "meta": meta or {}, "rows": list(rows)}
     jpath, mpath = out / f"{name}.json", out / f"{name}.md"
-    _atomic_write(jpath, json.dumps(record, indent=2, default=float) + "\n")
+    _atomic_write(jpath, json.dumps(strict_json(record), indent=2, allow_nan=False) + "\n")
     lines = [f"# {title or 'hpcml bench ' + name}", ""]
     m = record["machine"]
     lines.append(
